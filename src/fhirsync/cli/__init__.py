@@ -1,0 +1,1 @@
+"""The ``fhirsync`` command line: one module per command group."""

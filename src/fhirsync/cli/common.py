@@ -1,0 +1,60 @@
+"""Shared pieces of the command line: exit codes, error reporting, node loading."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from fhirsync.errors import ConfigurationError, FhirsyncError, TransientError
+
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+console = Console()
+err_console = Console(stderr=True)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn fhirsync errors into a one-line message and the contract's exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except ConfigurationError as exc:
+            err_console.print(f"[red]configuration error:[/red] {exc}")
+            raise typer.Exit(EXIT_USAGE) from exc
+        except TransientError as exc:
+            err_console.print(f"[red]parent unreachable:[/red] {exc}")
+            raise typer.Exit(EXIT_UNREACHABLE) from exc
+        except FhirsyncError as exc:
+            err_console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(EXIT_FAILURES) from exc
+
+    return wrapper
+
+
+NodeDirArg = typer.Argument(..., help="The node directory (holds sync2.json and fhirsync.json).")
+
+
+def setup_logging(level: str) -> None:
+    """One structured line per event on stderr."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def node_path(value: Path) -> Path:
+    """The node directory as an absolute path."""
+    return value.expanduser().resolve()

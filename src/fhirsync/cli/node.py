@@ -1,0 +1,72 @@
+"""``fhirsync init`` and ``fhirsync serve``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fhirsync.cli.common import console, handle_errors, node_path, setup_logging
+from fhirsync.node import init_node, open_node
+
+
+@handle_errors
+def init(
+    node_dir: Annotated[Path, typer.Argument(help="Directory to create the node in.")],
+    instance_id: Annotated[str, typer.Option("--instance-id", help="This node's id.")],
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8080,
+    parent: Annotated[str | None, typer.Option(help="The parent's base URL.")] = None,
+    parent_user: Annotated[str | None, typer.Option(help="User name at the parent.")] = None,
+    parent_password: Annotated[str | None, typer.Option(help="Password at the parent.")] = None,
+    admin_password: Annotated[
+        str | None, typer.Option(help="Password of the admin user (generated if omitted).")
+    ] = None,
+    db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the database.")] = None,
+) -> None:
+    """Create a node: sync2.json, fhirsync.json, the database and the admin user."""
+    result = init_node(
+        node_path(node_dir),
+        instance_id=instance_id,
+        port=port,
+        parent=parent,
+        parent_user=parent_user,
+        parent_password=parent_password,
+        admin_password=admin_password,
+        db_url=db,
+    )
+    console.print(f"Created node [bold]{instance_id}[/bold] in {result.config.node_dir}")
+    console.print(f"Database: {result.config.db_url}")
+    if result.password_generated:
+        console.print("Admin user: [bold]admin[/bold]")
+        console.print(
+            f"Admin password (shown once, store it now): [bold]{result.admin_password}[/bold]"
+        )
+
+
+@handle_errors
+def serve(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]) -> None:
+    """Serve the node: FHIR, REST, feeds, the admin UI, and scheduled pull/push."""
+    import uvicorn
+
+    from fhirsync.server.app import create_app
+
+    config, db = open_node(node_path(node_dir))
+    setup_logging(config.settings.log_level)
+    app = create_app(config, db)
+    try:
+        uvicorn.run(
+            app,
+            host=config.settings.host,
+            port=config.settings.port,
+            log_level=config.settings.log_level.lower(),
+            access_log=False,
+        )
+    finally:
+        db.dispose()
+
+
+def register(app: typer.Typer) -> None:
+    """Add this group's commands."""
+    app.command()(init)
+    app.command()(serve)

@@ -1,0 +1,149 @@
+"""The one exception tree of fhirsync, split by what the engine should do about each error.
+
+    FhirsyncError
+    ├── TransientError            retry later; a marker never moves past it
+    │   ├── ConnectionFailed      refused, reset, DNS, TLS
+    │   ├── RequestTimeout        connect/read timeout
+    │   └── ServerUnavailable     5xx from a remote node
+    ├── RecordError               this one record cannot be applied; park it, carry on if configured
+    │   ├── InvalidResource       body fails validation (FHIR or REST representation)
+    │   ├── RecordNotFound        the record does not exist (404)
+    │   ├── RecordGone            the record was deleted or voided (410)
+    │   ├── RemoteRejected        a remote answered 4xx for this record
+    │   └── DependencyMissing     a record it references is parked or absent
+    ├── ConflictError             both sides changed the same record
+    │   └── VersionMismatch       If-Match names a stale version (412)
+    ├── RequestError              a caller's request is malformed (not about one stored record)
+    │   ├── UnknownResourceType   a type or category this node does not serve
+    │   ├── PayloadTooLarge       a body over the configured limit
+    │   └── MalformedFeed         a feed page that cannot be parsed
+    ├── AuthError                 missing/wrong credentials or not allowed
+    │   ├── Unauthenticated
+    │   └── Forbidden
+    └── ConfigurationError        an invalid settings or sync2.json file (exit code 2)
+
+No HTTP status lives here; ``server/error_responses.py`` is the only mapping to HTTP.
+"""
+
+from __future__ import annotations
+
+
+class FhirsyncError(Exception):
+    """Base of every error fhirsync raises on purpose."""
+
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class TransientError(FhirsyncError):
+    """A remote or resource could not be reached now; the same call may work later."""
+
+
+class ConnectionFailed(TransientError):
+    """Raised when a TCP/TLS connection to a remote node fails or drops."""
+
+
+class RequestTimeout(TransientError):
+    """Raised when a remote node does not answer within the configured timeout."""
+
+
+class ServerUnavailable(TransientError):
+    """Raised when a remote node answers with a 5xx status."""
+
+
+class RecordError(FhirsyncError):
+    """One record cannot be processed; other records are unaffected."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        category: str | None = None,
+        uuid: str | None = None,
+        detail: str | None = None,
+        element: str | None = None,
+    ) -> None:
+        super().__init__(message, detail=detail)
+        self.category = category
+        self.uuid = uuid
+        self.element = element
+
+
+class InvalidResource(RecordError):
+    """Raised when a body fails validation; ``element`` names the offending path."""
+
+
+class RecordNotFound(RecordError):
+    """Raised when a requested record does not exist."""
+
+
+class RecordGone(RecordError):
+    """Raised when a requested record was deleted, voided or retired (FHIR 410)."""
+
+
+class RemoteRejected(RecordError):
+    """Raised when a remote node refuses one record with a 4xx status."""
+
+    def __init__(self, message: str, *, status: int, **kwargs: str | None) -> None:
+        super().__init__(message, **kwargs)
+        self.status = status
+
+
+class DependencyMissing(RecordError):
+    """Raised when a record references another record that is parked or absent."""
+
+
+class ConflictError(FhirsyncError):
+    """Raised when both sides changed the same record since they last agreed."""
+
+
+class VersionMismatch(ConflictError):
+    """Raised when an If-Match version is not the record's current version."""
+
+    def __init__(self, message: str, *, current_version: int | None = None) -> None:
+        super().__init__(message)
+        self.current_version = current_version
+
+
+class RequestError(FhirsyncError):
+    """Raised when a request is malformed as a whole (not about one stored record)."""
+
+
+class UnknownResourceType(RequestError):
+    """Raised for a resource type, category or REST resource this node does not serve."""
+
+
+class PayloadTooLarge(RequestError):
+    """Raised when a request body exceeds the configured size limit."""
+
+
+class MalformedFeed(RequestError):
+    """Raised when an Atom feed page cannot be parsed or lacks required parts."""
+
+
+class AuthError(FhirsyncError):
+    """Base of authentication and authorisation failures."""
+
+
+class Unauthenticated(AuthError):
+    """Raised when credentials are missing or wrong (never says which)."""
+
+
+class Forbidden(AuthError):
+    """Raised when an authenticated user may not do this."""
+
+
+class ConfigurationError(FhirsyncError):
+    """Raised for an invalid configuration; ``field`` names where it is wrong."""
+
+    def __init__(
+        self, message: str, *, field: str | None = None, source: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.field = field
+        self.source = source

@@ -1,0 +1,125 @@
+"""Creating and opening node directories (used by the CLI, the demo and the test harness)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from fhirsync import categories
+from fhirsync.errors import ConfigurationError
+from fhirsync.settings import (
+    SETTINGS_FILE,
+    SYNC2_FILE,
+    ClassConfig,
+    GeneralConfig,
+    NodeConfig,
+    NodeSettings,
+    Sync2Config,
+    SyncMethodConfig,
+    load_node,
+    parse_node_settings,
+    write_node_settings,
+    write_sync2,
+)
+from fhirsync.store import users
+from fhirsync.store.engine import Database, open_database
+
+DEFAULT_SCHEDULE = 300
+
+
+@dataclass(frozen=True)
+class InitResult:
+    """What ``init`` made: the loaded node and the admin password (shown once if generated)."""
+
+    config: NodeConfig
+    admin_password: str
+    password_generated: bool
+
+
+def default_classes() -> list[ClassConfig]:
+    """Every syncable category in dependency order, enabled (sub-resources ride on their owner)."""
+    return [
+        ClassConfig(classTitle=c.title, category=c.name, openMrsClass=c.openmrs_class, enabled=True)
+        for c in categories.all_categories()
+        if not c.is_subresource
+    ]
+
+
+def init_node(
+    node_dir: Path,
+    *,
+    instance_id: str,
+    port: int = 8080,
+    host: str = "127.0.0.1",
+    parent: str | None = None,
+    parent_user: str | None = None,
+    parent_password: str | None = None,
+    admin_password: str | None = None,
+    db_url: str | None = None,
+    extra_settings: dict[str, object] | None = None,
+) -> InitResult:
+    """Write ``sync2.json`` and ``fhirsync.json``, create and migrate the database, add ``admin``."""
+    if not instance_id.strip():
+        raise ConfigurationError("--instance-id must not be blank", field="instance_id")
+    if (node_dir / SYNC2_FILE).exists():
+        raise ConfigurationError(f"{node_dir} already holds a node (sync2.json exists)")
+    node_dir.mkdir(parents=True, exist_ok=True)
+    data: dict[str, object] = {"port": port, "host": host}
+    if db_url:
+        data["db_url"] = db_url
+    if parent_user:
+        data["parent_user"] = parent_user
+    if parent_password:
+        data["parent_password"] = parent_password
+    data.update(extra_settings or {})
+    settings: NodeSettings = parse_node_settings(data, SETTINGS_FILE)
+    base = settings.base_url or f"http://{host}:{port}"
+    sync2 = Sync2Config(
+        general=GeneralConfig(
+            parentFeedLocation=parent.rstrip("/") if parent else None,
+            localFeedLocation=base,
+            localInstanceId=instance_id,
+            persistSuccessAudit=True,
+            persistFailureAudit=True,
+        ),
+        push=SyncMethodConfig(enabled=False, schedule=DEFAULT_SCHEDULE, classes=default_classes()),
+        pull=SyncMethodConfig(enabled=False, schedule=DEFAULT_SCHEDULE, classes=default_classes()),
+    )
+    write_node_settings(node_dir, settings)
+    write_sync2(node_dir, sync2)
+    config = load_node(node_dir)
+    generated = admin_password is None
+    password = admin_password or users.generate_password()
+    db = open_database(config.db_url)
+    try:
+        with db.write() as conn:
+            users.add(conn, "admin", password, "admin")
+    finally:
+        db.dispose()
+    return InitResult(config=config, admin_password=password, password_generated=generated)
+
+
+def open_node(node_dir: Path) -> tuple[NodeConfig, Database]:
+    """Load a node directory and open (migrating if needed) its database."""
+    config = load_node(node_dir)
+    return config, open_database(config.db_url)
+
+
+def update_sync2(node_dir: Path, changes: dict[str, object]) -> None:
+    """Merge ``changes`` (OpenMRS key names, nested dicts) into ``sync2.json`` after validation."""
+    path = node_dir / SYNC2_FILE
+    data = json.loads(path.read_text(encoding="utf-8"))
+    _deep_merge(data, changes)
+    from fhirsync.settings import parse_sync2
+
+    write_sync2(node_dir, parse_sync2(data, str(path)))
+
+
+def _deep_merge(into: dict[str, object], changes: dict[str, object]) -> None:
+    for key, value in changes.items():
+        current = into.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            _deep_merge(current, value)
+        else:
+            into[key] = value

@@ -1,0 +1,24 @@
+"""``create_app``: the one place a node's HTTP application is assembled."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from fhirsync import __version__
+from fhirsync.server import error_responses
+from fhirsync.server.auth import Authenticator
+from fhirsync.server.deps import NodeContext
+from fhirsync.server.limits import BodySizeLimit
+from fhirsync.server.routes import ops
+from fhirsync.settings import NodeConfig
+from fhirsync.store.engine import Database
+
+
+def create_app(config: NodeConfig, db: Database) -> FastAPI:
+    """Build the app for one node over its (already migrated) database."""
+    app = FastAPI(title="fhirsync", version=__version__, docs_url=None, redoc_url=None)
+    app.state.node = NodeContext(config=config, db=db, authenticator=Authenticator(db))
+    error_responses.install(app)
+    app.include_router(ops.router)
+    app.add_middleware(BodySizeLimit, max_bytes=config.settings.max_body_bytes)
+    return app

@@ -1,0 +1,152 @@
+"""The only place where errors become HTTP responses, with one shape per surface.
+
+- ``/ws/fhir2/...``: a FHIR ``OperationOutcome`` (``application/fhir+json``)
+- ``/sync2/...``: an HTML error page
+- everything else (REST v1, Sync 2.0 endpoints, feeds, ops): OpenMRS-style JSON
+  ``{"error": {"message": ..., "code": ..., "detail": ...}}``
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from fhirsync.errors import (
+    AuthError,
+    ConfigurationError,
+    ConflictError,
+    DependencyMissing,
+    FhirsyncError,
+    Forbidden,
+    InvalidResource,
+    MalformedFeed,
+    PayloadTooLarge,
+    RecordGone,
+    RecordNotFound,
+    RemoteRejected,
+    RequestError,
+    TransientError,
+    Unauthenticated,
+    UnknownResourceType,
+    VersionMismatch,
+)
+
+log = logging.getLogger(__name__)
+
+# Most specific first: the first class an error is an instance of decides its status.
+STATUS_BY_ERROR: tuple[tuple[type[FhirsyncError], int], ...] = (
+    (Unauthenticated, 401),
+    (Forbidden, 403),
+    (AuthError, 401),
+    (VersionMismatch, 412),
+    (ConflictError, 409),
+    (UnknownResourceType, 404),
+    (PayloadTooLarge, 413),
+    (MalformedFeed, 400),
+    (RequestError, 400),
+    (InvalidResource, 400),
+    (RecordNotFound, 404),
+    (RecordGone, 410),
+    (DependencyMissing, 400),
+    (RemoteRejected, 400),
+    (ConfigurationError, 400),
+    (TransientError, 503),
+)
+
+_FHIR_ISSUE_CODE = {
+    400: "invalid",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    409: "conflict",
+    410: "deleted",
+    412: "conflict",
+    413: "too-costly",
+    503: "transient",
+}
+
+
+def status_for(error: FhirsyncError) -> int:
+    """The HTTP status of a fhirsync error."""
+    for cls, status in STATUS_BY_ERROR:
+        if isinstance(error, cls):
+            return status
+    return 500
+
+
+def _element(error: FhirsyncError) -> str | None:
+    return getattr(error, "element", None) or getattr(error, "field", None)
+
+
+def render(
+    path: str, status: int, message: str, *, element: str | None = None, detail: str | None = None
+) -> Response:
+    """An error response in the shape of the surface that ``path`` belongs to."""
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="fhirsync"'
+    if path.startswith("/ws/fhir2"):
+        issue: dict[str, Any] = {
+            "severity": "error",
+            "code": _FHIR_ISSUE_CODE.get(status, "exception"),
+            "diagnostics": message,
+        }
+        if element:
+            issue["expression"] = [element]
+        body = {"resourceType": "OperationOutcome", "issue": [issue]}
+        return Response(orjson.dumps(body), status, headers, media_type="application/fhir+json")
+    if path.startswith("/sync2"):
+        page = (
+            "<!doctype html><html><head><title>fhirsync: error</title></head><body>"
+            f'<h1>Error {status}</h1><p class="error">{html.escape(message)}</p>'
+            + (f"<p>Field: <code>{html.escape(element)}</code></p>" if element else "")
+            + '<p><a href="/sync2/">Back to the dashboard</a></p></body></html>'
+        )
+        return Response(page, status, headers, media_type="text/html; charset=utf-8")
+    err: dict[str, Any] = {"message": message, "code": status}
+    if element:
+        err["field"] = element
+    if detail:
+        err["detail"] = detail
+    return Response(orjson.dumps({"error": err}), status, headers, media_type="application/json")
+
+
+async def _fhirsync_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FhirsyncError)
+    status = status_for(exc)
+    if status >= 500:
+        log.warning("request failed path=%s error=%s", request.url.path, type(exc).__name__)
+    return render(request.url.path, status, exc.message, element=_element(exc), detail=exc.detail)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return render(request.url.path, 400, f"{where}: {first.get('msg')}", element=where)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    return render(request.url.path, exc.status_code, str(exc.detail))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error path=%s", request.url.path)
+    return render(request.url.path, 500, "Internal server error")
+
+
+def install(app: FastAPI) -> None:
+    """Register every error handler on ``app``."""
+    app.add_exception_handler(FhirsyncError, _fhirsync_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

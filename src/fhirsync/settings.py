@@ -1,0 +1,290 @@
+"""Node settings and the OpenMRS ``sync2.json`` schema, with errors that name the bad field.
+
+Two files live in a node directory:
+
+- ``sync2.json``: the OpenMRS Sync 2.0 configuration (spec §2), loaded unchanged from Java nodes.
+- ``fhirsync.json``: everything OpenMRS keeps elsewhere (database URL, listen address, parent
+  credentials, page sizes, retry policy). Any field can be overridden by an environment variable
+  ``FHIRSYNC_<FIELD>`` (upper case).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from fhirsync.errors import ConfigurationError
+
+SYNC2_FILE = "sync2.json"
+SETTINGS_FILE = "fhirsync.json"
+DB_FILE = "fhirsync.db"
+
+
+class _Strict(BaseModel):
+    """OpenMRS parses strictly: unknown keys are errors (spec §2.1)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ClientOverride(_Strict):
+    """A per-transport override for requests to the parent (spec §2.3 ``clients``)."""
+
+    host_address: str | None = Field(None, alias="hostAddress")
+    login: str | None = None
+    password: SecretStr | None = None
+
+
+class GeneralConfig(_Strict):
+    """The ``general`` section."""
+
+    parent_feed_location: str | None = Field(None, alias="parentFeedLocation")
+    local_feed_location: str | None = Field(None, alias="localFeedLocation")
+    local_instance_id: str | None = Field(None, alias="localInstanceId")
+    persist_success_audit: bool = Field(False, alias="persistSuccessAudit")
+    persist_failure_audit: bool = Field(False, alias="persistFailureAudit")
+    clients: dict[str, ClientOverride] = Field(default_factory=dict)
+
+
+class ClassConfig(_Strict):
+    """One category of a push or pull class list."""
+
+    class_title: str | None = Field(None, alias="classTitle")
+    category: str
+    open_mrs_class: str | None = Field(None, alias="openMrsClass")
+    enabled: bool = False
+    preferred_client: str | None = Field(None, alias="preferredClient")
+
+
+class SyncMethodConfig(_Strict):
+    """The ``push`` or ``pull`` section."""
+
+    enabled: bool = False
+    schedule: int | None = Field(None, ge=1)
+    classes: list[ClassConfig] = Field(default_factory=list)
+
+    def enabled_categories(self) -> list[str]:
+        """Lower-cased categories of the enabled classes, in listed order."""
+        return [c.category.lower() for c in self.classes if c.enabled]
+
+    def class_for(self, category: str) -> ClassConfig | None:
+        """The class configuration of ``category`` (case-insensitive), if listed."""
+        return next((c for c in self.classes if c.category.lower() == category.lower()), None)
+
+
+class WhitelistConfig(_Strict):
+    """The ``whitelist`` section (absent means disabled, spec §2.3)."""
+
+    enabled: bool = False
+    instance_ids: list[str] = Field(default_factory=list, alias="instanceIds")
+
+
+class Sync2Config(_Strict):
+    """The whole ``sync2.json`` file."""
+
+    general: GeneralConfig = Field(default_factory=GeneralConfig)
+    push: SyncMethodConfig = Field(default_factory=SyncMethodConfig)
+    pull: SyncMethodConfig = Field(default_factory=SyncMethodConfig)
+    whitelist: WhitelistConfig = Field(default_factory=WhitelistConfig)
+
+    def to_json(self) -> str:
+        """Pretty JSON (2-space indent, OpenMRS key names), secrets included for the file."""
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=False)
+        for name, override in self.general.clients.items():
+            if override.password is not None:
+                data["general"]["clients"][name]["password"] = override.password.get_secret_value()
+        return json.dumps(data, indent=2) + "\n"
+
+
+class NodeSettings(BaseSettings):
+    """The node's own settings (``fhirsync.json``; env ``FHIRSYNC_*`` overrides)."""
+
+    model_config = SettingsConfigDict(env_prefix="FHIRSYNC_", extra="forbid")
+
+    db_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in the node directory.")
+    host: str = Field("127.0.0.1", description="Address `fhirsync serve` listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port `fhirsync serve` listens on.")
+    base_url: str = Field(
+        "", description="This node's public base URL; empty means http://host:port."
+    )
+    parent_user: str = Field("", description="User name this node presents to its parent.")
+    parent_password: SecretStr = Field(SecretStr(""), description="Password for the parent.")
+    feed_page_size: int = Field(1000, ge=1, le=10000, description="Atom entries per feed page.")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
+    )
+    search_max_count: int = Field(1000, ge=1, description="Largest `_count` a FHIR search honours.")
+    fetch_batch_size: int = Field(500, ge=1, le=1000, description="Records fetched per request.")
+    http_connect_timeout: float = Field(15.0, gt=0, description="Seconds to connect to a remote.")
+    http_read_timeout: float = Field(30.0, gt=0, description="Seconds to wait for a response.")
+    preferred_client: str = Field(
+        "fhir", description="Transport used when a class names no preferredClient."
+    )
+    location_filter: str = Field(
+        "*%*%*%*%*", description="Pull-side location filter (spec §3.6 atomfeed.filter.location)."
+    )
+    retry_base_delay: float = Field(1.0, gt=0, description="First retry delay, seconds.")
+    retry_factor: float = Field(2.0, ge=1, description="Backoff multiplier between retries.")
+    retry_max_delay: float = Field(300.0, gt=0, description="Cap of the backoff delay, seconds.")
+    record_max_attempts: int = Field(
+        3, ge=1, description="Tries of one failing record before it is parked."
+    )
+    continue_on_failure: bool = Field(
+        True, description="Move the feed on past a parked record (continueOnFailure)."
+    )
+    audit_retention_days: int = Field(90, ge=1, description="Days audit rows are kept.")
+    audit_keep_payloads: bool = Field(False, description="Keep record bodies in audit details.")
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    @field_validator("db_url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment variables win over the file, which wins over defaults."""
+        return (env_settings, init_settings)
+
+
+class NodeConfig(BaseModel):
+    """Everything a node needs to run: its directory, its settings and its sync2.json."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    node_dir: Path
+    settings: NodeSettings
+    sync2: Sync2Config
+
+    @property
+    def instance_id(self) -> str:
+        """``general.localInstanceId``; a ConfigurationError if it is blank (spec §2.4)."""
+        value = self.sync2.general.local_instance_id
+        if not value or not value.strip():
+            raise ConfigurationError(
+                "localInstanceId is not set", field="general.localInstanceId", source=SYNC2_FILE
+            )
+        return value
+
+    @property
+    def db_url(self) -> str:
+        """The database URL, defaulting to SQLite in the node directory."""
+        return self.settings.db_url or f"sqlite:///{(self.node_dir / DB_FILE).resolve()}"
+
+    @property
+    def base_url(self) -> str:
+        """The URL other nodes use to reach this one (no trailing slash)."""
+        url = self.settings.base_url or f"http://{self.settings.host}:{self.settings.port}"
+        return url.rstrip("/")
+
+    @property
+    def parent_url(self) -> str | None:
+        """``general.parentFeedLocation`` without a trailing slash, or None when blank."""
+        value = self.sync2.general.parent_feed_location
+        return value.rstrip("/") if value and value.strip() else None
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _error_from_validation(exc: ValidationError, source: str) -> ConfigurationError:
+    first = exc.errors()[0]
+    where = _field_path(first["loc"]) or "(top level)"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
+    return ConfigurationError(
+        f"{source}: field '{where}': {first['msg']}{shown}", field=where, source=source
+    )
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigurationError(f"{path}: file not found", source=str(path)) from exc
+    return parse_json_text(text, str(path))
+
+
+def parse_json_text(text: str, source: str) -> Any:
+    """Parse JSON, turning a syntax error into a ConfigurationError with line and column."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(
+            f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
+            field=f"line {exc.lineno}",
+            source=source,
+        ) from exc
+
+
+def parse_sync2(data: Any, source: str = SYNC2_FILE) -> Sync2Config:
+    """Validate parsed ``sync2.json`` data; ConfigurationError names the field."""
+    try:
+        config = Sync2Config.model_validate(data)
+    except ValidationError as exc:
+        raise _error_from_validation(exc, source) from exc
+    for name, method in (("push", config.push), ("pull", config.pull)):
+        if method.enabled and method.schedule is None:
+            raise ConfigurationError(
+                f"{source}: field '{name}.schedule' is required when {name}.enabled is true",
+                field=f"{name}.schedule",
+                source=source,
+            )
+    return config
+
+
+def load_sync2(path: Path) -> Sync2Config:
+    """Load and validate a ``sync2.json`` file."""
+    return parse_sync2(_read_json(path), str(path))
+
+
+def parse_node_settings(data: Any, source: str = SETTINGS_FILE) -> NodeSettings:
+    """Validate node settings data (environment overrides applied); names the bad field."""
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{source}: must be a JSON object", source=source)
+    try:
+        return NodeSettings(**data)
+    except ValidationError as exc:
+        raise _error_from_validation(exc, source) from exc
+
+
+def load_node(node_dir: Path) -> NodeConfig:
+    """Load a node directory's two files; ConfigurationError (exit code 2) if either is bad."""
+    if not node_dir.is_dir():
+        raise ConfigurationError(f"{node_dir}: not a node directory (run `fhirsync init`)")
+    settings = parse_node_settings(
+        _read_json(node_dir / SETTINGS_FILE), str(node_dir / SETTINGS_FILE)
+    )
+    sync2 = load_sync2(node_dir / SYNC2_FILE)
+    return NodeConfig(node_dir=node_dir, settings=settings, sync2=sync2)
+
+
+def write_node_settings(node_dir: Path, settings: NodeSettings) -> None:
+    """Write ``fhirsync.json`` with the values that differ from the defaults (secrets included)."""
+    data = settings.model_dump(mode="json", exclude_defaults=True)
+    if settings.parent_password.get_secret_value():
+        data["parent_password"] = settings.parent_password.get_secret_value()
+    path = node_dir / SETTINGS_FILE
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.chmod(path, 0o600)
+
+
+def write_sync2(node_dir: Path, config: Sync2Config) -> None:
+    """Write ``sync2.json`` pretty-printed, as OpenMRS does."""
+    path = node_dir / SYNC2_FILE
+    path.write_text(config.to_json(), encoding="utf-8")
+    os.chmod(path, 0o600)

@@ -1,0 +1,1 @@
+"""Persistence: one database per node, one repository per concern."""

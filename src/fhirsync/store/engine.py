@@ -1,0 +1,112 @@
+"""Database engines: SQLite in WAL mode (the default) or PostgreSQL, plus migrations."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+
+from fhirsync.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    """WAL, a long busy timeout, and BEGIN IMMEDIATE for write transactions.
+
+    pysqlite's own transaction handling starts transactions lazily and DEFERRED, which turns two
+    concurrent writers into a "database is locked" error instead of a wait. We issue BEGIN ourselves.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = "IMMEDIATE" if conn.get_execution_options().get("fhirsync_write") else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class Database:
+    """One node's database: an engine plus read and write transaction scopes."""
+
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 60}
+            if ":memory:" in url or url in ("sqlite://", "sqlite:///"):
+                raise ConfigurationError(
+                    "an in-memory SQLite database cannot be shared", field="db_url"
+                )
+        else:
+            kwargs["pool_size"] = pool_size
+            kwargs["pool_pre_ping"] = True
+        self.engine = create_engine(url, **kwargs)
+        if self.is_sqlite:
+            _sqlite_setup(self.engine)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only scope (a consistent snapshot for its duration)."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction: committed on normal exit, rolled back on any exception."""
+        with self.engine.connect() as conn:
+            conn.execution_options(fhirsync_write=True)
+            with conn.begin():
+                yield conn
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic configuration pointing at our migrations and ``url``."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def migrate(url: str) -> None:
+    """Bring the database at ``url`` to the newest schema (idempotent)."""
+    try:
+        command.upgrade(alembic_config(url), "head")
+    except OperationalError as exc:
+        raise ConfigurationError(
+            f"cannot open database {url!r}: {exc.orig}", field="db_url"
+        ) from exc
+
+
+def open_database(url: str, *, migrate_first: bool = True) -> Database:
+    """Open (and by default migrate) the database at ``url``."""
+    if migrate_first:
+        migrate(url)
+    return Database(url)
+
+
+def null_pool_engine(url: str) -> Engine:
+    """An engine without pooling, for one-off administrative work (migrations, tests)."""
+    return create_engine(url, poolclass=NullPool)

@@ -1,0 +1,126 @@
+"""The event log: one row per change, numbered per category so feed pages are index ranges."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from fhirsync.records import Action, ChangeEvent
+from fhirsync.store.tables import events, feed_counters
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event about to be appended (its sequence number is assigned on append)."""
+
+    category: str
+    record_uuid: str
+    action: Action
+    timestamp: datetime
+    origin: str
+    via: str | None
+
+
+def _reserve(conn: Connection, category: str, count: int) -> int:
+    """Reserve ``count`` sequence numbers of ``category``; returns the first one.
+
+    The counter row is updated inside the caller's transaction, so concurrent writers of one
+    category serialise here and sequence numbers stay gap-free and unique.
+    """
+    row = conn.execute(
+        update(feed_counters)
+        .where(feed_counters.c.category == category)
+        .values(last_seq=feed_counters.c.last_seq + count)
+        .returning(feed_counters.c.last_seq)
+    ).first()
+    if row is None:
+        conn.execute(insert(feed_counters).values(category=category, last_seq=count))
+        return 1
+    return int(row[0]) - count + 1
+
+
+def append(conn: Connection, new_events: Sequence[NewEvent]) -> list[ChangeEvent]:
+    """Append events in the caller's transaction; returns them, in input order, with their seq."""
+    counts: dict[str, int] = {}
+    for ev in new_events:
+        counts[ev.category] = counts.get(ev.category, 0) + 1
+    next_seq = {category: _reserve(conn, category, n) for category, n in counts.items()}
+    out: list[ChangeEvent] = []
+    for ev in new_events:
+        seq = next_seq[ev.category]
+        next_seq[ev.category] = seq + 1
+        out.append(
+            ChangeEvent(
+                seq=seq,
+                category=ev.category,
+                record_uuid=ev.record_uuid,
+                event_uuid=str(uuidlib.uuid4()),
+                action=ev.action,
+                timestamp=ev.timestamp,
+                origin=ev.origin,
+                via=ev.via,
+            )
+        )
+    if out:
+        conn.execute(
+            insert(events),
+            [
+                {
+                    "category": e.category,
+                    "seq": e.seq,
+                    "event_uuid": e.event_uuid,
+                    "record_uuid": e.record_uuid,
+                    "action": e.action,
+                    "timestamp": e.timestamp.replace(tzinfo=None),
+                    "origin": e.origin,
+                    "via": e.via,
+                }
+                for e in out
+            ],
+        )
+    return out
+
+
+def latest_seq(conn: Connection, category: str) -> int:
+    """The number of events of ``category`` (its highest seq), 0 if none."""
+    value = conn.execute(
+        select(feed_counters.c.last_seq).where(feed_counters.c.category == category)
+    ).scalar()
+    return int(value or 0)
+
+
+def latest_seqs(conn: Connection) -> dict[str, int]:
+    """Highest seq of every category that has events."""
+    rows = conn.execute(select(feed_counters.c.category, feed_counters.c.last_seq))
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+def between(conn: Connection, category: str, first_seq: int, last_seq: int) -> list[ChangeEvent]:
+    """Events of ``category`` with ``first_seq <= seq <= last_seq``, oldest first."""
+    rows = conn.execute(
+        select(events)
+        .where(events.c.category == category, events.c.seq.between(first_seq, last_seq))
+        .order_by(events.c.seq)
+    )
+    return [
+        ChangeEvent(
+            seq=r.seq,
+            category=r.category,
+            record_uuid=r.record_uuid,
+            event_uuid=r.event_uuid,
+            action=r.action,
+            timestamp=r.timestamp.replace(tzinfo=UTC),
+            origin=r.origin,
+            via=r.via,
+        )
+        for r in rows
+    ]
+
+
+def count_all(conn: Connection) -> int:
+    """Total number of events in the log."""
+    return int(conn.execute(select(func.count()).select_from(events)).scalar() or 0)

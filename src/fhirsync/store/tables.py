@@ -1,0 +1,131 @@
+"""SQLAlchemy Core table definitions (the schema Alembic migrations create)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+records = Table(
+    "records",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("category", String(64), nullable=False),
+    Column("uuid", String(64), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("last_updated", DateTime, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("origin", String(255), nullable=False),
+    Column("via", String(255), nullable=True),
+    UniqueConstraint("category", "uuid", name="uq_records_category_uuid"),
+)
+Index("ix_records_uuid", records.c.uuid)
+Index("ix_records_category_last_updated", records.c.category, records.c.last_updated)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("category", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("event_uuid", String(64), nullable=False, unique=True),
+    Column("record_uuid", String(64), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("timestamp", DateTime, nullable=False),
+    Column("origin", String(255), nullable=False),
+    Column("via", String(255), nullable=True),
+    UniqueConstraint("category", "seq", name="uq_events_category_seq"),
+)
+
+feed_counters = Table(
+    "feed_counters",
+    metadata,
+    Column("category", String(64), primary_key=True),
+    Column("last_seq", Integer, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("instance_id", String(255), nullable=True),
+    Column("created_at", DateTime, nullable=False),
+)
+
+markers = Table(
+    "markers",
+    metadata,
+    Column("marker_key", String(64), primary_key=True),
+    Column("feed_base", String(1024), nullable=False),
+    Column("category", String(64), nullable=False),
+    Column("filter_hash", String(64), nullable=False),
+    Column("last_entry_id", String(255), nullable=True),
+    Column("last_page", Integer, nullable=True),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+failures = Table(
+    "failures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("operation", String(8), nullable=False),
+    Column("marker_key", String(64), nullable=False),
+    Column("category", String(64), nullable=False),
+    Column("record_uuid", String(64), nullable=False),
+    Column("entry_id", String(255), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("links", Text, nullable=False),
+    Column("error_class", String(64), nullable=False),
+    Column("error_message", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("first_failed_at", DateTime, nullable=False),
+    Column("last_failed_at", DateTime, nullable=False),
+    Column("next_retry_at", DateTime, nullable=True),
+    Column("note", Text, nullable=True),
+)
+Index("ix_failures_status", failures.c.status, failures.c.category)
+Index("ix_failures_record", failures.c.category, failures.c.record_uuid)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uuid", String(38), nullable=False, unique=True),
+    Column("success", Boolean, nullable=False),
+    Column("timestamp", DateTime, nullable=False),
+    Column("resource_name", String(255), nullable=True),
+    Column("record_uuid", String(64), nullable=True),
+    Column("used_resource_url", String(1024), nullable=True),
+    Column("available_resource_urls", Text, nullable=True),
+    Column("parent_url", String(1024), nullable=True),
+    Column("local_url", String(1024), nullable=True),
+    Column("action", String(32), nullable=True),
+    Column("details", Text, nullable=True),
+    Column("operation", String(16), nullable=True),
+    Column("link_type", String(32), nullable=True),
+    Column("error_class", String(64), nullable=True),
+    Column("next_message_uuid", String(38), nullable=True),
+    Column("creator_instance_id", String(255), nullable=True),
+    Column("merge_conflict_uuid", String(38), nullable=True),
+    Column("voided", Boolean, nullable=False, default=False),
+    Column("date_created", DateTime, nullable=False),
+)
+Index("ix_audit_timestamp", audit.c.timestamp)

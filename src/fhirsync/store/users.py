@@ -1,0 +1,80 @@
+"""User accounts: admins, viewers and child nodes, with argon2 password hashes."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import Connection, insert, select
+
+from fhirsync.errors import ConfigurationError
+from fhirsync.store.tables import users
+
+Role = Literal["admin", "viewer", "child"]
+ROLES: tuple[Role, ...] = ("admin", "viewer", "child")
+_hasher = PasswordHasher()
+# Verifying against this keeps the time of "no such user" equal to "wrong password".
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """An authenticated account (never carries its password)."""
+
+    name: str
+    role: Role
+    instance_id: str | None
+
+
+def generate_password() -> str:
+    """A strong random password (about 128 bits)."""
+    return secrets.token_urlsafe(16)
+
+
+def add(
+    conn: Connection, name: str, password: str, role: Role, instance_id: str | None = None
+) -> User:
+    """Create a user; ConfigurationError if the name is taken or the role/password is unusable."""
+    if role not in ROLES:
+        raise ConfigurationError(
+            f"unknown role {role!r} (use admin, viewer or child)", field="role"
+        )
+    if len(password) < 8:
+        raise ConfigurationError("passwords must have at least 8 characters", field="password")
+    if role == "child" and not instance_id:
+        raise ConfigurationError("a child account needs --instance-id", field="instance_id")
+    if conn.execute(select(users.c.id).where(users.c.name == name)).first() is not None:
+        raise ConfigurationError(f"user {name!r} already exists", field="name")
+    conn.execute(
+        insert(users).values(
+            name=name,
+            password_hash=_hasher.hash(password),
+            role=role,
+            instance_id=instance_id,
+            created_at=datetime.now(UTC).replace(tzinfo=None),
+        )
+    )
+    return User(name, role, instance_id)
+
+
+def verify(conn: Connection, name: str, password: str) -> User | None:
+    """The user if ``password`` is right; None otherwise (in equal time whether or not they exist)."""
+    row = conn.execute(select(users).where(users.c.name == name)).first()
+    stored = row.password_hash if row is not None else _DUMMY_HASH
+    try:
+        _hasher.verify(stored, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return None
+    if row is None:
+        return None
+    return User(row.name, row.role, row.instance_id)
+
+
+def list_all(conn: Connection) -> list[User]:
+    """Every account, by name."""
+    rows = conn.execute(select(users).order_by(users.c.name))
+    return [User(r.name, r.role, r.instance_id) for r in rows]

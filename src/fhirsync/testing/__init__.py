@@ -1,0 +1,1 @@
+"""Helpers shared by tests, benchmarks and the demo: real nodes on loopback, a faulty proxy."""

@@ -1,0 +1,85 @@
+"""The record write path: every change appends its event in the same transaction."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from fhirsync.errors import VersionMismatch
+from fhirsync.records import RecordWrite
+from fhirsync.store import events, records
+from fhirsync.store.engine import open_database
+from fhirsync.store.tables import events as events_table
+from fhirsync.store.tables import records as records_table
+
+pytestmark = pytest.mark.postgres
+
+
+def _patient(gender: str) -> dict[str, object]:
+    return {"resourceType": "Patient", "gender": gender}
+
+
+def test_actions_follow_state_changes(db_url: str) -> None:
+    db = open_database(db_url)
+    with db.write() as conn:
+        created = records.write(conn, RecordWrite("patient", "p1", _patient("male"), "n1"))
+        updated = records.write(conn, RecordWrite("patient", "p1", _patient("female"), "n1"))
+        same = records.write(conn, RecordWrite("patient", "p1", _patient("female"), "n1"))
+        voided = records.write(conn, RecordWrite("patient", "p1", None, "n1", state="voided"))
+        unvoided = records.write(conn, RecordWrite("patient", "p1", None, "n1"))
+        deleted = records.write(conn, RecordWrite("patient", "p1", None, "n1", state="deleted"))
+    got = [
+        r.event.action if r.event else None
+        for r in (created, updated, same, voided, unvoided, deleted)
+    ]
+    assert got == ["CREATED", "UPDATED", None, "VOIDED", "UNVOIDED", "DELETED"]
+    assert [r.event.seq for r in (created, updated) if r.event] == [1, 2]
+    assert deleted.record.version == 5
+    db.dispose()
+
+
+def test_failure_inside_transaction_leaves_neither_record_nor_event(db_url: str) -> None:
+    db = open_database(db_url)
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), db.write() as conn:
+        records.write(conn, RecordWrite("patient", "p1", _patient("male"), "n1"))
+        raise Boom
+    with db.read() as conn:
+        assert conn.execute(select(func.count()).select_from(records_table)).scalar() == 0
+        assert conn.execute(select(func.count()).select_from(events_table)).scalar() == 0
+        assert events.latest_seq(conn, "patient") == 0
+    db.dispose()
+
+
+def test_stale_expected_version_rolls_back_the_whole_batch(db_url: str) -> None:
+    db = open_database(db_url)
+    with db.write() as conn:
+        records.write(conn, RecordWrite("patient", "p1", _patient("male"), "n1"))
+    with pytest.raises(VersionMismatch), db.write() as conn:
+        records.write_many(
+            conn,
+            [
+                RecordWrite("patient", "p2", _patient("male"), "n1"),
+                RecordWrite("patient", "p1", _patient("female"), "n1", expected_version=7),
+            ],
+        )
+    with db.read() as conn:
+        assert records.get(conn, "patient", "p2") is None
+        p1 = records.get(conn, "patient", "p1")
+        assert p1 is not None and p1.version == 1
+        assert events.latest_seq(conn, "patient") == 1
+    db.dispose()
+
+
+def test_fhir_body_gets_id_and_meta(db_url: str) -> None:
+    db = open_database(db_url)
+    with db.write() as conn:
+        rec = records.write(conn, RecordWrite("patient", "p1", _patient("male"), "n1")).record
+    body = rec.resource()
+    assert body["id"] == "p1"
+    assert body["meta"]["versionId"] == "1"
+    assert body["meta"]["lastUpdated"].endswith("Z")
+    db.dispose()
