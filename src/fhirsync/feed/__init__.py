@@ -1,0 +1,1 @@
+"""Atom feeds: render events as pages, parse pages, read a feed forward from a marker."""

@@ -1,0 +1,1 @@
+"""The sync engine: filters, apply, merge, retry, pull, push, runner, scheduler."""
