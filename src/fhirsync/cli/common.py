@@ -18,8 +18,9 @@ EXIT_FAILURES = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: messages are not re-wrapped at 80 columns when output goes to a pipe or a log.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 P = ParamSpec("P")
 R = TypeVar("R")
 

@@ -95,12 +95,13 @@ class NodeHandle:
     def start_process(self, extra_env: dict[str, str] | None = None) -> NodeHandle:
         """Serve the node as a real ``fhirsync serve`` child process (so it can be SIGKILLed)."""
         env = {**os.environ, **(extra_env or {})}
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "fhirsync", "serve", str(self.node_dir)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        with (self.node_dir / "serve.log").open("ab") as log_file:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "fhirsync", "serve", str(self.node_dir)],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
         try:
             wait_healthy(self.base_url)
         except TimeoutError:

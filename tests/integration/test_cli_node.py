@@ -1,0 +1,112 @@
+"""`fhirsync init` / `serve` / `user add` as a user runs them (real subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from fhirsync.testing.servers import NodeHandle, free_port
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fhirsync", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_init_writes_openmrs_config_and_prints_generated_password(tmp_path: Path) -> None:
+    node_dir = tmp_path / "clinic"
+    result = run(
+        "init",
+        str(node_dir),
+        "--instance-id",
+        "clinic-a",
+        "--port",
+        "18081",
+        "--parent",
+        "http://parent:8080/",
+        "--parent-user",
+        "clinic-a",
+        "--parent-password",
+        "s3cret-s3cret",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Admin password" in result.stdout
+    sync2 = json.loads((node_dir / "sync2.json").read_text())
+    assert sync2["general"]["localInstanceId"] == "clinic-a"
+    assert sync2["general"]["parentFeedLocation"] == "http://parent:8080"
+    assert {"general", "push", "pull", "whitelist"} == set(sync2)
+    settings = json.loads((node_dir / "fhirsync.json").read_text())
+    assert settings["port"] == 18081
+    assert (node_dir / "fhirsync.db").exists()
+    assert (node_dir / "fhirsync.json").stat().st_mode & 0o077 == 0
+
+
+def test_init_refuses_an_existing_node_and_blank_id(tmp_path: Path) -> None:
+    assert (
+        run(
+            "init", str(tmp_path / "n"), "--instance-id", "n", "--admin-password", "long-enough-pw"
+        ).returncode
+        == 0
+    )
+    again = run("init", str(tmp_path / "n"), "--instance-id", "n")
+    assert again.returncode == 2
+    assert "already holds a node" in again.stderr
+    assert run("init", str(tmp_path / "m"), "--instance-id", " ").returncode == 2
+
+
+def test_serve_refuses_an_invalid_config_and_names_the_field(tmp_path: Path) -> None:
+    node_dir = tmp_path / "n"
+    run("init", str(node_dir), "--instance-id", "n", "--admin-password", "long-enough-pw")
+    path = node_dir / "sync2.json"
+    data = json.loads(path.read_text())
+    data["pull"]["schedule"] = "soon"
+    path.write_text(json.dumps(data))
+    result = run("serve", str(node_dir))
+    assert result.returncode == 2
+    assert "pull.schedule" in result.stderr
+
+
+def test_serve_and_user_add(tmp_path: Path) -> None:
+    port = free_port()
+    node_dir = tmp_path / "n"
+    assert (
+        run(
+            "init",
+            str(node_dir),
+            "--instance-id",
+            "n",
+            "--port",
+            str(port),
+            "--admin-password",
+            "long-enough-pw",
+        ).returncode
+        == 0
+    )
+    added = run(
+        "user", "add", str(node_dir), "clinic-b", "--role", "child", "--instance-id", "clinic-b"
+    )
+    assert added.returncode == 0, added.stderr
+    password = added.stdout.strip().rsplit(" ", 1)[1]
+    handle = NodeHandle(
+        node_dir=node_dir, instance_id="n", port=port, admin_password="long-enough-pw"
+    ).start_process()
+    try:
+        assert httpx.get(f"{handle.base_url}/health").json()["instanceId"] == "n"
+        duplicate = run(
+            "user", "add", str(node_dir), "clinic-b", "--role", "child", "--instance-id", "clinic-b"
+        )
+        assert duplicate.returncode == 2
+        no_id = run("user", "add", str(node_dir), "x", "--role", "child")
+        assert no_id.returncode == 2
+        assert password
+    finally:
+        handle.stop()

@@ -1,0 +1,62 @@
+"""Basic authentication: argon2-hashed users, no hint whether a user exists."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from fhirsync.errors import ConfigurationError, Forbidden, Unauthenticated
+from fhirsync.server.auth import Authenticator, require_role
+from fhirsync.store import users
+from fhirsync.store.engine import open_database
+from fhirsync.store.tables import users as users_table
+
+
+def _header(name: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
+
+
+def test_passwords_are_stored_hashed_and_verified(db_url: str) -> None:
+    db = open_database(db_url)
+    with db.write() as conn:
+        users.add(conn, "alice", "correct-horse", "admin")
+    with db.read() as conn:
+        stored = conn.execute(users_table.select()).one().password_hash
+    assert "correct-horse" not in stored
+    assert stored.startswith("$argon2")
+    auth = Authenticator(db)
+    assert auth.authenticate_header(_header("alice", "correct-horse")).role == "admin"
+    db.dispose()
+
+
+def test_unknown_user_and_wrong_password_look_the_same(db_url: str) -> None:
+    db = open_database(db_url)
+    with db.write() as conn:
+        users.add(conn, "alice", "correct-horse", "admin")
+    auth = Authenticator(db)
+    messages = set()
+    for header in (_header("alice", "wrong-password"), _header("mallory", "correct-horse")):
+        with pytest.raises(Unauthenticated) as info:
+            auth.authenticate_header(header)
+        messages.add(str(info.value))
+    assert len(messages) == 1
+    for bad in (None, "Bearer x", "Basic !!!", "Basic " + base64.b64encode(b"nocolon").decode()):
+        with pytest.raises(Unauthenticated):
+            auth.authenticate_header(bad)
+    db.dispose()
+
+
+def test_account_rules(db_url: str) -> None:
+    db = open_database(db_url)
+    with db.write() as conn:
+        with pytest.raises(ConfigurationError):
+            users.add(conn, "short", "abc", "admin")
+        with pytest.raises(ConfigurationError):
+            users.add(conn, "kid", "long-enough", "child")
+        with pytest.raises(ConfigurationError):
+            users.add(conn, "who", "long-enough", "superuser")  # type: ignore[arg-type]
+        viewer = users.add(conn, "v", "long-enough", "viewer")
+    with pytest.raises(Forbidden):
+        require_role(viewer, "admin")
+    db.dispose()

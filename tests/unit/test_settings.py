@@ -1,0 +1,84 @@
+"""sync2.json (OpenMRS schema) and node settings: the samples load, errors name the field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fhirsync.errors import ConfigurationError
+from fhirsync.settings import load_sync2, parse_node_settings, parse_sync2
+
+SAMPLES = (
+    "defaultSyncConfiguration",
+    "sampleSyncConfiguration",
+    "sampleSyncConfiguration2",
+    "noWhitelistConfiguration",
+)
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_openmrs_samples_load_unchanged(reference_dir: Path, name: str) -> None:
+    path = reference_dir / "openmrs" / "sync2" / f"{name}.json"
+    config = load_sync2(path)
+    raw = json.loads(path.read_text())
+    assert [c.category for c in config.pull.classes] == [
+        c["category"] for c in raw["pull"]["classes"]
+    ]
+    assert config.pull.enabled == raw["pull"]["enabled"]
+
+
+def test_whitelist_defaults_when_absent(reference_dir: Path) -> None:
+    config = load_sync2(reference_dir / "openmrs/sync2/noWhitelistConfiguration.json")
+    assert config.whitelist.enabled is False
+    assert config.whitelist.instance_ids == []
+
+
+def test_client_override_is_read(reference_dir: Path) -> None:
+    config = load_sync2(reference_dir / "openmrs/sync2/sampleSyncConfiguration2.json")
+    assert "rest" in config.general.clients
+    assert config.general.clients["rest"].host_address
+
+
+def test_incorrect_file_is_rejected_with_its_position(reference_dir: Path) -> None:
+    path = reference_dir / "openmrs/sync2/incorrectSyncConfiguration.json"
+    with pytest.raises(ConfigurationError) as info:
+        load_sync2(path)
+    assert "line 20" in str(info.value)
+    assert "incorrectSyncConfiguration.json" in str(info.value)
+
+
+def test_unknown_key_names_the_field() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_sync2({"general": {"parentFeedLocation": "x", "bogus": 1}})
+    assert info.value.field == "general.bogus"
+
+
+def test_wrong_type_names_the_field_and_value() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_sync2({"pull": {"enabled": "often"}})
+    assert info.value.field == "pull.enabled"
+    assert "'often'" in str(info.value)
+
+
+def test_enabled_without_schedule_is_rejected() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_sync2({"push": {"enabled": True, "classes": []}})
+    assert info.value.field == "push.schedule"
+
+
+def test_node_settings_errors_name_the_field() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_node_settings({"feed_page_size": 0})
+    assert info.value.field == "feed_page_size"
+    with pytest.raises(ConfigurationError) as info:
+        parse_node_settings({"no_such_setting": 1})
+    assert info.value.field == "no_such_setting"
+    with pytest.raises(ConfigurationError):
+        parse_node_settings({"db_url": "mysql://x"})
+
+
+def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FHIRSYNC_FEED_PAGE_SIZE", "77")
+    assert parse_node_settings({"feed_page_size": 5}).feed_page_size == 77
