@@ -40,7 +40,9 @@ class InitResult:
 def default_classes() -> list[ClassConfig]:
     """Every syncable category in dependency order, enabled (sub-resources ride on their owner)."""
     return [
-        ClassConfig(classTitle=c.title, category=c.name, openMrsClass=c.openmrs_class, enabled=True)
+        ClassConfig(
+            class_title=c.title, category=c.name, open_mrs_class=c.openmrs_class, enabled=True
+        )
         for c in categories.all_categories()
         if not c.is_subresource
     ]
@@ -77,11 +79,11 @@ def init_node(
     base = settings.base_url or f"http://{host}:{port}"
     sync2 = Sync2Config(
         general=GeneralConfig(
-            parentFeedLocation=parent.rstrip("/") if parent else None,
-            localFeedLocation=base,
-            localInstanceId=instance_id,
-            persistSuccessAudit=True,
-            persistFailureAudit=True,
+            parent_feed_location=parent.rstrip("/") if parent else None,
+            local_feed_location=base,
+            local_instance_id=instance_id,
+            persist_success_audit=True,
+            persist_failure_audit=True,
         ),
         push=SyncMethodConfig(enabled=False, schedule=DEFAULT_SCHEDULE, classes=default_classes()),
         pull=SyncMethodConfig(enabled=False, schedule=DEFAULT_SCHEDULE, classes=default_classes()),
