@@ -10,6 +10,7 @@ from fhirsync.server.auth import Authenticator
 from fhirsync.server.deps import NodeContext
 from fhirsync.server.limits import BodySizeLimit
 from fhirsync.server.routes import ops
+from fhirsync.server.routes import rest as rest_routes
 from fhirsync.settings import NodeConfig
 from fhirsync.store.engine import Database
 
@@ -20,5 +21,6 @@ def create_app(config: NodeConfig, db: Database) -> FastAPI:
     app.state.node = NodeContext(config=config, db=db, authenticator=Authenticator(db))
     error_responses.install(app)
     app.include_router(ops.router)
+    app.include_router(rest_routes.router)
     app.add_middleware(BodySizeLimit, max_bytes=config.settings.max_body_bytes)
     return app
