@@ -240,7 +240,7 @@ def _validate_concept_names(body: Mapping[str, Any]) -> None:
         for i, item in enumerate(names):
             if not _is_concept_name(item):
                 raise InvalidResource(
-                    "each name must be a string or an object with a name", element=f"names[{i}]"
+                    f"names[{i}] must be a string or an object with a name", element=f"names[{i}]"
                 )
 
 
