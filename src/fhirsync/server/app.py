@@ -9,6 +9,7 @@ from fhirsync.server import error_responses
 from fhirsync.server.auth import Authenticator
 from fhirsync.server.deps import NodeContext
 from fhirsync.server.limits import BodySizeLimit
+from fhirsync.server.routes import fhir as fhir_routes
 from fhirsync.server.routes import ops
 from fhirsync.server.routes import rest as rest_routes
 from fhirsync.settings import NodeConfig
@@ -22,5 +23,6 @@ def create_app(config: NodeConfig, db: Database) -> FastAPI:
     error_responses.install(app)
     app.include_router(ops.router)
     app.include_router(rest_routes.router)
+    app.include_router(fhir_routes.router)
     app.add_middleware(BodySizeLimit, max_bytes=config.settings.max_body_bytes)
     return app
