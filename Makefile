@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-sqlite test-postgres lint format bench clean venv
 
-venv: $(STAMP)
+HTMX_VERSION := 2.0.4
+HTMX := src/fhirsync/ui/static/htmx.min.js
+
+venv: $(STAMP) $(HTMX)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,16 +17,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-demo: $(STAMP)
+# htmx for the admin UI's live parts: fetched from npm, never committed (the pages work without it).
+$(HTMX):
+	tmp=$$(mktemp -d) && cd $$tmp && npm pack --silent htmx.org@$(HTMX_VERSION) >/dev/null \
+	  && tar xzf htmx.org-$(HTMX_VERSION).tgz package/dist/htmx.min.js \
+	  && cp package/dist/htmx.min.js $(CURDIR)/$(HTMX) && rm -rf $$tmp
+
+demo: $(STAMP) $(HTMX)
 	$(BIN)/fhirsync demo
 
 # The whole suite on SQLite, then the database-facing suites again on PostgreSQL.
 test: test-sqlite test-postgres
 
-test-sqlite: $(STAMP)
+test-sqlite: $(STAMP) $(HTMX)
 	$(BIN)/pytest -q
 
-test-postgres: $(STAMP)
+test-postgres: $(STAMP) $(HTMX)
 	FHIRSYNC_TEST_DB=postgresql $(BIN)/pytest -q -m postgres
 
 lint: $(STAMP)
