@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid as uuidlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -367,3 +368,20 @@ def test_child_writes_carry_origin_and_via(node: NodeHandle) -> None:
         ("CREATED", "clinic-c", "child:clinic-b"),
         ("UPDATED", "clinic-b", "child:clinic-b"),
     ]
+
+
+@pytest.mark.postgres
+def test_concurrent_creates_of_one_uuid_merge_without_losing_fields(node: NodeHandle) -> None:
+    def post(i: int) -> int:
+        body = {"uuid": "vt-race", "name": "Race", f"field{i}": str(i)}
+        with node.client() as client:
+            return client.post(f"{BASE}/visittype", json=body).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = sorted(pool.map(post, range(8)))
+    assert codes == [200] * 7 + [201]
+    with node.client() as client:
+        rep = client.get(f"{BASE}/visittype/vt-race").json()
+    assert {rep[f"field{i}"] for i in range(8)} == {str(i) for i in range(8)}
+    actions = [e.action for e in _events(node, "visittype")]
+    assert actions == ["CREATED"] + ["UPDATED"] * 7

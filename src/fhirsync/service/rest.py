@@ -21,10 +21,17 @@ from typing import Any, Literal
 
 import orjson
 from sqlalchemy import Connection, select
+from sqlalchemy.exc import IntegrityError
 
 from fhirsync import categories as cats
 from fhirsync.categories import REST_BASE, Category
-from fhirsync.errors import Forbidden, InvalidResource, RecordNotFound, RequestError
+from fhirsync.errors import (
+    ConflictError,
+    Forbidden,
+    InvalidResource,
+    RecordNotFound,
+    RequestError,
+)
 from fhirsync.records import Record, RecordState, RecordWrite
 from fhirsync.store import records
 from fhirsync.store.engine import Database
@@ -307,9 +314,24 @@ def representation(category: Category, record: Record, view: View, base_url: str
 # --- operations ------------------------------------------------------------------------------
 
 
-def _live(conn: Connection, category: Category, uuid: str) -> Record:
+def _current(conn: Connection, category: Category, uuid: str) -> Record | None:
+    """The record in a write transaction, its row locked until commit.
+
+    On PostgreSQL (read committed) two concurrent merges would otherwise both start from the same
+    version and the later would drop the earlier's fields. SQLite write transactions are already
+    serialised by BEGIN IMMEDIATE, and SQLAlchemy renders no FOR UPDATE there.
+    """
+    conn.execute(
+        select(records_table.c.id)
+        .where(records_table.c.category == category.name, records_table.c.uuid == uuid)
+        .with_for_update()
+    )
+    return records.get(conn, category.name, uuid)
+
+
+def _live(conn: Connection, category: Category, uuid: str, *, lock: bool = False) -> Record:
     """The record unless it is missing or purged; RecordNotFound otherwise."""
-    rec = records.get(conn, category.name, uuid)
+    rec = _current(conn, category, uuid) if lock else records.get(conn, category.name, uuid)
     if rec is None or rec.state == "deleted":
         raise RecordNotFound(
             f"{category.rest_resource}/{uuid} does not exist", category=category.name, uuid=uuid
@@ -411,8 +433,32 @@ def create(
         )
     body, state = split_representation(category, payload)
     removed = {k for k, v in payload.items() if v is None}
+    try:
+        return _create_once(db, category, uuid, body, state, author, removed, base_url)
+    except IntegrityError:
+        # Another request inserted this uuid (or the category's first feed counter) after we
+        # looked: on PostgreSQL that is a unique violation. Once more sees that row and merges.
+        pass
+    try:
+        return _create_once(db, category, uuid, body, state, author, removed, base_url)
+    except IntegrityError as exc:
+        raise ConflictError(
+            f"{category.rest_resource}/{uuid} is being written concurrently"
+        ) from exc
+
+
+def _create_once(  # noqa: PLR0917 - private, called in two places with the same arguments
+    db: Database,
+    category: Category,
+    uuid: str,
+    body: Mapping[str, Any],
+    state: RecordState | None,
+    author: Author,
+    removed: set[str],
+    base_url: str,
+) -> tuple[dict[str, Any], bool]:
     with db.write() as conn:
-        old = records.get(conn, category.name, uuid)
+        old = _current(conn, category, uuid)
         if old is not None and old.state != "deleted":
             rec = _merge_and_write(
                 conn, category, old, body, state=state, author=author, removed=removed
@@ -446,7 +492,7 @@ def update(
     body, state = split_representation(category, payload)
     removed = {k for k, v in payload.items() if v is None}
     with db.write() as conn:
-        old = _live(conn, category, uuid)
+        old = _live(conn, category, uuid, lock=True)
         rec = _merge_and_write(
             conn, category, old, body, state=state, author=author, removed=removed
         )
@@ -487,7 +533,7 @@ def delete(db: Database, category: Category, uuid: str, author: Author, *, purge
     must end with the same bytes.
     """
     with db.write() as conn:
-        _live(conn, category, uuid)
+        _live(conn, category, uuid, lock=True)
         state: RecordState = "deleted" if purge else category.delete_state
         records.write(
             conn, RecordWrite(category.name, uuid, None, author.origin, state, via=author.via)
