@@ -413,6 +413,20 @@ def _page_links(
     return links
 
 
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """A request body as a change: fields to set, fields to remove (null), the state asked for."""
+
+    body: dict[str, Any]
+    removed: frozenset[str]
+    state: RecordState | None
+
+    @classmethod
+    def of(cls, category: Category, payload: Mapping[str, Any]) -> _Change:
+        body, state = split_representation(category, payload)
+        return cls(body, frozenset(k for k, v in payload.items() if v is None), state)
+
+
 def create(
     db: Database, category: Category, payload: Mapping[str, Any], author: Author, base_url: str
 ) -> tuple[dict[str, Any], bool]:
@@ -431,45 +445,37 @@ def create(
         raise InvalidResource(
             "uuid must be a string of letters, digits, '-' or '.'", element="uuid"
         )
-    body, state = split_representation(category, payload)
-    removed = {k for k, v in payload.items() if v is None}
+    change = _Change.of(category, payload)
     try:
-        return _create_once(db, category, uuid, body, state, author, removed, base_url)
+        rec, created = _create_once(db, category, uuid, change, author)
     except IntegrityError:
         # Another request inserted this uuid (or the category's first feed counter) after we
         # looked: on PostgreSQL that is a unique violation. Once more sees that row and merges.
-        pass
-    try:
-        return _create_once(db, category, uuid, body, state, author, removed, base_url)
-    except IntegrityError as exc:
-        raise ConflictError(
-            f"{category.rest_resource}/{uuid} is being written concurrently"
-        ) from exc
+        try:
+            rec, created = _create_once(db, category, uuid, change, author)
+        except IntegrityError as exc:
+            message = f"{category.rest_resource}/{uuid} is being written concurrently"
+            raise ConflictError(message) from exc
+    return representation(category, rec, "full", base_url), created
 
 
-def _create_once(  # noqa: PLR0917 - private, called in two places with the same arguments
-    db: Database,
-    category: Category,
-    uuid: str,
-    body: Mapping[str, Any],
-    state: RecordState | None,
-    author: Author,
-    removed: set[str],
-    base_url: str,
-) -> tuple[dict[str, Any], bool]:
+def _create_once(
+    db: Database, category: Category, uuid: str, change: _Change, author: Author
+) -> tuple[Record, bool]:
     with db.write() as conn:
         old = _current(conn, category, uuid)
         if old is not None and old.state != "deleted":
-            rec = _merge_and_write(
-                conn, category, old, body, state=state, author=author, removed=removed
-            )
-            return representation(category, rec, "full", base_url), False
-        validate(category, body)
-        change = RecordWrite(
-            category.name, uuid, body, author.origin, state or "active", via=author.via
+            return _merge_and_write(conn, category, old, change, author), False
+        validate(category, change.body)
+        write = RecordWrite(
+            category.name,
+            uuid,
+            change.body,
+            author.origin,
+            change.state or "active",
+            via=author.via,
         )
-        rec = records.write(conn, change).record
-    return representation(category, rec, "full", base_url), True
+        return records.write(conn, write).record, True
 
 
 def update(
@@ -489,39 +495,29 @@ def update(
     given = payload.get("uuid")
     if given is not None and given != uuid:
         raise InvalidResource("uuid in the body does not match the path", element="uuid")
-    body, state = split_representation(category, payload)
-    removed = {k for k, v in payload.items() if v is None}
+    change = _Change.of(category, payload)
     with db.write() as conn:
         old = _live(conn, category, uuid, lock=True)
-        rec = _merge_and_write(
-            conn, category, old, body, state=state, author=author, removed=removed
-        )
+        rec = _merge_and_write(conn, category, old, change, author)
     return representation(category, rec, "full", base_url)
 
 
 def _merge_and_write(
-    conn: Connection,
-    category: Category,
-    old: Record,
-    body: Mapping[str, Any],
-    *,
-    state: RecordState | None,
-    author: Author,
-    removed: set[str],
+    conn: Connection, category: Category, old: Record, change: _Change, author: Author
 ) -> Record:
-    merged = {k: v for k, v in old.resource().items() if k not in removed}
-    merged.update(body)
+    merged = {k: v for k, v in old.resource().items() if k not in change.removed}
+    merged.update(change.body)
     validate(category, merged)
-    change = RecordWrite(
+    write = RecordWrite(
         category.name,
         old.uuid,
         merged,
         author.origin,
-        state or old.state,
+        change.state or old.state,
         expected_version=old.version,
         via=author.via,
     )
-    return records.write(conn, change).record
+    return records.write(conn, write).record
 
 
 def delete(db: Database, category: Category, uuid: str, author: Author, *, purge: bool) -> None:
