@@ -1,0 +1,133 @@
+"""Audit reads: filters, newest-first pagination, summaries and retention on a real database."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+import pytest
+
+from fhirsync.store import audit_query as aq
+from fhirsync.store.audit_query import AuditFilter, AuditMessage
+from fhirsync.store.engine import Database, open_database
+
+pytestmark = pytest.mark.postgres
+
+T0 = datetime(2024, 5, 1, 12, 0, 0)
+
+
+@pytest.fixture
+def db(db_url: str) -> Database:
+    database = open_database(db_url)
+    yield database  # type: ignore[misc]
+    database.dispose()
+
+
+def _msg(minutes: int, **kw: object) -> AuditMessage:
+    values: dict[str, object] = {
+        "id": None,
+        "uuid": str(uuid.uuid4()),
+        "success": True,
+        "timestamp": T0 + timedelta(minutes=minutes),
+        "resource_name": "patient",
+        "operation": "PULL",
+        "creator_instance_id": "clinic-a",
+    }
+    values.update(kw)
+    return AuditMessage(**values)  # type: ignore[arg-type]
+
+
+def _seed(db: Database, *messages: AuditMessage) -> list[AuditMessage]:
+    with db.write() as conn:
+        return [aq.insert_message(conn, m) for m in messages]
+
+
+def test_list_is_newest_first_and_paginated(db: Database) -> None:
+    stored = _seed(db, *(_msg(i) for i in range(25)))
+    with db.read() as conn:
+        first = aq.list_messages(conn, AuditFilter(), page=1, page_size=10)
+        last = aq.list_messages(conn, AuditFilter(), page=3, page_size=10)
+    assert first.total == 25 and first.page_count == 3
+    assert [m.uuid for m in first.items] == [m.uuid for m in reversed(stored)][:10]
+    assert [m.uuid for m in last.items] == [m.uuid for m in reversed(stored)][20:]
+
+
+def test_filters_combine(db: Database) -> None:
+    _seed(
+        db,
+        _msg(0, success=False),
+        _msg(1, success=False, operation="PUSH"),
+        _msg(2, success=False, resource_name="visit"),
+        _msg(3, success=False, creator_instance_id="clinic-b"),
+        _msg(4),
+        _msg(90, success=False),
+    )
+    with db.read() as conn:
+
+        def count(flt: AuditFilter) -> int:
+            return aq.list_messages(conn, flt).total
+
+        assert count(AuditFilter()) == 6
+        assert count(AuditFilter(success=False)) == 5
+        assert count(AuditFilter(success=False, operation="pull")) == 4
+        assert count(AuditFilter(success=False, resource_name="VISIT")) == 1
+        assert count(AuditFilter(creator_instance_id="clinic-b")) == 1
+        window = AuditFilter(since=T0 + timedelta(minutes=1), until=T0 + timedelta(minutes=4))
+        assert count(window) == 3
+        assert aq.origins(conn) == ["clinic-a", "clinic-b"]
+        assert aq.resource_names(conn) == ["patient", "visit"]
+
+
+def test_voided_rows_are_hidden_but_readable(db: Database) -> None:
+    (msg,) = _seed(db, _msg(0))
+    with db.write() as conn:
+        voided = aq.void_message(conn, msg.uuid)
+    assert voided is not None and voided.voided
+    with db.read() as conn:
+        assert aq.list_messages(conn, AuditFilter()).total == 0
+        assert aq.get_message(conn, msg.uuid) is not None
+        assert aq.void_message(conn, "no-such-uuid") is None
+
+
+def test_retryable_failures_exclude_retried_and_foreign_rows(db: Database) -> None:
+    a, _b, _c, _d = _seed(
+        db,
+        _msg(0, success=False),
+        _msg(1, success=False, next_message_uuid="later"),
+        _msg(2, success=False, creator_instance_id="clinic-b"),
+        _msg(3, success=True),
+    )
+    with db.read() as conn:
+        assert aq.failed_uuids(conn, AuditFilter(), "clinic-a") == [a.uuid]
+
+
+def test_retention_deletes_only_old_rows(db: Database) -> None:
+    now = T0 + timedelta(days=100)
+    _old, recent = _seed(db, _msg(0), _msg(60 * 24 * 95))
+    with db.write() as conn:
+        assert aq.apply_retention(conn, 30, now=now) == 1
+    with db.read() as conn:
+        assert [m.uuid for m in aq.list_messages(conn, AuditFilter()).items] == [recent.uuid]
+
+
+def test_summaries(db: Database) -> None:
+    _seed(
+        db,
+        _msg(0),
+        _msg(5, success=False),
+        _msg(70, success=False, resource_name="visit", operation="PUSH"),
+    )
+    with db.read() as conn:
+        buckets = aq.activity(
+            conn, since=T0, step=timedelta(hours=1), until=T0 + timedelta(hours=2)
+        )
+        assert [(b.succeeded, b.failed) for b in buckets] == [(1, 1), (0, 1), (0, 0)]
+        assert aq.counts_by_category(conn, success=False) == {"patient": 1, "visit": 1}
+        assert aq.counts_by_operation(conn) == {
+            ("PULL", True): 1,
+            ("PULL", False): 1,
+            ("PUSH", False): 1,
+        }
+        assert aq.failures_from(conn, "clinic-a") == 2
+        last = aq.latest(conn, "push")
+        assert last is not None and last.resource_name == "visit"
