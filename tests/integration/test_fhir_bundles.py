@@ -20,7 +20,7 @@ def patient(**extra: Any) -> dict[str, Any]:
     return {"resourceType": "Patient", "gender": "female", "birthDate": "1990-01-02", **extra}
 
 
-def bundle(kind: str, *entries: dict[str, Any]) -> dict[str, Any]:
+def bundle(kind: str, *entries: Any) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": kind, "entry": list(entries)}
 
 
@@ -143,6 +143,11 @@ def test_transaction_is_all_or_nothing(client: httpx.Client, node: NodeHandle) -
     assert response.status_code == 404
     assert counts(node) == before
     assert client.get(f"{BASE}/Patient/p-keep").json() == existing
+
+    wrong_type = bundle("transaction", entry("POST", "Patient", {"resourceType": "Person"}))
+    response = client.post(BASE, json=wrong_type)
+    assert response.status_code == 400
+    assert outcome_issue(response)["expression"] == ["Bundle.entry[0].resource.resourceType"]
 
     unknown = bundle("transaction", entry("POST", "Organization", {"resourceType": "Organization"}))
     assert client.post(BASE, json=unknown).status_code == 404

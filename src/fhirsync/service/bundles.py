@@ -273,6 +273,8 @@ def _in_entry(exc: FhirsyncError, entry: _Entry | None) -> FhirsyncError:
         element = exc.element
         if element and element.startswith(entry.resource_type):
             element = f"{entry.where}.resource{element[len(entry.resource_type) :]}"
+        elif element == "resourceType":
+            element = f"{entry.where}.resource.resourceType"
         exc.element = element or entry.where
     return exc
 
