@@ -67,16 +67,19 @@ def get(conn: Connection, category: str, uuid: str) -> Record | None:
 
 
 def get_many(
-    conn: Connection, categories: Sequence[str], uuids: Iterable[str]
+    conn: Connection, categories: Sequence[str], uuids: Iterable[str], *, for_update: bool = False
 ) -> dict[str, Record]:
-    """Records of ``categories`` with the given uuids, keyed by uuid (any state)."""
+    """Records of ``categories`` with the given uuids, keyed by uuid (any state).
+
+    ``for_update`` locks the rows until the transaction ends (PostgreSQL; SQLite's write
+    transactions are already exclusive), so a read-modify-write cannot lose a concurrent change.
+    """
     wanted = list(dict.fromkeys(uuids))
     out: dict[str, Record] = {}
     for start in range(0, len(wanted), _CHUNK):
         chunk = wanted[start : start + _CHUNK]
-        rows = conn.execute(
-            select(records).where(records.c.category.in_(categories), records.c.uuid.in_(chunk))
-        )
+        query = select(records).where(records.c.category.in_(categories), records.c.uuid.in_(chunk))
+        rows = conn.execute(query.with_for_update() if for_update else query)
         for row in rows:
             out[row.uuid] = _to_record(row)
     return out
@@ -179,7 +182,7 @@ def write_many(
     for w in writes:
         by_cat.setdefault(w.category, []).append(w.uuid)
     for category, uuids in by_cat.items():
-        for uuid, rec in get_many(conn, [category], uuids).items():
+        for uuid, rec in get_many(conn, [category], uuids, for_update=True).items():
             current[(category, uuid)] = rec
 
     results: list[WriteResult] = []
