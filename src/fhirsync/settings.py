@@ -139,6 +139,21 @@ class NodeSettings(BaseSettings):
     audit_retention_days: int = Field(90, ge=1, description="Days audit rows are kept.")
     audit_keep_payloads: bool = Field(False, description="Keep record bodies in audit details.")
     log_level: str = Field("INFO", description="Python logging level.")
+    session_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Key signing admin-page sessions; empty means a random key kept in "
+        "NODE_DIR/.session-key (set it when several processes serve one node).",
+    )
+    session_hours: float = Field(12.0, gt=0, description="Hours an admin-page login lasts.")
+    child_offline_after_minutes: int = Field(
+        60, ge=1, description="Minutes without contact after which a child is flagged offline."
+    )
+    manual_pull_enabled: bool = Field(
+        True, description='Allow "Pull now" in the admin pages (sync2.enableManualPullFromParent).'
+    )
+    manual_push_enabled: bool = Field(
+        True, description='Allow "Push now" in the admin pages (sync2.enableManualPushToParent).'
+    )
 
     @field_validator("db_url")
     @classmethod
@@ -276,8 +291,10 @@ def load_node(node_dir: Path) -> NodeConfig:
 def write_node_settings(node_dir: Path, settings: NodeSettings) -> None:
     """Write ``fhirsync.json`` with the values that differ from the defaults (secrets included)."""
     data = settings.model_dump(mode="json", exclude_defaults=True)
-    if settings.parent_password.get_secret_value():
-        data["parent_password"] = settings.parent_password.get_secret_value()
+    for name in NodeSettings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr) and value.get_secret_value():
+            data[name] = value.get_secret_value()
     path = node_dir / SETTINGS_FILE
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     os.chmod(path, 0o600)

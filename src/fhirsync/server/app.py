@@ -9,8 +9,8 @@ from fhirsync.server import error_responses
 from fhirsync.server.auth import Authenticator
 from fhirsync.server.deps import NodeContext
 from fhirsync.server.limits import BodySizeLimit
+from fhirsync.server.routes import admin, ops
 from fhirsync.server.routes import fhir as fhir_routes
-from fhirsync.server.routes import ops
 from fhirsync.server.routes import rest as rest_routes
 from fhirsync.settings import NodeConfig
 from fhirsync.store.engine import Database
@@ -24,5 +24,6 @@ def create_app(config: NodeConfig, db: Database) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(rest_routes.router)
     app.include_router(fhir_routes.router)
+    admin.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=config.settings.max_body_bytes)
     return app

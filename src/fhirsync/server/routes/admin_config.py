@@ -1,0 +1,206 @@
+"""Configuration page (edit or import sync2.json, node settings read-only) and Children page."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request, UploadFile
+from pydantic import SecretStr
+from sqlalchemy import func, select
+from starlette.responses import Response
+
+from fhirsync.errors import ConfigurationError
+from fhirsync.server.deps import NodeContext, NodeDep
+from fhirsync.server.routes.admin_common import AdminFormSession, PageSession, page, redirect
+from fhirsync.settings import (
+    SYNC2_FILE,
+    NodeSettings,
+    Sync2Config,
+    parse_json_text,
+    parse_sync2,
+    write_sync2,
+)
+from fhirsync.store import audit_query, users
+from fhirsync.store.tables import records
+
+router = APIRouter(prefix="/sync2", include_in_schema=False)
+
+MASK = "********"
+_MAX_IMPORT_BYTES = 1024 * 1024
+
+
+def masked_sync2(config: Sync2Config) -> str:
+    """``sync2.json`` as the page shows it: client passwords replaced by a mask."""
+    data = json.loads(config.to_json())
+    for client in data["general"]["clients"].values():
+        if client.get("password"):
+            client["password"] = MASK
+    return json.dumps(data, indent=2)
+
+
+def _unmask(data: Any, current: Sync2Config) -> Any:
+    """Put back the stored passwords where the edited text still shows the mask."""
+    clients = data.get("general", {}).get("clients") if isinstance(data, dict) else None
+    if not isinstance(clients, dict):
+        return data
+    for name, client in clients.items():
+        if isinstance(client, dict) and client.get("password") == MASK:
+            stored = current.general.clients.get(name)
+            password = stored.password if stored else None
+            client["password"] = password.get_secret_value() if password else None
+    return data
+
+
+def settings_rows(settings: NodeSettings) -> list[tuple[str, str, str]]:
+    """(name, shown value, help) of every node setting; secrets are never shown."""
+    rows = []
+    for name, field in NodeSettings.model_fields.items():
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            shown = "(set, hidden)" if value.get_secret_value() else "(not set)"
+        else:
+            shown = json.dumps(value) if not isinstance(value, str) else (value or '""')
+        rows.append((name, shown, field.description or ""))
+    return rows
+
+
+def _config_page(
+    request: Request,
+    node: NodeContext,
+    session: Any,
+    *,
+    text: str | None = None,
+    error: ConfigurationError | None = None,
+) -> Response:
+    return page(
+        request,
+        "config.html",
+        {
+            "nav": "config",
+            "text": text if text is not None else masked_sync2(node.config.sync2),
+            "error": error,
+            "settings_rows": settings_rows(node.config.settings),
+            "node_dir": str(node.config.node_dir),
+        },
+        session=session,
+        status_code=400 if error else 200,
+    )
+
+
+@router.get("/config")
+def config_page(request: Request, node: NodeDep, session: PageSession) -> Response:
+    """Show sync2.json (editable by administrators) and the node settings."""
+    return _config_page(request, node, session)
+
+
+def _save(node: NodeContext, text: str, source: str) -> Sync2Config:
+    """Validate ``text`` completely, then write it; nothing is written when it is invalid."""
+    data = _unmask(parse_json_text(text, source), node.config.sync2)
+    config = parse_sync2(data, source)
+    write_sync2(node.config.node_dir, config)
+    node.config.sync2 = config
+    return config
+
+
+@router.post("/config")
+def save_config(
+    request: Request,
+    node: NodeDep,
+    session: AdminFormSession,
+    sync2_json: Annotated[str, Form()] = "",
+) -> Response:
+    """Save an edited sync2.json after validating it; an error names the field."""
+    try:
+        _save(node, sync2_json, SYNC2_FILE)
+    except ConfigurationError as exc:
+        return _config_page(request, node, session, text=sync2_json, error=exc)
+    return redirect(request, "/sync2/config", "Configuration saved.")
+
+
+@router.post("/config/import")
+async def import_config(
+    request: Request, node: NodeDep, session: AdminFormSession, file: UploadFile
+) -> Response:
+    """Replace sync2.json with an uploaded file, validated the same way."""
+    raw = await file.read(_MAX_IMPORT_BYTES + 1)
+    name = file.filename or "uploaded file"
+    try:
+        if len(raw) > _MAX_IMPORT_BYTES:
+            raise ConfigurationError(f"{name}: the file is larger than 1 MiB", source=name)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(f"{name}: not a UTF-8 text file", source=name) from exc
+        _save(node, text, name)
+    except ConfigurationError as exc:
+        return _config_page(request, node, session, error=exc)
+    return redirect(request, "/sync2/config", f"Configuration imported from {name}.")
+
+
+@dataclass(frozen=True, slots=True)
+class ChildRow:
+    """What this node knows about one child account."""
+
+    account: str
+    instance_id: str
+    last_record: datetime | None
+    records_received: int
+    failures_reported: int
+    last_report: datetime | None
+    offline: bool
+
+    @property
+    def last_seen(self) -> datetime | None:
+        """The newest sign of life: a record or an audit message from it."""
+        seen = [t for t in (self.last_record, self.last_report) if t is not None]
+        return max(seen) if seen else None
+
+
+def children(node: NodeContext) -> list[ChildRow]:
+    """Every child account, with its activity as far as this node's data shows it."""
+    limit = timedelta(minutes=node.config.settings.child_offline_after_minutes)
+    now = audit_query.now_utc()
+    rows = []
+    with node.db.read() as conn:
+        for user in users.list_all(conn):
+            if user.role != "child" or not user.instance_id:
+                continue
+            via = f"child:{user.instance_id}"
+            count, last = conn.execute(
+                select(func.count(), func.max(records.c.last_updated)).where(records.c.via == via)
+            ).one()
+            report = audit_query.last_from(conn, user.instance_id)
+            row = ChildRow(
+                account=user.name,
+                instance_id=user.instance_id,
+                last_record=last,
+                records_received=int(count),
+                failures_reported=audit_query.failures_from(conn, user.instance_id),
+                last_report=report.timestamp if report else None,
+                offline=False,
+            )
+            seen = row.last_seen
+            rows.append(ChildRow(**{**_fields(row), "offline": seen is None or now - seen > limit}))
+    return rows
+
+
+def _fields(row: ChildRow) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in ChildRow.__dataclass_fields__}
+
+
+@router.get("/children")
+def children_page(request: Request, node: NodeDep, session: PageSession) -> Response:
+    """Each child account: instance id, last seen, records received, failures reported."""
+    return page(
+        request,
+        "children.html",
+        {
+            "nav": "children",
+            "children": children(node),
+            "offline_minutes": node.config.settings.child_offline_after_minutes,
+        },
+        session=session,
+    )

@@ -1,0 +1,169 @@
+"""The dashboard: this node, its parent's reachability, recent outcomes, and Pull/Push now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+import pygal
+from fastapi import APIRouter, Request
+from pygal.style import Style
+from sqlalchemy import func, select
+from starlette.responses import Response
+
+from fhirsync.errors import FhirsyncError
+from fhirsync.server.deps import NodeContext, NodeDep
+from fhirsync.server.routes import admin_actions
+from fhirsync.server.routes.admin_common import AdminFormSession, PageSession, page, redirect
+from fhirsync.store import audit_query
+from fhirsync.store.audit_query import AuditMessage
+from fhirsync.store.tables import failures
+
+router = APIRouter(prefix="/sync2", include_in_schema=False)
+
+_PARENT_TIMEOUT = 2.0
+_CHART_STYLE = Style(
+    background="transparent",
+    plot_background="transparent",
+    colors=("#2e7d32", "#c62828"),
+    font_family="system-ui, sans-serif",
+    label_font_size=11,
+    legend_font_size=12,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ParentStatus:
+    """Whether the parent answered ``/health``, in plain words."""
+
+    url: str | None
+    reachable: bool | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """Everything the dashboard shows (also what ``/sync2/live`` refreshes)."""
+
+    parent: ParentStatus
+    last_pull: AuditMessage | None
+    last_push: AuditMessage | None
+    parked: int
+    failed_by_category: dict[str, int]
+    pull_blocked: str | None
+    push_blocked: str | None
+
+
+def check_parent(url: str | None) -> ParentStatus:
+    """GET the parent's ``/health`` with a short timeout."""
+    if url is None:
+        return ParentStatus(
+            None, None, "No parent configured: this node is at the top of its tree."
+        )
+    try:
+        answer = httpx.get(f"{url}/health", timeout=_PARENT_TIMEOUT)
+    except httpx.TimeoutException:
+        return ParentStatus(url, False, f"No answer within {_PARENT_TIMEOUT:g} seconds.")
+    except httpx.HTTPError as exc:
+        return ParentStatus(url, False, f"Cannot connect ({type(exc).__name__}).")
+    if answer.status_code == 200:
+        return ParentStatus(url, True, "Reachable.")
+    return ParentStatus(url, False, f"Answered with HTTP status {answer.status_code}.")
+
+
+def _parked_count(node: NodeContext) -> int:
+    with node.db.read() as conn:
+        query = select(func.count()).select_from(failures).where(failures.c.status == "parked")
+        return int(conn.execute(query).scalar_one())
+
+
+def gather(node: NodeContext) -> Facts:
+    """Collect the dashboard's facts (the parent check takes at most a couple of seconds)."""
+    with node.db.read() as conn:
+        last_pull = audit_query.latest(conn, "PULL")
+        last_push = audit_query.latest(conn, "PUSH")
+        failed = audit_query.counts_by_category(conn, success=False)
+    return Facts(
+        parent=check_parent(node.config.parent_url),
+        last_pull=last_pull,
+        last_push=last_push,
+        parked=_parked_count(node),
+        failed_by_category=failed,
+        pull_blocked=admin_actions.pull_unavailable_reason(node),
+        push_blocked=admin_actions.push_unavailable_reason(node),
+    )
+
+
+def activity_chart(node: NodeContext, *, hours: int = 24) -> str:
+    """An SVG bar chart of records synced and failed per hour over the last ``hours`` hours."""
+    now = audit_query.now_utc().replace(minute=0, second=0)
+    since = now - timedelta(hours=hours - 1)
+    with node.db.read() as conn:
+        buckets = audit_query.activity(conn, since=since, step=timedelta(hours=1), until=now)
+    chart = pygal.StackedBar(
+        height=240,
+        width=860,
+        js=[],
+        disable_xml_declaration=True,
+        style=_CHART_STYLE,
+        legend_at_bottom=True,
+        show_minor_x_labels=False,
+        x_label_rotation=0,
+        print_values=False,
+        no_data_text="No sync activity yet",
+    )
+    chart.x_labels = [b.start.strftime("%H:00") for b in buckets]
+    chart.x_labels_major = chart.x_labels[::3]
+    chart.add("Records synced", [b.succeeded for b in buckets])
+    chart.add("Failures", [b.failed for b in buckets])
+    svg: str = chart.render(is_unicode=True)
+    return svg
+
+
+@router.get("/")
+def dashboard(request: Request, node: NodeDep, session: PageSession) -> Response:
+    """The dashboard page."""
+    return page(
+        request,
+        "dashboard.html",
+        {
+            "facts": gather(node),
+            "chart": activity_chart(node),
+            "parent_url": node.config.parent_url,
+            "base_url": node.config.base_url,
+            "sync2": node.config.sync2,
+        },
+        session=session,
+    )
+
+
+@router.get("/live")
+def live(request: Request, node: NodeDep, session: PageSession) -> Response:
+    """The part of the dashboard that htmx refreshes."""
+    return page(request, "_live.html", {"facts": gather(node)}, session=session)
+
+
+def _manual(request: Request, node: NodeContext, direction: str) -> Response:
+    try:
+        outcome = (
+            admin_actions.pull_now(node) if direction == "pull" else admin_actions.push_now(node)
+        )
+    except admin_actions.Unavailable as exc:
+        return redirect(request, "/sync2/", exc.message, kind="error")
+    except FhirsyncError as exc:
+        what = "Pulling" if direction == "pull" else "Pushing"
+        return redirect(request, "/sync2/", f"{what} failed: {exc.message}", kind="error")
+    return redirect(request, "/sync2/", outcome.message, kind="ok" if outcome.ok else "error")
+
+
+@router.post("/pull")
+def pull_now(request: Request, node: NodeDep, _session: AdminFormSession) -> Response:
+    """Manual pull from the parent (spec §8.2), then back to the dashboard with the outcome."""
+    return _manual(request, node, "pull")
+
+
+@router.post("/push")
+def push_now(request: Request, node: NodeDep, _session: AdminFormSession) -> Response:
+    """Manual push to the parent (spec §8.2), then back to the dashboard with the outcome."""
+    return _manual(request, node, "push")

@@ -1,0 +1,75 @@
+"""Parked failures page: records that failed every automatic try, with Retry and Dismiss."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from sqlalchemy import select
+from starlette.responses import Response
+
+from fhirsync.errors import FhirsyncError, RequestError
+from fhirsync.server.deps import NodeDep
+from fhirsync.server.routes import admin_actions
+from fhirsync.server.routes.admin_common import AdminFormSession, PageSession, page, redirect
+from fhirsync.store.tables import failures
+
+router = APIRouter(prefix="/sync2/failures", include_in_schema=False)
+
+
+def _parked(node: Any) -> list[Any]:
+    with node.db.read() as conn:
+        query = (
+            select(failures)
+            .where(failures.c.status == "parked")
+            .order_by(failures.c.last_failed_at.desc())
+            .limit(500)
+        )
+        return list(conn.execute(query))
+
+
+@router.get("")
+def failures_page(request: Request, node: NodeDep, session: PageSession) -> Response:
+    """Parked failures, newest first, with the reason in plain words."""
+    return page(
+        request,
+        "failures.html",
+        {
+            "nav": "failures",
+            "rows": _parked(node),
+            "retry_blocked": admin_actions.failure_actions_unavailable_reason(),
+        },
+        session=session,
+    )
+
+
+@router.post("/{failure_id}/retry")
+def retry(request: Request, node: NodeDep, _s: AdminFormSession, failure_id: int) -> Response:
+    """Try a parked record once more, now."""
+    try:
+        outcome = admin_actions.retry_failure(node, failure_id)
+    except FhirsyncError as exc:
+        return redirect(request, "/sync2/failures", f"Retry not done: {exc.message}", kind="error")
+    return redirect(
+        request, "/sync2/failures", outcome.message, kind="ok" if outcome.ok else "error"
+    )
+
+
+@router.post("/{failure_id}/dismiss")
+def dismiss(
+    request: Request,
+    node: NodeDep,
+    session: AdminFormSession,
+    failure_id: int,
+    reason: Annotated[str, Form()] = "",
+) -> Response:
+    """Give up on a parked record, with a reason that is kept in the audit log."""
+    try:
+        if not reason.strip():
+            raise RequestError(
+                "Say why this failure is dismissed (the reason is kept in the audit)."
+            )
+        outcome = admin_actions.dismiss_failure(node, failure_id, reason.strip(), session.user)
+    except FhirsyncError as exc:
+        return redirect(request, "/sync2/failures", f"Not dismissed: {exc.message}", kind="error")
+    return redirect(request, "/sync2/failures", outcome.message)
