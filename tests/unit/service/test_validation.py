@@ -262,3 +262,50 @@ def test_validation_is_fast_enough_for_the_import_path() -> None:
     rate = count / (time.perf_counter() - start)
     # The measured rate is ~10x this; the floor only catches an accidental slow path.
     assert rate > 500, f"{rate:.0f} validations/s"
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []
+    if isinstance(node, dict | list):
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, child in items:
+            out.append((*prefix, key))
+            out += _paths(child, (*prefix, key))
+    return out
+
+
+def test_memoised_validation_matches_plain_fhir_resources(reference_dir: Path) -> None:
+    """Every one-element mutation is accepted or rejected exactly as fhir.resources does, at the
+    same location, whether the cache is cold or warm."""
+    from fhir.resources.R4B import get_fhir_model_class
+    from pydantic import ValidationError
+
+    from fhirsync.service import validation
+
+    samples = [json.loads(p.read_bytes()) for p in _samples(reference_dir)]
+    # Valid bases (lone objects already wrapped), so one mutation makes one error to locate.
+    bases = [_patient()] + [dict(normalize_resource(s)) for s in samples]
+    replacements: list[Any] = [5, "x", None, [], {}, {"bogus": 1}, [None], 1.5, True, [{}]]
+    cases = 0
+    for base in bases:
+        model = get_fhir_model_class(base["resourceType"])
+        for index, path in enumerate(_paths(base)):
+            mutated = copy.deepcopy(base)
+            node: Any = mutated
+            for step in path[:-1]:
+                node = node[step]
+            node[path[-1]] = replacements[index % len(replacements)]
+            try:
+                model.model_validate(mutated)
+                expected = None
+            except ValidationError as exc:
+                expected = tuple(exc.errors()[0]["loc"])
+            for _ in range(2):  # cold, then warm cache
+                try:
+                    validation._build(model, mutated)
+                    found = None
+                except validation._Failure as failure:
+                    found = failure.loc
+                assert found == expected, (base["resourceType"], path)
+            cases += 1
+    assert cases > 100
