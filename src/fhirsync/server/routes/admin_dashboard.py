@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+import sys
+
 import httpx
 import pygal
 from fastapi import APIRouter, Request
@@ -19,6 +21,11 @@ from fhirsync.server.routes.admin_common import AdminFormSession, PageSession, p
 from fhirsync.store import audit_query
 from fhirsync.store.audit_query import AuditMessage
 from fhirsync.store.tables import failures
+
+# pygal appends a legacy import hook (for its optional map plug-ins, unused here) to sys.meta_path.
+# Python 3.11 warns about it on every later failed import (ImportWarning), which breaks libraries
+# that probe for optional modules under warnings-as-errors. Remove it.
+sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "PluginImportFixer"]
 
 router = APIRouter(prefix="/sync2", include_in_schema=False)
 
