@@ -14,11 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from fhirsync.categories import Category
 from fhirsync.errors import RecordError
-from fhirsync.records import Action, Record, RecordState
+from fhirsync.records import Action, MarkerKey, Record, RecordState
+from fhirsync.store.failures import Failure
+from fhirsync.store.local import CommitResult, PageCommit
+from fhirsync.store.markers import Marker
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,4 +101,26 @@ class LocalSide(Protocol):
 
     def read_many(self, category: Category, uuids: Sequence[str]) -> dict[str, Record]:
         """Current local records (any state) by uuid; missing uuids are left out."""
+        ...
+
+    def read_any(self, categories: Sequence[str], uuids: Sequence[str]) -> dict[str, Record]:
+        """Local records of any of ``categories`` by uuid (dependency checks)."""
+        ...
+
+    def marker(self, key: MarkerKey) -> Marker:
+        """The committed feed position of ``key`` (empty when never read)."""
+        ...
+
+    def open_failures(
+        self, operation: str, category: str, uuids: Sequence[str]
+    ) -> dict[str, Failure]:
+        """Open failures of these records by uuid."""
+        ...
+
+    def due_failures(self, operation: str, category: str, now: datetime) -> list[Failure]:
+        """Failures of ``category`` whose retry is due now (and every waiting one)."""
+        ...
+
+    def commit(self, batch: PageCommit, *, now: datetime) -> CommitResult:
+        """Apply a page's writes, failures, audit rows and marker move all or nothing."""
         ...

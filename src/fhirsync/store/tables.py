@@ -6,6 +6,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -129,3 +130,35 @@ audit = Table(
     Column("date_created", DateTime, nullable=False),
 )
 Index("ix_audit_timestamp", audit.c.timestamp)
+
+# --- sync engine state (migration 0002) -------------------------------------------------------
+
+# A failure waiting for another record names it here (category/uuid), so its arrival wakes it.
+failures.append_column(Column("depends_on", String(64), nullable=True))
+# The audit row of the latest attempt; a retry links it to the new row (next_message_uuid).
+failures.append_column(Column("audit_uuid", String(38), nullable=True))
+Index("ix_failures_depends_on", failures.c.depends_on)
+
+locks = Table(
+    "locks",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("owner", String(255), nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+)
+
+run_state = Table(
+    "run_state",
+    metadata,
+    Column("operation", String(16), primary_key=True),
+    Column("started_at", DateTime, nullable=True),
+    Column("finished_at", DateTime, nullable=True),
+    Column("outcome", String(16), nullable=True),
+    Column("events_read", Integer, nullable=False, default=0),
+    Column("applied", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=True),
+    Column("consecutive_failures", Integer, nullable=False, default=0),
+    Column("backoff_seconds", Float, nullable=True),
+    Column("next_run_at", DateTime, nullable=True),
+)

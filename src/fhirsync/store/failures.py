@@ -1,0 +1,235 @@
+"""Failed records of a sync direction: retried with backoff, waiting for a dependency, or parked.
+
+One open row per (operation, category, record). Status values:
+
+- ``retrying``: retried automatically when ``next_retry_at`` has passed;
+- ``waiting``: depends on another record (``depends_on``) that is absent or failed; retried when it
+  arrives, never parked for it;
+- ``parked``: gave up after the configured attempts; retried only by hand (``audit retry``);
+- ``resolved``: a later attempt (or a later event for the same record) succeeded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import orjson
+from sqlalchemy import Connection, func, insert, select, update
+
+from fhirsync.store.tables import failures
+
+FailureStatus = Literal["retrying", "waiting", "parked", "resolved"]
+OPEN: tuple[FailureStatus, ...] = ("retrying", "waiting", "parked")
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One failed record (no patient data: ids, links and the error)."""
+
+    id: int
+    operation: str
+    marker_key: str
+    category: str
+    record_uuid: str
+    entry_id: str
+    action: str
+    links: dict[str, str]
+    error_class: str
+    error_message: str
+    attempts: int
+    status: FailureStatus
+    first_failed_at: datetime
+    last_failed_at: datetime
+    next_retry_at: datetime | None
+    depends_on: str | None
+    audit_uuid: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FailureNote:
+    """A failed attempt to record: what failed, why, and what happens next."""
+
+    operation: str
+    marker_key: str
+    category: str
+    record_uuid: str
+    entry_id: str
+    action: str
+    links: dict[str, str]
+    error_class: str
+    error_message: str
+    status: FailureStatus
+    attempts: int
+    next_retry_at: datetime | None = None
+    depends_on: str | None = None
+    audit_uuid: str | None = None
+
+
+def _naive(moment: datetime | None) -> datetime | None:
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment is not None else None
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None else None
+
+
+def _failure(row: object) -> Failure:
+    r = row._mapping  # type: ignore[attr-defined]
+    return Failure(
+        id=r["id"],
+        operation=r["operation"],
+        marker_key=r["marker_key"],
+        category=r["category"],
+        record_uuid=r["record_uuid"],
+        entry_id=r["entry_id"],
+        action=r["action"],
+        links=orjson.loads(r["links"]),
+        error_class=r["error_class"],
+        error_message=r["error_message"],
+        attempts=r["attempts"],
+        status=r["status"],
+        first_failed_at=r["first_failed_at"].replace(tzinfo=UTC),
+        last_failed_at=r["last_failed_at"].replace(tzinfo=UTC),
+        next_retry_at=_aware(r["next_retry_at"]),
+        depends_on=r["depends_on"],
+        audit_uuid=r["audit_uuid"],
+    )
+
+
+def open_for(
+    conn: Connection, operation: str, category: str, uuids: Iterable[str]
+) -> dict[str, Failure]:
+    """Open failures of ``category`` for the given record uuids, by uuid."""
+    wanted = list(dict.fromkeys(uuids))
+    out: dict[str, Failure] = {}
+    for start in range(0, len(wanted), 500):
+        rows = conn.execute(
+            select(failures).where(
+                failures.c.operation == operation,
+                failures.c.category == category,
+                failures.c.status.in_(OPEN),
+                failures.c.record_uuid.in_(wanted[start : start + 500]),
+            )
+        )
+        out.update({row.record_uuid: _failure(row) for row in rows})
+    return out
+
+
+def record(conn: Connection, notes: Sequence[FailureNote], *, now: datetime) -> None:
+    """Insert or update the open failure of each noted record (one open row per record)."""
+    moment = _naive(now)
+    by_cat: dict[tuple[str, str], list[FailureNote]] = {}
+    for note in notes:
+        by_cat.setdefault((note.operation, note.category), []).append(note)
+    for (operation, category), group in by_cat.items():
+        existing = open_for(conn, operation, category, [n.record_uuid for n in group])
+        for note in group:
+            values = {
+                "marker_key": note.marker_key,
+                "entry_id": note.entry_id,
+                "action": note.action,
+                "links": orjson.dumps(dict(note.links)).decode(),
+                "error_class": note.error_class,
+                "error_message": note.error_message[:4000],
+                "attempts": note.attempts,
+                "status": note.status,
+                "last_failed_at": moment,
+                "next_retry_at": _naive(note.next_retry_at),
+                "depends_on": note.depends_on,
+                "audit_uuid": note.audit_uuid,
+            }
+            old = existing.get(note.record_uuid)
+            if old is None:
+                conn.execute(
+                    insert(failures).values(
+                        operation=operation,
+                        category=category,
+                        record_uuid=note.record_uuid,
+                        first_failed_at=moment,
+                        **values,
+                    )
+                )
+            else:
+                conn.execute(update(failures).where(failures.c.id == old.id).values(**values))
+
+
+def resolve(conn: Connection, operation: str, category: str, uuids: Iterable[str]) -> list[Failure]:
+    """Mark the open failures of these records resolved; returns the rows that were open."""
+    found = open_for(conn, operation, category, uuids)
+    if found:
+        conn.execute(
+            update(failures)
+            .where(failures.c.id.in_([f.id for f in found.values()]))
+            .values(status="resolved", next_retry_at=None)
+        )
+    return list(found.values())
+
+
+def due(conn: Connection, operation: str, category: str, *, now: datetime) -> list[Failure]:
+    """Failures of ``category`` to retry now: ``retrying`` ones whose time has come, and every
+    ``waiting`` one (few; the dependency check sends them back to waiting if still unmet)."""
+    rows = conn.execute(
+        select(failures)
+        .where(
+            failures.c.operation == operation,
+            failures.c.category == category,
+            failures.c.status.in_(("retrying", "waiting")),
+        )
+        .order_by(failures.c.id)
+    )
+    out: list[Failure] = []
+    for f in (_failure(r) for r in rows):
+        if f.status == "retrying":
+            if f.next_retry_at is None or f.next_retry_at <= now:
+                out.append(f)
+        else:
+            out.append(f)
+    return out
+
+
+def waiting_on(conn: Connection, operation: str) -> list[Failure]:
+    """Every ``waiting`` failure of ``operation``."""
+    rows = conn.execute(
+        select(failures).where(failures.c.operation == operation, failures.c.status == "waiting")
+    )
+    return [_failure(r) for r in rows]
+
+
+def get(conn: Connection, failure_id: int) -> Failure | None:
+    """One failure by id (any status)."""
+    row = conn.execute(select(failures).where(failures.c.id == failure_id)).first()
+    return _failure(row) if row is not None else None
+
+
+def list_open(
+    conn: Connection, operation: str | None = None, status: FailureStatus | None = None
+) -> list[Failure]:
+    """Open failures (optionally of one operation and status), oldest first."""
+    query = select(failures).where(failures.c.status.in_(OPEN))
+    if operation:
+        query = query.where(failures.c.operation == operation)
+    if status:
+        query = query.where(failures.c.status == status)
+    return [_failure(r) for r in conn.execute(query.order_by(failures.c.id))]
+
+
+def requeue(conn: Connection, ids: Sequence[int] | None = None) -> int:
+    """Put parked failures (all, or those ids) back to ``retrying`` now with a fresh count."""
+    stmt = update(failures).where(failures.c.status == "parked")
+    if ids is not None:
+        stmt = stmt.where(failures.c.id.in_(list(ids)))
+    result = conn.execute(stmt.values(status="retrying", next_retry_at=None, attempts=0))
+    return int(result.rowcount)
+
+
+def counts(conn: Connection, operation: str) -> dict[str, int]:
+    """Open failures of ``operation`` by status."""
+    rows = conn.execute(
+        select(failures.c.status, func.count())
+        .where(failures.c.operation == operation, failures.c.status.in_(OPEN))
+        .group_by(failures.c.status)
+    )
+    return {str(s): int(n) for s, n in rows}

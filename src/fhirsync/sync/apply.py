@@ -1,0 +1,177 @@
+"""Deciding what a pulled change does locally: the shouldSynchronize rules of spec §5.9, done right.
+
+Pure functions over values: the feed entries of one page (collapsed per record), the parent's copy
+(or its absence) and the local copy. Differences from Sync 2.0 (spec §13):
+
+- UNVOIDED and UNRETIRED propagate: the record is fetched and written back as active.
+- VOIDED, RETIRED and DELETED change only the local state; they need no fetch. A record this node
+  never had is skipped (there is nothing to void, and the parent no longer serves its body), so a
+  voided record never appears here as a tombstone.
+- A CREATED/UPDATED whose record the parent no longer serves (404/410: voided or deleted since) is
+  skipped, not failed: the later VOIDED/DELETED event of the same feed handles it.
+- Repeated events for one record in one page collapse into one change whose final state follows
+  every event in order (CREATED then VOIDED ends voided; VOIDED then UNVOIDED ends active).
+- Unchanged content is written anyway and the store turns it into a no-op (no event, no audit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fhirsync import categories as cats
+from fhirsync.categories import Category
+from fhirsync.errors import InvalidResource, RecordError, UnknownResourceType
+from fhirsync.records import Action, FeedEntry, Record, RecordState, RecordWrite
+from fhirsync.service.validation import normalize_resource
+
+DELETE_STATES: Mapping[str, RecordState] = {
+    "VOIDED": "voided",
+    "RETIRED": "retired",
+    "DELETED": "deleted",
+}
+_ACTIVATING = frozenset({"CREATED", "UNVOIDED", "UNRETIRED"})
+REFERENCE_KEYS = ("subject", "patient", "encounter", "context")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One record's collapsed change within a page."""
+
+    category: Category
+    """The category of the record written (the owner's, for sub-resource events)."""
+    uuid: str
+    action: Action
+    """The last action seen."""
+    target_state: RecordState | None
+    """The state the events end in; None when they only updated content (state unchanged)."""
+    entry: FeedEntry
+    """The last entry seen (its links and origin are used)."""
+
+    @property
+    def needs_fetch(self) -> bool:
+        """True when the parent's body is needed (the record ends active or state unknown)."""
+        return self.target_state in (None, "active")
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Apply this write."""
+
+    write: RecordWrite
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Nothing to do (not an error, no audit)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """The record failed."""
+
+    error: RecordError
+
+
+Outcome = Write | Skip | Fail
+
+
+def collapse(items: Sequence[tuple[Category, str, FeedEntry]]) -> list[Change]:
+    """One :class:`Change` per (category, uuid), in order of each record's last event."""
+    state: dict[tuple[str, str], tuple[Category, RecordState | None, FeedEntry]] = {}
+    for category, uuid, entry in items:
+        key = (category.name, uuid)
+        _, current, _ = state.pop(key, (category, None, entry))
+        if entry.action in DELETE_STATES:
+            current = DELETE_STATES[entry.action]
+        elif entry.action in _ACTIVATING:
+            current = "active"
+        state[key] = (category, current, entry)
+    return [
+        Change(category, uuid, entry.action, target, entry)
+        for (_, uuid), (category, target, entry) in state.items()
+    ]
+
+
+def origin_of(entry: FeedEntry, parent: str) -> str:
+    """Where a change began: the entry's origin, else the parent itself (Java feeds)."""
+    return entry.origin or parent
+
+
+def state_change(change: Change, local: Record | None, origin: str) -> Outcome:
+    """A void/retire/delete: set the state of the local copy (no fetch)."""
+    target = change.target_state
+    assert target is not None and target != "active"
+    if local is None:
+        return Skip("not held locally")
+    if local.state == target:
+        return Skip("unchanged")
+    return Write(RecordWrite(change.category.name, change.uuid, None, origin, target, via="parent"))
+
+
+def _body_state(category: Category, body: Mapping[str, Any]) -> RecordState:
+    """The state a fetched body is in (REST representations say voided/retired themselves)."""
+    if not category.is_fhir:
+        if body.get("voided") is True:
+            return "voided"
+        if body.get("retired") is True:
+            return "retired"
+    return "active"
+
+
+def checked_body(category: Category, uuid: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The fetched body, validated where it enters the node; raises InvalidResource."""
+    if category.is_fhir:
+        fixed = normalize_resource(body, category.fhir_type)
+        if str(fixed.get("id", uuid)) != uuid:
+            raise InvalidResource(
+                f"{category.fhir_type} id {fixed.get('id')!r} is not {uuid}", element="id"
+            )
+        return fixed
+    if not isinstance(body, Mapping):
+        raise InvalidResource("a REST representation must be a JSON object")
+    return body
+
+
+def content_change(
+    change: Change,
+    body: Mapping[str, Any] | None,
+    error: RecordError | None,
+    origin: str,
+) -> Outcome:
+    """A create/update/unvoid/unretire: write the parent's body (``None`` = parent lacks it)."""
+    if error is not None:
+        error.category = error.category or change.category.name
+        error.uuid = error.uuid or change.uuid
+        return Fail(error)
+    if body is None:
+        return Skip("absent at the parent (a later event removes it)")
+    try:
+        fixed = checked_body(change.category, change.uuid, body)
+    except InvalidResource as exc:
+        exc.category, exc.uuid = change.category.name, change.uuid
+        return Fail(exc)
+    state = _body_state(change.category, fixed)
+    return Write(RecordWrite(change.category.name, change.uuid, fixed, origin, state, via="parent"))
+
+
+def references(body: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    """The records ``body`` depends on: (candidate categories, uuid) of its subject, patient,
+    encounter and context references (``Patient/{uuid}``, absolute URLs too)."""
+    found: list[tuple[tuple[str, ...], str]] = []
+    for key in REFERENCE_KEYS:
+        value = body.get(key)
+        ref = value.get("reference") if isinstance(value, Mapping) else None
+        if not isinstance(ref, str) or "/" not in ref:
+            continue
+        resource_type, _, uuid = ref.rstrip("/").rpartition("/")
+        resource_type = resource_type.rpartition("/")[2]
+        try:
+            names = tuple(c.name for c in cats.for_fhir_type(resource_type))
+        except UnknownResourceType:
+            continue
+        found.append((names, uuid))
+    return found

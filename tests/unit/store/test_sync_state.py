@@ -1,0 +1,145 @@
+"""Markers, failures, audit rows, locks and the local side's one-transaction commit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from fhirsync import categories
+from fhirsync.records import MarkerKey, RecordWrite
+from fhirsync.store import failures, locks, markers, runs
+from fhirsync.store.audit import AuditEntry, AuditPolicy
+from fhirsync.store.engine import Database, open_database
+from fhirsync.store.failures import FailureNote
+from fhirsync.store.local import MarkerMove, PageCommit, StoreLocalSide
+from fhirsync.store.tables import audit
+
+pytestmark = pytest.mark.postgres
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+KEY = MarkerKey("http://parent:1", "patient", "abc")
+
+
+@pytest.fixture
+def db(db_url: str) -> Database:
+    database = open_database(db_url)
+    yield database  # type: ignore[misc]
+    database.dispose()
+
+
+def _note(uuid: str, status: failures.FailureStatus = "retrying", attempts: int = 1) -> FailureNote:
+    return FailureNote(
+        "pull",
+        KEY.key,
+        "patient",
+        uuid,
+        "tag:x",
+        "CREATED",
+        {"fhir": "/x"},
+        "InvalidResource",
+        "bad",
+        status,
+        attempts,
+        next_retry_at=NOW + timedelta(seconds=5),
+    )
+
+
+def test_marker_starts_empty_and_advances(db: Database) -> None:
+    with db.read() as conn:
+        assert markers.get(conn, KEY) == markers.EMPTY
+    with db.write() as conn:
+        markers.advance(conn, KEY, "tag:1", 1)
+        markers.advance(conn, KEY, "tag:2", 3)
+    with db.read() as conn:
+        got = markers.get(conn, KEY)
+        assert (got.last_entry_id, got.last_page) == ("tag:2", 3)
+        assert markers.get(conn, MarkerKey("http://parent:1", "patient", "other")) == markers.EMPTY
+        assert set(markers.for_feed(conn, "http://parent:1/")) == {"patient"}
+
+
+def test_failures_upsert_due_resolve_requeue(db: Database) -> None:
+    with db.write() as conn:
+        failures.record(conn, [_note("u1"), _note("u2", "waiting")], now=NOW)
+        failures.record(conn, [_note("u1", "parked", 3)], now=NOW)
+    with db.read() as conn:
+        open_rows = failures.list_open(conn, "pull")
+        assert [(f.record_uuid, f.status, f.attempts) for f in open_rows] == [
+            ("u1", "parked", 3),
+            ("u2", "waiting", 1),
+        ]
+        assert [f.record_uuid for f in failures.due(conn, "pull", "patient", now=NOW)] == ["u2"]
+        assert failures.counts(conn, "pull") == {"parked": 1, "waiting": 1}
+    with db.write() as conn:
+        assert failures.requeue(conn) == 1
+        failures.resolve(conn, "pull", "patient", ["u2"])
+    with db.read() as conn:
+        due = failures.due(conn, "pull", "patient", now=NOW)
+        assert [(f.record_uuid, f.status, f.attempts) for f in due] == [("u1", "retrying", 0)]
+
+
+def test_commit_is_one_transaction_and_skips_unchanged_audit(db: Database) -> None:
+    local = StoreLocalSide(db, "child", AuditPolicy(True, True))
+    body = {"resourceType": "Patient", "gender": "male"}
+    entry = AuditEntry(True, "patient", "p1", "CREATED", "PULL", "Success")
+    batch = PageCommit(
+        "pull",
+        writes=[RecordWrite("patient", "p1", body, "parent", via="parent")],
+        write_audit=[entry],
+        failures=[_note("p2")],
+        marker=MarkerMove(KEY, "tag:9", 2),
+    )
+    assert local.commit(batch, now=NOW).changed == 1
+    again = local.commit(batch, now=NOW)
+    assert (again.changed, again.audited) == (0, 0)
+    assert local.marker(KEY).last_entry_id == "tag:9"
+    assert set(local.read_many(categories.get("patient"), ["p1", "p2"])) == {"p1"}
+    with db.read() as conn:
+        assert conn.execute(select(func.count()).select_from(audit)).scalar() == 1
+
+    bad = PageCommit(
+        "pull",
+        writes=[RecordWrite("patient", "nope", None, "parent", state="voided")],
+        marker=MarkerMove(KEY, "tag:10", 2),
+    )
+    with pytest.raises(Exception, match="does not exist"):
+        local.commit(bad, now=NOW)
+    assert local.marker(KEY).last_entry_id == "tag:9"
+
+
+def test_audit_policy_and_retry_link(db: Database) -> None:
+    local = StoreLocalSide(db, "child", AuditPolicy(persist_success=False, persist_failure=True))
+    failed = AuditEntry(False, "patient", "p1", "CREATED", "PULL", "boom").with_uuid()
+    ok = AuditEntry(True, "patient", "p1", "CREATED", "PULL", "Success")
+    assert local.commit(PageCommit("pull", audit=[failed, ok]), now=NOW).audited == 1
+    local.policy = AuditPolicy(True, True)
+    retry = AuditEntry(True, "patient", "p1", "CREATED", "PULL", "ok", previous_uuid=failed.uuid)
+    local.commit(PageCommit("pull", audit=[retry.with_uuid()]), now=NOW)
+    with db.read() as conn:
+        link = conn.execute(select(audit.c.next_message_uuid).where(audit.c.uuid == failed.uuid))
+        assert link.scalar() is not None
+
+
+def test_lock_excludes_a_second_owner_until_released(db: Database) -> None:
+    a, b = locks.new_owner(), locks.new_owner()
+    assert locks.acquire(db, "pull", a, 60)
+    assert not locks.acquire(db, "pull", b, 60)
+    assert locks.holder(db, "pull") == a
+    locks.release(db, "pull", a)
+    assert locks.acquire(db, "pull", b, 60)
+
+
+def test_lock_of_a_dead_process_is_taken_over(db: Database) -> None:
+    dead = f"{locks._HOST}:999999999:deadbeef"
+    assert locks.acquire(db, "pull", dead, 600)
+    assert locks.acquire(db, "pull", locks.new_owner(), 60)
+
+
+def test_run_state_round_trip(db: Database) -> None:
+    with db.write() as conn:
+        runs.save(conn, "pull", started_at=NOW, outcome="ok", applied=3)
+        runs.save(conn, "pull", backoff_seconds=2.0)
+    with db.read() as conn:
+        state = runs.get(conn, "pull")
+    assert (state.outcome, state.applied, state.backoff_seconds) == ("ok", 3, 2.0)
+    assert state.started_at == NOW
