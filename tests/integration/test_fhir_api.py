@@ -229,6 +229,11 @@ def test_search_by_id_last_updated_and_paging(client: httpx.Client) -> None:
 
     by_id = client.get(f"{BASE}/Patient", params={"_id": f"{ids[1]},{ids[3]},{ids[4]},nope"})
     assert sorted(e["resource"]["id"] for e in by_id.json()["entry"]) == sorted([ids[1], ids[3]])
+    assert [link["relation"] for link in by_id.json()["link"]] == ["self"]
+    paged = client.get(f"{BASE}/Patient", params={"_id": ",".join(ids), "_count": 3}).json()
+    assert len(paged["entry"]) == 3
+    rest = client.get(next(x["url"] for x in paged["link"] if x["relation"] == "next")).json()
+    assert [e["resource"]["id"] for e in paged["entry"] + rest["entry"]] == ids[:4]
 
     later = client.get(f"{BASE}/Patient", params=[("_lastUpdated", "ge2000-01-01")])
     assert len(later.json()["entry"]) == 4

@@ -310,7 +310,7 @@ def parse_search(params: Sequence[tuple[str, str]], max_count: int) -> SearchQue
     ids: set[str] | None = None
     lower: datetime | None = None
     upper: datetime | None = None
-    count = min(DEFAULT_COUNT, max_count)
+    count: int | None = None
     cursor = 0
     for name, value in params:
         if name not in _SEARCH_PARAMS:
@@ -335,6 +335,10 @@ def parse_search(params: Sequence[tuple[str, str]], max_count: int) -> SearchQue
             cursor = _non_negative(name, value)
         elif value not in _JSON_FORMATS:
             raise InvalidResource(f"_format {value!r} is not supported (JSON only)", element=name)
+    if count is None:
+        # A batch fetch by _id gets all its ids on one page unless it asks otherwise.
+        size = len(ids) if ids is not None else DEFAULT_COUNT
+        count = min(max(size, 1), max_count)
     return SearchQuery(
         ids=tuple(sorted(ids)) if ids is not None else None,
         updated_from=lower,
