@@ -243,6 +243,10 @@ def test_search_by_id_last_updated_and_paging(client: httpx.Client) -> None:
     assert window.json()["entry"] == []
     future = client.get(f"{BASE}/Patient", params={"_lastUpdated": "ge2999-01-01T00:00:00Z"})
     assert future.json()["entry"] == []
+    raw_plus = client.get(f"{BASE}/Patient?_lastUpdated=lt2999-01-01T00:00:00.000+02:00")
+    assert len(raw_plus.json()["entry"]) == 4
+    minute = client.get(f"{BASE}/Patient", params={"_lastUpdated": "le2001-02-03T04:05"})
+    assert minute.json()["entry"] == []
 
 
 def test_search_errors_and_limits(node_factory: NodeFactory) -> None:

@@ -414,6 +414,8 @@ _PREFIXES = ("ge", "gt", "le", "lt", "eq", "sa", "eb")
 
 def _date_bounds(value: str) -> tuple[datetime | None, datetime | None]:
     """``_lastUpdated`` as [from, before) bounds, honouring the value's precision (FHIR dates)."""
+    # An unencoded "+" of a UTC offset arrives as a space after URL decoding.
+    value = value.strip().replace(" ", "+")
     prefix, text = ("eq", value)
     if value[:2] in _PREFIXES:
         prefix, text = value[:2], value[2:]
