@@ -29,16 +29,20 @@ CSRF_FIELD = "csrf_token"
 templates = Jinja2Templates(directory=str(UI_DIR / "templates"))
 
 
+def _naive(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+
+
 def _when(value: datetime | None) -> str:
-    """A stored naive-UTC time as ``YYYY-MM-DD HH:MM:SS UTC`` (or a dash)."""
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
+    """A UTC time (naive as stored, or aware) as ``YYYY-MM-DD HH:MM:SS UTC`` (or a dash)."""
+    return _naive(value).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
 
 
 def _ago(value: datetime | None) -> str:
     """How long ago a stored naive-UTC time was, in plain words."""
     if value is None:
         return "never"
-    seconds = int((datetime.now(UTC).replace(tzinfo=None) - value).total_seconds())
+    seconds = int((datetime.now(UTC).replace(tzinfo=None) - _naive(value)).total_seconds())
     if seconds < 60:
         return "just now" if seconds < 5 else f"{seconds} s ago"
     if seconds < 3600:

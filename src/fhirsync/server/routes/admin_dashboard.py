@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
-
-import sys
 
 import httpx
 import pygal
 from fastapi import APIRouter, Request
 from pygal.style import Style
-from sqlalchemy import func, select
 from starlette.responses import Response
 
 from fhirsync.errors import FhirsyncError
 from fhirsync.server.deps import NodeContext, NodeDep
 from fhirsync.server.routes import admin_actions
 from fhirsync.server.routes.admin_common import AdminFormSession, PageSession, page, redirect
-from fhirsync.store import audit_query
+from fhirsync.store import audit_query, failures, runs
 from fhirsync.store.audit_query import AuditMessage
-from fhirsync.store.tables import failures
+from fhirsync.store.runs import RunState
 
 # pygal appends a legacy import hook (for its optional map plug-ins, unused here) to sys.meta_path.
 # Python 3.11 warns about it on every later failed import (ImportWarning), which breaks libraries
@@ -56,7 +54,10 @@ class Facts:
     parent: ParentStatus
     last_pull: AuditMessage | None
     last_push: AuditMessage | None
+    pull_run: RunState
+    push_run: RunState
     parked: int
+    waiting: int
     failed_by_category: dict[str, int]
     pull_blocked: str | None
     push_blocked: str | None
@@ -79,23 +80,22 @@ def check_parent(url: str | None) -> ParentStatus:
     return ParentStatus(url, False, f"Answered with HTTP status {answer.status_code}.")
 
 
-def _parked_count(node: NodeContext) -> int:
-    with node.db.read() as conn:
-        query = select(func.count()).select_from(failures).where(failures.c.status == "parked")
-        return int(conn.execute(query).scalar_one())
-
-
 def gather(node: NodeContext) -> Facts:
     """Collect the dashboard's facts (the parent check takes at most a couple of seconds)."""
     with node.db.read() as conn:
         last_pull = audit_query.latest(conn, "PULL")
         last_push = audit_query.latest(conn, "PUSH")
         failed = audit_query.counts_by_category(conn, success=False)
+        pull_run, push_run = runs.get(conn, "PULL"), runs.get(conn, "PUSH")
+        open_failures = failures.list_open(conn)
     return Facts(
         parent=check_parent(node.config.parent_url),
         last_pull=last_pull,
         last_push=last_push,
-        parked=_parked_count(node),
+        pull_run=pull_run,
+        push_run=push_run,
+        parked=sum(1 for f in open_failures if f.status == "parked"),
+        waiting=sum(1 for f in open_failures if f.status != "parked"),
         failed_by_category=failed,
         pull_blocked=admin_actions.pull_unavailable_reason(node),
         push_blocked=admin_actions.push_unavailable_reason(node),

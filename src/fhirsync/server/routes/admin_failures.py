@@ -2,30 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from sqlalchemy import select
 from starlette.responses import Response
 
 from fhirsync.errors import FhirsyncError, RequestError
-from fhirsync.server.deps import NodeDep
+from fhirsync.server.deps import NodeContext, NodeDep
 from fhirsync.server.routes import admin_actions
 from fhirsync.server.routes.admin_common import AdminFormSession, PageSession, page, redirect
-from fhirsync.store.tables import failures
+from fhirsync.store import failures
+from fhirsync.store.failures import Failure
 
 router = APIRouter(prefix="/sync2/failures", include_in_schema=False)
 
 
-def _parked(node: Any) -> list[Any]:
+STATUS_WORDS = {
+    "parked": "Parked: gave up after the automatic tries",
+    "retrying": "Will be retried automatically",
+    "waiting": "Waiting for a record it depends on",
+}
+
+
+def _open_failures(node: NodeContext) -> list[Failure]:
     with node.db.read() as conn:
-        query = (
-            select(failures)
-            .where(failures.c.status == "parked")
-            .order_by(failures.c.last_failed_at.desc())
-            .limit(500)
-        )
-        return list(conn.execute(query))
+        found = failures.list_open(conn)
+    # Parked first (they need a person), newest first within each status.
+    return sorted(found, key=lambda f: (f.status != "parked", -f.last_failed_at.timestamp()))
 
 
 @router.get("")
@@ -36,7 +39,8 @@ def failures_page(request: Request, node: NodeDep, session: PageSession) -> Resp
         "failures.html",
         {
             "nav": "failures",
-            "rows": _parked(node),
+            "rows": _open_failures(node),
+            "status_words": STATUS_WORDS,
             "retry_blocked": admin_actions.failure_actions_unavailable_reason(),
         },
         session=session,
