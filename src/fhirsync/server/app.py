@@ -7,9 +7,10 @@ from fastapi import FastAPI
 from fhirsync import __version__
 from fhirsync.server import error_responses
 from fhirsync.server.auth import Authenticator
+from fhirsync.server.child_auth import ChildGuard
 from fhirsync.server.deps import NodeContext
 from fhirsync.server.limits import BodySizeLimit
-from fhirsync.server.routes import admin, ops
+from fhirsync.server.routes import admin, ops, sync2_proxy
 from fhirsync.server.routes import fhir as fhir_routes
 from fhirsync.server.routes import rest as rest_routes
 from fhirsync.settings import NodeConfig
@@ -25,5 +26,7 @@ def create_app(config: NodeConfig, db: Database) -> FastAPI:
     app.include_router(rest_routes.router)
     app.include_router(fhir_routes.router)
     admin.install(app)
+    app.include_router(sync2_proxy.router)
+    app.add_middleware(ChildGuard)
     app.add_middleware(BodySizeLimit, max_bytes=config.settings.max_body_bytes)
     return app

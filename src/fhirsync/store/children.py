@@ -1,0 +1,48 @@
+"""What a parent knows about its child accounts: their instance ids and what each one sent.
+
+A record or event written by a child account carries ``via = "child:{instance id}"`` (set by the
+FHIR and REST write paths), so "which child did this come from" is a query, not extra bookkeeping.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, func, select
+
+from fhirsync.store.tables import events, records, users
+
+CHILD_VIA_PREFIX = "child:"
+
+
+def via_for(instance_id: str) -> str:
+    """The ``via`` value of changes received from the child ``instance_id``."""
+    return CHILD_VIA_PREFIX + instance_id
+
+
+def child_instance_ids(conn: Connection) -> dict[str, str]:
+    """Instance id → account name of every child account."""
+    rows = conn.execute(
+        select(users.c.instance_id, users.c.name).where(
+            users.c.role == "child", users.c.instance_id.is_not(None)
+        )
+    )
+    return {str(r.instance_id): str(r.name) for r in rows}
+
+
+def received_per_child(conn: Connection) -> dict[str, int]:
+    """Instance id → number of records whose current version was received from that child."""
+    rows = conn.execute(
+        select(records.c.via, func.count())
+        .where(records.c.via.like(CHILD_VIA_PREFIX + "%"))
+        .group_by(records.c.via)
+    )
+    return {str(via).removeprefix(CHILD_VIA_PREFIX): int(n) for via, n in rows}
+
+
+def changes_per_child(conn: Connection) -> dict[str, int]:
+    """Instance id → number of changes (events) received from that child, ever."""
+    rows = conn.execute(
+        select(events.c.via, func.count())
+        .where(events.c.via.like(CHILD_VIA_PREFIX + "%"))
+        .group_by(events.c.via)
+    )
+    return {str(via).removeprefix(CHILD_VIA_PREFIX): int(n) for via, n in rows}
