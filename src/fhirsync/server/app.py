@@ -13,6 +13,7 @@ from fhirsync.server.limits import BodySizeLimit
 from fhirsync.server.routes import admin, ops, sync2_proxy
 from fhirsync.server.routes import fhir as fhir_routes
 from fhirsync.server.routes import rest as rest_routes
+from fhirsync.server.routes import sync2 as sync2_routes
 from fhirsync.settings import NodeConfig
 from fhirsync.store.engine import Database
 
@@ -25,6 +26,7 @@ def create_app(config: NodeConfig, db: Database) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(rest_routes.router)
     app.include_router(fhir_routes.router)
+    app.include_router(sync2_routes.router)
     admin.install(app)
     app.include_router(sync2_proxy.router)
     app.add_middleware(ChildGuard)
