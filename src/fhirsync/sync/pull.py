@@ -1,0 +1,503 @@
+"""Pulling one category from the parent: read a page, filter, collapse, fetch, apply, commit.
+
+Each feed page becomes ONE local transaction holding its records, its audit rows, its failure rows
+and the marker move past it (DESIGN §5 promise 1). A transient error (parent unreachable) escapes
+before the commit, so the marker stays. Record failures are retried with backoff, wait for the
+record they depend on, or are parked (promise 3); they never stop the feed unless
+``continue_on_failure`` is off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from fhirsync import categories as cats
+from fhirsync.categories import Category
+from fhirsync.clients.base import LocalSide, RecordRef, SourceClient
+from fhirsync.errors import DependencyMissing, RecordError, UnknownResourceType
+from fhirsync.records import FeedEntry, MarkerKey, Record, RecordWrite
+from fhirsync.store.audit import AuditEntry
+from fhirsync.store.failures import Failure, FailureNote
+from fhirsync.store.local import MarkerMove, PageCommit
+from fhirsync.sync import apply
+from fhirsync.sync.apply import Change, Fail, Outcome, Skip, Write
+from fhirsync.sync.filters import FilterChain
+from fhirsync.sync.retry import Decision, RetryPolicy
+from fhirsync.sync.status import CategoryStopped, Listener, RecordFailed, RunProgress
+
+OPERATION = "pull"
+
+
+class FeedChunk(Protocol):
+    """One page of feed entries after the marker (``feed.reader``)."""
+
+    entries: Sequence[FeedEntry]
+    page: int | None
+    recovered: str | None
+
+
+class FeedSource(Protocol):
+    """Reads a category's feed forward from a marker (``feed.reader.FeedReader``)."""
+
+    def read(
+        self, category: str, *, after_entry_id: str | None = None, page: int | None = None
+    ) -> Iterable[FeedChunk]:
+        """Page chunks after the marked entry; TransientError/MalformedFeed on a bad page."""
+        ...
+
+
+class Transport(Protocol):
+    """Picks the client of an entry and reads ids from links (``clients.facade.ClientFacade``)."""
+
+    def choose(
+        self, category: Category, links: Mapping[str, str], preferred: str | None = None
+    ) -> SourceClient:
+        """The client to fetch ``category`` records with, given an entry's links."""
+        ...
+
+    def extract_uuid(self, category: Category, links: Mapping[str, str]) -> str | None:
+        """The record uuid named by ``links`` (spec §5.3)."""
+        ...
+
+    def owner_ref(
+        self, category: Category, links: Mapping[str, str]
+    ) -> tuple[Category, str] | None:
+        """For a sub-resource entry: the owning category and record uuid."""
+        ...
+
+
+@dataclass
+class PullContext:
+    """Everything a pull of one parent needs; built by the runner."""
+
+    local: LocalSide
+    feed: FeedSource
+    transport: Transport
+    filters: FilterChain
+    policy: RetryPolicy
+    parent_url: str
+    local_url: str
+    enabled: frozenset[str]
+    continue_on_failure: bool = True
+    batch_size: int = 500
+    listener: Listener = field(default=lambda _e: None)
+    clock: Callable[[], datetime] = field(default=datetime.now)
+
+
+@dataclass
+class Totals:
+    """Counts of one category's pull."""
+
+    read: int = 0
+    applied: int = 0
+    failed: int = 0
+
+
+@dataclass
+class _Plan:
+    """One page's work: the changes, with where each came from."""
+
+    changes: list[Change]
+    preferred: str | None
+    failures: dict[tuple[str, str], Failure] = field(default_factory=dict)
+    unknown: list[FeedEntry] = field(default_factory=list)
+
+
+def marker_key(ctx: PullContext, category: str) -> MarkerKey:
+    """The marker of ``category`` on this parent under the current filter settings."""
+    return MarkerKey(ctx.parent_url.rstrip("/"), category, ctx.filters.settings_hash(category))
+
+
+def pull_category(ctx: PullContext, category: str, preferred: str | None) -> Totals:
+    """Retry due failures of ``category``, then read its feed from the marker to the end."""
+    totals = Totals()
+    _retry_due(ctx, category, preferred, totals)
+    key = marker_key(ctx, category)
+    marker = ctx.local.marker(key)
+    for chunk in ctx.feed.read(
+        category, after_entry_id=marker.last_entry_id, page=marker.last_page
+    ):
+        if not chunk.entries:
+            continue
+        totals.read += len(chunk.entries)
+        warning = [_warning(ctx, category, chunk.recovered)] if chunk.recovered else []
+        move = MarkerMove(key, chunk.entries[-1].entry_id, chunk.page)
+        stop = _apply_page(
+            ctx, preferred, chunk.entries, move=move, extra_audit=warning, totals=totals
+        )
+        ctx.listener(
+            RunProgress(OPERATION, category, totals.read, None, totals.applied, totals.failed)
+        )
+        if stop:
+            ctx.listener(
+                CategoryStopped(OPERATION, category, "RecordError", "continue_on_failure is off")
+            )
+            break
+    return totals
+
+
+def _apply_page(
+    ctx: PullContext,
+    preferred: str | None,
+    entries: Sequence[FeedEntry],
+    *,
+    move: MarkerMove,
+    extra_audit: list[AuditEntry],
+    totals: Totals,
+) -> bool:
+    """Apply one page and commit it with the marker; True when the category must stop here."""
+    accepted = [e for e in entries if ctx.filters.accepts(e)]
+    plan = _plan(ctx, accepted, preferred)
+    outcomes = _outcomes(ctx, plan)
+    failed_at = _first_failed_entry(entries, plan, outcomes)
+    if failed_at is None or ctx.continue_on_failure:
+        batch = _batch(ctx, plan, outcomes, marker=move, extra_audit=extra_audit, totals=totals)
+        ctx.local.commit(batch, now=ctx.clock())
+        return False
+    # continue_on_failure is off: commit what precedes the failing entry, keep the marker just
+    # before it (the next run reads it again), and record the failure.
+    head = list(entries[:failed_at])
+    head_plan = _plan(ctx, [e for e in head if ctx.filters.accepts(e)], preferred)
+    head_outcomes = _outcomes(ctx, head_plan) if head else {}
+    marker = MarkerMove(move.key, head[-1].entry_id, move.page) if head else None
+    bad_id = entries[failed_at].entry_id
+    bad = {
+        (c.category.name, c.uuid): outcomes[(c.category.name, c.uuid)]
+        for c in plan.changes
+        if c.entry.entry_id == bad_id
+    }
+    first = _batch(
+        ctx, head_plan, head_outcomes, marker=marker, extra_audit=extra_audit, totals=totals
+    )
+    second = _batch(ctx, plan, bad, marker=None, extra_audit=[], totals=totals)
+    ctx.local.commit(_merge(first, second), now=ctx.clock())
+    return True
+
+
+def _merge(a: PageCommit, b: PageCommit) -> PageCommit:
+    resolved = {
+        k: [*a.resolved.get(k, ()), *b.resolved.get(k, ())] for k in {*a.resolved, *b.resolved}
+    }
+    return PageCommit(
+        OPERATION,
+        writes=[*a.writes, *b.writes],
+        write_audit=[*a.write_audit, *b.write_audit],
+        audit=[*a.audit, *b.audit],
+        failures=[*a.failures, *b.failures],
+        resolved=resolved,
+        marker=a.marker,
+    )
+
+
+def _first_failed_entry(
+    entries: Sequence[FeedEntry], plan: _Plan, outcomes: Mapping[tuple[str, str], Outcome]
+) -> int | None:
+    bad_entries = {
+        c.entry.entry_id
+        for c in plan.changes
+        if isinstance(outcomes.get((c.category.name, c.uuid)), Fail)
+    }
+    for index, entry in enumerate(entries):
+        if entry.entry_id in bad_entries:
+            return index
+    return None
+
+
+def _retry_due(ctx: PullContext, category: str, preferred: str | None, totals: Totals) -> None:
+    """Retry this category's failures whose time has come (and waiting ones)."""
+    due = ctx.local.due_failures(OPERATION, category, ctx.clock())
+    if not due:
+        return
+    items: list[tuple[Category, str, FeedEntry]] = []
+    for f in due:
+        entry = FeedEntry(f.entry_id, f.category, f.action, f.links)  # type: ignore[arg-type]
+        items.append((cats.get(f.category), f.record_uuid, entry))
+    plan = _Plan(apply.collapse(items), preferred)
+    plan.failures.update({(f.category, f.record_uuid): f for f in due})
+    outcomes = _outcomes(ctx, plan)
+    batch = _batch(ctx, plan, outcomes, marker=None, extra_audit=[], totals=totals)
+    ctx.local.commit(batch, now=ctx.clock())
+
+
+def _plan(ctx: PullContext, entries: Sequence[FeedEntry], preferred: str | None) -> _Plan:
+    """Resolve each entry to the record it changes (the owner, for sub-resources), then collapse."""
+    items: list[tuple[Category, str, FeedEntry]] = []
+    unknown: list[FeedEntry] = []
+    for entry in entries:
+        target = _target(ctx, entry)
+        if target is None:
+            unknown.append(entry)
+        else:
+            items.append((target[0], target[1], entry))
+    plan = _Plan(apply.collapse(items), preferred, unknown=unknown)
+    by_cat: dict[str, list[str]] = {}
+    for change in plan.changes:
+        by_cat.setdefault(change.category.name, []).append(change.uuid)
+    for name, uuids in by_cat.items():
+        for uuid, failure in ctx.local.open_failures(OPERATION, name, uuids).items():
+            plan.failures[(name, uuid)] = failure
+    return plan
+
+
+def _target(ctx: PullContext, entry: FeedEntry) -> tuple[Category, str] | None:
+    category = cats.find(entry.category)
+    if category is None:
+        return None
+    if category.is_subresource:
+        owner = ctx.transport.owner_ref(category, entry.links)
+        if owner is None:
+            return None
+        # The owner changed: its current body carries the sub-resource (re-sync it).
+        return owner
+    uuid = ctx.transport.extract_uuid(category, entry.links)
+    return (category, uuid) if uuid else None
+
+
+def _outcomes(ctx: PullContext, plan: _Plan) -> dict[tuple[str, str], Outcome]:
+    """Decide every change of the plan: fetch what is needed in batches, then apply the rules."""
+    changes = plan.changes
+    locals_: dict[tuple[str, str], Record] = {}
+    by_cat: dict[str, list[Change]] = {}
+    for change in changes:
+        by_cat.setdefault(change.category.name, []).append(change)
+    for name, group in by_cat.items():
+        for uuid, rec in ctx.local.read_many(cats.get(name), [c.uuid for c in group]).items():
+            locals_[(name, uuid)] = rec
+    fetched = _fetch(ctx, [c for c in changes if c.needs_fetch], plan.preferred)
+    out: dict[tuple[str, str], Outcome] = {}
+    for change in changes:
+        key = (change.category.name, change.uuid)
+        origin = apply.origin_of(change.entry, ctx.parent_url)
+        if change.needs_fetch:
+            body, error = fetched.get(key, (None, None))
+            out[key] = apply.content_change(change, body, error, origin)
+        else:
+            out[key] = apply.state_change(change, locals_.get(key), origin)
+    _check_dependencies(ctx, out)
+    return out
+
+
+_Fetched = dict[tuple[str, str], tuple[Mapping[str, object] | None, RecordError | None]]
+
+
+def _fetch(ctx: PullContext, changes: Sequence[Change], preferred: str | None) -> _Fetched:
+    """Fetch the parent's copies in batches, one request per batch and client where possible."""
+    groups: dict[tuple[str, str], tuple[Category, SourceClient, list[RecordRef]]] = {}
+    for change in changes:
+        client = ctx.transport.choose(change.category, change.entry.links, preferred)
+        group = groups.setdefault(
+            (change.category.name, client.name), (change.category, client, [])
+        )
+        group[2].append(RecordRef(change.uuid, change.entry.links))
+    out: _Fetched = {}
+    for category, client, refs in groups.values():
+        for start in range(0, len(refs), ctx.batch_size):
+            result = client.fetch(category, refs[start : start + ctx.batch_size])
+            for uuid, body in result.found.items():
+                out[(category.name, uuid)] = (body, None)
+            for uuid in result.absent:
+                out[(category.name, uuid)] = (None, None)
+            for uuid, error in result.failed.items():
+                out[(category.name, uuid)] = (None, error)
+    return out
+
+
+def _check_dependencies(ctx: PullContext, out: dict[tuple[str, str], Outcome]) -> None:
+    """Turn writes whose subject/patient/encounter is not held locally into waits (promise 3)."""
+    needed: dict[tuple[str, str], list[tuple[tuple[str, ...], str]]] = {}
+    for key, outcome in out.items():
+        if isinstance(outcome, Write) and outcome.write.body is not None:
+            refs = [
+                (names, uuid)
+                for names, uuid in apply.references(outcome.write.body)
+                if any(n in ctx.enabled for n in names)
+            ]
+            if refs:
+                needed[key] = refs
+    if not needed:
+        return
+    writing = {uuid for (_, uuid), o in out.items() if isinstance(o, Write)}
+    all_names = sorted({n for refs in needed.values() for names, _ in refs for n in names})
+    all_uuids = sorted({u for refs in needed.values() for _, u in refs} - writing)
+    present = set(ctx.local.read_any(all_names, all_uuids)) | writing
+    for key, refs in needed.items():
+        missing = next((uuid for _, uuid in refs if uuid not in present), None)
+        if missing is not None:
+            error = DependencyMissing(
+                f"waits for {missing}, which is not here yet",
+                category=key[0],
+                uuid=key[1],
+                detail=missing,
+            )
+            out[key] = Fail(error)
+
+
+def _batch(
+    ctx: PullContext,
+    plan: _Plan,
+    outcomes: Mapping[tuple[str, str], Outcome],
+    *,
+    marker: MarkerMove | None,
+    extra_audit: list[AuditEntry],
+    totals: Totals,
+) -> PageCommit:
+    """The commit of a page: writes with their audit, failures with theirs, resolved failures."""
+    now = ctx.clock()
+    writes: list[RecordWrite] = []
+    write_audit: list[AuditEntry] = []
+    audit: list[AuditEntry] = list(extra_audit)
+    notes: list[FailureNote] = []
+    resolved: dict[str, list[str]] = {}
+    by_key = {(c.category.name, c.uuid): c for c in plan.changes}
+    for key, outcome in outcomes.items():
+        change = by_key[key]
+        previous = plan.failures.get(key)
+        if isinstance(outcome, Write):
+            writes.append(outcome.write)
+            write_audit.append(
+                _audit(ctx, change, True, details="Success", error=None, previous=previous)
+            )
+            resolved.setdefault(key[0], []).append(key[1])
+            totals.applied += 1
+        elif isinstance(outcome, Skip):
+            if previous is not None:
+                resolved.setdefault(key[0], []).append(key[1])
+        else:
+            entry = _audit(
+                ctx,
+                change,
+                False,
+                details=_details(outcome.error),
+                error=outcome.error,
+                previous=previous,
+            )
+            audit.append(entry)
+            notes.append(
+                _note(
+                    ctx,
+                    change,
+                    outcome.error,
+                    previous,
+                    audit_uuid=entry.uuid,
+                    marker=marker,
+                    now=now,
+                )
+            )
+            totals.failed += 1
+    for unknown in plan.unknown:
+        error = UnknownResourceType(f"category {unknown.category!r} cannot be applied here")
+        audit.append(_audit_unknown(ctx, unknown, error))
+    return PageCommit(OPERATION, writes, write_audit, audit, notes, resolved, marker)
+
+
+def _note(
+    ctx: PullContext,
+    change: Change,
+    error: RecordError,
+    previous: Failure | None,
+    *,
+    audit_uuid: str,
+    marker: MarkerMove | None,
+    now: datetime,
+) -> FailureNote:
+    attempt = (previous.attempts if previous else 0) + 1
+    decision = ctx.policy.decide(error, attempt)
+    if decision is Decision.WAIT:
+        status, attempt = "waiting", previous.attempts if previous else 0
+    elif decision is Decision.RETRY:
+        status = "retrying"
+    else:
+        status = "parked"
+    ctx.listener(
+        RecordFailed(
+            OPERATION, change.category.name, change.uuid, type(error).__name__, attempt, status
+        )
+    )
+    key = marker.key.key if marker else (previous.marker_key if previous else "")
+    return FailureNote(
+        operation=OPERATION,
+        marker_key=key,
+        category=change.category.name,
+        record_uuid=change.uuid,
+        entry_id=change.entry.entry_id,
+        action=change.action,
+        links=dict(change.entry.links),
+        error_class=type(error).__name__,
+        error_message=_details(error),
+        status=status,  # type: ignore[arg-type]
+        attempts=attempt,
+        next_retry_at=ctx.policy.next_try(attempt, now) if status == "retrying" else None,
+        depends_on=error.detail if isinstance(error, DependencyMissing) else None,
+        audit_uuid=audit_uuid,
+    )
+
+
+def _details(error: RecordError) -> str:
+    """The error, without record bodies (no patient data)."""
+    where = f" at {error.element}" if error.element else ""
+    return f"{type(error).__name__}: {error.message}{where}"
+
+
+def _audit(
+    ctx: PullContext,
+    change: Change,
+    success: bool,
+    *,
+    details: str,
+    error: RecordError | None,
+    previous: Failure | None,
+) -> AuditEntry:
+    links = change.entry.links
+    client = "fhir" if "fhir" in links else next(iter(links), None)
+    used = f"{ctx.parent_url}{links[client]}" if client else None
+    return AuditEntry(
+        success=success,
+        resource_name=change.category.name,
+        record_uuid=change.uuid,
+        action=change.action,
+        operation="PULL",
+        details=details,
+        link_type=client,
+        used_resource_url=used,
+        available_resource_urls=links,
+        parent_url=ctx.parent_url,
+        local_url=ctx.local_url,
+        creator_instance_id=ctx.local.instance_id,
+        error_class=type(error).__name__ if error else None,
+        timestamp=ctx.clock(),
+        previous_uuid=previous.audit_uuid if previous else None,
+    ).with_uuid()
+
+
+def _audit_unknown(ctx: PullContext, entry: FeedEntry, error: Exception) -> AuditEntry:
+    return AuditEntry(
+        success=False,
+        resource_name=entry.category,
+        record_uuid=None,
+        action=entry.action,
+        operation="PULL",
+        details=f"{type(error).__name__}: {error}",
+        available_resource_urls=entry.links,
+        parent_url=ctx.parent_url,
+        local_url=ctx.local_url,
+        creator_instance_id=ctx.local.instance_id,
+        error_class=type(error).__name__,
+    ).with_uuid()
+
+
+def _warning(ctx: PullContext, category: str, message: str) -> AuditEntry:
+    """A reader recovery warning, kept in the audit log (it is not a record failure)."""
+    return AuditEntry(
+        success=True,
+        resource_name=category,
+        record_uuid=None,
+        action="RECOVERED",
+        operation="PULL",
+        details=f"Feed marker recovered: {message}",
+        parent_url=ctx.parent_url,
+        local_url=ctx.local_url,
+        creator_instance_id=ctx.local.instance_id,
+    ).with_uuid()
