@@ -119,6 +119,7 @@ def activity_chart(node: NodeContext, *, hours: int = 24) -> str:
         x_label_rotation=0,
         print_values=False,
         no_data_text="No sync activity yet",
+        truncate_label=-1,
     )
     chart.x_labels = [b.start.strftime("%H:00") for b in buckets]
     chart.x_labels_major = chart.x_labels[::3]
