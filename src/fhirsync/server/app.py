@@ -16,11 +16,18 @@ from fhirsync.server.routes import rest as rest_routes
 from fhirsync.server.routes import sync2 as sync2_routes
 from fhirsync.settings import NodeConfig
 from fhirsync.store.engine import Database
+from fhirsync.sync import scheduler
 
 
 def create_app(config: NodeConfig, db: Database) -> FastAPI:
     """Build the app for one node over its (already migrated) database."""
-    app = FastAPI(title="fhirsync", version=__version__, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="fhirsync",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=scheduler.lifespan(config, db),
+    )
     app.state.node = NodeContext(config=config, db=db, authenticator=Authenticator(db))
     error_responses.install(app)
     app.include_router(ops.router)

@@ -9,22 +9,25 @@ record they depend on, or are parked (promise 3); they never stop the feed unles
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from fhirsync import categories as cats
 from fhirsync.categories import Category
 from fhirsync.clients.base import LocalSide, RecordRef, SourceClient
 from fhirsync.errors import DependencyMissing, RecordError, UnknownResourceType
 from fhirsync.records import FeedEntry, MarkerKey, Record, RecordWrite
-from fhirsync.store.audit import AuditEntry
+from fhirsync.settings import NodeConfig
+from fhirsync.store.audit import AuditEntry, AuditPolicy
+from fhirsync.store.engine import Database
 from fhirsync.store.failures import Failure, FailureNote
-from fhirsync.store.local import MarkerMove, PageCommit
+from fhirsync.store.local import MarkerMove, PageCommit, StoreLocalSide
 from fhirsync.sync import apply
 from fhirsync.sync.apply import Change, Fail, Outcome, Skip, Write
-from fhirsync.sync.filters import FilterChain
+from fhirsync.sync.filters import FilterChain, load_plugins
 from fhirsync.sync.retry import Decision, RetryPolicy
 from fhirsync.sync.status import CategoryStopped, Listener, RecordFailed, RunProgress
 
@@ -501,3 +504,36 @@ def _warning(ctx: PullContext, category: str, message: str) -> AuditEntry:
         local_url=ctx.local_url,
         creator_instance_id=ctx.local.instance_id,
     ).with_uuid()
+
+
+def connect_parent(config: NodeConfig) -> tuple[Any, Any]:
+    """The parent side: the feed reader and the client facade (plug-ins included)."""
+    reader = importlib.import_module("fhirsync.feed.reader")
+    facade = importlib.import_module("fhirsync.clients.facade")
+    transport = facade.ClientFacade.for_parent(config)
+    return reader.FeedReader.for_parent(config), transport
+
+
+def build_context(
+    config: NodeConfig, db: Database, feed: Any, transport: Any, listener: Listener
+) -> PullContext:
+    """The context of one pull run of ``config``'s node from its parent."""
+    settings = config.settings
+    instance_id, parent = config.instance_id, config.parent_url or ""
+    policy = AuditPolicy(
+        config.sync2.general.persist_success_audit, config.sync2.general.persist_failure_audit
+    )
+    return PullContext(
+        local=StoreLocalSide(db, instance_id, policy),
+        feed=feed,
+        transport=transport,
+        filters=FilterChain(instance_id, settings.location_filter, tuple(load_plugins())),
+        policy=RetryPolicy.from_settings(settings),
+        parent_url=parent,
+        local_url=config.base_url,
+        enabled=frozenset(config.sync2.pull.enabled_categories()),
+        continue_on_failure=settings.continue_on_failure,
+        batch_size=settings.fetch_batch_size,
+        listener=listener,
+        clock=lambda: datetime.now(UTC),
+    )

@@ -1,0 +1,150 @@
+"""``fhirsync pull`` and ``fhirsync status``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fhirsync.cli.common import (
+    EXIT_FAILURES,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    console,
+    err_console,
+    handle_errors,
+    node_path,
+)
+from fhirsync.node import open_node
+from fhirsync.store import failures, markers, runs
+from fhirsync.sync.runner import run_pull
+from fhirsync.sync.status import Listener, RecordFailed, RunEvent, RunFinished, RunProgress
+
+_EXIT = {"ok": EXIT_OK, "failures": EXIT_FAILURES, "busy": EXIT_FAILURES}
+
+
+@handle_errors
+def pull(
+    node_dir: Annotated[Path, typer.Argument(help="The node directory.")],
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for a pull run already in progress.")
+    ] = 300.0,
+) -> None:
+    """Pull from the parent once. Exit 0 ok, 1 failures recorded, 2 configuration, 3 unreachable."""
+    config, db = open_node(node_path(node_dir))
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("read {task.fields[read]}  applied {task.fields[applied]}"),
+            TextColumn("failed {task.fields[failed]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not console.is_terminal,
+        ) as progress:
+            task = progress.add_task("pull", total=None, read=0, applied=0, failed=0)
+            seen = {"read": 0, "applied": 0, "failed": 0}
+            base = dict(seen)
+
+            def show(event: RunEvent) -> None:
+                if isinstance(event, RunProgress):
+                    seen.update(
+                        read=base["read"] + event.done, applied=base["applied"] + event.applied
+                    )
+                    progress.update(
+                        task,
+                        description=event.category,
+                        read=seen["read"],
+                        applied=seen["applied"],
+                    )
+                elif isinstance(event, RecordFailed):
+                    seen["failed"] += 1
+                    progress.update(task, failed=seen["failed"])
+                elif isinstance(event, RunFinished):
+                    progress.update(task, read=event.events_read, applied=event.applied)
+
+            result = run_pull(config, db, listener=_per_category(show, base, seen), wait=wait)
+    finally:
+        db.dispose()
+    line = (
+        f"pull {result.outcome}: {result.events_read} events read, {result.applied} records "
+        f"applied, {result.failures} failed in {result.seconds:.1f}s"
+    )
+    if result.outcome == "unreachable":
+        err_console.print(f"[red]parent unreachable:[/red] {result.error}")
+        raise typer.Exit(EXIT_UNREACHABLE)
+    console.print(line if result.outcome != "busy" else f"pull skipped: {result.error}")
+    raise typer.Exit(_EXIT[result.outcome])
+
+
+def _per_category(show: Listener, base: dict[str, int], seen: dict[str, int]) -> Listener:
+    """RunProgress counts restart per category; keep a running total across categories."""
+    current = {"category": ""}
+
+    def listener(event: RunEvent) -> None:
+        if isinstance(event, RunProgress) and event.category != current["category"]:
+            current["category"] = event.category
+            base.update(read=seen["read"], applied=seen["applied"])
+        show(event)
+
+    return listener
+
+
+@handle_errors
+def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]) -> None:
+    """Parent reachability, feed position per category, failures and the last run."""
+    config, db = open_node(node_path(node_dir))
+    try:
+        parent = config.parent_url
+        console.print(f"node [bold]{config.instance_id}[/bold]  parent {parent or '(none)'}")
+        if parent:
+            console.print(f"parent reachable: {_reachable(parent)}")
+        with db.read() as conn:
+            state = runs.get(conn, "pull")
+            positions = markers.for_feed(conn, parent) if parent else {}
+            open_rows = failures.list_open(conn, "pull")
+        table = Table("category", "last page", "last entry", "updated")
+        for category, marker in positions.items():
+            table.add_row(
+                category, str(marker.last_page), marker.last_entry_id or "", str(marker.updated_at)
+            )
+        console.print(table)
+        console.print(
+            f"last pull: {state.outcome or 'never'} started {state.started_at} finished "
+            f"{state.finished_at}; read {state.events_read}, applied {state.applied}, "
+            f"failed {state.failed}"
+        )
+        if state.backoff_seconds:
+            console.print(
+                f"scheduler backing off {state.backoff_seconds:.0f}s after "
+                f"{state.consecutive_failures} failure(s): {state.last_error}"
+            )
+        counts: dict[str, int] = {}
+        for f in open_rows:
+            counts[f.status] = counts.get(f.status, 0) + 1
+        console.print(f"failures: {counts or 'none'}")
+        for f in open_rows:
+            console.print(
+                f"  #{f.id} {f.status} {f.category}/{f.record_uuid} {f.action} "
+                f"attempts={f.attempts} {f.error_message}"
+            )
+    finally:
+        db.dispose()
+
+
+def _reachable(parent: str) -> str:
+    try:
+        response = httpx.get(f"{parent}/health", timeout=5.0)
+    except httpx.HTTPError as exc:
+        return f"no ({type(exc).__name__})"
+    return "yes" if response.status_code == 200 else f"no (HTTP {response.status_code})"
+
+
+def register(app: typer.Typer) -> None:
+    """Add this group's commands."""
+    app.command()(pull)
+    app.command()(status)

@@ -1,0 +1,99 @@
+"""One pull run of a node, read top to bottom like the algorithm (STYLE principle 1).
+
+lock → validate → for each enabled class in order: pull its category → report. A connection error
+stops the run (markers stay); a broken feed stops only its category; record failures are counted.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from fhirsync.errors import AuthError, ConfigurationError, RequestError, TransientError
+from fhirsync.settings import NodeConfig
+from fhirsync.store import locks, runs
+from fhirsync.store.engine import Database
+from fhirsync.sync.pull import OPERATION, Totals, build_context, connect_parent, pull_category
+from fhirsync.sync.status import (
+    CategoryStopped,
+    Listener,
+    Outcome,
+    RunFinished,
+    RunStarted,
+    ignore,
+)
+
+LOCK_TTL = 120.0
+
+
+def run_pull(
+    config: NodeConfig, db: Database, *, listener: Listener = ignore, wait: float = 0.0
+) -> RunFinished:
+    """Pull every enabled category once; ConfigurationError if the node cannot sync at all."""
+    _validate(config)
+    owner = locks.new_owner()
+    if not _acquire(db, owner, wait):
+        return RunFinished(OPERATION, "busy", 0, 0, 0, 0.0, "another pull run is in progress")
+    started = time.monotonic()
+    totals, error = Totals(), None
+    outcome: Outcome = "ok"
+    feed, transport = connect_parent(config)  # no I/O yet: errors come from reading
+    try:
+        _save(db, started_at=datetime.now(UTC), outcome="running")
+        classes = [c for c in config.sync2.pull.classes if c.enabled]
+        listener(RunStarted(OPERATION, tuple(c.category.lower() for c in classes)))
+        ctx = build_context(config, db, feed, transport, listener)
+        for cls in classes:
+            try:
+                done = pull_category(ctx, cls.category.lower(), cls.preferred_client)
+            except RequestError as exc:  # a broken feed blocks only its own category
+                listener(CategoryStopped(OPERATION, cls.category, type(exc).__name__, str(exc)))
+                totals.failed += 1
+                continue
+            totals.read, totals.applied = totals.read + done.read, totals.applied + done.applied
+            totals.failed += done.failed
+            locks.refresh(db, "pull", owner, LOCK_TTL)
+        outcome = "failures" if totals.failed else "ok"
+    except (TransientError, AuthError) as exc:
+        outcome, error = "unreachable", f"{type(exc).__name__}: {exc}"
+    finally:
+        transport.close()
+        locks.release(db, "pull", owner)
+    seconds = time.monotonic() - started
+    result = RunFinished(
+        OPERATION, outcome, totals.read, totals.applied, totals.failed, seconds, error
+    )
+    _save(
+        db,
+        finished_at=datetime.now(UTC),
+        outcome=outcome,
+        events_read=totals.read,
+        applied=totals.applied,
+        failed=totals.failed,
+        last_error=error,
+    )
+    listener(result)
+    return result
+
+
+def _validate(config: NodeConfig) -> None:
+    """Spec §2.4: an instance id and a parent are required."""
+    if not config.instance_id or config.parent_url is None:
+        raise ConfigurationError(
+            "parentFeedLocation is not set", field="general.parentFeedLocation", source="sync2.json"
+        )
+
+
+def _acquire(db: Database, owner: str, wait: float) -> bool:
+    deadline = time.monotonic() + wait
+    while not locks.acquire(db, "pull", owner, LOCK_TTL):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def _save(db: Database, **values: Any) -> None:
+    with db.write() as conn:
+        runs.save(conn, OPERATION, **values)
