@@ -10,6 +10,7 @@ from fhirsync.server.auth import Authenticator
 from fhirsync.server.child_auth import ChildGuard
 from fhirsync.server.deps import NodeContext
 from fhirsync.server.limits import BodySizeLimit
+from fhirsync.server.metrics import FeedRequestCounter, NodeMetrics
 from fhirsync.server.routes import admin, ops, sync2_proxy
 from fhirsync.server.routes import fhir as fhir_routes
 from fhirsync.server.routes import rest as rest_routes
@@ -35,6 +36,8 @@ def create_app(config: NodeConfig, db: Database) -> FastAPI:
     app.include_router(fhir_routes.router)
     app.include_router(sync2_routes.router)
     admin.install(app)
+    app.state.metrics = NodeMetrics(db)
+    app.add_middleware(FeedRequestCounter, metrics=app.state.metrics)
     app.include_router(sync2_proxy.router)
     app.add_middleware(ChildGuard)
     app.add_middleware(BodySizeLimit, max_bytes=config.settings.max_body_bytes)

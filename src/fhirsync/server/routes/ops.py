@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from fhirsync import __version__
-from fhirsync.server.deps import NodeDep
+from fhirsync.server.auth import require_role
+from fhirsync.server.deps import CurrentUser, NodeDep
 
 router = APIRouter()
 
@@ -32,3 +34,11 @@ def health(node: NodeDep) -> JSONResponse:
         body["database"] = "unreachable"
         return JSONResponse(body, status_code=503)
     return JSONResponse(body)
+
+
+@router.get("/metrics")
+def metrics(request: Request, user: CurrentUser) -> Response:
+    """Prometheus text for administrators and viewers (HTTP Basic, like every other endpoint)."""
+    require_role(user, "admin", "viewer")
+    body = generate_latest(request.app.state.metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
