@@ -1,0 +1,68 @@
+"""Runner guards (configuration, the run lock) and the scheduler's backoff."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fhirsync.errors import ConfigurationError
+from fhirsync.node import init_node, open_node
+from fhirsync.settings import NodeConfig
+from fhirsync.store import locks
+from fhirsync.sync.retry import RetryPolicy
+from fhirsync.sync.runner import run_pull
+from fhirsync.sync.scheduler import PullScheduler
+
+
+@pytest.fixture
+def child(tmp_path: Path) -> NodeConfig:
+    result = init_node(
+        tmp_path / "child",
+        instance_id="child",
+        parent="http://127.0.0.1:9",
+        admin_password="x" * 12,
+    )
+    return result.config
+
+
+def test_missing_parent_is_a_configuration_error(tmp_path: Path) -> None:
+    init_node(tmp_path / "lonely", instance_id="lonely", admin_password="x" * 12)
+    config, db = open_node(tmp_path / "lonely")
+    with pytest.raises(ConfigurationError, match="parentFeedLocation"):
+        run_pull(config, db)
+    db.dispose()
+    done = subprocess.run(
+        [sys.executable, "-m", "fhirsync", "pull", str(tmp_path / "lonely")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "parentFeedLocation" in done.stderr
+
+
+def test_a_second_run_is_refused_while_one_holds_the_lock(child: NodeConfig) -> None:
+    _, db = open_node(child.node_dir)
+    owner = locks.new_owner()
+    assert locks.acquire(db, "pull", owner, 60)
+    result = run_pull(child, db, wait=0.6)
+    assert (result.outcome, result.applied) == ("busy", 0)
+    locks.release(db, "pull", owner)
+    db.dispose()
+
+
+def test_scheduler_backs_off_and_resets(child: NodeConfig) -> None:
+    _, db = open_node(child.node_dir)
+    scheduler = PullScheduler(child, db)
+    scheduler.policy = RetryPolicy(base_delay=1, factor=2, max_delay=100, jitter=0)
+    assert [scheduler.next_delay("unreachable") for _ in range(3)] == [1, 2, 4]
+    assert scheduler.failures == 3
+    assert scheduler.next_delay("ok") == child.sync2.pull.schedule
+    assert scheduler.failures == 0
+    assert not scheduler.enabled  # pull.enabled is false by default: serve does not pull
+    scheduler.start()
+    scheduler.stop()
+    db.dispose()
