@@ -1,0 +1,237 @@
+"""Sending pushed changes to the parent over HTTP, each batch stamped with its first origin.
+
+The push engine (``sync/push.py``) needs one thing the generic client interface does not carry:
+the ORIGIN of each change, sent as ``X-Fhirsync-Origin`` so the parent (and every node after it)
+records where the change began. This module sends one batch of one category with one origin:
+
+- FHIR categories: one ``batch`` Bundle of ``PUT {Type}/{id}`` (active records, upsert keeping the
+  id) and ``DELETE {Type}/{id}`` (voided/retired) entries, answered per entry;
+- REST categories: ``POST /ws/rest/v1/{resource}`` (create or update, uuid kept) or ``DELETE``
+  (``?purge`` for a deleted record), one request per record on a keep-alive connection.
+
+Errors follow the client contract of ``clients/base.py``: connection problems, timeouts and 5xx
+raise a TransientError (the batch is not acknowledged, the marker stays); a 4xx about one record
+is reported per uuid as RemoteRejected/InvalidResource with the parent's message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import orjson
+
+from fhirsync.categories import FHIR_BASE, REST_BASE, Category
+from fhirsync.clients.base import OutgoingChange, SendResult
+from fhirsync.errors import (
+    ConnectionFailed,
+    Forbidden,
+    InvalidResource,
+    PayloadTooLarge,
+    RecordError,
+    RemoteRejected,
+    RequestError,
+    RequestTimeout,
+    ServerUnavailable,
+    Unauthenticated,
+)
+
+ORIGIN_HEADER = "X-Fhirsync-Origin"
+FHIR_JSON = "application/fhir+json"
+_GONE_OK = (404, 410)
+"""A delete the parent answers with 404/410 found nothing left to void: the change is done."""
+
+
+class HttpPushSender:
+    """Sends batches of one category to the parent (``sync.push.Sender``)."""
+
+    def __init__(
+        self,
+        parent_url: str,
+        auth: tuple[str, str] | None,
+        *,
+        connect_timeout: float = 15.0,
+        read_timeout: float = 60.0,
+    ) -> None:
+        self.parent_url = parent_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.parent_url,
+            auth=auth,
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            headers={"Accept": "application/json, application/fhir+json"},
+        )
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self._http.close()
+
+    def send(
+        self,
+        category: Category,
+        changes: Sequence[OutgoingChange],
+        *,
+        origin: str,
+        preferred: str | None = None,
+    ) -> SendResult:
+        """Write ``changes`` to the parent as coming from ``origin``."""
+        use_fhir = category.is_fhir and (preferred in (None, "fhir") or not category.rest_resource)
+        if use_fhir:
+            return self._send_fhir(category, changes, origin)
+        if category.rest_resource is None:
+            raise RequestError(f"category {category.name!r} has no transport to send it with")
+        return self._send_rest(category, changes, origin)
+
+    # --- FHIR -------------------------------------------------------------------------------
+
+    def _send_fhir(
+        self, category: Category, changes: Sequence[OutgoingChange], origin: str
+    ) -> SendResult:
+        assert category.fhir_type is not None
+        entries = [_bundle_entry(category.fhir_type, change) for change in changes]
+        bundle = {"resourceType": "Bundle", "type": "batch", "entry": entries}
+        response = self._request(
+            "POST",
+            FHIR_BASE,
+            content=orjson.dumps(bundle),
+            headers={"Content-Type": FHIR_JSON, ORIGIN_HEADER: origin},
+        )
+        if response.status_code >= 400:
+            raise _whole_request_error(response)
+        answers = _json(response).get("entry") or []
+        result = SendResult()
+        for index, change in enumerate(changes):
+            answer = answers[index] if index < len(answers) else {}
+            status, message = _entry_status(answer)
+            if 200 <= status < 300 or (change.state != "active" and status in _GONE_OK):
+                result.sent.add(change.uuid)
+            elif status >= 500 or status == 0:
+                raise ServerUnavailable(f"the parent answered {status} for {change.uuid}")
+            else:
+                result.failed[change.uuid] = _record_error(status, message, category, change.uuid)
+        return result
+
+    # --- REST -------------------------------------------------------------------------------
+
+    def _send_rest(
+        self, category: Category, changes: Sequence[OutgoingChange], origin: str
+    ) -> SendResult:
+        result = SendResult()
+        headers = {ORIGIN_HEADER: origin}
+        base = f"{REST_BASE}/{category.rest_resource}"
+        for change in changes:
+            if change.state == "active":
+                body = dict(change.body or {})
+                body["uuid"] = change.uuid
+                response = self._request(
+                    "POST",
+                    base,
+                    content=orjson.dumps(body),
+                    headers={**headers, "Content-Type": "application/json"},
+                )
+            else:
+                params = {"purge": "true"} if change.state == "deleted" else None
+                response = self._request(
+                    "DELETE", f"{base}/{change.uuid}", params=params, headers=headers
+                )
+            status = response.status_code
+            if status < 300 or (change.state != "active" and status in _GONE_OK):
+                result.sent.add(change.uuid)
+            elif status in (401, 403):
+                raise _whole_request_error(response)
+            elif status >= 500:
+                raise ServerUnavailable(f"the parent answered {status} for {change.uuid}")
+            else:
+                message = _rest_message(response)
+                result.failed[change.uuid] = _record_error(status, message, category, change.uuid)
+        return result
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        with _translated(self.parent_url):
+            return self._http.request(method, url, **kwargs)
+
+
+@contextmanager
+def _translated(where: str) -> Iterator[None]:
+    """httpx errors as fhirsync transient errors (chained)."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise RequestTimeout(f"{where} did not answer in time") from exc
+    except httpx.TransportError as exc:
+        raise ConnectionFailed(f"cannot reach {where}: {type(exc).__name__}") from exc
+
+
+def _bundle_entry(fhir_type: str, change: OutgoingChange) -> dict[str, Any]:
+    url = f"{fhir_type}/{change.uuid}"
+    if change.state == "active":
+        body = dict(change.body or {})
+        body["id"] = change.uuid
+        return {"resource": body, "request": {"method": "PUT", "url": url}}
+    return {"request": {"method": "DELETE", "url": url}}
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        value = orjson.loads(response.content)
+    except orjson.JSONDecodeError as exc:
+        raise ServerUnavailable("the parent answered with a body that is not JSON") from exc
+    if not isinstance(value, dict):
+        raise ServerUnavailable("the parent answered with an unexpected body")
+    return value
+
+
+def _entry_status(answer: Mapping[str, Any]) -> tuple[int, str]:
+    response = answer.get("response") or {}
+    line = str(response.get("status", "0"))
+    code = line.split(" ", 1)[0]
+    status = int(code) if code.isdigit() else 0
+    outcome = response.get("outcome") or {}
+    issues = outcome.get("issue") or [{}]
+    first = issues[0] if isinstance(issues, list) and issues else {}
+    message = str(first.get("diagnostics") or line)
+    where = first.get("expression")
+    if isinstance(where, list) and where:
+        message += f" (at {where[0]})"
+    return status, message
+
+
+def _rest_message(response: httpx.Response) -> str:
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return f"HTTP {response.status_code}"
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        field = f" (field {error['field']})" if error.get("field") else ""
+        return f"{error.get('message', 'rejected')}{field}"
+    return f"HTTP {response.status_code}"
+
+
+def _record_error(status: int, message: str, category: Category, uuid: str) -> RecordError:
+    if status == 400:
+        return InvalidResource(
+            f"the parent rejected the record: {message}", category=category.name, uuid=uuid
+        )
+    return RemoteRejected(
+        f"the parent answered {status}: {message}",
+        status=status,
+        category=category.name,
+        uuid=uuid,
+    )
+
+
+def _whole_request_error(response: httpx.Response) -> Exception:
+    status = response.status_code
+    if status == 401:
+        return Unauthenticated("the parent refused this node's credentials (401)")
+    if status == 403:
+        return Forbidden(f"the parent refused this node (403): {_rest_message(response)}")
+    if status == 413:
+        return PayloadTooLarge("the parent refused the batch as too large (413)")
+    if status >= 500:
+        return ServerUnavailable(f"the parent answered {status}")
+    return RequestError(f"the parent refused the batch ({status})")

@@ -1,0 +1,155 @@
+"""One push run of a node, start to finish: lock, push each enabled class in order, report.
+
+Used by ``fhirsync push``, the scheduled push in ``fhirsync serve`` and the demo. A run works
+whatever ``push.enabled`` says (that flag only governs the schedule). Two push runs of one node
+never overlap: a database lock is taken first, so a manual run beside a scheduled one answers
+"busy" instead of sending the same batch twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from fhirsync.clients.push_http import HttpPushSender
+from fhirsync.errors import AuthError, ConfigurationError, RequestError, TransientError
+from fhirsync.settings import NodeConfig
+from fhirsync.store import locks, runs
+from fhirsync.store.audit import AuditPolicy
+from fhirsync.store.engine import Database
+from fhirsync.store.outbox import StoreOutboxSide
+from fhirsync.sync.push import OPERATION, PushContext, Sender, Totals, push_categories
+from fhirsync.sync.retry import RetryPolicy
+from fhirsync.sync.status import Listener, Outcome, RunFinished, RunStarted, ignore
+
+LOCK_NAME = "push"
+LOCK_TTL = 600.0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_context(
+    config: NodeConfig, db: Database, sender: Sender, listener: Listener = ignore
+) -> PushContext:
+    """The push context of a node (its store, retry policy and settings) around ``sender``."""
+    settings = config.settings
+    general = config.sync2.general
+    local = StoreOutboxSide(
+        db,
+        config.instance_id,
+        AuditPolicy(general.persist_success_audit, general.persist_failure_audit),
+    )
+    return PushContext(
+        local=local,
+        transport=sender,
+        policy=RetryPolicy.from_settings(settings),
+        parent_url=_parent(config),
+        local_url=config.base_url,
+        continue_on_failure=settings.continue_on_failure,
+        batch_size=settings.fetch_batch_size,
+        listener=listener,
+        clock=_now,
+    )
+
+
+def _parent(config: NodeConfig) -> str:
+    url = config.parent_url
+    if url is None:
+        raise ConfigurationError(
+            "parentFeedLocation is not set: this node has no parent to push to",
+            field="general.parentFeedLocation",
+        )
+    return url
+
+
+def http_sender(config: NodeConfig) -> HttpPushSender:
+    """The HTTP sender to the node's parent with its parent credentials."""
+    settings = config.settings
+    password = settings.parent_password.get_secret_value()
+    auth = (settings.parent_user, password) if settings.parent_user else None
+    return HttpPushSender(
+        _parent(config),
+        auth,
+        connect_timeout=settings.http_connect_timeout,
+        read_timeout=max(settings.http_read_timeout, 60.0),
+    )
+
+
+def run_push(
+    config: NodeConfig,
+    db: Database,
+    *,
+    listener: Listener = ignore,
+    sender_factory: Callable[[NodeConfig], HttpPushSender] = http_sender,
+) -> RunFinished:
+    """Push every enabled ``push.classes`` category in order; the outcome as a typed event."""
+    started = time.monotonic()
+    config.instance_id  # noqa: B018 - validates localInstanceId before anything else (spec §2.4)
+    categories = [
+        (c.category.lower(), c.preferred_client or config.settings.preferred_client)
+        for c in config.sync2.push.classes
+        if c.enabled
+    ]
+    owner = locks.new_owner()
+    if not locks.acquire(db, LOCK_NAME, owner, LOCK_TTL):
+        return _finish(
+            db, listener, "busy", {}, started=started, error="another push run is in progress"
+        )
+    try:
+        listener(RunStarted(OPERATION, tuple(name for name, _ in categories)))
+        with db.write() as conn:
+            runs.save(conn, OPERATION, started_at=_now(), outcome=None, last_error=None)
+        sender = sender_factory(config)
+        totals: dict[str, Totals] = {}
+        try:
+            ctx = build_context(config, db, sender, listener)
+            totals = push_categories(ctx, categories)
+        except (TransientError, AuthError) as exc:
+            return _finish(db, listener, "unreachable", totals, started=started, error=str(exc))
+        except RequestError as exc:
+            return _finish(db, listener, "failures", totals, started=started, error=str(exc))
+        finally:
+            sender.close()
+        failed = sum(t.failed for t in totals.values())
+        return _finish(
+            db, listener, "failures" if failed else "ok", totals, started=started, error=None
+        )
+    finally:
+        locks.release(db, LOCK_NAME, owner)
+
+
+def _finish(
+    db: Database,
+    listener: Listener,
+    outcome: Outcome,
+    totals: dict[str, Totals],
+    *,
+    started: float,
+    error: str | None,
+) -> RunFinished:
+    event = RunFinished(
+        OPERATION,
+        outcome,
+        events_read=sum(t.read for t in totals.values()),
+        applied=sum(t.sent for t in totals.values()),
+        failures=sum(t.failed for t in totals.values()),
+        seconds=time.monotonic() - started,
+        error=error,
+    )
+    if outcome != "busy":
+        with db.write() as conn:
+            runs.save(
+                conn,
+                OPERATION,
+                finished_at=_now(),
+                outcome=outcome,
+                events_read=event.events_read,
+                applied=event.applied,
+                failed=event.failures,
+                last_error=error,
+            )
+    listener(event)
+    return event

@@ -1,0 +1,308 @@
+"""Push from a child to its parent over real HTTP: origins, no echo, failures, parent outages."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from fhirsync.categories import Category
+from fhirsync.clients.base import OutgoingChange, SendResult
+from fhirsync.clients.push_http import HttpPushSender
+from fhirsync.errors import ConnectionFailed
+from fhirsync.records import RecordWrite
+from fhirsync.settings import NodeConfig
+from fhirsync.store import failures, users
+from fhirsync.store import records as store
+from fhirsync.store.tables import events, records
+from fhirsync.sync.push_run import http_sender, run_push
+from fhirsync.sync.status import RecordFailed, RunEvent
+from fhirsync.testing.servers import NodeHandle
+
+NodeFactory = Callable[..., NodeHandle]
+FHIR = "/ws/fhir2/R4"
+CHILD_PASSWORD = "child-a-password"
+
+
+def patient(family: str = "Boateng", **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Patient",
+        "name": [{"use": "official", "family": family, "given": ["Yaw"]}],
+        "gender": "male",
+        "birthDate": "1979-11-02",
+        **extra,
+    }
+
+
+def add_child_account(parent: NodeHandle, instance_id: str, password: str) -> None:
+    _config, db = parent.open()
+    try:
+        with db.write() as conn:
+            users.add(conn, instance_id, password, "child", instance_id)
+    finally:
+        db.dispose()
+
+
+def make_pair(node_factory: NodeFactory, **child_settings: object) -> tuple[NodeHandle, NodeHandle]:
+    parent = node_factory("parent")
+    add_child_account(parent, "child-a", CHILD_PASSWORD)
+    child = node_factory(
+        "child-a",
+        parent=parent,
+        parent_user="child-a",
+        parent_password=CHILD_PASSWORD,
+        extra_settings={"retry_base_delay": 0.01, **child_settings},
+    )
+    return parent, child
+
+
+def push(node: NodeHandle, **kwargs: Any) -> Any:
+    config, db = node.open()
+    try:
+        return run_push(config, db, **kwargs)
+    finally:
+        db.dispose()
+
+
+def create_patients(node: NodeHandle, count: int) -> list[str]:
+    uuids = [str(uuidlib.uuid4()) for _ in range(count)]
+    with node.client() as client:
+        for i, uuid in enumerate(uuids):
+            answer = client.put(f"{FHIR}/Patient/{uuid}", json=patient(f"Family{i}", id=uuid))
+            assert answer.status_code == 201, answer.text
+    return uuids
+
+
+def snapshot(node: NodeHandle) -> dict[str, tuple[str, str, str, str | None]]:
+    """uuid → (content hash, state, origin, via) of every record."""
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            rows = conn.execute(
+                select(
+                    records.c.uuid,
+                    records.c.content_hash,
+                    records.c.state,
+                    records.c.origin,
+                    records.c.via,
+                )
+            )
+            return {r.uuid: (r.content_hash, r.state, r.origin, r.via) for r in rows}
+    finally:
+        db.dispose()
+
+
+def event_count(node: NodeHandle) -> int:
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            return int(conn.execute(select(func.count()).select_from(events)).scalar() or 0)
+    finally:
+        db.dispose()
+
+
+def open_failures(node: NodeHandle) -> list[failures.Failure]:
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            return failures.list_open(conn, "push")
+    finally:
+        db.dispose()
+
+
+@pytest.mark.postgres
+def test_push_sends_local_changes_with_their_origin(node_factory: NodeFactory) -> None:
+    parent, child = make_pair(node_factory)
+    uuids = create_patients(child, 5)
+    with child.client() as client:
+        assert client.delete(f"{FHIR}/Patient/{uuids[0]}").status_code == 204
+        assert client.delete(f"{FHIR}/Patient/{uuids[1]}").status_code == 204
+        answer = client.put(f"{FHIR}/Patient/{uuids[1]}", json=patient("Back", id=uuids[1]))
+        assert answer.status_code == 200
+    seen: list[RunEvent] = []
+    finished = push(child, listener=seen.append)
+    assert finished.outcome == "ok"
+    assert finished.events_read == 8
+    assert finished.applied == 5
+    got = snapshot(parent)
+    # Created and voided before any push: there is nothing to void on the parent (spec §5.10),
+    # as pull skips a void of a record it never had.
+    assert set(got) == set(uuids[1:])
+    mine = snapshot(child)
+    for uuid in uuids[1:]:
+        assert got[uuid][0] == mine[uuid][0]
+        assert got[uuid][1:] == ("active", "child-a", "child:child-a")
+    # Quiescence: another push reads nothing and the parent's log does not grow.
+    before = event_count(parent)
+    again = push(child)
+    assert (again.outcome, again.events_read, again.applied) == ("ok", 0, 0)
+    assert event_count(parent) == before
+
+
+def test_updates_and_unvoids_travel_up(node_factory: NodeFactory) -> None:
+    parent, child = make_pair(node_factory)
+    uuid = create_patients(child, 1)[0]
+    assert push(child).outcome == "ok"
+    with child.client() as client:
+        assert client.delete(f"{FHIR}/Patient/{uuid}").status_code == 204
+    assert push(child).outcome == "ok"
+    assert snapshot(parent)[uuid][1] == "voided"
+    with child.client() as client:
+        answer = client.put(f"{FHIR}/Patient/{uuid}", json=patient("Renamed", id=uuid))
+        assert answer.status_code == 200
+    assert push(child).outcome == "ok"
+    assert snapshot(parent)[uuid][:2] == (snapshot(child)[uuid][0], "active")
+
+
+def test_pulled_changes_are_not_pushed_back(node_factory: NodeFactory) -> None:
+    parent, child = make_pair(node_factory)
+    local = create_patients(child, 2)
+    # A change that arrived from the parent (as pull writes it) must not be echoed up.
+    _config, db = child.open()
+    pulled = str(uuidlib.uuid4())
+    try:
+        with db.write() as conn:
+            store.write(
+                conn,
+                RecordWrite("patient", pulled, patient("Pulled"), "parent", via="parent"),
+            )
+    finally:
+        db.dispose()
+    finished = push(child)
+    assert finished.outcome == "ok"
+    assert finished.events_read == 3
+    assert finished.applied == 2
+    assert set(snapshot(parent)) == set(local)
+
+
+def test_rejected_record_is_parked_visible_and_retryable(node_factory: NodeFactory) -> None:
+    parent, child = make_pair(node_factory, record_max_attempts=1)
+    good = create_patients(child, 2)
+    bad = str(uuidlib.uuid4())
+    _config, db = child.open()
+    try:
+        with db.write() as conn:
+            # Stored without the API's validation, as data from an older node version might be.
+            store.write(
+                conn, RecordWrite("patient", bad, patient("Bad", gender="femme"), "child-a")
+            )
+    finally:
+        db.dispose()
+    seen: list[RunEvent] = []
+    finished = push(child, listener=seen.append)
+    assert finished.outcome == "failures"
+    assert finished.failures == 1
+    assert set(snapshot(parent)) == set(good)
+    parked = open_failures(child)
+    assert [(f.record_uuid, f.status, f.error_class) for f in parked] == [
+        (bad, "parked", "InvalidResource")
+    ]
+    assert "gender" in parked[0].error_message
+    assert [e.uuid for e in seen if isinstance(e, RecordFailed)] == [bad]
+    # Parked: a plain run does not retry it; the feed moved on.
+    assert push(child).events_read == 0
+    assert open_failures(child)[0].status == "parked"
+    # Retried by hand while still invalid: parked again, nothing sent.
+    _config, db = child.open()
+    try:
+        with db.write() as conn:
+            assert failures.requeue(conn) == 1
+    finally:
+        db.dispose()
+    assert push(child).outcome == "failures"
+    assert open_failures(child)[0].status == "parked"
+    # Fixed locally: the new event sends it and the failure is resolved.
+    with child.client() as client:
+        assert client.put(f"{FHIR}/Patient/{bad}", json=patient("Good", id=bad)).status_code == 200
+    assert push(child).outcome == "ok"
+    assert open_failures(child) == []
+    assert set(snapshot(parent)) == {*good, bad}
+
+
+class _FlakySender:
+    """Wraps the real sender: runs ``before_call[i]`` before call i (to stop the parent, or to
+    lose the answer after the parent applied the batch)."""
+
+    def __init__(self, real: HttpPushSender, hooks: dict[int, Callable[[], None]]) -> None:
+        self.real = real
+        self.hooks = hooks
+        self.calls = 0
+
+    def send(
+        self,
+        category: Category,
+        changes: Sequence[OutgoingChange],
+        *,
+        origin: str,
+        preferred: str | None = None,
+    ) -> SendResult:
+        self.calls += 1
+        hook = self.hooks.get(self.calls)
+        if hook is not None:
+            hook()
+        return self.real.send(category, changes, origin=origin, preferred=preferred)
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def test_parent_down_mid_push_resumes_without_loss_or_duplicates(
+    node_factory: NodeFactory,
+) -> None:
+    parent, child = make_pair(node_factory, fetch_batch_size=3)
+    uuids = create_patients(child, 10)
+
+    def factory(config: NodeConfig) -> Any:
+        return _FlakySender(http_sender(config), {3: parent.stop})
+
+    finished = push(child, sender_factory=factory)
+    assert finished.outcome == "unreachable"
+    assert len(snapshot_running_after_restart(parent)) == 6
+    # The parent is back: the rest arrives, nothing twice.
+    finished = push(child)
+    assert finished.outcome == "ok"
+    assert finished.applied == 4
+    assert set(snapshot(parent)) == set(uuids)
+    assert event_count(parent) == 10
+
+
+def snapshot_running_after_restart(parent: NodeHandle) -> dict[str, Any]:
+    parent.start()
+    return snapshot(parent)
+
+
+def test_lost_acknowledgement_resends_without_duplicates(node_factory: NodeFactory) -> None:
+    parent, child = make_pair(node_factory, fetch_batch_size=4)
+    uuids = create_patients(child, 6)
+
+    class _LoseSecondAnswer(_FlakySender):
+        def send(self, category: Category, changes: Sequence[OutgoingChange], **kw: Any) -> Any:
+            result = super().send(category, changes, **kw)
+            if self.calls == 2:
+                raise ConnectionFailed("connection reset after the parent applied the batch")
+            return result
+
+    def factory(config: NodeConfig) -> Any:
+        return _LoseSecondAnswer(http_sender(config), {})
+
+    assert push(child, sender_factory=factory).outcome == "unreachable"
+    assert set(snapshot(parent)) == set(uuids)
+    before = event_count(parent)
+    finished = push(child)
+    assert (finished.outcome, finished.events_read, finished.applied) == ("ok", 2, 2)
+    assert event_count(parent) == before == 6
+
+
+def test_unknown_parent_credentials_stop_the_run(node_factory: NodeFactory) -> None:
+    parent = node_factory("parent")
+    child = node_factory(
+        "child-x", parent=parent, parent_user="nobody", parent_password="wrong-password"
+    )
+    create_patients(child, 1)
+    finished = push(child)
+    assert finished.outcome == "unreachable"
+    assert "401" in (finished.error or "")
+    assert snapshot(parent) == {}
