@@ -306,3 +306,23 @@ def test_unknown_parent_credentials_stop_the_run(node_factory: NodeFactory) -> N
     assert finished.outcome == "unreachable"
     assert "401" in (finished.error or "")
     assert snapshot(parent) == {}
+
+
+def test_cli_push_exit_codes(node_factory: NodeFactory) -> None:
+    from typer.testing import CliRunner
+
+    from fhirsync.cli.main import build_app
+
+    runner = CliRunner()
+    parent, child = make_pair(node_factory)
+    create_patients(child, 3)
+    done = runner.invoke(build_app(), ["push", str(child.node_dir)])
+    assert done.exit_code == 0, done.output
+    assert "3 records sent" in done.output
+    assert len(snapshot(parent)) == 3
+    parent.stop()
+    create_patients(child, 1)
+    down = runner.invoke(build_app(), ["push", str(child.node_dir)])
+    assert down.exit_code == 3
+    orphan = node_factory("orphan", start=False)
+    assert runner.invoke(build_app(), ["push", str(orphan.node_dir)]).exit_code == 2
