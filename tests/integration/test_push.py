@@ -326,3 +326,26 @@ def test_cli_push_exit_codes(node_factory: NodeFactory) -> None:
     assert down.exit_code == 3
     orphan = node_factory("orphan", start=False)
     assert runner.invoke(build_app(), ["push", str(orphan.node_dir)]).exit_code == 2
+
+
+def test_scheduled_push_in_serve(node_factory: NodeFactory) -> None:
+    import time
+
+    from fhirsync.node import update_sync2
+
+    parent = node_factory("parent")
+    add_child_account(parent, "child-a", CHILD_PASSWORD)
+    child = node_factory(
+        "child-a",
+        start=False,
+        parent=parent,
+        parent_user="child-a",
+        parent_password=CHILD_PASSWORD,
+    )
+    update_sync2(child.node_dir, {"push": {"enabled": True, "schedule": 1}})
+    child.start()
+    uuids = create_patients(child, 2)
+    deadline = time.monotonic() + 20
+    while set(snapshot(parent)) != set(uuids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert set(snapshot(parent)) == set(uuids)

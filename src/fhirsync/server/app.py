@@ -17,7 +17,7 @@ from fhirsync.server.routes import rest as rest_routes
 from fhirsync.server.routes import sync2 as sync2_routes
 from fhirsync.settings import NodeConfig
 from fhirsync.store.engine import Database
-from fhirsync.sync import scheduler
+from fhirsync.sync import push_scheduler, scheduler
 
 
 def create_app(config: NodeConfig, db: Database) -> FastAPI:
@@ -27,7 +27,7 @@ def create_app(config: NodeConfig, db: Database) -> FastAPI:
         version=__version__,
         docs_url=None,
         redoc_url=None,
-        lifespan=scheduler.lifespan(config, db),
+        lifespan=push_scheduler.with_push(scheduler.lifespan(config, db), config, db),
     )
     app.state.node = NodeContext(config=config, db=db, authenticator=Authenticator(db))
     error_responses.install(app)
