@@ -32,7 +32,7 @@ class SyncCollector(Collector):
             by_operation = audit_query.counts_by_operation(conn)
             failed_by_category = audit_query.counts_by_category(conn, success=False)
             open_failures = failures.list_open(conn)
-            states = [runs.get(conn, op) for op in ("PULL", "PUSH")]
+            states = [runs.get(conn, op) for op in ("pull", "push")]
         records = GaugeMetricFamily(
             "fhirsync_audit_records",
             "Audited records by operation and outcome (kept rows; see audit_retention_days).",

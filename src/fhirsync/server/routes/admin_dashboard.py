@@ -108,7 +108,7 @@ def gather(node: NodeContext) -> Facts:
         last_pull = audit_query.latest(conn, "PULL")
         last_push = audit_query.latest(conn, "PUSH")
         failed = audit_query.counts_by_category(conn, success=False)
-        pull_run, push_run = runs.get(conn, "PULL"), runs.get(conn, "PUSH")
+        pull_run, push_run = runs.get(conn, "pull"), runs.get(conn, "push")
         open_failures = failures.list_open(conn)
     return Facts(
         parent=check_parent(node.config.parent_url),

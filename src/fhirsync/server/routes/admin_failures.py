@@ -41,6 +41,7 @@ def failures_page(request: Request, node: NodeDep, session: PageSession) -> Resp
             "nav": "failures",
             "rows": _open_failures(node),
             "status_words": STATUS_WORDS,
+            "dismiss_blocked": admin_actions.DISMISS_UNAVAILABLE,
             "retry_blocked": admin_actions.failure_actions_unavailable_reason(),
         },
         session=session,
