@@ -12,6 +12,7 @@ from fhirsync.server.deps import NodeContext
 from fhirsync.server.limits import BodySizeLimit
 from fhirsync.server.metrics import FeedRequestCounter, NodeMetrics
 from fhirsync.server.routes import admin, ops, sync2_proxy
+from fhirsync.server.routes import feed as feed_routes
 from fhirsync.server.routes import fhir as fhir_routes
 from fhirsync.server.routes import rest as rest_routes
 from fhirsync.server.routes import sync2 as sync2_routes
@@ -34,6 +35,7 @@ def create_app(config: NodeConfig, db: Database) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(rest_routes.router)
     app.include_router(fhir_routes.router)
+    app.include_router(feed_routes.router)
     app.include_router(sync2_routes.router)
     admin.install(app)
     app.state.metrics = NodeMetrics(db)
