@@ -61,7 +61,7 @@ def init_node(
     db_url: str | None = None,
     extra_settings: dict[str, object] | None = None,
 ) -> InitResult:
-    """Write ``sync2.json`` and ``fhirsync.json``, create and migrate the database, add ``admin``."""
+    """Write ``sync2.json`` and ``fhirsync.json``, create and migrate the database, add admin."""
     if not instance_id.strip():
         raise ConfigurationError("--instance-id must not be blank", field="instance_id")
     if (node_dir / SYNC2_FILE).exists():

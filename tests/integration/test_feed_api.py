@@ -6,11 +6,11 @@ import feedparser
 import httpx
 import pytest
 from lxml import etree
+from tests.conftest import NodeFactory
 
 from fhirsync.records import RecordWrite
 from fhirsync.store import records
 from fhirsync.testing.servers import NodeHandle
-from tests.conftest import NodeFactory
 
 NS = {"a": "http://www.w3.org/2005/Atom"}
 

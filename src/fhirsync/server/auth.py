@@ -1,8 +1,8 @@
 """HTTP Basic authentication against the users table, with a short-lived verification cache.
 
-argon2 is deliberately slow (tens of milliseconds); a syncing child sends many requests with the same
-credentials, so a verified (name, password digest) pair is remembered for a minute. The cache holds
-only digests, and is per process: another process simply verifies again.
+argon2 is deliberately slow (tens of milliseconds); a syncing child sends many requests with the
+same credentials, so a verified (name, password digest) pair is remembered for a minute. The cache
+holds only digests, and is per process: another process simply verifies again.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ def _sqlite_setup(engine: Engine) -> None:
     """WAL, a long busy timeout, and BEGIN IMMEDIATE for write transactions.
 
     pysqlite's own transaction handling starts transactions lazily and DEFERRED, which turns two
-    concurrent writers into a "database is locked" error instead of a wait. We issue BEGIN ourselves.
+    concurrent writers into a "database is locked" error instead of a wait. So we issue BEGIN.
     """
 
     @event.listens_for(engine, "connect")

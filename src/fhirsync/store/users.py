@@ -62,7 +62,7 @@ def add(
 
 
 def verify(conn: Connection, name: str, password: str) -> User | None:
-    """The user if ``password`` is right; None otherwise (in equal time whether or not they exist)."""
+    """The user if ``password`` is right; None otherwise (equal time whether or not they exist)."""
     row = conn.execute(select(users).where(users.c.name == name)).first()
     stored = row.password_hash if row is not None else _DUMMY_HASH
     try:

@@ -1,4 +1,4 @@
-"""Start real fhirsync nodes on free loopback ports: in a thread (fast) or a subprocess (killable)."""
+"""Start real fhirsync nodes on free loopback ports: in a thread, or a subprocess (killable)."""
 
 from __future__ import annotations
 
