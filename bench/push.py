@@ -1,0 +1,187 @@
+"""Push throughput: 10,000 FHIR Patients from a child to an empty parent over loopback HTTP.
+
+    .venv/bin/python bench/push.py [--count 10000] [--reps 1] [--peer] [--batch 500]
+
+The parent is a real ``fhirsync serve`` subprocess on SQLite; the child's store is loaded directly
+(untimed) with the PouchDB harness's deterministic Patients (seed 42), then one ``run_push`` is
+timed. With ``--peer`` the PouchDB harness (../shared/bench/pouchdb-peer, copied to a temporary
+folder first, as its README asks) pushes the same documents in the same run, with its defaults and
+with batch_size 500, and the ratio to the latter is printed (target: at least 2x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from fhirsync.records import RecordWrite
+from fhirsync.store import records, users
+from fhirsync.sync.push_run import run_push
+from fhirsync.testing.servers import NodeHandle, create_node
+
+HARNESS = Path(__file__).resolve().parents[2] / "shared" / "bench" / "pouchdb-peer"
+CHILD_PASSWORD = "bench-child-password"
+
+
+def generate(work: Path, count: int) -> Path:
+    """The harness's deterministic Patients (seed 42) as NDJSON."""
+    out = work / "patients.ndjson"
+    subprocess.run(
+        [sys.executable, str(HARNESS / "gen_fhir.py"), str(count), str(out)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return out
+
+
+def load_child(child: NodeHandle, data: Path, count: int) -> None:
+    """Load ``count`` Patients into the child's store as local changes (untimed setup)."""
+    _config, db = child.open()
+    try:
+        batch: list[RecordWrite] = []
+        with data.open(encoding="utf-8") as lines:
+            for line in lines:
+                if len(batch) >= 1000:
+                    with db.write() as conn:
+                        records.write_many(conn, batch)
+                    batch = []
+                resource: dict[str, Any] = json.loads(line)
+                batch.append(RecordWrite("patient", resource["id"], resource, child.instance_id))
+                count -= 1
+                if count == 0:
+                    break
+        if batch:
+            with db.write() as conn:
+                records.write_many(conn, batch)
+    finally:
+        db.dispose()
+
+
+def one_run(work: Path, data: Path, count: int, batch: int) -> float:
+    """Seconds of one push of ``count`` Patients to a fresh parent."""
+    root = work / f"run-{time.monotonic_ns()}"
+    parent = create_node(root, "bench-parent")
+    _config, db = parent.open()
+    with db.write() as conn:
+        users.add(conn, "bench-child", CHILD_PASSWORD, "child", "bench-child")
+    db.dispose()
+    child = create_node(
+        root,
+        "bench-child",
+        parent=parent,
+        parent_user="bench-child",
+        parent_password=CHILD_PASSWORD,
+        extra_settings={"fetch_batch_size": batch},
+    )
+    load_child(child, data, count)
+    parent.start_process()
+    try:
+        config, child_db = child.open()
+        try:
+            started = time.perf_counter()
+            result = run_push(config, child_db)
+            seconds = time.perf_counter() - started
+        finally:
+            child_db.dispose()
+        if result.outcome != "ok" or result.applied != count:
+            raise SystemExit(f"push did not complete: {result}")
+    finally:
+        parent.stop()
+    shutil.rmtree(root, ignore_errors=True)
+    return seconds
+
+
+def peer(work: Path, count: int, reps: int) -> dict[str, float]:
+    """PouchDB push docs/s (median), defaults and batch_size 500, from a copy of the harness."""
+    copy = work / "pouchdb-peer"
+    shutil.copytree(HARNESS, copy, ignore=shutil.ignore_patterns("node_modules", "data", "results"))
+    subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund"],
+        cwd=copy,
+        check=True,
+        timeout=600,
+        capture_output=True,
+    )
+    data = copy / "data" / "patients.ndjson"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "gen_fhir.py", str(count), str(data)], cwd=copy, check=True, timeout=300
+    )
+    src = copy / "data" / "child" / "push_src"
+    _node(copy, ["populate.js", "--db", str(src), "--count", str(count), "--data", str(data)])
+    server = subprocess.Popen(
+        ["node", "server.js", "--dir", str(copy / "data" / "parent")],
+        cwd=copy,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = _listening_port(server)
+        out: dict[str, float] = {}
+        for label, extra in (("default", []), ("bs500", ["--batch_size", "500"])):
+            rates = []
+            for rep in range(reps):
+                remote = f"http://127.0.0.1:{port}/push_{label}_{rep}"
+                row = _node(
+                    copy,
+                    ["child.js", "--dir", "to", "--remote", remote, "--local", str(src), *extra],
+                )
+                rates.append(count / (row["ms"] / 1000))
+            out[label] = statistics.median(rates)
+        return out
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _node(cwd: Path, args: list[str]) -> dict[str, Any]:
+    done = subprocess.run(
+        ["node", *args], cwd=cwd, check=True, capture_output=True, text=True, timeout=600
+    )
+    row: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return row
+
+
+def _listening_port(server: subprocess.Popen[str]) -> int:
+    assert server.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = server.stdout.readline()
+        if "LISTENING" in line:
+            return int(line.split("LISTENING", 1)[1].split()[0])
+    raise SystemExit("the PouchDB server did not start")
+
+
+def main() -> None:
+    """Run the benchmark and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=10_000)
+    parser.add_argument("--reps", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=500, help="records per push request")
+    parser.add_argument("--peer", action="store_true", help="also run the PouchDB peer's push")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="fhirsync-push-bench-") as tmp:
+        work = Path(tmp)
+        data = generate(work, args.count)
+        times = [one_run(work, data, args.count, args.batch) for _ in range(args.reps)]
+        seconds = statistics.median(times)
+        rate = args.count / seconds
+        print(f"fhirsync push: {args.count} Patients in {seconds:.2f}s = {rate:,.0f} records/s")
+        if args.peer:
+            rates = peer(work, args.count, args.reps)
+            print(f"PouchDB push (defaults): {rates['default']:,.0f} docs/s")
+            print(f"PouchDB push (batch_size 500): {rates['bs500']:,.0f} docs/s")
+            print(f"ratio fhirsync / PouchDB bs500: {rate / rates['bs500']:.2f}x (target >= 2x)")
+
+
+if __name__ == "__main__":
+    main()

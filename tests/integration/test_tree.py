@@ -1,0 +1,93 @@
+"""Three levels of real nodes: changes climb and descend the tree once each, with no echo."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fhirsync.testing.network import (
+    FHIR,
+    Network,
+    all_agree,
+    build_network,
+    create_patient,
+    event_count,
+    snapshot,
+    sync_round,
+    sync_until_quiet,
+)
+
+# Pull needs the feed reader and client facade of the transport work; skip until they exist.
+pytest.importorskip("fhirsync.feed.reader")
+pytest.importorskip("fhirsync.clients.facade")
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[Network]:
+    network = build_network(tmp_path / "tree")
+    yield network
+    network.stop()
+
+
+def origin_of(net: Network, node: str, uuid: str) -> str:
+    from sqlalchemy import select
+
+    from fhirsync.store.tables import records
+
+    _config, db = net.nodes[node].open()
+    try:
+        with db.read() as conn:
+            return str(
+                conn.execute(select(records.c.origin).where(records.c.uuid == uuid)).scalar_one()
+            )
+    finally:
+        db.dispose()
+
+
+def test_changes_reach_every_level_and_stop(net: Network) -> None:
+    nodes = net.nodes
+    from_grandchild = create_patient(nodes["grandchild-a1"], "Deep")
+    from_sibling = create_patient(nodes["child-b"], "Side")
+    from_top = create_patient(nodes["parent"], "Top")
+    assert sync_round(net).moved > 0
+    for name in nodes:
+        held = snapshot(nodes[name])
+        assert {from_grandchild, from_sibling, from_top} <= set(held), name
+    assert all_agree(net)
+    # The first origin is kept all the way: the parent knows the grandchild made it.
+    assert origin_of(net, "parent", from_grandchild) == "grandchild-a1"
+    assert origin_of(net, "child-b", from_grandchild) == "grandchild-a1"
+    assert origin_of(net, "grandchild-a1", from_sibling) == "child-b"
+    # Quiescence: more rounds move nothing and no log grows (no ping-pong).
+    counts = {name: event_count(h) for name, h in nodes.items()}
+    for _ in range(2):
+        assert sync_round(net).moved == 0
+    assert {name: event_count(h) for name, h in nodes.items()} == counts
+
+
+def test_updates_and_voids_travel_both_ways(net: Network) -> None:
+    nodes = net.nodes
+    deep = create_patient(nodes["grandchild-a1"], "Deep")
+    side = create_patient(nodes["child-b"], "Side")
+    sync_until_quiet(net)
+    # An update on the other branch reaches the grandchild; a void on the grandchild reaches b.
+    with nodes["child-b"].client() as client:
+        body = client.get(f"{FHIR}/Patient/{deep}").json()
+        body["name"][0]["given"] = ["Updated"]
+        assert client.put(f"{FHIR}/Patient/{deep}", json=body).status_code == 200
+    with nodes["grandchild-a1"].client() as client:
+        assert client.delete(f"{FHIR}/Patient/{side}").status_code == 204
+    sync_until_quiet(net)
+    for name, handle in nodes.items():
+        held = snapshot(handle)
+        assert side not in held, name
+        with handle.client() as client:
+            given = client.get(f"{FHIR}/Patient/{deep}").json()["name"][0]["given"]
+            assert given == ["Updated"], name
+            assert client.get(f"{FHIR}/Patient/{side}").status_code == 410, name
+    assert all_agree(net)
+    counts = {name: event_count(h) for name, h in nodes.items()}
+    assert sync_round(net).moved == 0
+    assert {name: event_count(h) for name, h in nodes.items()} == counts
