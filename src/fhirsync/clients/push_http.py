@@ -4,8 +4,9 @@ The push engine (``sync/push.py``) needs one thing the generic client interface 
 the ORIGIN of each change, sent as ``X-Fhirsync-Origin`` so the parent (and every node after it)
 records where the change began. This module sends one batch of one category with one origin:
 
-- FHIR categories: one ``batch`` Bundle of ``PUT {Type}/{id}`` (active records, upsert keeping the
-  id) and ``DELETE {Type}/{id}`` (voided/retired) entries, answered per entry;
+- FHIR categories: one ``transaction`` Bundle of ``PUT {Type}/{id}`` (active records, upsert
+  keeping the id) and ``DELETE {Type}/{id}`` (voided/retired) entries; when the parent refuses it
+  for one entry, the same entries as a ``batch`` Bundle, answered entry by entry;
 - REST categories: ``POST /ws/rest/v1/{resource}`` (create or update, uuid kept) or ``DELETE``
   (``?purge`` for a deleted record), one request per record on a keep-alive connection.
 
@@ -88,15 +89,17 @@ class HttpPushSender:
     def _send_fhir(
         self, category: Category, changes: Sequence[OutgoingChange], origin: str
     ) -> SendResult:
+        """A transaction first (one parent transaction for the whole batch: the fast path);
+        if the parent refuses it because of one entry, the same changes again as a batch, which
+        the parent answers entry by entry, so one bad record cannot hold back the others."""
         assert category.fhir_type is not None
         entries = [_bundle_entry(category.fhir_type, change) for change in changes]
-        bundle = {"resourceType": "Bundle", "type": "batch", "entry": entries}
-        response = self._request(
-            "POST",
-            FHIR_BASE,
-            content=orjson.dumps(bundle),
-            headers={"Content-Type": FHIR_JSON, ORIGIN_HEADER: origin},
-        )
+        response = self._post_bundle("transaction", entries, origin)
+        if response.status_code < 300:
+            return SendResult(sent={change.uuid for change in changes})
+        if response.status_code in (401, 403, 413) or response.status_code >= 500:
+            raise _whole_request_error(response)
+        response = self._post_bundle("batch", entries, origin)
         if response.status_code >= 400:
             raise _whole_request_error(response)
         answers = _json(response).get("entry") or []
@@ -111,6 +114,15 @@ class HttpPushSender:
             else:
                 result.failed[change.uuid] = _record_error(status, message, category, change.uuid)
         return result
+
+    def _post_bundle(self, kind: str, entries: list[dict[str, Any]], origin: str) -> httpx.Response:
+        bundle = {"resourceType": "Bundle", "type": kind, "entry": entries}
+        return self._request(
+            "POST",
+            FHIR_BASE,
+            content=orjson.dumps(bundle),
+            headers={"Content-Type": FHIR_JSON, ORIGIN_HEADER: origin},
+        )
 
     # --- REST -------------------------------------------------------------------------------
 
