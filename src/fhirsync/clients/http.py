@@ -1,0 +1,217 @@
+"""The shared httpx client factory and the ONE translation of httpx outcomes into fhirsync errors.
+
+Every remote call of ``clients/`` and ``feed/`` goes through :func:`request`, so no httpx type or
+exception leaves those packages (STYLE principle 4):
+
+================================================  =========================================
+httpx outcome                                     fhirsync error (cause chained)
+================================================  =========================================
+ConnectError, ReadError, RemoteProtocolError, ...  ConnectionFailed
+any timeout (connect, read, write, pool)           RequestTimeout
+5xx, 429                                           ServerUnavailable (try again later)
+408                                                RequestTimeout
+401                                                Unauthenticated (wrong parent credentials)
+403                                                Forbidden
+404                                                RecordNotFound
+410                                                RecordGone
+413                                                PayloadTooLarge
+other 4xx (and unexpected 3xx)                     RemoteRejected(status=...) with the remote's
+                                                   own message (OperationOutcome diagnostics or
+                                                   the REST ``{"error": {"message"}}``)
+================================================  =========================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import orjson
+
+from fhirsync.errors import (
+    ConfigurationError,
+    ConnectionFailed,
+    FhirsyncError,
+    Forbidden,
+    PayloadTooLarge,
+    RecordGone,
+    RecordNotFound,
+    RemoteRejected,
+    RequestTimeout,
+    ServerUnavailable,
+    Unauthenticated,
+)
+
+ACCEPT = "application/fhir+json, application/json;q=0.9, application/atom+xml;q=0.8"
+USER_AGENT = "fhirsync"
+DEFAULT_POOL_SIZE = 16
+_MESSAGE_LIMIT = 300
+"""Longest remote message kept in an error (remote error texts are short; never a record body)."""
+
+
+def make_http_client(
+    base_url: str,
+    auth: tuple[str, str] | None,
+    *,
+    connect_timeout: float = 15.0,
+    read_timeout: float = 30.0,
+    pool_size: int = DEFAULT_POOL_SIZE,
+) -> httpx.Client:
+    """A keep-alive client for one remote base URL, with timeouts and Accept headers.
+
+    Redirects are not followed (as in Sync 2.0: a redirect means a misconfigured base URL), and
+    proxy environment variables are ignored so a loopback parent is always reached directly.
+    """
+    return httpx.Client(
+        base_url=base_url.rstrip("/"),
+        auth=auth,
+        timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+        limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
+        headers={"Accept": ACCEPT, "User-Agent": USER_AGENT},
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+@contextmanager
+def translated(where: str) -> Iterator[None]:
+    """Run an httpx call, re-raising its exceptions as fhirsync errors (chained)."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise RequestTimeout(f"{where} did not answer in time ({type(exc).__name__})") from exc
+    except httpx.UnsupportedProtocol as exc:
+        raise ConfigurationError(f"{where}: the URL must start with http:// or https://") from exc
+    except httpx.TransportError as exc:
+        raise ConnectionFailed(f"cannot reach {where} ({type(exc).__name__})") from exc
+    except httpx.InvalidURL as exc:
+        raise ConfigurationError(f"{where}: invalid URL ({exc})") from exc
+    except httpx.HTTPError as exc:
+        # DecodingError, TooManyRedirects, stream errors: the remote sent something unusable.
+        raise ServerUnavailable(
+            f"{where} sent an unusable response ({type(exc).__name__})"
+        ) from exc
+
+
+def request(
+    http: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    params: Mapping[str, str] | None = None,
+    content: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    """Send one request and read the whole response; transport failures become fhirsync errors.
+
+    The status is NOT checked here: call :func:`error_for_response` (or :func:`raise_for_status`)
+    so each caller decides what a 404 means to it.
+    """
+    where = _where(http, url)
+    with translated(where):
+        return http.request(method, url, params=params, content=content, headers=headers)
+
+
+def raise_for_status(response: httpx.Response, **record: str | None) -> httpx.Response:
+    """Return ``response`` when it is 2xx, else raise the mapped fhirsync error."""
+    error = error_for_response(response, **record)
+    if error is not None:
+        raise error
+    return response
+
+
+def error_for_response(
+    response: httpx.Response, *, category: str | None = None, uuid: str | None = None
+) -> FhirsyncError | None:
+    """The fhirsync error a response status stands for, or None for 2xx."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return None
+    return error_for_status(
+        status,
+        remote_message(response.content),
+        where=_where_response(response),
+        category=category,
+        uuid=uuid,
+    )
+
+
+def error_for_status(
+    status: int,
+    message: str,
+    *,
+    where: str = "the remote",
+    category: str | None = None,
+    uuid: str | None = None,
+) -> FhirsyncError:
+    """The fhirsync error of a non-2xx status (also used for the per-entry status of a Bundle)."""
+    text = f"{where} answered {status}: {message}" if message else f"{where} answered {status}"
+    if status >= 500 or status == 429:
+        return ServerUnavailable(text)
+    if status == 408:
+        return RequestTimeout(text)
+    if status == 401:
+        return Unauthenticated(f"{where} refused the credentials (401)")
+    if status == 403:
+        return Forbidden(text)
+    if status == 413:
+        return PayloadTooLarge(text)
+    if status == 404:
+        return RecordNotFound(text, category=category, uuid=uuid)
+    if status == 410:
+        return RecordGone(text, category=category, uuid=uuid)
+    return RemoteRejected(text, status=status, category=category, uuid=uuid)
+
+
+def remote_message(body: bytes) -> str:
+    """The remote's own error text: OperationOutcome diagnostics, REST ``error.message``, or ''."""
+    try:
+        data = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        return ""
+    return _message_of(data)[:_MESSAGE_LIMIT] if isinstance(data, dict) else ""
+
+
+def outcome_message(outcome: Any) -> str:
+    """The diagnostics (and location) of an OperationOutcome, '' when it has none."""
+    if not isinstance(outcome, dict):
+        return ""
+    issues = outcome.get("issue")
+    first = issues[0] if isinstance(issues, list) and issues else None
+    if not isinstance(first, dict):
+        return ""
+    text = str(first.get("diagnostics") or first.get("code") or "")
+    where = first.get("expression")
+    if isinstance(where, list) and where:
+        text += f" (at {where[0]})"
+    return text
+
+
+def _message_of(data: dict[str, Any]) -> str:
+    if data.get("resourceType") == "OperationOutcome":
+        return outcome_message(data)
+    error = data.get("error")
+    if isinstance(error, dict):
+        field = f" (field {error['field']})" if error.get("field") else ""
+        return f"{error.get('message', '')}{field}"
+    return ""
+
+
+def _where(http: httpx.Client, url: str) -> str:
+    # Name the remote by scheme, host and port only: paths and queries may hold record ids.
+    target = httpx.URL(url) if url.startswith(("http://", "https://")) else http.base_url
+    return _origin(target)
+
+
+def _where_response(response: httpx.Response) -> str:
+    try:
+        return _origin(response.request.url)
+    except RuntimeError:  # a Response built without a request (tests)
+        return "the remote"
+
+
+def _origin(url: httpx.URL) -> str:
+    port = f":{url.port}" if url.port else ""
+    return f"{url.scheme}://{url.host}{port}"

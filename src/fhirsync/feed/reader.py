@@ -1,0 +1,220 @@
+"""Reads one category's feed forward from a marker, one page at a time (spec §4.3, fixed).
+
+- First read (no marker): start at page 1 directly. Sync 2.0 walked back from ``recent`` through
+  every archive first (spec §13.2); we never do. An empty feed (page 1 missing) reads ``recent``.
+- With a marker (entry id + page): fetch the marker's page, skip up to and including the marked
+  entry, then follow ``next-archive`` until a page has none (that one is ``recent``).
+- Recovery (spec §13.5 made non-fatal): if the marked entry is not on its page, look on the
+  neighbouring pages (a Java publisher's pages only shift when its chunking changes); if it is
+  still missing, resume from the START of the marker's page and say so in ``recovered`` (the engine
+  writes it to the audit). Reading never stops for good on a lost marker.
+- Page URLs are built from the base URL this reader was given, never from the publisher's absolute
+  ``self``/``via`` links (spec §13.5); only the page NUMBER is taken from ``via``/``next-archive``.
+- Errors: a transport failure, 5xx or 401 raises the mapped fhirsync error (a TransientError stops
+  the run with the marker kept); a page that cannot be parsed, or a missing announced page, raises
+  MalformedFeed. Only one page is held in memory at a time.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from fhirsync.clients.http import error_for_response, make_http_client, request
+from fhirsync.errors import ConfigurationError, MalformedFeed, RecordError, ServerUnavailable
+from fhirsync.feed.parse import parse_page
+from fhirsync.records import FeedEntry, FeedPage
+from fhirsync.settings import NodeConfig
+
+ATOM_ACCEPT = "application/atom+xml, application/xml;q=0.9"
+_MAX_PAGE_NUMBER = 10**9
+
+
+@dataclass(slots=True)
+class FeedPageChunk:
+    """One page of a feed and the entries of it that come after the marker."""
+
+    feed: FeedPage
+    """The parsed page."""
+    page: int | None
+    """The page's number (from its ``via`` link); the marker stores it with the last entry."""
+    entries: Sequence[FeedEntry] = field(default_factory=tuple)
+    """The entries to process, in feed order."""
+    recovered: str | None = None
+    """A warning when the marker's entry was not where the marker said (for the audit)."""
+
+
+class FeedReader:
+    """Reads feeds of one publisher (``{base}/ws/atomfeed/{category}/...``) over one client."""
+
+    def __init__(self, http: httpx.Client, base_url: str, *, owns_http: bool = False) -> None:
+        self._http = http
+        self.base_url = base_url.rstrip("/")
+        self.requests = 0
+        """Pages fetched so far (tests assert on it; a first read never walks back)."""
+        self._closer = weakref.finalize(self, http.close) if owns_http else None
+
+    @classmethod
+    def for_parent(cls, config: NodeConfig) -> FeedReader:
+        """A reader of ``config``'s parent feed with the node's parent credentials and timeouts."""
+        parent = config.parent_url
+        if parent is None:
+            raise ConfigurationError(
+                "parentFeedLocation is not set", field="general.parentFeedLocation"
+            )
+        settings = config.settings
+        user = settings.parent_user
+        auth = (user, settings.parent_password.get_secret_value()) if user else None
+        http = make_http_client(
+            parent,
+            auth,
+            connect_timeout=settings.http_connect_timeout,
+            read_timeout=settings.http_read_timeout,
+            pool_size=2,
+        )
+        return cls(http, parent, owns_http=True)
+
+    def close(self) -> None:
+        """Close the HTTP client when this reader made it."""
+        if self._closer is not None:
+            self._closer()
+
+    def read(
+        self, category: str, *, after_entry_id: str | None = None, page: int | None = None
+    ) -> Iterator[FeedPageChunk]:
+        """Chunks of ``category``'s feed after the marked entry, page by page, to the end."""
+        if after_entry_id is None:
+            current = self._first_page(category)
+            yield FeedPageChunk(current, self._number(current, None), current.entries)
+        else:
+            current, entries, recovered = self._resume(category, after_entry_id, page)
+            yield FeedPageChunk(current, self._number(current, page), entries, recovered)
+        number = self._number(current, None)
+        while current.next_archive:
+            following = _page_of(current.next_archive)
+            if following is None or (number is not None and following <= number):
+                raise MalformedFeed(
+                    f"{category} feed page {number}: next-archive link "
+                    f"{current.next_archive!r} does not name a later page"
+                )
+            fetched = self._page(category, following)
+            if fetched is None:
+                raise MalformedFeed(f"{category} feed: page {following} is announced but missing")
+            current, number = fetched, following
+            yield FeedPageChunk(current, self._number(current, following), current.entries)
+
+    # --- starting points ------------------------------------------------------------------------
+
+    def _first_page(self, category: str) -> FeedPage:
+        """Page 1, or ``recent`` when the feed has no page 1 (empty, or a Java 500 for it)."""
+        first = self._page_or_beyond(category, 1)
+        return first if first is not None else self._fetch(category, "recent")
+
+    def _resume(
+        self, category: str, entry_id: str, page: int | None
+    ) -> tuple[FeedPage, Sequence[FeedEntry], str | None]:
+        """The page holding the marked entry and the entries after it, or a recovery."""
+        if page is None:
+            return self._scan_for(category, entry_id)
+        marked = self._page_or_beyond(category, page)
+        if marked is not None:
+            after = _after(marked, entry_id)
+            if after is not None:
+                return marked, after, None
+        # Only ask for pages that exist: a Java publisher answers 500 beyond its last page.
+        latest = self._latest(category)
+        for neighbour in (page - 1, page + 1):
+            if not 1 <= neighbour <= latest:
+                continue
+            other = self._page(category, neighbour)
+            after = _after(other, entry_id) if other is not None else None
+            if other is not None and after is not None:
+                note = f"entry {entry_id} was on page {neighbour}, not page {page}"
+                return other, after, note
+        if marked is None:
+            # The marker's page is gone (the publisher's pages got bigger): start at the last page.
+            page = max(1, min(page, latest))
+            marked = self._page(category, page) or self._fetch(category, "recent")
+        note = (
+            f"entry {entry_id} not found on page {page} or its neighbours; "
+            f"resumed from the start of page {page}"
+        )
+        return marked, marked.entries, note
+
+    def _scan_for(
+        self, category: str, entry_id: str
+    ) -> tuple[FeedPage, Sequence[FeedEntry], str | None]:
+        """A marker without a page: read from page 1 until the entry; all of it if never found."""
+        first = self._first_page(category)
+        current = first
+        while True:
+            after = _after(current, entry_id)
+            if after is not None:
+                return current, after, None
+            following = _page_of(current.next_archive) if current.next_archive else None
+            nxt = self._page(category, following) if following else None
+            if nxt is None:
+                break
+            current = nxt
+        note = f"entry {entry_id} not found in the feed; resumed from page 1"
+        return first, first.entries, note
+
+    # --- fetching -------------------------------------------------------------------------------
+
+    def _latest(self, category: str) -> int:
+        """The number of the publisher's last page (``recent``'s via link; 0 when empty)."""
+        number = self._fetch(category, "recent").page_number
+        return number if number is not None else _MAX_PAGE_NUMBER
+
+    def _page_or_beyond(self, category: str, number: int) -> FeedPage | None:
+        """Page ``number``, or None when it does not exist, even if the publisher says so with
+        a 500 (Java OpenMRS does for pages past the last one, and for page 1 of an empty feed)."""
+        try:
+            return self._page(category, number)
+        except ServerUnavailable:
+            if number > self._latest(category):
+                return None
+            raise
+
+    def _page(self, category: str, number: int) -> FeedPage | None:
+        """Page ``number``; None when the publisher has no such page (404)."""
+        if not 1 <= number <= _MAX_PAGE_NUMBER:
+            return None
+        try:
+            return self._fetch(category, str(number))
+        except RecordError:
+            return None
+
+    def _fetch(self, category: str, which: str) -> FeedPage:
+        """Fetch and parse one page; 404/4xx raise RecordError subclasses (callers decide)."""
+        url = f"{self.base_url}/ws/atomfeed/{category}/{which}"
+        self.requests += 1
+        response = request(self._http, "GET", url, headers={"Accept": ATOM_ACCEPT})
+        error = error_for_response(response)
+        if error is not None:
+            if isinstance(error, RecordError) and which == "recent":
+                raise MalformedFeed(f"{category} feed: recent answered {response.status_code}")
+            raise error
+        return parse_page(response.content, url=url)
+
+    def _number(self, page: FeedPage, fallback: int | None) -> int | None:
+        return page.page_number if page.page_number is not None else fallback
+
+
+def _after(page: FeedPage, entry_id: str) -> Sequence[FeedEntry] | None:
+    """The entries after ``entry_id`` on ``page``, or None when it is not there."""
+    for index, entry in enumerate(page.entries):
+        if entry.entry_id == entry_id:
+            return page.entries[index + 1 :]
+    return None
+
+
+def _page_of(url: str | None) -> int | None:
+    """The page number at the end of a ``via``/``next-archive`` link."""
+    if not url:
+        return None
+    last = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return int(last) if last.isdigit() else None
