@@ -1,6 +1,14 @@
-"""``/ws/atomfeed/{category}/recent`` and ``/ws/atomfeed/{category}/{n}`` (authenticated)."""
+"""``/ws/atomfeed/{category}/recent`` and ``/ws/atomfeed/{category}/{n}`` (authenticated).
+
+Archived pages (before the latest) never change: they get a strong ETag from their content and a
+year-long, immutable cache lifetime. ``recent`` and the latest numbered page get an ETag that
+changes with every new event and must be revalidated (``no-cache``). Both answer a matching
+``If-None-Match`` with 304.
+"""
 
 from __future__ import annotations
+
+import hashlib
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -15,23 +23,44 @@ ATOM_MEDIA_TYPE = "application/atom+xml"
 _ARCHIVE_CACHE = "public, max-age=31536000, immutable"
 
 
+def _first(value: str | None) -> str | None:
+    # Proxies append: "X-Forwarded-Host: outer, inner"; the first is what the client used.
+    if not value:
+        return None
+    return value.split(",", 1)[0].strip() or None
+
+
 def _self_url(request: Request) -> str:
     """The URL as the client asked for it (behind a proxy: X-Forwarded-Proto/Host)."""
-    proto = request.headers.get("x-forwarded-proto", request.url.scheme)
-    host = (
-        request.headers.get("x-forwarded-host") or request.headers.get("host") or request.url.netloc
-    )
+    headers = request.headers
+    proto = _first(headers.get("x-forwarded-proto")) or request.url.scheme
+    host = _first(headers.get("x-forwarded-host")) or headers.get("host") or request.url.netloc
     return f"{proto}://{host}{request.url.path}"
 
 
+def _etag(data: FeedPageData, self_url: str) -> str:
+    # The page's links are built from the URL asked for, so it is part of the representation.
+    digest = hashlib.sha256(f"{data.etag}|{self_url}".encode()).hexdigest()[:32]
+    return f'"{digest}"'
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """Weak comparison, as RFC 9110 prescribes for If-None-Match."""
+    if not if_none_match:
+        return False
+    for raw in if_none_match.split(","):
+        candidate = raw.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == etag:
+            return True
+    return False
+
+
 def _respond(request: Request, data: FeedPageData) -> Response:
-    headers = {
-        "ETag": data.etag,
-        "Cache-Control": _ARCHIVE_CACHE if data.archived else "no-cache",
-    }
-    if data.etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
-        return Response(status_code=304, headers=headers)
     self_url = _self_url(request)
+    etag = _etag(data, self_url)
+    headers = {"ETag": etag, "Cache-Control": _ARCHIVE_CACHE if data.archived else "no-cache"}
+    if _matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
     links = PageLinks(self_url, self_url.rsplit("/", 1)[0], data.page, data.latest_page)
     return Response(render_page(data.events, links), headers=headers, media_type=ATOM_MEDIA_TYPE)
 
@@ -48,7 +77,8 @@ def numbered(
     category: str, page: str, request: Request, node: NodeDep, _user: CurrentUser
 ) -> Response:
     """Page ``page`` (1-based) of a category's feed."""
-    if not page.isdigit():
-        raise RecordNotFound(f"feed page {page!r} is not a page number")
+    # isascii: str.isdigit() also accepts digits such as "²" that int() refuses.
+    if not (page.isascii() and page.isdigit()) or len(page) > 18:
+        raise RecordNotFound(f"feed page {page[:40]!r} is not a page number")
     data = load_page(node.db, category, int(page), node.config.settings.feed_page_size)
     return _respond(request, data)
