@@ -24,6 +24,7 @@ from fhirsync import categories as cats
 from fhirsync.categories import Category
 from fhirsync.errors import InvalidResource, RecordError, UnknownResourceType
 from fhirsync.records import Action, FeedEntry, Record, RecordState, RecordWrite
+from fhirsync.service.rest import split_representation
 from fhirsync.service.validation import normalize_resource
 
 DELETE_STATES: Mapping[str, RecordState] = {
@@ -112,28 +113,26 @@ def state_change(change: Change, local: Record | None, origin: str) -> Outcome:
     return Write(RecordWrite(change.category.name, change.uuid, None, origin, target, via="parent"))
 
 
-def _body_state(category: Category, body: Mapping[str, Any]) -> RecordState:
-    """The state a fetched body is in (REST representations say voided/retired themselves)."""
-    if not category.is_fhir:
-        if body.get("voided") is True:
-            return "voided"
-        if body.get("retired") is True:
-            return "retired"
-    return "active"
+def checked_body(
+    category: Category, uuid: str, body: Mapping[str, Any]
+) -> tuple[Mapping[str, Any], RecordState]:
+    """The fetched body as this node stores it, and the state it is in; raises InvalidResource.
 
-
-def checked_body(category: Category, uuid: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The fetched body, validated where it enters the node; raises InvalidResource."""
+    A REST representation is stored the way the parent stored it (``split_representation``:
+    no links/display/auditInfo, references as uuids, no voided/retired flag), so the content
+    hashes agree across nodes; its flag becomes the state.
+    """
     if category.is_fhir:
         fixed = normalize_resource(body, category.fhir_type)
         if str(fixed.get("id", uuid)) != uuid:
             raise InvalidResource(
                 f"{category.fhir_type} id {fixed.get('id')!r} is not {uuid}", element="id"
             )
-        return fixed
+        return fixed, "active"
     if not isinstance(body, Mapping):
         raise InvalidResource("a REST representation must be a JSON object")
-    return body
+    stored, state = split_representation(category, body)
+    return stored, state or "active"
 
 
 def content_change(
@@ -150,11 +149,10 @@ def content_change(
     if body is None:
         return Skip("absent at the parent (a later event removes it)")
     try:
-        fixed = checked_body(change.category, change.uuid, body)
+        fixed, state = checked_body(change.category, change.uuid, body)
     except InvalidResource as exc:
         exc.category, exc.uuid = change.category.name, change.uuid
         return Fail(exc)
-    state = _body_state(change.category, fixed)
     return Write(RecordWrite(change.category.name, change.uuid, fixed, origin, state, via="parent"))
 
 

@@ -1,0 +1,297 @@
+"""Pull end to end: a child runs ``run_pull`` against a real parent node (and a Java-style feed).
+
+What the child holds afterwards is compared with the parent record by record (uuid, category,
+content hash, state), so the seams between the feed reader, the client facade, the FHIR and REST
+clients and the engine are all exercised together.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, func, select
+from tests.conftest import NodeFactory
+
+from fhirsync.store.tables import events, markers, records
+from fhirsync.sync.runner import run_pull
+from fhirsync.sync.status import RunFinished
+from fhirsync.testing.javafeed import JavaEvent, JavaFeedServer
+from fhirsync.testing.proxy import FaultProxy
+from fhirsync.testing.servers import NodeHandle
+
+FHIR = "/ws/fhir2/R4"
+REST = "/ws/rest/v1"
+Held = dict[tuple[str, str], tuple[str, str]]
+
+
+def _uuid() -> str:
+    return str(uuidlib.uuid4())
+
+
+def held(node: NodeHandle) -> Held:
+    """(category, uuid) → (content hash, state) of every record the node stores."""
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            rows = conn.execute(
+                select(records.c.category, records.c.uuid, records.c.content_hash, records.c.state)
+            )
+            return {(r.category, r.uuid): (r.content_hash, r.state) for r in rows}
+    finally:
+        db.dispose()
+
+
+def event_count(node: NodeHandle) -> int:
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            return int(conn.execute(select(func.count()).select_from(events)).scalar() or 0)
+    finally:
+        db.dispose()
+
+
+def pull(node: NodeHandle) -> RunFinished:
+    config, db = node.open()
+    try:
+        return run_pull(config, db)
+    finally:
+        db.dispose()
+
+
+def expected_on_child(parent: Held) -> Held:
+    """What a child that pulled everything holds: the parent's records, except those the child
+    never saw alive (a record voided/deleted before the child's first pull is not copied)."""
+    return {k: v for k, v in parent.items() if v[1] == "active"}
+
+
+def patient(uuid: str, family: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Patient",
+        "id": uuid,
+        "name": [{"use": "official", "family": family, "given": ["Ama"]}],
+        "gender": "female",
+        "birthDate": "1988-02-14",
+    }
+
+
+def location(uuid: str, name: str) -> dict[str, Any]:
+    return {"resourceType": "Location", "id": uuid, "name": name, "status": "active"}
+
+
+def observation(uuid: str, subject: str, kg: float) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": uuid,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+        "subject": {"reference": f"Patient/{subject}"},
+        "effectiveDateTime": "2024-03-01T10:00:00+00:00",
+        "valueQuantity": {
+            "value": kg,
+            "unit": "kg",
+            "system": "http://unitsofmeasure.org",
+            "code": "kg",
+        },
+    }
+
+
+def put(node: NodeHandle, resource: dict[str, Any]) -> None:
+    with node.client() as client:
+        path = f"{FHIR}/{resource['resourceType']}/{resource['id']}"
+        response = client.put(path, json=resource)
+        assert response.status_code in (200, 201), response.text
+
+
+def rest(node: NodeHandle, method: str, path: str, **kwargs: Any) -> None:
+    with node.client() as client:
+        response = client.request(method, f"{REST}{path}", **kwargs)
+        assert response.status_code < 300, response.text
+
+
+def fhir_delete(node: NodeHandle, path: str) -> None:
+    with node.client() as client:
+        response = client.delete(f"{FHIR}{path}")
+        assert response.status_code < 300, response.text
+
+
+@pytest.fixture
+def family(node_factory: NodeFactory) -> tuple[NodeHandle, NodeHandle]:
+    parent = node_factory("parent")
+    child = node_factory("child", parent=parent, start=False)
+    return parent, child
+
+
+# --- a real parent ------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_child_holds_exactly_the_parents_records(family: tuple[NodeHandle, NodeHandle]) -> None:
+    parent, child = family
+    ids = {name: _uuid() for name in ("p1", "p2", "p3", "loc1", "loc2", "obs1", "rel")}
+    # First round: creates and updates over FHIR and REST.
+    for key, family_name in (("p1", "Mensah"), ("p2", "Owusu"), ("p3", "Boateng")):
+        put(parent, patient(ids[key], family_name))
+    put(parent, location(ids["loc1"], "Ward A"))
+    put(parent, location(ids["loc2"], "Ward B"))
+    put(parent, observation(ids["obs1"], ids["p1"], 61.5))
+    put(parent, {**patient(ids["p1"], "Mensah-Addo")})  # UPDATED
+    rest(
+        parent,
+        "POST",
+        "/concept",
+        json={"uuid": "concept-1", "name": "Weight (kg)", "version": "1.0"},
+    )
+    rest(parent, "POST", "/concept/concept-1", json={"version": "1.1"})  # UPDATED
+    rest(parent, "POST", "/visittype", json={"uuid": "vt-1", "name": "Outpatient"})
+    rest(parent, "POST", "/drug", json={"uuid": "drug-1", "name": "Paracetamol", "concept": "c1"})
+    rest(
+        parent,
+        "POST",
+        "/relationship",
+        json={
+            "uuid": ids["rel"],
+            "personA": "person-a",
+            "personB": "person-b",
+            "relationshipType": "8d91a210-c2cc-11de-8d13-0010c6dffd0f",
+        },
+    )
+    first = pull(child)
+    assert first.outcome == "ok", first
+    assert held(child) == expected_on_child(held(parent))
+
+    # Second round: every other action type.
+    fhir_delete(parent, f"/Patient/{ids['p2']}")  # VOIDED
+    fhir_delete(parent, f"/Location/{ids['loc2']}")  # RETIRED
+    rest(parent, "DELETE", "/concept/concept-1")  # RETIRED ...
+    rest(parent, "POST", "/concept/concept-1", json={"retired": False})  # ... UNRETIRED
+    rest(parent, "DELETE", "/drug/drug-1", params={"purge": "true"})  # DELETED
+    rest(parent, "DELETE", f"/relationship/{ids['rel']}")  # VOIDED ...
+    rest(parent, "POST", f"/relationship/{ids['rel']}", json={"voided": False})  # ... UNVOIDED
+    put(parent, observation(ids["obs1"], ids["p1"], 62.0))  # UPDATED
+    second = pull(child)
+    assert second.outcome == "ok", second
+    on_parent, on_child = held(parent), held(child)
+    assert {k: v for k, v in on_child.items() if v[1] == "active"} == expected_on_child(on_parent)
+    assert on_child[("patient", ids["p2"])][1] == "voided"
+    assert on_child[("location", ids["loc2"])][1] == "retired"
+    assert on_child[("concept", "concept-1")] == on_parent[("concept", "concept-1")]
+    assert on_child[("relationship", ids["rel"])] == on_parent[("relationship", ids["rel"])]
+    assert ("drug", "drug-1") not in on_parent or on_parent[("drug", "drug-1")][1] == "deleted"
+    assert on_child.get(("drug", "drug-1"), ("", "deleted"))[1] == "deleted"
+
+    # A third run finds nothing new and writes nothing.
+    count = event_count(child)
+    third = pull(child)
+    assert (third.outcome, third.events_read, third.applied) == ("ok", 0, 0)
+    assert event_count(child) == count
+
+
+def test_the_same_events_read_twice_change_nothing(family: tuple[NodeHandle, NodeHandle]) -> None:
+    parent, child = family
+    for n in range(3):
+        put(parent, patient(_uuid(), f"Family{n}"))
+    rest(parent, "POST", "/visittype", json={"uuid": "vt-2", "name": "Inpatient"})
+    assert pull(child).applied == 4
+    before, count = held(child), event_count(child)
+    # Lose every marker: the whole feed is read again, and applying it again is a no-op.
+    _config, db = child.open()
+    try:
+        with db.write() as conn:
+            conn.execute(delete(markers))
+    finally:
+        db.dispose()
+    again = pull(child)
+    assert again.outcome == "ok" and again.events_read >= 4
+    assert held(child) == before
+    assert event_count(child) == count
+
+
+def test_parent_lost_mid_run_keeps_the_marker_and_a_rerun_completes(
+    node_factory: NodeFactory,
+) -> None:
+    parent = node_factory("parent")
+    patients = [_uuid() for _ in range(30)]
+    for n, uuid in enumerate(patients):
+        put(parent, patient(uuid, f"Family{n}"))
+    with FaultProxy("127.0.0.1", parent.port) as proxy:
+        via_proxy = NodeHandle(parent.node_dir, "parent", proxy.port, parent.admin_password)
+        child = node_factory("child", parent=via_proxy, start=False)
+        # Cut every answer after a few kilobytes: the first feed page or fetch dies mid-stream.
+        proxy.drop_after(3000, always=True)
+        broken = pull(child)
+        assert broken.outcome == "unreachable", broken
+        assert broken.error is not None and "ConnectionFailed" in broken.error
+        assert held(child) == {}
+        proxy.heal()
+        done = pull(child)
+    assert done.outcome == "ok", done
+    assert {u for (_c, u) in held(child)} == set(patients)
+    assert held(child) == held(parent)
+
+
+def test_parent_refusing_connections_is_unreachable_not_a_failure(
+    node_factory: NodeFactory,
+) -> None:
+    parent = node_factory("parent")
+    put(parent, patient(_uuid(), "Asante"))
+    with FaultProxy("127.0.0.1", parent.port) as proxy:
+        via_proxy = NodeHandle(parent.node_dir, "parent", proxy.port, parent.admin_password)
+        child = node_factory("child", parent=via_proxy, start=False)
+        proxy.refuse()
+        refused = pull(child)
+        assert refused.outcome == "unreachable", refused
+        proxy.heal()
+        assert pull(child).applied == 1
+
+
+# --- a Java OpenMRS parent ----------------------------------------------------------------------
+
+
+def test_a_java_style_feed_is_pulled_completely(node_factory: NodeFactory) -> None:
+    patients = [_uuid() for _ in range(12)]
+    visit_types = [_uuid() for _ in range(4)]
+    fhir = [patient(uuid, f"Java{n}") for n, uuid in enumerate(patients)]
+    rest_objects = {
+        f"{REST}/visittype/{uuid}": {
+            "uuid": uuid,
+            "display": f"Type {n}",
+            "name": f"Type {n}",
+            "description": None,
+            "retired": False,
+            "links": [{"rel": "self", "uri": f"http://elsewhere/{REST}/visittype/{uuid}"}],
+            "resourceVersion": "1.8",
+        }
+        for n, uuid in enumerate(visit_types)
+    }
+    feed = [JavaEvent("patient", uuid) for uuid in patients]
+    feed += [JavaEvent("visittype", uuid) for uuid in visit_types]
+    feed.append(JavaEvent("patient", patients[0], "UPDATED"))
+    feed.append(feed[1])  # the same event twice (a Java publisher re-chunking its pages)
+    with JavaFeedServer(feed, fhir=fhir, rest=rest_objects).start() as java:
+        child = node_factory("child", start=False)
+        _point_at(child, java.base_url)
+        result = pull(child)
+        assert result.outcome == "ok", result
+        on_child = held(child)
+        assert {u for (c, u) in on_child if c == "patient"} == set(patients)
+        assert {u for (c, u) in on_child if c == "visittype"} == set(visit_types)
+        # Page 1 was read first, never a walk back from recent; pages were asked on our host.
+        assert java.feed_requests("patient")[0] == "1"
+        count = event_count(child)
+        java.add(JavaEvent("patient", patients[5], "VOIDED"))
+        again = pull(child)
+        assert again.outcome == "ok", again
+        assert held(child)[("patient", patients[5])][1] == "voided"
+        assert event_count(child) == count + 1
+
+
+def _point_at(node: NodeHandle, parent_url: str) -> None:
+    """Make ``node`` pull from ``parent_url`` (a server that is not a fhirsync node)."""
+    import json
+
+    path = node.node_dir / "sync2.json"
+    data = json.loads(path.read_text())
+    data["general"]["parentFeedLocation"] = parent_url
+    path.write_text(json.dumps(data))
