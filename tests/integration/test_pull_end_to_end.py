@@ -16,7 +16,7 @@ from tests.conftest import NodeFactory
 
 from fhirsync.store.tables import events, markers, records
 from fhirsync.sync.runner import run_pull
-from fhirsync.sync.status import RunFinished
+from fhirsync.sync.status import RunEvent, RunFinished, RunProgress
 from fhirsync.testing.javafeed import JavaEvent, JavaFeedServer
 from fhirsync.testing.proxy import FaultProxy
 from fhirsync.testing.servers import NodeHandle
@@ -208,26 +208,40 @@ def test_the_same_events_read_twice_change_nothing(family: tuple[NodeHandle, Nod
     assert event_count(child) == count
 
 
+@pytest.mark.parametrize("fault", ["cut mid-stream", "refused"])
 def test_parent_lost_mid_run_keeps_the_marker_and_a_rerun_completes(
-    node_factory: NodeFactory,
+    node_factory: NodeFactory, fault: str
 ) -> None:
-    parent = node_factory("parent")
+    # Pages of 5 entries: the parent is lost after the first of 6 pages has been committed.
+    parent = node_factory("parent", extra_settings={"feed_page_size": 5})
     patients = [_uuid() for _ in range(30)]
     for n, uuid in enumerate(patients):
         put(parent, patient(uuid, f"Family{n}"))
     with FaultProxy("127.0.0.1", parent.port) as proxy:
         via_proxy = NodeHandle(parent.node_dir, "parent", proxy.port, parent.admin_password)
         child = node_factory("child", parent=via_proxy, start=False)
-        # Cut every answer after a few kilobytes: the first feed page or fetch dies mid-stream.
-        proxy.drop_after(3000, always=True)
-        broken = pull(child)
+
+        def lose_parent(event: RunEvent) -> None:
+            if isinstance(event, RunProgress) and event.category == "patient" and event.done == 5:
+                if fault == "refused":
+                    proxy.refuse()
+                else:
+                    proxy.drop_after(0, always=True)  # every answer dies before its first byte
+
+        config, db = child.open()
+        try:
+            broken = run_pull(config, db, listener=lose_parent)
+        finally:
+            db.dispose()
         assert broken.outcome == "unreachable", broken
         assert broken.error is not None and "ConnectionFailed" in broken.error
-        assert held(child) == {}
+        # The first page is kept with its marker; nothing of the page being read when the parent
+        # went away was half-applied.
+        assert {u for (_c, u) in held(child)} == set(patients[:5])
         proxy.heal()
         done = pull(child)
     assert done.outcome == "ok", done
-    assert {u for (_c, u) in held(child)} == set(patients)
+    assert (done.events_read, done.applied) == (25, 25)  # resumed after the marker
     assert held(child) == held(parent)
 
 
