@@ -10,7 +10,7 @@ subprocess, exactly as a user runs it, with every resource validated. Printed:
 - records/s over the whole command (process start, imports, migrations included) and as the
   command itself reports it (the import loop alone);
 - peak RSS of the largest process (getrusage of the waited-for children: the CLI and its
-  validation workers) and the peak RSS of the whole process tree, sampled every 50 ms from /proc;
+  validation workers) and the peak PSS of the whole process tree, sampled every 50 ms from /proc;
 - the CPU seconds used and the machine's load average, since other work on the machine slows it.
 
 Target (issue 2): at least 4,000 records/s on SQLite with every resource validated.
@@ -50,24 +50,28 @@ def generate(out: Path, count: int) -> Path:
     return out
 
 
-def _tree_rss_kib(pid: int) -> int:
-    """Resident set size of ``pid`` and all its descendants, in KiB (0 once it is gone)."""
+def _tree_pss_kib(pid: int) -> int:
+    """Proportional set size of ``pid`` and its descendants, in KiB (0 once it is gone).
+
+    PSS splits pages shared after fork between the processes sharing them, so the sum is the
+    memory the tree really uses (a plain RSS sum counts the shared model code once per worker).
+    """
     total, todo = 0, [pid]
     while todo:
         current = todo.pop()
         try:
-            status = Path(f"/proc/{current}/status").read_text()
+            rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
             children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
         except OSError:
             continue
-        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        match = re.search(r"^Pss:\s+(\d+) kB", rollup, re.MULTILINE)
         total += int(match.group(1)) if match else 0
         todo.extend(int(c) for c in children)
     return total
 
 
 class _TreeSampler(threading.Thread):
-    """Samples the process tree's total RSS every 50 ms and keeps the peak."""
+    """Samples the process tree's total PSS every 50 ms and keeps the peak."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -77,7 +81,7 @@ class _TreeSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.done.wait(0.05):
-            self.peak_kib = max(self.peak_kib, _tree_rss_kib(self.pid))
+            self.peak_kib = max(self.peak_kib, _tree_pss_kib(self.pid))
 
 
 def run_import(node_dir: Path, data: Path, workers: int | None) -> dict[str, Any]:
@@ -105,7 +109,7 @@ def run_import(node_dir: Path, data: Path, workers: int | None) -> dict[str, Any
         "records_per_s_wall": round(imported / wall),
         "records_per_s_import": int(reported.group(2).replace(",", "")) if reported else None,
         "peak_rss_largest_process_mib": round(usage.ru_maxrss / 1024, 1),
-        "peak_rss_process_tree_mib": round(sampler.peak_kib / 1024, 1),
+        "peak_pss_process_tree_mib": round(sampler.peak_kib / 1024, 1),
         "cpu_seconds": round(
             (usage.ru_utime - cpu_before.ru_utime) + (usage.ru_stime - cpu_before.ru_stime), 1
         ),
@@ -140,7 +144,7 @@ def main() -> None:
     )
     print(
         f"  peak RSS {figures['peak_rss_largest_process_mib']} MiB (largest process), "
-        f"{figures['peak_rss_process_tree_mib']} MiB (whole process tree)"
+        f"{figures['peak_pss_process_tree_mib']} MiB PSS (whole process tree)"
     )
     print(
         f"  {figures['cpu_seconds']} CPU s on {figures['cpus']} CPUs, "
