@@ -9,7 +9,6 @@ record they depend on, or are parked (promise 3); they never stop the feed unles
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +17,9 @@ from typing import Any, Protocol
 from fhirsync import categories as cats
 from fhirsync.categories import Category
 from fhirsync.clients.base import LocalSide, RecordRef, SourceClient
+from fhirsync.clients.facade import ClientFacade
 from fhirsync.errors import DependencyMissing, RecordError, UnknownResourceType
+from fhirsync.feed.reader import FeedReader
 from fhirsync.records import FeedEntry, MarkerKey, Record, RecordWrite
 from fhirsync.settings import NodeConfig
 from fhirsync.store.audit import AuditEntry, AuditPolicy
@@ -506,12 +507,9 @@ def _warning(ctx: PullContext, category: str, message: str) -> AuditEntry:
     ).with_uuid()
 
 
-def connect_parent(config: NodeConfig) -> tuple[Any, Any]:
+def connect_parent(config: NodeConfig) -> tuple[FeedReader, ClientFacade]:
     """The parent side: the feed reader and the client facade (plug-ins included)."""
-    reader = importlib.import_module("fhirsync.feed.reader")
-    facade = importlib.import_module("fhirsync.clients.facade")
-    transport = facade.ClientFacade.for_parent(config)
-    return reader.FeedReader.for_parent(config), transport
+    return FeedReader.for_parent(config), ClientFacade.for_parent(config)
 
 
 def build_context(

@@ -59,6 +59,7 @@ def run_pull(
         outcome, error = "unreachable", f"{type(exc).__name__}: {exc}"
     finally:
         transport.close()
+        feed.close()
         locks.release(db, "pull", owner)
     seconds = time.monotonic() - started
     result = RunFinished(
