@@ -101,23 +101,33 @@ def latest_seqs(conn: Connection) -> dict[str, int]:
 
 def between(conn: Connection, category: str, first_seq: int, last_seq: int) -> list[ChangeEvent]:
     """Events of ``category`` with ``first_seq <= seq <= last_seq``, oldest first."""
+    # Named columns fetched at once and unpacked as tuples: feed pages read 1000 rows per
+    # request, and attribute access on Row objects cost half of that read.
     rows = conn.execute(
-        select(events)
+        select(
+            events.c.seq,
+            events.c.record_uuid,
+            events.c.event_uuid,
+            events.c.action,
+            events.c.timestamp,
+            events.c.origin,
+            events.c.via,
+        )
         .where(events.c.category == category, events.c.seq.between(first_seq, last_seq))
         .order_by(events.c.seq)
-    )
+    ).all()
     return [
         ChangeEvent(
-            seq=r.seq,
-            category=r.category,
-            record_uuid=r.record_uuid,
-            event_uuid=r.event_uuid,
-            action=r.action,
-            timestamp=r.timestamp.replace(tzinfo=UTC),
-            origin=r.origin,
-            via=r.via,
+            seq=seq,
+            category=category,
+            record_uuid=record_uuid,
+            event_uuid=event_uuid,
+            action=action,
+            timestamp=timestamp.replace(tzinfo=UTC),
+            origin=origin,
+            via=via,
         )
-        for r in rows
+        for seq, record_uuid, event_uuid, action, timestamp, origin, via in rows
     ]
 
 

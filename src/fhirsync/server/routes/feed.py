@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from fhirsync.errors import RecordNotFound
-from fhirsync.feed.pages import FeedPageData, load_page
+from fhirsync.feed.pages import PageRef, load_events, locate_page
 from fhirsync.feed.render import PageLinks, render_page
 from fhirsync.server.deps import CurrentUser, NodeDep
 
@@ -38,9 +38,9 @@ def _self_url(request: Request) -> str:
     return f"{proto}://{host}{request.url.path}"
 
 
-def _etag(data: FeedPageData, self_url: str) -> str:
+def _etag(ref: PageRef, self_url: str) -> str:
     # The page's links are built from the URL asked for, so it is part of the representation.
-    digest = hashlib.sha256(f"{data.etag}|{self_url}".encode()).hexdigest()[:32]
+    digest = hashlib.sha256(f"{ref.etag}|{self_url}".encode()).hexdigest()[:32]
     return f'"{digest}"'
 
 
@@ -55,21 +55,23 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return False
 
 
-def _respond(request: Request, data: FeedPageData) -> Response:
+def _respond(request: Request, node: NodeDep, page: int | None, category: str) -> Response:
+    ref = locate_page(node.db, category, page, node.config.settings.feed_page_size)
     self_url = _self_url(request)
-    etag = _etag(data, self_url)
-    headers = {"ETag": etag, "Cache-Control": _ARCHIVE_CACHE if data.archived else "no-cache"}
+    etag = _etag(ref, self_url)
+    headers = {"ETag": etag, "Cache-Control": _ARCHIVE_CACHE if ref.archived else "no-cache"}
     if _matches(request.headers.get("if-none-match"), etag):
+        # Answered from the page's location alone: its events are never read.
         return Response(status_code=304, headers=headers)
-    links = PageLinks(self_url, self_url.rsplit("/", 1)[0], data.page, data.latest_page)
-    return Response(render_page(data.events, links), headers=headers, media_type=ATOM_MEDIA_TYPE)
+    links = PageLinks(self_url, self_url.rsplit("/", 1)[0], ref.page, ref.latest_page)
+    body = render_page(load_events(node.db, ref), links)
+    return Response(body, headers=headers, media_type=ATOM_MEDIA_TYPE)
 
 
 @router.get("/ws/atomfeed/{category}/recent")
 def recent(category: str, request: Request, node: NodeDep, _user: CurrentUser) -> Response:
     """The latest page of a category's feed (the only one that still grows)."""
-    data = load_page(node.db, category, None, node.config.settings.feed_page_size)
-    return _respond(request, data)
+    return _respond(request, node, None, category)
 
 
 @router.get("/ws/atomfeed/{category}/{page}")
@@ -80,5 +82,4 @@ def numbered(
     # isascii: str.isdigit() also accepts digits such as "²" that int() refuses.
     if not (page.isascii() and page.isdigit()) or len(page) > 18:
         raise RecordNotFound(f"feed page {page[:40]!r} is not a page number")
-    data = load_page(node.db, category, int(page), node.config.settings.feed_page_size)
-    return _respond(request, data)
+    return _respond(request, node, int(page), category)
