@@ -88,7 +88,7 @@ def demo(
         typer.Option("--dir", help="Where to create the nodes (a temp dir if omitted)."),
     ] = None,
 ) -> None:
-    """Start a parent, two children and a grandchild on 127.0.0.1, seed, sync and show the result."""
+    """Start a parent, two children and a grandchild on 127.0.0.1; seed, sync, show the result."""
     root = directory or Path(tempfile.mkdtemp(prefix="fhirsync-demo-"))
     started = time.monotonic()
     console.print(f"Creating four nodes in {root} ...")
