@@ -7,6 +7,7 @@ clients and the engine are all exercised together.
 
 from __future__ import annotations
 
+import json
 import uuid as uuidlib
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from sqlalchemy import delete, func, select
 from tests.conftest import NodeFactory
 
+from fhirsync import categories
 from fhirsync.store.tables import events, markers, records
 from fhirsync.sync.runner import run_pull
 from fhirsync.sync.status import RunEvent, RunFinished, RunProgress
@@ -301,11 +303,57 @@ def test_a_java_style_feed_is_pulled_completely(node_factory: NodeFactory) -> No
         assert event_count(child) == count + 1
 
 
-def _point_at(node: NodeHandle, parent_url: str) -> None:
-    """Make ``node`` pull from ``parent_url`` (a server that is not a fhirsync node)."""
-    import json
-
+def _point_at(node: NodeHandle, parent_url: str, *, extra_classes: tuple[str, ...] = ()) -> None:
+    """Make ``node`` pull from ``parent_url`` (a server that is not a fhirsync node), reading
+    also the feeds of ``extra_classes`` (a Sync 2.0 sync2.json lists sub-resource feeds)."""
     path = node.node_dir / "sync2.json"
     data = json.loads(path.read_text())
     data["general"]["parentFeedLocation"] = parent_url
+    for name in extra_classes:
+        row = categories.get(name)
+        data["pull"]["classes"].append(
+            {
+                "classTitle": row.title,
+                "category": row.name,
+                "openMrsClass": row.openmrs_class,
+                "enabled": True,
+            }
+        )
     path.write_text(json.dumps(data))
+
+
+def test_java_sub_resource_entries_pull_their_owner(node_factory: NodeFactory) -> None:
+    person = _uuid()
+    name_uuid = _uuid()
+    body = {
+        "resourceType": "Person",
+        "id": person,
+        "name": [{"family": "Osei", "given": ["Kofi"]}],
+        "gender": "male",
+    }
+    feed = [
+        JavaEvent("person", person),
+        # A person_name entry names its owner in the link; the owner is fetched again.
+        JavaEvent("person_name", name_uuid, "UPDATED", parent_uuid=person),
+    ]
+    with JavaFeedServer(feed, fhir=[body]).start() as java:
+        child = node_factory("child", start=False)
+        # fhirsync nodes publish name changes as changes of the person; a Java parent has a
+        # person_name feed, which the default class list does not read: list it as Sync 2.0 did.
+        _point_at(child, java.base_url, extra_classes=("person_name",))
+        first = pull(child)
+        assert first.outcome == "ok", first
+        assert ("person", person) in held(child)
+        java.fhir[("Person", person)] = {**body, "name": [{"family": "Osei-Bonsu"}]}
+        java.add(JavaEvent("person_name", name_uuid, "UPDATED", parent_uuid=person))
+        second = pull(child)
+    assert second.outcome == "ok", second
+    _config, db = child.open()
+    try:
+        with db.read() as conn:
+            stored = conn.execute(
+                select(records.c.body).where(records.c.uuid == person)
+            ).scalar_one()
+    finally:
+        db.dispose()
+    assert b"Osei-Bonsu" in stored
