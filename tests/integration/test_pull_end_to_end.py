@@ -262,6 +262,16 @@ def test_parent_refusing_connections_is_unreachable_not_a_failure(
         assert pull(child).applied == 1
 
 
+def test_wrong_parent_password_stops_the_run_and_names_it(node_factory: NodeFactory) -> None:
+    parent = node_factory("parent")
+    put(parent, patient(_uuid(), "Asante"))
+    child = node_factory("child", parent=parent, parent_password="not-the-password", start=False)
+    result = pull(child)
+    assert result.outcome == "unreachable", result
+    assert result.error is not None and result.error.startswith("Unauthenticated")
+    assert held(child) == {}
+
+
 # --- a Java OpenMRS parent ----------------------------------------------------------------------
 
 
