@@ -55,6 +55,8 @@ class FeedReader:
         self.base_url = base_url.rstrip("/")
         self.requests = 0
         """Pages fetched so far (tests assert on it; a first read never walks back)."""
+        self._recent: dict[str, FeedPage] = {}
+        """``recent`` pages fetched by :meth:`_latest` during the current read, not asked twice."""
         self._closer = weakref.finalize(self, http.close) if owns_http else None
 
     @classmethod
@@ -86,6 +88,7 @@ class FeedReader:
         self, category: str, *, after_entry_id: str | None = None, page: int | None = None
     ) -> Iterator[FeedPageChunk]:
         """Chunks of ``category``'s feed after the marked entry, page by page, to the end."""
+        self._recent.pop(category, None)
         if after_entry_id is None:
             current = self._first_page(category)
             yield FeedPageChunk(current, self._number(current, None), current.entries)
@@ -111,7 +114,10 @@ class FeedReader:
     def _first_page(self, category: str) -> FeedPage:
         """Page 1, or ``recent`` when the feed has no page 1 (empty, or a Java 500 for it)."""
         first = self._page_or_beyond(category, 1)
-        return first if first is not None else self._fetch(category, "recent")
+        if first is not None:
+            return first
+        # An empty Java feed answers page 1 with a 500 and _latest has just read recent: reuse it.
+        return self._recent.pop(category, None) or self._fetch(category, "recent")
 
     def _resume(
         self, category: str, entry_id: str, page: int | None
@@ -166,7 +172,8 @@ class FeedReader:
 
     def _latest(self, category: str) -> int:
         """The number of the publisher's last page (``recent``'s via link; 0 when empty)."""
-        number = self._fetch(category, "recent").page_number
+        recent = self._recent[category] = self._fetch(category, "recent")
+        number = recent.page_number
         return number if number is not None else _MAX_PAGE_NUMBER
 
     def _page_or_beyond(self, category: str, number: int) -> FeedPage | None:

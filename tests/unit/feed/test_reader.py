@@ -96,6 +96,8 @@ def test_empty_java_feed_reads_recent_instead_of_failing() -> None:
     with JavaFeedServer([]).start() as java:  # page 1 of an empty Java feed is a 500
         chunks = _read(java)
     assert _ids(chunks) == []
+    # Two requests per empty feed (page 1, then recent once): a pull reads ~30 feeds per run.
+    assert java.feed_requests("patient") == ["1", "recent"]
 
 
 def test_malformed_page_raises_malformed_feed(java: JavaFeedServer) -> None:
