@@ -13,8 +13,8 @@ their owner in the ``{parent-uuid}`` segment: :meth:`ClientFacade.owner_ref`.
 Old ``/ws/fhir/{Type}/{uuid}`` links (a Java parent's STU3 module, spec §11): the link is only read
 for its uuid. The ``fhir`` client never follows it; it fetches the category's R4 type from
 ``/ws/fhir2/R4`` by ``_id`` (so ``test_order``'s STU3 ``ProcedureRequest`` link is fetched as an R4
-``ServiceRequest``), which a Java OpenMRS with the fhir2 module serves. A class that must use REST
-instead says ``preferredClient: "rest"``.
+``ServiceRequest``), which a Java OpenMRS with the fhir2 module serves. ``preferredClient:
+"rest"`` on such a class is ignored (the category has no REST resource here; falls back to fhir).
 """
 
 from __future__ import annotations
