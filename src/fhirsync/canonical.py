@@ -1,8 +1,8 @@
 """Canonical JSON bytes and content hashes.
 
 Two nodes holding the same record must compute the same hash, whatever key order or server
-bookkeeping (``meta.versionId``, ``meta.lastUpdated``, REST ``links``/``auditInfo``) they add. So the
-hash is taken over the *unified* body: bookkeeping removed, keys sorted.
+bookkeeping (``meta.versionId``, ``meta.lastUpdated``, REST ``links``/``auditInfo``) they add.
+So the hash is taken over the *unified* body: bookkeeping removed, keys sorted.
 """
 
 from __future__ import annotations

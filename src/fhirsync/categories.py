@@ -163,7 +163,10 @@ def for_rest_resource(resource: str) -> Category:
 
 
 def for_fhir_type(resource_type: str) -> list[Category]:
-    """The categories stored as ``resource_type`` (Encounter has two); UnknownResourceType if none."""
+    """The categories stored as ``resource_type`` (Encounter has two).
+
+    Raises UnknownResourceType when the type is not served.
+    """
     cats = _BY_FHIR.get(resource_type)
     if not cats:
         raise UnknownResourceType(f"Resource type {resource_type!r} is not supported")
