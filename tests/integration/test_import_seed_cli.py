@@ -84,6 +84,7 @@ def _ndjson(path: Path) -> Path:
     return path
 
 
+@pytest.mark.postgres
 def test_import_stores_good_lines_with_events_and_reports_bad_lines(
     node_factory: NodeFactory, tmp_path: Path
 ) -> None:
