@@ -25,15 +25,21 @@ audit_app = typer.Typer(help="The audit log and failed records (spec §7).", no_
 NodeDir = Annotated[Path, typer.Argument(help="The node directory.")]
 
 
+@audit_app.callback()
+def _node(ctx: typer.Context, node_dir: NodeDir) -> None:
+    """``fhirsync audit NODE_DIR list|show|retry`` (DESIGN §3): the node comes first."""
+    ctx.obj = node_dir
+
+
 @audit_app.command("list")
 @handle_errors
 def list_(
-    node_dir: NodeDir,
+    ctx: typer.Context,
     failed: Annotated[bool, typer.Option("--failed", help="Only failures.")] = False,
     limit: Annotated[int, typer.Option(help="Rows to show.")] = 20,
 ) -> None:
     """The newest audit rows."""
-    _config, db = open_node(node_path(node_dir))
+    _config, db = open_node(node_path(ctx.obj))
     try:
         with db.read() as conn:
             page = audit_query.list_messages(
@@ -59,9 +65,9 @@ def list_(
 
 @audit_app.command()
 @handle_errors
-def show(node_dir: NodeDir, uuid: Annotated[str, typer.Argument(help="Audit row uuid.")]) -> None:
+def show(ctx: typer.Context, uuid: Annotated[str, typer.Argument(help="Audit row uuid.")]) -> None:
     """One audit row with every field."""
-    _config, db = open_node(node_path(node_dir))
+    _config, db = open_node(node_path(ctx.obj))
     try:
         with db.read() as conn:
             message = audit_query.get_message(conn, uuid)
@@ -77,13 +83,13 @@ def show(node_dir: NodeDir, uuid: Annotated[str, typer.Argument(help="Audit row 
 @audit_app.command()
 @handle_errors
 def retry(
-    node_dir: NodeDir,
+    ctx: typer.Context,
     failure_id: Annotated[
         int | None, typer.Argument(help="Id of one parked failure (see status); all if omitted.")
     ] = None,
 ) -> None:
     """Retry parked failures now (they get a fresh set of attempts), then pull."""
-    config, db = open_node(node_path(node_dir))
+    config, db = open_node(node_path(ctx.obj))
     try:
         with db.write() as conn:
             count = failures.requeue(conn, [failure_id] if failure_id is not None else None)
@@ -99,7 +105,10 @@ def retry(
     if result.outcome == "unreachable":
         err_console.print(f"[red]parent unreachable:[/red] {result.error}")
         raise typer.Exit(3)
-    raise typer.Exit(EXIT_FAILURES if still.get("parked") else EXIT_OK)
+    # A retried record that failed again is a failure of this command, even if it is not parked
+    # yet (requeueing gave it a fresh set of attempts).
+    failed = result.outcome == "failures" or bool(still.get("parked"))
+    raise typer.Exit(EXIT_FAILURES if failed else EXIT_OK)
 
 
 def register(app: typer.Typer) -> None:

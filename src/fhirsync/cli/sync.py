@@ -22,7 +22,14 @@ from fhirsync.cli.common import (
 from fhirsync.node import open_node
 from fhirsync.store import failures, markers, runs
 from fhirsync.sync.runner import run_pull
-from fhirsync.sync.status import Listener, RecordFailed, RunEvent, RunFinished, RunProgress
+from fhirsync.sync.status import (
+    CategoryStopped,
+    Listener,
+    RecordFailed,
+    RunEvent,
+    RunFinished,
+    RunProgress,
+)
 
 _EXIT = {"ok": EXIT_OK, "failures": EXIT_FAILURES, "busy": EXIT_FAILURES}
 
@@ -64,6 +71,11 @@ def pull(
                 elif isinstance(event, RecordFailed):
                     seen["failed"] += 1
                     progress.update(task, failed=seen["failed"])
+                elif isinstance(event, CategoryStopped):
+                    err_console.print(
+                        f"[red]category {event.category} stopped:[/red] "
+                        f"{event.error_class}: {event.message}"
+                    )
                 elif isinstance(event, RunFinished):
                     progress.update(task, read=event.events_read, applied=event.applied)
 
@@ -118,6 +130,8 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
             f"{state.finished_at}; read {state.events_read}, applied {state.applied}, "
             f"failed {state.failed}"
         )
+        if state.last_error and not state.backoff_seconds:
+            console.print(f"last error: {state.last_error}")
         if state.backoff_seconds:
             console.print(
                 f"scheduler backing off {state.backoff_seconds:.0f}s after "

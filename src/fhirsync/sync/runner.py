@@ -37,6 +37,7 @@ def run_pull(
         return RunFinished(OPERATION, "busy", 0, 0, 0, 0.0, "another pull run is in progress")
     started = time.monotonic()
     totals, error = Totals(), None
+    stopped: list[str] = []
     outcome: Outcome = "ok"
     feed, transport = connect_parent(config)  # no I/O yet: errors come from reading
     try:
@@ -49,12 +50,15 @@ def run_pull(
                 done = pull_category(ctx, cls.category.lower(), cls.preferred_client)
             except RequestError as exc:  # a broken feed blocks only its own category
                 listener(CategoryStopped(OPERATION, cls.category, type(exc).__name__, str(exc)))
+                stopped.append(f"{cls.category.lower()}: {type(exc).__name__}: {exc}")
                 totals.failed += 1
                 continue
             totals.read, totals.applied = totals.read + done.read, totals.applied + done.applied
             totals.failed += done.failed
             locks.refresh(db, "pull", owner, LOCK_TTL)
         outcome = "failures" if totals.failed else "ok"
+        # A stopped category is kept as the run's error, so `fhirsync status` shows it.
+        error = "; ".join(stopped) or None
     except (TransientError, AuthError) as exc:
         outcome, error = "unreachable", f"{type(exc).__name__}: {exc}"
     finally:

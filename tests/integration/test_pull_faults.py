@@ -1,0 +1,219 @@
+"""Pull under faults, against real nodes on 127.0.0.1: the child process killed with SIGKILL in the
+middle of a run, a malformed feed page, an invalid record at the parent (retried, parked, visible,
+retried by hand) with a record that depends on it, and the scheduled pull of ``fhirsync serve``
+beside a manual pull.
+
+After each, the child holds exactly the parent's records (uuids and content hashes) and its own
+event log shows every change applied exactly once.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+from sqlalchemy import select
+from tests.conftest import NodeFactory
+from tests.integration.pull_support import (
+    cli,
+    edit_sync2,
+    encounter,
+    event_actions,
+    held,
+    new_uuid,
+    patient,
+    pull,
+    put,
+    record_count,
+    save_sync2,
+    write_raw,
+)
+
+from fhirsync.store.tables import markers
+from fhirsync.sync.runner import run_pull
+from fhirsync.sync.status import CategoryStopped, RunEvent
+from fhirsync.testing.javafeed import JavaEvent, JavaFeedServer
+from fhirsync.testing.proxy import FaultProxy
+from fhirsync.testing.servers import NodeHandle
+
+# --- kill -9 of the child process --------------------------------------------------------------
+
+
+def _committed(child: NodeHandle) -> int:
+    """Records the child has committed so far (0 while its database is not there yet)."""
+    try:
+        return record_count(child)
+    except Exception:  # noqa: BLE001 - the child may be creating its tables this instant
+        return 0
+
+
+def test_child_killed_mid_run_applies_every_change_exactly_once(node_factory: NodeFactory) -> None:
+    total = 4000
+    parent = node_factory("parent", extra_settings={"feed_page_size": 50})
+    uuids = [new_uuid() for _ in range(total)]
+    for start in range(0, total, 1000):
+        chunk = uuids[start : start + 1000]
+        write_raw(parent, "patient", [patient(u, f"K{n}") for n, u in enumerate(chunk)], "parent")
+    child = node_factory("child", parent=parent, start=False)
+    log = (child.node_dir / "pull.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fhirsync", "pull", str(child.node_dir)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while _committed(child) < 200 and process.poll() is None:
+            assert time.monotonic() < deadline, "the child never committed a page"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+        log.close()
+    assert process.returncode == -signal.SIGKILL, "the run finished before the kill"
+    partial = record_count(child)
+    assert 0 < partial < total
+    # Pages are committed whole: what is there is a whole number of pages.
+    assert partial % 50 == 0
+    rerun = cli("pull", str(child.node_dir), "--wait", "5")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert held(child) == held(parent)
+    assert event_actions(child) == {u: ["CREATED"] for u in uuids}
+
+
+# --- a malformed feed page ---------------------------------------------------------------------
+
+
+def test_a_malformed_page_stops_its_category_only(node_factory: NodeFactory) -> None:
+    patients = [new_uuid() for _ in range(12)]  # pages 1..3 of 5
+    locations = [new_uuid() for _ in range(3)]
+    feed = [JavaEvent("patient", u) for u in patients]
+    feed += [JavaEvent("location", u) for u in locations]
+    bodies = [patient(u, f"M{n}") for n, u in enumerate(patients)]
+    bodies += [{"resourceType": "Location", "id": u, "name": f"W{u[:4]}"} for u in locations]
+    with JavaFeedServer(feed, fhir=bodies).start() as java:
+        java.broken_pages.add(("patient", "2"))
+        child = node_factory("child", start=False)
+        edit_sync2(child, parentFeedLocation=java.base_url)
+        stopped: list[CategoryStopped] = []
+
+        def listen(event: RunEvent) -> None:
+            if isinstance(event, CategoryStopped):
+                stopped.append(event)
+
+        config, db = child.open()
+        try:
+            broken = run_pull(config, db, listener=listen)
+            with db.read() as conn:
+                marked = conn.execute(
+                    select(markers.c.category, markers.c.last_entry_id, markers.c.last_page)
+                ).all()
+        finally:
+            db.dispose()
+        assert broken.outcome == "failures", broken
+        assert [(s.category.lower(), s.error_class) for s in stopped] == [
+            ("patient", "MalformedFeed")
+        ]
+        # Page 1 is applied, the marker stays on its last entry; locations came in anyway.
+        on_child = {u for (_c, u) in held(child)}
+        assert on_child == set(patients[:5]) | set(locations)
+        by_category = {c: (e, p) for c, e, p in marked}
+        assert by_category["patient"] == (feed[4].entry_id, 1)
+        # The command line names the broken category and exits 1.
+        shown = cli("pull", str(child.node_dir))
+        assert shown.returncode == 1, shown.stdout + shown.stderr
+        assert "patient" in shown.stderr and "MalformedFeed" in shown.stderr
+        status = cli("status", str(child.node_dir))
+        assert "MalformedFeed" in status.stdout, status.stdout
+        # Once the page is fixed the next run resumes from the marker and completes.
+        java.broken_pages.clear()
+        healed = pull(child)
+    assert healed.outcome == "ok", healed
+    assert healed.applied == 7
+    assert {u for (_c, u) in held(child)} == set(patients) | set(locations)
+
+
+# --- an invalid record, and one that depends on it ---------------------------------------------
+
+
+def test_an_invalid_record_is_parked_visible_and_retried_by_hand(
+    node_factory: NodeFactory,
+) -> None:
+    parent = node_factory("parent")
+    good, bad, visit = new_uuid(), new_uuid(), new_uuid()
+    put(parent, patient(good, "Good"))
+    # Written straight into the parent's store: the parent's API would have refused it.
+    write_raw(parent, "patient", [{**patient(bad, "Bad"), "gender": "robot"}], "parent")
+    put(parent, encounter(visit, bad))
+    child = node_factory(
+        "child",
+        parent=parent,
+        start=False,
+        extra_settings={"record_max_attempts": 2, "retry_base_delay": 0.05},
+    )
+    edit_sync2(child, persistFailureAudit=True)
+    node_dir = str(child.node_dir)
+
+    first = cli("pull", node_dir)
+    assert first.returncode == 1, first.stdout + first.stderr
+    time.sleep(0.2)  # past the retry delay: the next run retries the bad record (attempt 2)
+    second = cli("pull", node_dir)
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert set(held(child)) == {("patient", good)}  # the encounter waits for its patient
+
+    status = cli("status", node_dir)
+    assert status.returncode == 0, status.stderr
+    assert f"parked patient/{bad}" in status.stdout, status.stdout
+    assert "attempts=2" in status.stdout and "InvalidResource" in status.stdout
+    assert f"waiting encounter/{visit}" in status.stdout, status.stdout
+    listed = cli("audit", node_dir, "list", "--failed")
+    assert listed.returncode == 0, listed.stderr
+    assert bad in listed.stdout and "InvalidResource" in listed.stdout
+
+    still_bad = cli("audit", node_dir, "retry")
+    assert still_bad.returncode == 1, still_bad.stdout + still_bad.stderr
+
+    put(parent, patient(bad, "Fixed"))  # fixed at the parent (a new UPDATED event too)
+    fixed = cli("audit", node_dir, "retry")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert held(child) == held(parent)
+    assert "failures: none" in cli("status", node_dir).stdout
+    assert event_actions(child)[visit] == ["CREATED"]
+    assert event_actions(child)[bad] == ["CREATED"]
+
+
+# --- scheduled pull inside serve, beside a manual pull -----------------------------------------
+
+
+def test_scheduled_pull_in_serve_and_a_manual_pull_never_run_together(
+    node_factory: NodeFactory,
+) -> None:
+    parent = node_factory("parent", extra_settings={"feed_page_size": 20})
+    uuids = [new_uuid() for _ in range(300)]
+    write_raw(parent, "patient", [patient(u, f"S{n}") for n, u in enumerate(uuids)], "parent")
+    with FaultProxy("127.0.0.1", parent.port) as proxy:
+        proxy.delay(0.05)  # every request a little slow: a scheduled run lasts a while
+        via_proxy = NodeHandle(parent.node_dir, "parent", proxy.port, parent.admin_password)
+        child = node_factory("child", parent=via_proxy, start=False)
+        data = edit_sync2(child)
+        data["pull"].update(enabled=True, schedule=1)
+        save_sync2(child, data)
+        child.start_process()
+        try:
+            deadline = time.monotonic() + 60
+            while _committed(child) == 0:
+                assert time.monotonic() < deadline, "the scheduled pull never ran"
+                time.sleep(0.02)
+            # The scheduled run holds the run lock: a manual pull that will not wait is skipped.
+            busy = cli("pull", str(child.node_dir), "--wait", "0")
+            assert busy.returncode == 1, busy.stdout + busy.stderr
+            assert "pull skipped" in busy.stdout
+            # One that waits runs after it, and finds the work done (or finishes it).
+            waited = cli("pull", str(child.node_dir), "--wait", "60")
+            assert waited.returncode == 0, waited.stdout + waited.stderr
+        finally:
+            child.stop()
+    assert held(child) == held(parent)
+    assert event_actions(child) == {u: ["CREATED"] for u in uuids}
