@@ -162,3 +162,48 @@ run_state = Table(
     Column("backoff_seconds", Float, nullable=True),
     Column("next_run_at", DateTime, nullable=True),
 )
+
+# --- conflicts (migration 0003) ---------------------------------------------------------------
+
+# The last version this node and its parent agreed on, per record (written in the transaction of
+# the pull or push that agreed on it): the base of three-way merges.
+agreed = Table(
+    "agreed",
+    metadata,
+    Column("category", String(64), primary_key=True),
+    Column("uuid", String(64), primary_key=True),
+    Column("content_hash", String(64), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("parent_version", String(64), nullable=True),
+    Column("pending_push", Boolean, nullable=False, default=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+Index("ix_agreed_pending", agreed.c.pending_push, agreed.c.category)
+
+# Records whose local and parent versions could not be merged: base, local and remote kept.
+conflicts = Table(
+    "conflicts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uuid", String(38), nullable=False, unique=True),
+    Column("category", String(64), nullable=False),
+    Column("record_uuid", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("operation", String(8), nullable=False),
+    Column("base_body", LargeBinary, nullable=True),
+    Column("base_state", String(16), nullable=True),
+    Column("local_body", LargeBinary, nullable=False),
+    Column("local_state", String(16), nullable=False),
+    Column("remote_body", LargeBinary, nullable=False),
+    Column("remote_state", String(16), nullable=False),
+    Column("remote_version", String(64), nullable=True),
+    Column("paths", Text, nullable=False),
+    Column("detected_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Column("resolved_at", DateTime, nullable=True),
+    Column("resolved_by", String(255), nullable=True),
+    Column("resolution", String(32), nullable=True),
+)
+Index("ix_conflicts_record", conflicts.c.category, conflicts.c.record_uuid, conflicts.c.status)
+Index("ix_conflicts_status", conflicts.c.status)

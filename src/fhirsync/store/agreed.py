@@ -1,0 +1,145 @@
+"""The last version this node and its parent agreed on, per record: the base of a three-way merge.
+
+A row is written in the SAME transaction as the pull or push commit that agreed on the version, so
+after a crash the base always matches what both sides held. ``parent_version`` is the parent's
+``meta.versionId`` when it is known (sent as ``If-Match`` on push); ``pending_push`` marks a record
+whose local version must be sent up although no new event asks for it (a merge or resolution whose
+result equals the local body, or a child-wins decision).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from fhirsync import canonical
+from fhirsync.records import RecordState
+from fhirsync.store.tables import agreed
+
+_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Agreed:
+    """One agreed version of a record."""
+
+    category: str
+    uuid: str
+    content_hash: str
+    body: bytes
+    """Canonical JSON of the unified body (no server bookkeeping)."""
+    state: RecordState
+    parent_version: str | None = None
+    pending_push: bool = False
+
+    def resource(self) -> dict[str, Any]:
+        """The agreed body as a dict."""
+        value: dict[str, Any] = canonical.loads(self.body)
+        return value
+
+
+def of_body(
+    category: str,
+    uuid: str,
+    body: Mapping[str, Any],
+    state: RecordState,
+    parent_version: str | None,
+    *,
+    pending_push: bool = False,
+) -> Agreed:
+    """The agreed row of ``body`` (hash and bytes of its unified form)."""
+    unified = canonical.unify(body)
+    return Agreed(
+        category,
+        uuid,
+        canonical.content_hash(body),
+        canonical.dumps(unified),
+        state,
+        parent_version,
+        pending_push,
+    )
+
+
+def get_many(conn: Connection, category: str, uuids: Iterable[str]) -> dict[str, Agreed]:
+    """Agreed rows of ``category`` by uuid (missing uuids are left out)."""
+    wanted = list(dict.fromkeys(uuids))
+    out: dict[str, Agreed] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start : start + _CHUNK]
+        rows = conn.execute(
+            select(agreed).where(agreed.c.category == category, agreed.c.uuid.in_(chunk))
+        )
+        for row in rows:
+            out[row.uuid] = _to_agreed(row)
+    return out
+
+
+def pending(conn: Connection, category: str, limit: int = 500) -> list[Agreed]:
+    """Rows of ``category`` whose local version must be pushed."""
+    rows = conn.execute(
+        select(agreed)
+        .where(agreed.c.category == category, agreed.c.pending_push.is_(True))
+        .order_by(agreed.c.uuid)
+        .limit(limit)
+    )
+    return [_to_agreed(r) for r in rows]
+
+
+def upsert_many(conn: Connection, rows: Sequence[Agreed], *, now: datetime) -> None:
+    """Insert or replace the agreed rows (the newest row of one record wins)."""
+    if not rows:
+        return
+    latest = {(r.category, r.uuid): r for r in rows}
+    moment = now.astimezone(UTC).replace(tzinfo=None)
+    by_cat: dict[str, list[str]] = {}
+    for category, uuid in latest:
+        by_cat.setdefault(category, []).append(uuid)
+    for category, uuids in by_cat.items():
+        for start in range(0, len(uuids), _CHUNK):
+            chunk = uuids[start : start + _CHUNK]
+            conn.execute(
+                delete(agreed).where(agreed.c.category == category, agreed.c.uuid.in_(chunk))
+            )
+    conn.execute(
+        insert(agreed),
+        [
+            {
+                "category": r.category,
+                "uuid": r.uuid,
+                "content_hash": r.content_hash,
+                "body": r.body,
+                "state": r.state,
+                "parent_version": r.parent_version,
+                "pending_push": r.pending_push,
+                "updated_at": moment,
+            }
+            for r in latest.values()
+        ],
+    )
+
+
+def clear_pending(conn: Connection, category: str, uuids: Iterable[str]) -> None:
+    """Forget the pending push of these records (they were sent)."""
+    wanted = list(uuids)
+    if wanted:
+        conn.execute(
+            update(agreed)
+            .where(agreed.c.category == category, agreed.c.uuid.in_(wanted))
+            .values(pending_push=False)
+        )
+
+
+def _to_agreed(row: Any) -> Agreed:
+    return Agreed(
+        row.category,
+        row.uuid,
+        row.content_hash,
+        bytes(row.body),
+        row.state,
+        row.parent_version,
+        bool(row.pending_push),
+    )
