@@ -39,6 +39,8 @@ class AuditEntry:
     timestamp: datetime | None = None
     previous_uuid: str | None = None
     """The audit row of an earlier failed attempt of the same record; linked to this one."""
+    merge_conflict_uuid: str | None = None
+    """The conflict this row reports (spec §6.4 ``mergeConflictUuid``)."""
 
     def with_uuid(self) -> AuditEntry:
         """This entry with a fresh random uuid if it has none."""
@@ -98,7 +100,7 @@ def insert_many(
                 "error_class": e.error_class,
                 "next_message_uuid": None,
                 "creator_instance_id": e.creator_instance_id,
-                "merge_conflict_uuid": None,
+                "merge_conflict_uuid": e.merge_conflict_uuid,
                 "voided": False,
                 "date_created": moment,
             }

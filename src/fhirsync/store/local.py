@@ -10,11 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy import Connection
 
 from fhirsync.categories import Category
 from fhirsync.records import MarkerKey, Record, RecordWrite
+from fhirsync.store import agreed as agreed_repo
 from fhirsync.store import audit, failures, markers, records
+from fhirsync.store import conflicts as conflict_repo
+from fhirsync.store.agreed import Agreed
 from fhirsync.store.audit import AuditEntry, AuditPolicy
+from fhirsync.store.conflicts import ConflictNote
 from fhirsync.store.engine import Database
 from fhirsync.store.failures import Failure, FailureNote
 from fhirsync.store.markers import Marker
@@ -44,6 +51,20 @@ class PageCommit:
     resolved: Mapping[str, Sequence[str]] = field(default_factory=dict)
     """category → record uuids whose open failures are now resolved."""
     marker: MarkerMove | None = None
+    agreed: Sequence[Agreed] = ()
+    """Versions this node and its parent now agree on (the bases of later merges)."""
+    conflicts: Sequence[ConflictNote] = ()
+    """Conflicts to open (or refresh)."""
+    kept_audit: Sequence[AuditEntry] = ()
+    """Audit rows kept whatever the policy (merges and conflicts are never silent)."""
+
+
+class CommitHook(Protocol):
+    """Rewrites a page inside its write transaction before it is applied (conflict handling)."""
+
+    def __call__(self, conn: Connection, batch: PageCommit, now: datetime) -> PageCommit:
+        """The page to apply instead of ``batch``."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +79,17 @@ class CommitResult:
 class StoreLocalSide:
     """:class:`~fhirsync.clients.base.LocalSide` over this node's database."""
 
-    def __init__(self, db: Database, instance_id: str, policy: AuditPolicy) -> None:
+    def __init__(
+        self,
+        db: Database,
+        instance_id: str,
+        policy: AuditPolicy,
+        hook: CommitHook | None = None,
+    ) -> None:
         self.db = db
         self.instance_id = instance_id
         self.policy = policy
+        self.hook = hook
 
     def read_many(self, category: Category, uuids: Sequence[str]) -> dict[str, Record]:
         """Current local records (any state) by uuid; missing uuids are left out."""
@@ -93,6 +121,8 @@ class StoreLocalSide:
     def commit(self, batch: PageCommit, *, now: datetime) -> CommitResult:
         """Apply ``batch`` in one transaction: records (+ events), failures, audit, marker."""
         with self.db.write() as conn:
+            if self.hook is not None:
+                batch = self.hook(conn, batch, now)
             results = records.write_many(conn, batch.writes, now=now) if batch.writes else []
             rows: list[AuditEntry] = []
             changed = 0
@@ -109,7 +139,21 @@ class StoreLocalSide:
             if batch.failures:
                 failures.record(conn, batch.failures, now=now)
             stored = audit.insert_many(conn, rows, self.policy, now=now)
+            _sync_state(conn, batch, now)
             if batch.marker is not None:
                 move = batch.marker
                 markers.advance(conn, move.key, move.entry_id, move.page)
         return CommitResult(changed=changed, audited=len(stored))
+
+
+_KEEP_ALL = AuditPolicy(persist_success=True, persist_failure=True)
+
+
+def _sync_state(conn: Connection, batch: PageCommit, now: datetime) -> None:
+    """The page's agreed versions, conflicts and always-kept audit rows (same transaction)."""
+    if batch.agreed:
+        agreed_repo.upsert_many(conn, batch.agreed, now=now)
+    if batch.conflicts:
+        conflict_repo.record_many(conn, batch.conflicts, now=now)
+    if batch.kept_audit:
+        audit.insert_many(conn, batch.kept_audit, _KEEP_ALL, now=now)
