@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -100,6 +100,9 @@ class Sync2Config(_Strict):
         return json.dumps(data, indent=2) + "\n"
 
 
+ConflictPolicy = Literal["manual", "parent-wins", "child-wins", "newest-wins"]
+
+
 class NodeSettings(BaseSettings):
     """The node's own settings (``fhirsync.json``; env ``FHIRSYNC_*`` overrides)."""
 
@@ -135,6 +138,14 @@ class NodeSettings(BaseSettings):
     )
     continue_on_failure: bool = Field(
         True, description="Move the feed on past a parked record (continueOnFailure)."
+    )
+    conflict_policies: dict[str, ConflictPolicy] = Field(
+        default_factory=dict,
+        description="Per category: how a record both sides changed in the same field is decided: "
+        '"manual" (default for unlisted categories; keep both until a person resolves it), '
+        '"parent-wins", "child-wins" or "newest-wins" (by meta.lastUpdated; parent wins when a '
+        "side has no time, the times are equal, or the parent's time is over 5 minutes ahead of "
+        "this node's clock). Fields changed on one side only are merged whatever the policy.",
     )
     audit_retention_days: int = Field(90, ge=1, description="Days audit rows are kept.")
     audit_keep_payloads: bool = Field(False, description="Keep record bodies in audit details.")

@@ -29,6 +29,7 @@ from fhirsync.store.local import MarkerMove, PageCommit, StoreLocalSide
 from fhirsync.sync import apply
 from fhirsync.sync.apply import Change, Fail, Outcome, Skip, Write
 from fhirsync.sync.filters import FilterChain, load_plugins
+from fhirsync.sync.reconcile import conflict_hook
 from fhirsync.sync.retry import Decision, RetryPolicy
 from fhirsync.sync.status import CategoryStopped, Listener, RecordFailed, RunProgress
 
@@ -522,7 +523,7 @@ def build_context(
         config.sync2.general.persist_success_audit, config.sync2.general.persist_failure_audit
     )
     return PullContext(
-        local=StoreLocalSide(db, instance_id, policy),
+        local=StoreLocalSide(db, instance_id, policy, conflict_hook(config)),
         feed=feed,
         transport=transport,
         filters=FilterChain(instance_id, settings.location_filter, tuple(load_plugins())),

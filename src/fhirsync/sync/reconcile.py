@@ -1,0 +1,339 @@
+"""Deciding a record both this node and its parent may have changed: base, local, remote.
+
+Used by pull (as the local side's commit hook, inside the page's write transaction) and by push
+(when the parent refuses a stale ``If-Match`` with 412). Against the last agreed version (the base):
+
+- only the parent changed → take the parent's version (what pull always did);
+- only this node changed → keep it (push sends it); both hold the same → just agree;
+- both changed → three-way merge (``sync/merge.py``). Different fields merge automatically: the
+  merged record is written here as a local change (so push sends it up) and an audit row records
+  the merge. Same field changed differently → the category's policy decides (``parent-wins``,
+  ``child-wins``, ``newest-wins``) or, under ``manual``, a conflict is stored with base, local and
+  remote, and both nodes keep their own version until a person resolves it.
+
+``newest-wins`` compares the parent's ``meta.lastUpdated`` with this node's ``last_updated``. When a
+side has no time, the times are equal, or the parent's time is more than :data:`CLOCK_SKEW` ahead
+of this node's clock (clocks disagree, so the times cannot be compared), the parent wins: every
+child then makes the same decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import Connection
+
+from fhirsync import canonical
+from fhirsync.records import Record, RecordState, RecordWrite
+from fhirsync.settings import NodeConfig
+from fhirsync.store import agreed as agreed_repo
+from fhirsync.store import conflicts as conflict_repo
+from fhirsync.store import records as record_repo
+from fhirsync.store.agreed import Agreed
+from fhirsync.store.audit import AuditEntry
+from fhirsync.store.conflicts import Conflict, ConflictNote
+from fhirsync.store.local import CommitHook, PageCommit
+from fhirsync.sync.merge import MergeResult, Prefer, Side, merge
+
+Policy = Literal["manual", "parent-wins", "child-wins", "newest-wins"]
+CLOCK_SKEW = timedelta(minutes=5)
+PULLED_VIA = "parent"
+Kind = Literal["take-remote", "keep-local", "agree", "merged", "conflict"]
+
+
+@dataclass(frozen=True, slots=True)
+class Remote:
+    """The parent's version of a record."""
+
+    body: Mapping[str, Any]
+    state: RecordState
+    parent_version: str | None = None
+    last_updated: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with one record."""
+
+    kind: Kind
+    write: RecordWrite | None = None
+    agreed: Agreed | None = None
+    conflict: ConflictNote | None = None
+    merged: MergeResult | None = None
+    policy: Policy = "manual"
+
+
+def remote_of(body: Mapping[str, Any], state: RecordState) -> Remote:
+    """The parent's version from a body it served (its ``meta`` gives version and time)."""
+    meta = body.get("meta")
+    version = last = None
+    if isinstance(meta, Mapping):
+        raw_version = meta.get("versionId")
+        version = str(raw_version) if raw_version is not None else None
+        last = _instant(meta.get("lastUpdated"))
+    return Remote(body, state, version, last)
+
+
+def _instant(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def decide(
+    local: Record | None,
+    base: Agreed | None,
+    remote: Remote,
+    *,
+    category: str,
+    uuid: str,
+    policy: Policy,
+    instance_id: str,
+    operation: str,
+    now: datetime,
+    remote_write: RecordWrite | None = None,
+) -> Decision:
+    """The decision for one record (see the module docstring)."""
+    remote_hash = canonical.content_hash(remote.body)
+    agreed_remote = agreed_repo.of_body(
+        category, uuid, remote.body, remote.state, remote.parent_version
+    )
+    take = remote_write or RecordWrite(
+        category, uuid, remote.body, instance_id, remote.state, via=PULLED_VIA
+    )
+    if local is None:
+        return Decision("take-remote", take, agreed_remote)
+    same = (local.content_hash, local.state) == (remote_hash, remote.state)
+    if same:
+        return Decision("agree", None, agreed_remote)
+    if base is None:
+        # Never agreed before: the parent's version wins, as in Sync 2.0 (spec §6.2).
+        return Decision("take-remote", take, agreed_remote)
+    local_changed = (local.content_hash, local.state) != (base.content_hash, base.state)
+    remote_changed = (remote_hash, remote.state) != (base.content_hash, base.state)
+    if not local_changed:
+        return Decision("take-remote", take, agreed_remote)
+    if not remote_changed:
+        kept = replace(base, parent_version=remote.parent_version or base.parent_version)
+        return Decision("keep-local", None, kept)
+    local_body = canonical.unify(local.resource())
+    result = merge(
+        Side(base.resource(), base.state),
+        Side(local_body, local.state),
+        Side(canonical.unify(remote.body), remote.state),
+        prefer=_preference(policy, local, remote, now),
+    )
+    if not result.clean:
+        note = ConflictNote(
+            category=category,
+            record_uuid=uuid,
+            operation=operation,
+            base_body=base.body,
+            base_state=base.state,
+            local_body=canonical.dumps(local_body),
+            local_state=local.state,
+            remote_body=canonical.dumps(canonical.unify(remote.body)),
+            remote_state=remote.state,
+            remote_version=remote.parent_version,
+            paths=result.unresolved,
+        )
+        return Decision("conflict", None, None, note, result, policy)
+    state: RecordState = result.state  # type: ignore[assignment]
+    merged_hash = canonical.content_hash(result.body)
+    if (merged_hash, state) == (remote_hash, remote.state):
+        return Decision("take-remote", take, agreed_remote, merged=result, policy=policy)
+    pending = replace(agreed_remote, pending_push=True)
+    if (merged_hash, state) == (local.content_hash, local.state):
+        return Decision("merged", None, pending, merged=result, policy=policy)
+    write = RecordWrite(category, uuid, result.body, instance_id, state, via=None)
+    return Decision("merged", write, pending, merged=result, policy=policy)
+
+
+def _preference(policy: Policy, local: Record, remote: Remote, now: datetime) -> Prefer | None:
+    if policy == "parent-wins":
+        return "remote"
+    if policy == "child-wins":
+        return "local"
+    if policy == "newest-wins":
+        theirs = remote.last_updated
+        if theirs is None or theirs > now + CLOCK_SKEW or theirs == local.last_updated:
+            return "remote"
+        return "local" if local.last_updated > theirs else "remote"
+    return None
+
+
+def audit_for(decision: Decision, base_entry: AuditEntry) -> AuditEntry | None:
+    """The always-kept audit row of a merge or conflict (None for ordinary outcomes)."""
+    merged = decision.merged
+    if decision.kind == "conflict" and decision.conflict is not None:
+        paths = ", ".join(decision.conflict.paths)
+        return replace(
+            base_entry,
+            success=False,
+            action="CONFLICT",
+            details=f"Merge conflict on {paths}: both versions kept until resolved",
+            error_class="ConflictError",
+            merge_conflict_uuid=decision.conflict.uuid,
+            previous_uuid=None,
+            uuid="",
+        ).with_uuid()
+    if merged is None or not (merged.from_remote or merged.conflicts):
+        return None
+    decided = [c.path for c in merged.conflicts]
+    how = f"; {decision.policy} decided {', '.join(decided)}" if decided else ""
+    took = ", ".join(merged.from_remote) or "nothing"
+    return replace(
+        base_entry,
+        success=True,
+        action="MERGED",
+        details=f"Merged automatically (parent's fields: {took}{how})",
+        error_class=None,
+        previous_uuid=None,
+        uuid="",
+    ).with_uuid()
+
+
+@dataclass
+class Reconciler:
+    """Conflict handling of one node: its policies, its clock."""
+
+    instance_id: str
+    policies: Mapping[str, Policy] = field(default_factory=dict)
+    clock: Callable[[], datetime] = field(default=datetime.now)
+
+    def policy(self, category: str) -> Policy:
+        """The policy of ``category`` (``manual`` unless configured)."""
+        return self.policies.get(category, "manual")
+
+    def pulled(self, conn: Connection, batch: PageCommit, now: datetime) -> PageCommit:
+        """The commit hook of pull: decide every pulled write against local and base."""
+        if not any(w.via == PULLED_VIA for w in batch.writes):
+            return batch
+        state = _State.load(conn, [(w.category, w.uuid) for w in batch.writes])
+        writes: list[RecordWrite] = []
+        write_audit: list[AuditEntry] = []
+        out = _Collected()
+        for index, w in enumerate(batch.writes):
+            entry = batch.write_audit[index] if index < len(batch.write_audit) else None
+            if w.via != PULLED_VIA:
+                writes.append(w)
+                if entry is not None:
+                    write_audit.append(entry)
+                continue
+            key = (w.category, w.uuid)
+            local, base = state.records.get(key), state.bases.get(key)
+            remote = self._remote_of_write(w, local, base)
+            decision = decide(
+                local,
+                base,
+                remote,
+                category=w.category,
+                uuid=w.uuid,
+                policy=self.policy(w.category),
+                instance_id=self.instance_id,
+                operation="PULL",
+                now=now,
+                remote_write=w,
+            )
+            decision = out.add(decision, state.open.get(key), entry, now=now)
+            if decision.write is not None:
+                writes.append(decision.write)
+                if entry is not None:
+                    write_audit.append(entry)
+        for uuid in out.closed:
+            conflict_repo.close(conn, uuid, resolved_by="sync", resolution="converged", now=now)
+        return replace(
+            batch,
+            writes=writes,
+            write_audit=write_audit,
+            agreed=[*batch.agreed, *out.agreed],
+            conflicts=[*batch.conflicts, *out.conflicts],
+            kept_audit=[*batch.kept_audit, *out.audit],
+        )
+
+    def _remote_of_write(self, w: RecordWrite, local: Record | None, base: Agreed | None) -> Remote:
+        if w.body is not None:
+            return remote_of(w.body, w.state)
+        # A pulled void/retire/delete carries no body: the parent's body is the last one agreed.
+        if base is not None:
+            return Remote(base.resource(), w.state)
+        body = local.resource() if local is not None else {}
+        return Remote(body, w.state)
+
+
+@dataclass
+class _State:
+    records: dict[tuple[str, str], Record]
+    bases: dict[tuple[str, str], Agreed]
+    open: dict[tuple[str, str], Conflict]
+
+    @classmethod
+    def load(cls, conn: Connection, keys: Sequence[tuple[str, str]]) -> _State:
+        by_cat: dict[str, list[str]] = {}
+        for category, uuid in keys:
+            by_cat.setdefault(category, []).append(uuid)
+        state = cls({}, {}, {})
+        for category, uuids in by_cat.items():
+            found = record_repo.get_many(conn, [category], uuids, for_update=True)
+            state.records.update({(category, u): r for u, r in found.items()})
+            state.bases.update(
+                {(category, u): a for u, a in agreed_repo.get_many(conn, category, uuids).items()}
+            )
+            state.open.update(
+                {(category, u): c for u, c in conflict_repo.open_for(conn, category, uuids).items()}
+            )
+        return state
+
+
+@dataclass
+class _Collected:
+    """Agreed rows, conflicts and audit rows gathered over a page's decisions."""
+
+    agreed: list[Agreed] = field(default_factory=list)
+    conflicts: list[ConflictNote] = field(default_factory=list)
+    audit: list[AuditEntry] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
+
+    def add(
+        self,
+        decision: Decision,
+        open_conflict: Conflict | None,
+        entry: AuditEntry | None,
+        *,
+        now: datetime,
+    ) -> Decision:
+        if decision.conflict is not None and open_conflict is not None:
+            # One open conflict per record: refresh it under its own uuid.
+            decision = replace(
+                decision, conflict=replace(decision.conflict, uuid=open_conflict.uuid)
+            )
+        if decision.agreed is not None:
+            self.agreed.append(decision.agreed)
+        if decision.conflict is not None:
+            self.conflicts.append(decision.conflict)
+        elif open_conflict is not None and decision.kind in ("agree", "take-remote"):
+            self.closed.append(open_conflict.uuid)
+        if entry is not None:
+            row = audit_for(decision, entry)
+            if row is not None:
+                self.audit.append(row)
+        return decision
+
+
+def reconciler_for(config: NodeConfig) -> Reconciler:
+    """The conflict handling of ``config``'s node (its instance id and per-category policies)."""
+    return Reconciler(
+        config.instance_id, dict(config.settings.conflict_policies), lambda: datetime.now(UTC)
+    )
+
+
+def conflict_hook(config: NodeConfig) -> CommitHook:
+    """Pull's commit hook: pulled writes are decided against the local copy and the base."""
+    return reconciler_for(config).pulled
