@@ -64,6 +64,8 @@ class SendResult:
 
     sent: set[str] = field(default_factory=set)
     failed: dict[str, RecordError] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    """uuid → the target's version after the write, when the target reported it (ETag)."""
 
 
 @runtime_checkable

@@ -96,14 +96,17 @@ class HttpPushSender:
         entries = [_bundle_entry(category.fhir_type, change) for change in changes]
         response = self._post_bundle("transaction", entries, origin)
         if response.status_code < 300:
-            return SendResult(sent={change.uuid for change in changes})
+            answers = _json(response).get("entry") or []
+            return SendResult(
+                sent={change.uuid for change in changes}, versions=_versions(changes, answers)
+            )
         if response.status_code in (401, 403, 413) or response.status_code >= 500:
             raise _whole_request_error(response)
         response = self._post_bundle("batch", entries, origin)
         if response.status_code >= 400:
             raise _whole_request_error(response)
         answers = _json(response).get("entry") or []
-        result = SendResult()
+        result = SendResult(versions=_versions(changes, answers))
         for index, change in enumerate(changes):
             answer = answers[index] if index < len(answers) else {}
             status, message = _entry_status(answer)
@@ -182,8 +185,23 @@ def _bundle_entry(fhir_type: str, change: OutgoingChange) -> dict[str, Any]:
     if change.state == "active":
         body = dict(change.body or {})
         body["id"] = change.uuid
-        return {"resource": body, "request": {"method": "PUT", "url": url}}
+        request: dict[str, Any] = {"method": "PUT", "url": url}
+        if change.base_version is not None:
+            # The parent refuses a stale base with 412: the child handles it as a conflict.
+            request["ifMatch"] = f'W/"{change.base_version}"'
+        return {"resource": body, "request": request}
     return {"request": {"method": "DELETE", "url": url}}
+
+
+def _versions(changes: Sequence[OutgoingChange], answers: list[Any]) -> dict[str, str]:
+    """uuid → the parent's versionId from each answered entry's ETag (``W/"5"``)."""
+    out: dict[str, str] = {}
+    for change, answer in zip(changes, answers, strict=False):
+        response = answer.get("response") if isinstance(answer, Mapping) else None
+        tag = response.get("etag") if isinstance(response, Mapping) else None
+        if isinstance(tag, str) and tag:
+            out[change.uuid] = tag.removeprefix("W/").strip('"')
+    return out
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -16,8 +16,11 @@ from sqlalchemy import Connection
 
 from fhirsync.categories import Category
 from fhirsync.records import ChangeEvent, Record
+from fhirsync.store import agreed as agreed_repo
+from fhirsync.store import conflicts as conflict_repo
 from fhirsync.store import events as event_log
 from fhirsync.store import records as record_repo
+from fhirsync.store.agreed import Agreed
 from fhirsync.store.audit import AuditPolicy
 from fhirsync.store.engine import Database
 from fhirsync.store.local import StoreLocalSide
@@ -105,3 +108,17 @@ class StoreOutboxSide(StoreLocalSide):
         """The next batch of ``category`` to push after ``after_seq`` (at most ``limit`` events)."""
         with self.db.read() as conn:
             return read_batch(conn, category.name, after_seq, limit)
+
+    def sync_state(
+        self, category: Category, uuids: Sequence[str]
+    ) -> tuple[dict[str, Agreed], set[str]]:
+        """The agreed versions of these records, and those with an open conflict (held back)."""
+        with self.db.read() as conn:
+            bases = agreed_repo.get_many(conn, category.name, uuids)
+            held = set(conflict_repo.open_for(conn, category.name, uuids))
+        return bases, held
+
+    def pending_pushes(self, category: Category) -> list[str]:
+        """Records of ``category`` to send though no new event asks for it (merges, resolutions)."""
+        with self.db.read() as conn:
+            return [a.uuid for a in agreed_repo.pending(conn, category.name)]

@@ -21,19 +21,23 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
 from fhirsync import categories as cats
 from fhirsync.categories import Category
 from fhirsync.clients.base import LocalSide, OutgoingChange, SendResult
-from fhirsync.errors import RecordError, RecordNotFound
-from fhirsync.records import Action, MarkerKey, Record
+from fhirsync.errors import RecordError, RecordNotFound, RemoteRejected
+from fhirsync.records import Action, MarkerKey, Record, RecordWrite
+from fhirsync.store import agreed as agreed_repo
+from fhirsync.store.agreed import Agreed
 from fhirsync.store.audit import AuditEntry
+from fhirsync.store.conflicts import ConflictNote
 from fhirsync.store.failures import Failure, FailureNote
 from fhirsync.store.local import MarkerMove, PageCommit
 from fhirsync.store.outbox import OutboxBatch
+from fhirsync.sync.reconcile import Reconciler, Remote, audit_for, decide
 from fhirsync.sync.retry import Decision, RetryPolicy
 from fhirsync.sync.status import CategoryStopped, Listener, RecordFailed, RunProgress
 
@@ -56,6 +60,20 @@ class OutboxSide(LocalSide, Protocol):
     def read_outbox(self, category: Category, after_seq: int, limit: int) -> OutboxBatch:
         """The next batch of ``category`` to push after ``after_seq``."""
         ...
+
+    def sync_state(
+        self, category: Category, uuids: Sequence[str]
+    ) -> tuple[dict[str, Agreed], set[str]]:
+        """Agreed versions of these records, and the uuids held back by an open conflict."""
+        ...
+
+    def pending_pushes(self, category: Category) -> list[str]:
+        """Records to send though no new event asks for it."""
+        ...
+
+
+Fetcher = Callable[[Category, Sequence[str]], dict[str, Remote | None]]
+"""Reads the parent's current copies (None: the parent no longer serves the record)."""
 
 
 class Sender(Protocol):
@@ -87,6 +105,9 @@ class PushContext:
     batch_size: int = 500
     listener: Listener = field(default=lambda _e: None)
     clock: Callable[[], datetime] = field(default=datetime.now)
+    reconciler: Reconciler | None = None
+    """Conflict handling (base versions, If-Match, 412 → merge); None sends without a base."""
+    fetch: Fetcher | None = None
 
 
 @dataclass
@@ -132,6 +153,7 @@ def push_category(ctx: PushContext, category: Category, preferred: str | None) -
     """Retry due failures of ``category``, then push its events from the marker to the end."""
     totals = Totals()
     retried = _retry_due(ctx, category, preferred, totals)
+    retried |= _send_pending(ctx, category, preferred, totals)
     key = marker_key(ctx, category.name)
     after = ctx.local.marker(key).last_page or 0
     total = ctx.local.outbox_head(category) - after
@@ -179,6 +201,21 @@ def _retry_due(
     return {f.record_uuid for f in due}
 
 
+def _send_pending(
+    ctx: PushContext, category: Category, preferred: str | None, totals: Totals
+) -> set[str]:
+    """Send the records a merge or resolution left to push (their content made no new event)."""
+    if ctx.reconciler is None:
+        return set()
+    uuids = ctx.local.pending_pushes(category)
+    if not uuids:
+        return set()
+    current = ctx.local.read_many(category, uuids)
+    items = [_Item(u, f"pending:{u}", 0, current.get(u)) for u in uuids]
+    _push_items(ctx, category, preferred, items, move=None, totals=totals, retrying=True)
+    return set(uuids)
+
+
 def _push_items(
     ctx: PushContext,
     category: Category,
@@ -190,6 +227,12 @@ def _push_items(
     retrying: bool = False,
 ) -> bool:
     """Send ``items`` and commit the outcome with ``move``; True when the category must stop."""
+    bases: dict[str, Agreed] = {}
+    if ctx.reconciler is not None:
+        bases, held = ctx.local.sync_state(category, [i.uuid for i in items])
+        # An open conflict keeps both versions where they are until a person resolves it.
+        totals.skipped += sum(1 for i in items if i.uuid in held)
+        items = [i for i in items if i.uuid not in held]
     failures = ctx.local.open_failures(OPERATION, category.name, [i.uuid for i in items])
     errors: dict[str, RecordError] = {}
     by_origin: dict[str, list[tuple[_Item, OutgoingChange]]] = {}
@@ -199,12 +242,24 @@ def _push_items(
                 "the record is no longer in the local store", category=category.name, uuid=item.uuid
             )
             continue
-        by_origin.setdefault(item.record.origin, []).append((item, _outgoing(item.record)))
+        change = _outgoing(item.record, bases.get(item.uuid))
+        by_origin.setdefault(item.record.origin, []).append((item, change))
     sent: set[str] = set()
+    versions: dict[str, str] = {}
     for origin, group in by_origin.items():
         result = _send(ctx, category, preferred, origin, [change for _, change in group])
         sent |= result.sent
         errors.update(result.failed)
+        versions.update(result.versions)
+    stale = _stale(ctx, category, items, errors, bases)
+    agreed = [
+        agreed_repo.of_body(
+            category.name, i.uuid, i.record.resource(), i.record.state, versions.get(i.uuid)
+        )
+        for i in items
+        if i.uuid in sent and i.record is not None
+    ]
+    stale.agreed[:0] = agreed
     for item in items:
         if item.uuid not in sent and item.uuid not in errors:
             errors[item.uuid] = RecordError(
@@ -224,12 +279,91 @@ def _push_items(
             failures=failures,
             move=move,
             totals=totals,
+            stale=stale,
         )
         return True
     _commit(
-        ctx, category, items, sent=sent, errors=errors, failures=failures, move=move, totals=totals
+        ctx,
+        category,
+        items,
+        sent=sent,
+        errors=errors,
+        failures=failures,
+        move=move,
+        totals=totals,
+        stale=stale,
     )
     return False
+
+
+@dataclass
+class _Stale:
+    """What the parent's 412 answers turned into: merges, agreements and conflicts."""
+
+    handled: set[str] = field(default_factory=set)
+    writes: list[RecordWrite] = field(default_factory=list)
+    agreed: list[Agreed] = field(default_factory=list)
+    conflicts: list[ConflictNote] = field(default_factory=list)
+    audit: list[AuditEntry] = field(default_factory=list)
+
+
+def _stale(
+    ctx: PushContext,
+    category: Category,
+    items: Sequence[_Item],
+    errors: dict[str, RecordError],
+    bases: Mapping[str, Agreed],
+) -> _Stale:
+    """Records the parent refused as stale (412): fetch its copy and decide like a pull.
+
+    A 412 means the parent changed the record since the base this node sent: it is a conflict to
+    merge (or store), never a failure to retry. The uuids handled are removed from ``errors``.
+    """
+    out = _Stale()
+    stale = [
+        uuid for uuid, e in errors.items() if isinstance(e, RemoteRejected) and e.status == 412
+    ]
+    if not stale or ctx.reconciler is None or ctx.fetch is None:
+        return out
+    remotes = ctx.fetch(category, stale)
+    records = {i.uuid: i.record for i in items}
+    now = ctx.clock()
+    for uuid in stale:
+        local = records.get(uuid)
+        base = bases.get(uuid)
+        remote = remotes.get(uuid)
+        if uuid not in remotes or local is None:
+            continue
+        if remote is None:
+            # The parent no longer serves it: voided/retired/deleted there since the base.
+            body = base.resource() if base is not None else local.resource()
+            remote = Remote(body, category.delete_state)
+        decision = decide(
+            local,
+            base,
+            remote,
+            category=category.name,
+            uuid=uuid,
+            policy=ctx.reconciler.policy(category.name),
+            instance_id=ctx.local.instance_id,
+            operation="PUSH",
+            now=now,
+        )
+        del errors[uuid]
+        out.handled.add(uuid)
+        if decision.kind == "keep-local" and decision.agreed is not None:
+            # The parent holds the base content under a newer version: send local again.
+            decision = replace(decision, agreed=replace(decision.agreed, pending_push=True))
+        if decision.write is not None:
+            out.writes.append(decision.write)
+        if decision.agreed is not None:
+            out.agreed.append(decision.agreed)
+        if decision.conflict is not None:
+            out.conflicts.append(decision.conflict)
+        row = audit_for(decision, _audit(ctx, category, _Item(uuid, "", 0, local), None, None))
+        if row is not None:
+            out.audit.append(row)
+    return out
 
 
 def _send(
@@ -247,11 +381,12 @@ def _send(
         )
         result.sent |= part.sent
         result.failed.update(part.failed)
+        result.versions.update(part.versions)
     return result
 
 
-def _outgoing(record: Record) -> OutgoingChange:
-    """The record's current state as a change for the parent."""
+def _outgoing(record: Record, base: Agreed | None = None) -> OutgoingChange:
+    """The record's current state as a change for the parent, with the base it started from."""
     action: Action = _STATE_ACTIONS.get(record.state, "UPDATED")
     return OutgoingChange(
         category=record.category,
@@ -259,6 +394,7 @@ def _outgoing(record: Record) -> OutgoingChange:
         action=action,
         body=record.resource(),
         state=record.state,
+        base_version=base.parent_version if base is not None else None,
     )
 
 
@@ -272,12 +408,16 @@ def _commit(
     failures: Mapping[str, Failure],
     move: MarkerMove | None,
     totals: Totals,
+    stale: _Stale | None = None,
 ) -> None:
     now = ctx.clock()
+    stale = stale or _Stale()
     audit: list[AuditEntry] = []
     notes: list[FailureNote] = []
     for item in items:
         previous = failures.get(item.uuid)
+        if item.uuid in stale.handled:
+            continue
         if item.uuid in sent:
             audit.append(_audit(ctx, category, item, None, previous))
             totals.sent += 1
@@ -300,7 +440,18 @@ def _commit(
         totals.failed += 1
     resolved = {category.name: sorted(sent & set(failures))} if sent & set(failures) else {}
     ctx.local.commit(
-        PageCommit(OPERATION, audit=audit, failures=notes, resolved=resolved, marker=move), now=now
+        PageCommit(
+            OPERATION,
+            writes=stale.writes,
+            audit=audit,
+            failures=notes,
+            resolved=resolved,
+            marker=move,
+            agreed=stale.agreed,
+            conflicts=stale.conflicts,
+            kept_audit=stale.audit,
+        ),
+        now=now,
     )
 
 

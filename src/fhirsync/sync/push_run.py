@@ -9,9 +9,12 @@ never overlap: a database lock is taken first, so a manual run beside a schedule
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from fhirsync.categories import Category
+from fhirsync.clients.base import RecordRef
+from fhirsync.clients.facade import ClientFacade
 from fhirsync.clients.push_http import HttpPushSender
 from fhirsync.errors import AuthError, ConfigurationError, RequestError, TransientError
 from fhirsync.settings import NodeConfig
@@ -19,7 +22,16 @@ from fhirsync.store import locks, runs
 from fhirsync.store.audit import AuditPolicy
 from fhirsync.store.engine import Database
 from fhirsync.store.outbox import StoreOutboxSide
-from fhirsync.sync.push import OPERATION, PushContext, Sender, Totals, push_categories
+from fhirsync.sync import apply
+from fhirsync.sync.push import (
+    OPERATION,
+    Fetcher,
+    PushContext,
+    Sender,
+    Totals,
+    push_categories,
+)
+from fhirsync.sync.reconcile import Remote, reconciler_for, remote_of
 from fhirsync.sync.retry import RetryPolicy
 from fhirsync.sync.status import Listener, Outcome, RunFinished, RunStarted, ignore
 
@@ -32,7 +44,11 @@ def _now() -> datetime:
 
 
 def build_context(
-    config: NodeConfig, db: Database, sender: Sender, listener: Listener = ignore
+    config: NodeConfig,
+    db: Database,
+    sender: Sender,
+    listener: Listener = ignore,
+    fetch: Fetcher | None = None,
 ) -> PushContext:
     """The push context of a node (its store, retry policy and settings) around ``sender``."""
     settings = config.settings
@@ -52,7 +68,25 @@ def build_context(
         batch_size=settings.fetch_batch_size,
         listener=listener,
         clock=_now,
+        reconciler=reconciler_for(config),
+        fetch=fetch,
     )
+
+
+def parent_fetcher(facade: ClientFacade, preferred: str | None = None) -> Fetcher:
+    """Reads the parent's current copies through ``facade`` (for 412 answers to a push)."""
+
+    def fetch(category: Category, uuids: Sequence[str]) -> dict[str, Remote | None]:
+        refs = [RecordRef(u, category.links(u)) for u in uuids]
+        client = facade.choose(category, refs[0].links, preferred)
+        result = client.fetch(category, refs)
+        out: dict[str, Remote | None] = {u: None for u in result.absent}
+        for uuid, body in result.found.items():
+            fixed, state = apply.checked_body(category, uuid, body)
+            out[uuid] = remote_of(fixed, state)
+        return out
+
+    return fetch
 
 
 def _parent(config: NodeConfig) -> str:
@@ -103,9 +137,10 @@ def run_push(
         with db.write() as conn:
             runs.save(conn, OPERATION, started_at=_now(), outcome=None, last_error=None)
         sender = sender_factory(config)
+        facade = ClientFacade.for_parent(config)
         totals: dict[str, Totals] = {}
         try:
-            ctx = build_context(config, db, sender, listener)
+            ctx = build_context(config, db, sender, listener, parent_fetcher(facade))
             totals = push_categories(ctx, categories)
         except (TransientError, AuthError) as exc:
             return _finish(db, listener, "unreachable", totals, started=started, error=str(exc))
@@ -113,6 +148,7 @@ def run_push(
             return _finish(db, listener, "failures", totals, started=started, error=str(exc))
         finally:
             sender.close()
+            facade.close()
         failed = sum(t.failed for t in totals.values())
         return _finish(
             db, listener, "failures" if failed else "ok", totals, started=started, error=None

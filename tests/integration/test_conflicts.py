@@ -1,0 +1,159 @@
+"""Conflicts between a parent and its children: base versions, merges, policies, 412, resolution."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from fhirsync.store import conflicts as conflict_repo
+from fhirsync.store.tables import audit
+from fhirsync.sync.push_run import run_push
+from fhirsync.testing.network import (
+    FHIR,
+    Network,
+    all_agree,
+    build_network,
+    create_patient,
+    sync_round,
+    sync_until_quiet,
+)
+from fhirsync.testing.servers import NodeHandle
+
+PAIR: tuple[tuple[str, str | None], ...] = (("parent", None), ("child", "parent"))
+
+
+def make_net(root: Path, policy: str | None = None, tree: Any = PAIR) -> Network:
+    extra = {"conflict_policies": {"patient": policy}} if policy else None
+    return build_network(root, tree, extra_settings=extra)
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[Network]:
+    network = make_net(tmp_path / "net")
+    yield network
+    network.stop()
+
+
+def read(node: NodeHandle, uuid: str) -> dict[str, Any]:
+    with node.client() as client:
+        response = client.get(f"{FHIR}/Patient/{uuid}")
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+
+def edit(node: NodeHandle, uuid: str, **fields: Any) -> None:
+    body = read(node, uuid)
+    body.update(fields)
+    with node.client() as client:
+        client.put(f"{FHIR}/Patient/{uuid}", json=body).raise_for_status()
+
+
+def open_conflicts(node: NodeHandle) -> list[conflict_repo.Conflict]:
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            return conflict_repo.list_conflicts(conn)
+    finally:
+        db.dispose()
+
+
+def audit_actions(node: NodeHandle, uuid: str) -> list[str]:
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            rows = conn.execute(select(audit.c.action).where(audit.c.record_uuid == uuid))
+            return [r.action for r in rows]
+    finally:
+        db.dispose()
+
+
+def shared_patient(net: Network) -> str:
+    uuid = create_patient(net.nodes["parent"], "Mensah")
+    sync_until_quiet(net)
+    return uuid
+
+
+def test_different_fields_merge_and_every_node_converges(net: Network) -> None:
+    parent, child = net.nodes["parent"], net.nodes["child"]
+    uuid = shared_patient(net)
+    edit(parent, uuid, gender="male")
+    edit(child, uuid, birthDate="1990-05-05")
+    sync_until_quiet(net)
+    for node in (parent, child):
+        body = read(node, uuid)
+        assert (body["gender"], body["birthDate"]) == ("male", "1990-05-05")
+    assert all_agree(net)
+    assert open_conflicts(child) == []
+    assert "MERGED" in audit_actions(child, uuid)
+
+
+def test_same_field_is_a_manual_conflict_and_both_keep_their_version(net: Network) -> None:
+    parent, child = net.nodes["parent"], net.nodes["child"]
+    uuid = shared_patient(net)
+    edit(parent, uuid, gender="male")
+    edit(child, uuid, gender="other")
+    sync_until_quiet(net)
+    assert read(parent, uuid)["gender"] == "male"
+    assert read(child, uuid)["gender"] == "other"
+    [conflict] = open_conflicts(child)
+    assert conflict.record_uuid == uuid and conflict.paths == ("gender",)
+    assert conflict.local()["gender"] == "other" and conflict.remote()["gender"] == "male"
+    assert conflict.base() is not None and conflict.base()["gender"] == "female"  # type: ignore[index]
+    assert "CONFLICT" in audit_actions(child, uuid)
+
+
+@pytest.mark.parametrize(
+    ("policy", "winner"),
+    [("parent-wins", "male"), ("child-wins", "other"), ("newest-wins", "other")],
+)
+def test_same_field_under_each_policy(tmp_path: Path, policy: str, winner: str) -> None:
+    net = make_net(tmp_path / "net", policy)
+    try:
+        parent, child = net.nodes["parent"], net.nodes["child"]
+        uuid = shared_patient(net)
+        edit(parent, uuid, gender="male", birthDate="1970-01-01")
+        edit(child, uuid, gender="other")  # the newer edit
+        sync_until_quiet(net)
+        for node in (parent, child):
+            body = read(node, uuid)
+            assert (body["gender"], body["birthDate"]) == (winner, "1970-01-01"), node.instance_id
+        assert open_conflicts(child) == []
+        assert all_agree(net)
+    finally:
+        net.stop()
+
+
+def test_a_stale_push_is_refused_with_412_and_becomes_a_conflict(net: Network) -> None:
+    parent, child = net.nodes["parent"], net.nodes["child"]
+    uuid = shared_patient(net)
+    edit(parent, uuid, gender="male")
+    edit(child, uuid, gender="other")
+    config, db = child.open()
+    try:
+        result = run_push(config, db)  # no pull first: the child's base is stale
+    finally:
+        db.dispose()
+    assert result.outcome == "ok" and result.failures == 0
+    [conflict] = open_conflicts(child)
+    assert conflict.operation == "PUSH" and conflict.paths == ("gender",)
+    assert read(parent, uuid)["gender"] == "male"  # not overwritten
+    # The conflict holds the record back: later rounds neither send nor overwrite it.
+    sync_round(net)
+    assert read(parent, uuid)["gender"] == "male" and read(child, uuid)["gender"] == "other"
+
+
+def test_void_against_edit_is_a_conflict(net: Network) -> None:
+    parent, child = net.nodes["parent"], net.nodes["child"]
+    uuid = shared_patient(net)
+    with parent.client() as client:
+        client.delete(f"{FHIR}/Patient/{uuid}").raise_for_status()
+    edit(child, uuid, gender="other")
+    sync_until_quiet(net)
+    [conflict] = open_conflicts(child)
+    assert conflict.paths == ("@state",)
+    assert read(child, uuid)["gender"] == "other"  # the edit is not lost
