@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -157,3 +160,49 @@ def test_void_against_edit_is_a_conflict(net: Network) -> None:
     [conflict] = open_conflicts(child)
     assert conflict.paths == ("@state",)
     assert read(child, uuid)["gender"] == "other"  # the edit is not lost
+
+
+THREE: tuple[tuple[str, str | None], ...] = (
+    ("parent", None),
+    ("child", "parent"),
+    ("grandchild", "child"),
+)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fhirsync", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_cli_resolution_converges_a_three_level_tree(tmp_path: Path) -> None:
+    net = make_net(tmp_path / "net", tree=THREE)
+    try:
+        parent, child = net.nodes["parent"], net.nodes["child"]
+        grandchild = net.nodes["grandchild"]
+        uuid = shared_patient(net)
+        edit(parent, uuid, gender="male")
+        edit(grandchild, uuid, gender="other", birthDate="2000-01-01")
+        sync_until_quiet(net)
+        [conflict] = open_conflicts(child)  # the middle node met the parent's change
+        assert conflict.paths == ("gender",)
+        listed = cli("conflicts", str(child.node_dir), "list")
+        assert listed.returncode == 0 and conflict.uuid[:8] in listed.stdout
+        shown = cli("conflicts", str(child.node_dir), "show", conflict.uuid)
+        assert shown.returncode == 0 and "gender" in shown.stdout and "male" in shown.stdout
+        merged = {**conflict.local(), "gender": "unknown"}
+        file = tmp_path / "merged.json"
+        file.write_text(json.dumps(merged))
+        done = cli("conflicts", str(child.node_dir), "resolve", conflict.uuid, "--take", str(file))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert open_conflicts(child) == []
+        sync_until_quiet(net)
+        for node in net.nodes.values():
+            body = read(node, uuid)
+            assert (body["gender"], body["birthDate"]) == ("unknown", "2000-01-01")
+        assert all_agree(net)
+        assert "RESOLVED" in audit_actions(child, uuid)
+        bad = cli("conflicts", str(child.node_dir), "resolve", conflict.uuid, "--take", "local")
+        assert bad.returncode == 1 and "no open conflict" in bad.stderr
+    finally:
+        net.stop()

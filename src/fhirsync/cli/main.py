@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from fhirsync.cli import audit, data, demo, node, push, sync, users
+from fhirsync.cli import audit, conflicts, data, demo, node, push, sync, users
 
 
 def build_app() -> typer.Typer:
@@ -16,7 +16,7 @@ def build_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
-    for group in (node, users, sync, audit, push, data, demo):
+    for group in (node, users, sync, audit, conflicts, push, data, demo):
         group.register(app)
     return app
 

@@ -1,0 +1,153 @@
+"""``fhirsync conflicts NODE_DIR list|show|resolve``: records both sides changed in one field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.table import Table
+
+from fhirsync import canonical
+from fhirsync.cli.common import (
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    console,
+    err_console,
+    handle_errors,
+    node_path,
+)
+from fhirsync.errors import ConfigurationError, InvalidResource
+from fhirsync.node import open_node
+from fhirsync.store import conflicts as conflict_repo
+from fhirsync.sync.merge import MISSING, flatten
+from fhirsync.sync.push_run import run_push
+from fhirsync.sync.resolve import find_open, resolve
+
+conflicts_app = typer.Typer(
+    help="Conflicts: records this node and its parent changed differently.", no_args_is_help=True
+)
+NodeDir = Annotated[Path, typer.Argument(help="The node directory.")]
+
+
+@conflicts_app.callback()
+def _node(ctx: typer.Context, node_dir: NodeDir) -> None:
+    """``fhirsync conflicts NODE_DIR list|show|resolve`` (DESIGN §3): the node comes first."""
+    ctx.obj = node_dir
+
+
+@conflicts_app.command("list")
+@handle_errors
+def list_(
+    ctx: typer.Context,
+    all_: Annotated[bool, typer.Option("--all", help="Resolved ones too.")] = False,
+) -> None:
+    """Open conflicts, newest first."""
+    _config, db = open_node(node_path(ctx.obj))
+    try:
+        with db.read() as conn:
+            found = conflict_repo.list_conflicts(conn, status=None if all_ else conflict_repo.OPEN)
+    finally:
+        db.dispose()
+    table = Table("conflict", "category", "record", "found in", "fields", "status", "updated")
+    for c in found:
+        table.add_row(
+            c.uuid,
+            c.category,
+            c.record_uuid,
+            c.operation,
+            ", ".join(c.paths),
+            c.status if not c.resolved_by else f"{c.status} by {c.resolved_by}",
+            str(c.updated_at)[:19],
+        )
+    console.print(table)
+
+
+def _shown(value: Any) -> str:
+    return "(absent)" if value is MISSING else orjson.dumps(value).decode()
+
+
+@conflicts_app.command("show")
+@handle_errors
+def show(
+    ctx: typer.Context, conflict: Annotated[str, typer.Argument(help="Conflict uuid.")]
+) -> None:
+    """Base, local and remote of one conflict, field by field (differing fields only)."""
+    _config, db = open_node(node_path(ctx.obj))
+    try:
+        with db.read() as conn:
+            found = conflict_repo.get(conn, conflict)
+    finally:
+        db.dispose()
+    if found is None:
+        raise ConfigurationError(f"no conflict {conflict!r}", field="CONFLICT")
+    console.print(
+        f"conflict {found.uuid} on {found.category}/{found.record_uuid} ({found.status}); "
+        f"conflicting: {', '.join(found.paths)}"
+    )
+    base = flatten(found.base() or {})
+    local = flatten({**found.local(), "@state": found.local_state})
+    remote = flatten({**found.remote(), "@state": found.remote_state})
+    base["@state"] = found.base_state or MISSING
+    table = Table("field", "base", "local", "remote")
+    for path in sorted({*base, *local, *remote}):
+        values = [d.get(path, MISSING) for d in (base, local, remote)]
+        if values[1] == values[2] and values[0] == values[1]:
+            continue
+        mark = "[bold red]" if path in found.paths else ""
+        table.add_row(f"{mark}{path}", *(_shown(v) for v in values))
+    console.print(table)
+
+
+@conflicts_app.command("resolve")
+@handle_errors
+def resolve_(
+    ctx: typer.Context,
+    conflict: Annotated[str, typer.Argument(help="Conflict uuid.")],
+    take: Annotated[
+        str, typer.Option("--take", help="local, remote, or a JSON FILE holding the record.")
+    ],
+    push: Annotated[
+        bool, typer.Option("--push/--no-push", help="Push to the parent right away.")
+    ] = True,
+    user: Annotated[str, typer.Option("--user", help="Who resolves it (audit).")] = "cli",
+) -> None:
+    """Write the chosen version here, send it to the parent as a new version, close the conflict."""
+    config, db = open_node(node_path(ctx.obj))
+    try:
+        find_open(db, conflict)
+        if take in ("local", "remote"):
+            done = resolve(db, config.instance_id, conflict, resolved_by=user, take=take)  # type: ignore[arg-type]
+        else:
+            done = resolve(db, config.instance_id, conflict, resolved_by=user, body=_read(take))
+        console.print(f"resolved {done.conflict_uuid} ({done.resolution})")
+        if push and config.parent_url:
+            result = run_push(config, db)
+            console.print(f"push {result.outcome}: sent {result.applied}")
+            if result.outcome == "unreachable":
+                err_console.print("[yellow]the parent is unreachable; the next push sends it[/]")
+                raise typer.Exit(EXIT_UNREACHABLE)
+    finally:
+        db.dispose()
+    raise typer.Exit(EXIT_OK)
+
+
+def _read(path: str) -> dict[str, Any]:
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigurationError(
+            f"--take must be local, remote or a JSON file ({path!r} is none)", field="--take"
+        )
+    try:
+        value = canonical.loads(file.read_bytes())
+    except ValueError as exc:
+        raise InvalidResource(f"{path} is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidResource(f"{path} must hold one JSON object")
+    return value
+
+
+def register(app: typer.Typer) -> None:
+    """Add this group's commands."""
+    app.add_typer(conflicts_app, name="conflicts")
