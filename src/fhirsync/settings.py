@@ -103,9 +103,6 @@ class Sync2Config(_Strict):
 ConflictPolicy = Literal["manual", "parent-wins", "child-wins", "newest-wins"]
 
 
-ConflictPolicy = Literal["manual", "parent-wins", "child-wins", "newest-wins"]
-
-
 class NodeSettings(BaseSettings):
     """The node's own settings (``fhirsync.json``; env ``FHIRSYNC_*`` overrides)."""
 
@@ -141,14 +138,6 @@ class NodeSettings(BaseSettings):
     )
     continue_on_failure: bool = Field(
         True, description="Move the feed on past a parked record (continueOnFailure)."
-    )
-    conflict_policies: dict[str, ConflictPolicy] = Field(
-        default_factory=dict,
-        description="Per category: how a record both sides changed in the same field is decided: "
-        '"manual" (default for unlisted categories; keep both until a person resolves it), '
-        '"parent-wins", "child-wins" or "newest-wins" (by meta.lastUpdated; parent wins when a '
-        "side has no time, the times are equal, or the parent's time is over 5 minutes ahead of "
-        "this node's clock). Fields changed on one side only are merged whatever the policy.",
     )
     conflict_policies: dict[str, ConflictPolicy] = Field(
         {},
