@@ -206,3 +206,26 @@ def test_cli_resolution_converges_a_three_level_tree(tmp_path: Path) -> None:
         assert bad.returncode == 1 and "no open conflict" in bad.stderr
     finally:
         net.stop()
+
+
+def test_sync2_resolve_endpoint_for_java_tools(net: Network) -> None:
+    parent, child = net.nodes["parent"], net.nodes["child"]
+    uuid = shared_patient(net)
+    edit(parent, uuid, gender="male")
+    edit(child, uuid, gender="other")
+    sync_until_quiet(net)
+    [conflict] = open_conflicts(child)
+    url = "/ws/rest/sync2/conflict/resolve"
+    with child.client() as client:
+        bad = client.post(url, params={"conflictUuid": conflict.uuid}, content=b"not json")
+        assert bad.status_code == 400
+        merged = {**conflict.remote(), "birthDate": "1999-09-09"}
+        done = client.post(url, params={"conflictUuid": conflict.uuid}, json=merged)
+        assert done.status_code == 202, done.text
+        assert "url" in done.json()
+        again = client.post(url, params={"conflictUuid": conflict.uuid}, json=merged)
+        assert again.status_code == 404
+    assert open_conflicts(child) == []
+    assert read(parent, uuid)["birthDate"] == "1999-09-09"  # pushed by the endpoint
+    sync_until_quiet(net)
+    assert all_agree(net)

@@ -11,7 +11,7 @@ from fhirsync.server.child_auth import ChildGuard
 from fhirsync.server.deps import NodeContext
 from fhirsync.server.limits import BodySizeLimit
 from fhirsync.server.metrics import FeedRequestCounter, NodeMetrics
-from fhirsync.server.routes import admin, ops, sync2_proxy
+from fhirsync.server.routes import admin, ops, sync2_conflicts, sync2_proxy
 from fhirsync.server.routes import feed as feed_routes
 from fhirsync.server.routes import fhir as fhir_routes
 from fhirsync.server.routes import rest as rest_routes
@@ -37,6 +37,7 @@ def create_app(config: NodeConfig, db: Database) -> FastAPI:
     app.include_router(fhir_routes.router)
     app.include_router(feed_routes.router)
     app.include_router(sync2_routes.router)
+    app.include_router(sync2_conflicts.router)
     admin.install(app)
     app.state.metrics = NodeMetrics(db)
     app.add_middleware(FeedRequestCounter, metrics=app.state.metrics)
