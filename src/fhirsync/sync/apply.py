@@ -140,19 +140,28 @@ def content_change(
     body: Mapping[str, Any] | None,
     error: RecordError | None,
     origin: str,
+    checked: tuple[Mapping[str, Any], RecordState] | InvalidResource | None = None,
 ) -> Outcome:
-    """A create/update/unvoid/unretire: write the parent's body (``None`` = parent lacks it)."""
+    """A create/update/unvoid/unretire: write the parent's body (``None`` = parent lacks it).
+
+    ``checked`` is ``checked_body``'s result for ``body`` when it was already computed (the pull
+    validates a page's bodies in worker processes); otherwise the body is checked here.
+    """
     if error is not None:
         error.category = error.category or change.category.name
         error.uuid = error.uuid or change.uuid
         return Fail(error)
     if body is None:
         return Skip("absent at the parent (a later event removes it)")
-    try:
-        fixed, state = checked_body(change.category, change.uuid, body)
-    except InvalidResource as exc:
-        exc.category, exc.uuid = change.category.name, change.uuid
-        return Fail(exc)
+    if checked is None:
+        try:
+            checked = checked_body(change.category, change.uuid, body)
+        except InvalidResource as exc:
+            checked = exc
+    if isinstance(checked, InvalidResource):
+        checked.category, checked.uuid = change.category.name, change.uuid
+        return Fail(checked)
+    fixed, state = checked
     return Write(RecordWrite(change.category.name, change.uuid, fixed, origin, state, via="parent"))
 
 

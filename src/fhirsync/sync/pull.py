@@ -28,6 +28,7 @@ from fhirsync.store.failures import Failure, FailureNote
 from fhirsync.store.local import MarkerMove, PageCommit, StoreLocalSide
 from fhirsync.sync import apply
 from fhirsync.sync.apply import Change, Fail, Outcome, Skip, Write
+from fhirsync.sync.checking import BodyChecker, Checked, InlineChecker, make_checker
 from fhirsync.sync.filters import FilterChain, load_plugins
 from fhirsync.sync.reconcile import conflict_hook
 from fhirsync.sync.retry import Decision, RetryPolicy
@@ -90,6 +91,8 @@ class PullContext:
     batch_size: int = 500
     listener: Listener = field(default=lambda _e: None)
     clock: Callable[[], datetime] = field(default=datetime.now)
+    checker: BodyChecker = field(default_factory=InlineChecker)
+    """Where fetched bodies are validated (``sync.checking``); every body is validated."""
 
 
 @dataclass
@@ -122,16 +125,20 @@ def pull_category(ctx: PullContext, category: str, preferred: str | None) -> Tot
     _retry_due(ctx, category, preferred, totals)
     key = marker_key(ctx, category)
     marker = ctx.local.marker(key)
-    for chunk in ctx.feed.read(
-        category, after_entry_id=marker.last_entry_id, page=marker.last_page
-    ):
+    chunks = ctx.feed.read(category, after_entry_id=marker.last_entry_id, page=marker.last_page)
+    for chunk in chunks:
         if not chunk.entries:
             continue
         totals.read += len(chunk.entries)
         warning = [_warning(ctx, category, chunk.recovered)] if chunk.recovered else []
         move = MarkerMove(key, chunk.entries[-1].entry_id, chunk.page)
         stop = _apply_page(
-            ctx, preferred, chunk.entries, move=move, extra_audit=warning, totals=totals
+            ctx,
+            preferred,
+            chunk.entries,
+            move=move,
+            extra_audit=warning,
+            totals=totals,
         )
         ctx.listener(
             RunProgress(OPERATION, category, totals.read, None, totals.applied, totals.failed)
@@ -142,6 +149,27 @@ def pull_category(ctx: PullContext, category: str, preferred: str | None) -> Tot
             )
             break
     return totals
+
+
+@dataclass
+class _Ready:
+    """A page's parent copies, fetched and validated."""
+
+    fetched: _Fetched
+    checked: dict[tuple[str, str], Checked]
+
+
+def _prepare(ctx: PullContext, changes: Sequence[Change], preferred: str | None) -> _Ready:
+    """Fetch the bodies ``changes`` need and validate them (``ctx.checker``)."""
+    fetched = _fetch(ctx, [c for c in changes if c.needs_fetch], preferred)
+    items = [
+        (cats.get(key[0]), key[1], body)
+        for key, (body, error) in fetched.items()
+        if body is not None and error is None
+    ]
+    verdicts = ctx.checker.check(items)
+    checked = {(c.name, u): v for (c, u, _b), v in zip(items, verdicts, strict=True)}
+    return _Ready(fetched, checked)
 
 
 def _apply_page(
@@ -262,7 +290,8 @@ def _target(ctx: PullContext, entry: FeedEntry) -> tuple[Category, str] | None:
 
 
 def _outcomes(ctx: PullContext, plan: _Plan) -> dict[tuple[str, str], Outcome]:
-    """Decide every change of the plan: fetch what is needed in batches, then apply the rules."""
+    """Decide every change of the plan: fetch what is needed in batches, validate the bodies
+    (``ctx.checker``), then apply the rules."""
     changes = plan.changes
     locals_: dict[tuple[str, str], Record] = {}
     by_cat: dict[str, list[Change]] = {}
@@ -271,14 +300,15 @@ def _outcomes(ctx: PullContext, plan: _Plan) -> dict[tuple[str, str], Outcome]:
     for name, group in by_cat.items():
         for uuid, rec in ctx.local.read_many(cats.get(name), [c.uuid for c in group]).items():
             locals_[(name, uuid)] = rec
-    fetched = _fetch(ctx, [c for c in changes if c.needs_fetch], plan.preferred)
+    ready = _prepare(ctx, changes, plan.preferred)
     out: dict[tuple[str, str], Outcome] = {}
     for change in changes:
         key = (change.category.name, change.uuid)
         origin = apply.origin_of(change.entry, ctx.parent_url)
         if change.needs_fetch:
-            body, error = fetched.get(key, (None, None))
-            out[key] = apply.content_change(change, body, error, origin)
+            body, error = ready.fetched.get(key, (None, None))
+            checked = ready.checked.get(key)
+            out[key] = apply.content_change(change, body, error, origin, checked)
         else:
             out[key] = apply.state_change(change, locals_.get(key), origin)
     _check_dependencies(ctx, out)
@@ -535,4 +565,5 @@ def build_context(
         batch_size=settings.fetch_batch_size,
         listener=listener,
         clock=lambda: datetime.now(UTC),
+        checker=make_checker(settings.pull_validation_workers),
     )

@@ -6,7 +6,10 @@ stops the run (markers stay); a broken feed stops only its category; record fail
 
 from __future__ import annotations
 
+import gc
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +17,7 @@ from fhirsync.errors import AuthError, ConfigurationError, RequestError, Transie
 from fhirsync.settings import NodeConfig
 from fhirsync.store import locks, runs
 from fhirsync.store.engine import Database
+from fhirsync.sync.checking import GC_THRESHOLDS, BodyChecker
 from fhirsync.sync.pull import OPERATION, Totals, build_context, connect_parent, pull_category
 from fhirsync.sync.status import (
     CategoryStopped,
@@ -35,16 +39,34 @@ def run_pull(
     owner = locks.new_owner()
     if not _acquire(db, owner, wait):
         return RunFinished(OPERATION, "busy", 0, 0, 0, 0.0, "another pull run is in progress")
+    with fewer_collections():
+        return _run(config, db, listener, owner)
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Raise the gc thresholds for a run (``checking.GC_THRESHOLDS``), then restore them."""
+    before = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
+def _run(config: NodeConfig, db: Database, listener: Listener, owner: str) -> RunFinished:
     started = time.monotonic()
     totals, error = Totals(), None
     stopped: list[str] = []
     outcome: Outcome = "ok"
     feed, transport = connect_parent(config)  # no I/O yet: errors come from reading
+    checker: BodyChecker | None = None
     try:
         _save(db, started_at=datetime.now(UTC), outcome="running")
         classes = [c for c in config.sync2.pull.classes if c.enabled]
         listener(RunStarted(OPERATION, tuple(c.category.lower() for c in classes)))
         ctx = build_context(config, db, feed, transport, listener)
+        checker = ctx.checker
         for cls in classes:
             try:
                 done = pull_category(ctx, cls.category.lower(), cls.preferred_client)
@@ -62,6 +84,8 @@ def run_pull(
     except (TransientError, AuthError) as exc:
         outcome, error = "unreachable", f"{type(exc).__name__}: {exc}"
     finally:
+        if checker is not None:
+            checker.close()
         transport.close()
         feed.close()
         locks.release(db, "pull", owner)
