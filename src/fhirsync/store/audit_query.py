@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Select, and_, delete, func, insert, or_, select, update
 
 from fhirsync.store.tables import audit
 
@@ -130,6 +130,8 @@ def failed_uuids(conn: Connection, flt: AuditFilter, creator: str, limit: int = 
         *replace(flt, success=False).where(),
         audit.c.creator_instance_id == creator,
         audit.c.next_message_uuid.is_(None),
+        # A dismissal is recorded as a failed row, but there is nothing left to retry.
+        or_(audit.c.error_class.is_(None), audit.c.error_class != "Dismissed"),
     ]
     query = select(audit.c.uuid).where(*cond).order_by(audit.c.timestamp, audit.c.id).limit(limit)
     return [str(u) for u in conn.execute(query).scalars()]

@@ -6,7 +6,8 @@ One open row per (operation, category, record). Status values:
 - ``waiting``: depends on another record (``depends_on``) that is absent or failed; retried when it
   arrives, never parked for it;
 - ``parked``: gave up after the configured attempts; retried only by hand (``audit retry``);
-- ``resolved``: a later attempt (or a later event for the same record) succeeded.
+- ``resolved``: a later attempt (or a later event for the same record) succeeded;
+- ``dismissed``: an administrator gave up on it, with a reason (kept in ``note`` and the audit).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from fhirsync.store.tables import failures
 
-FailureStatus = Literal["retrying", "waiting", "parked", "resolved"]
+FailureStatus = Literal["retrying", "waiting", "parked", "resolved", "dismissed"]
 OPEN: tuple[FailureStatus, ...] = ("retrying", "waiting", "parked")
 
 
@@ -233,3 +234,35 @@ def counts(conn: Connection, operation: str) -> dict[str, int]:
         .group_by(failures.c.status)
     )
     return {str(s): int(n) for s, n in rows}
+
+
+def dismiss(conn: Connection, failure_id: int, note: str) -> Failure | None:
+    """Close one open failure by hand (``dismissed``, never retried again), keeping ``note``.
+
+    Returns the failure as it was while open, or None when there is no open failure with that id.
+    A later failure of the same record opens a new row.
+    """
+    found = get(conn, failure_id)
+    if found is None or found.status not in OPEN:
+        return None
+    conn.execute(
+        update(failures)
+        .where(failures.c.id == failure_id)
+        .values(status="dismissed", next_retry_at=None, note=note[:2000])
+    )
+    return found
+
+
+def due_now(conn: Connection, ids: Sequence[int]) -> int:
+    """Make these open failures due at once: parked ones get a fresh count (as :func:`requeue`),
+    retrying ones lose their wait. Waiting ones are left alone (they wait for a record)."""
+    if not ids:
+        return 0
+    requeue(conn, ids)
+    # Requeued rows are ``retrying`` now too, so this counts every row made due.
+    result = conn.execute(
+        update(failures)
+        .where(failures.c.id.in_(list(ids)), failures.c.status == "retrying")
+        .values(next_retry_at=None)
+    )
+    return int(result.rowcount)

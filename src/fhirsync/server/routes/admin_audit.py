@@ -17,6 +17,7 @@ from fhirsync.server.routes import admin_actions
 from fhirsync.server.routes.admin_common import AdminFormSession, PageSession, page, redirect
 from fhirsync.store import audit_query
 from fhirsync.store.audit_query import AuditFilter, AuditMessage
+from fhirsync.sync import manual
 
 router = APIRouter(prefix="/sync2/audit", include_in_schema=False)
 
@@ -38,6 +39,7 @@ PLAIN_ERRORS = {
     "Unauthenticated": "The other node did not accept this node's user name or password.",
     "Forbidden": "The other node does not allow this node to do this.",
     "ConfigurationError": "This node's configuration is incomplete or invalid.",
+    "Dismissed": "An administrator gave up on this record; it will not be retried.",
 }
 
 
@@ -160,6 +162,8 @@ def audit_detail(request: Request, node: NodeDep, session: PageSession, uuid: st
         not message.success
         and message.next_message_uuid is None
         and message.creator_instance_id == own
+        and message.error_class != "Dismissed"
+        and (message.operation or "").upper() in ("PULL", "PUSH")
     )
     return page(
         request,
@@ -214,17 +218,17 @@ def retry_all(
     """Retry every retryable failure matching the list's filters (oldest first)."""
     filters = Filters(status, operation, category, origin, since, until)
     back = f"/sync2/audit?{filters.query()}"
-    own = node.config.sync2.general.local_instance_id or ""
     try:
-        with node.db.read() as conn:
-            uuids = audit_query.failed_uuids(conn, filters.to_filter(), own)
-        succeeded = failed = 0
-        for uuid in uuids:
-            outcome = admin_actions.retry_message(node, uuid)
-            succeeded, failed = succeeded + outcome.ok, failed + (not outcome.ok)
+        totals = manual.retry_matching(node.config, node.db, filters.to_filter())
     except FhirsyncError as exc:
         return redirect(request, back, f"Retry stopped: {exc.message}", kind="error")
-    if not uuids:
+    if not totals.messages:
         return redirect(request, back, "There was no failed message to retry for this filter.")
-    text = f"Retried {len(uuids)} failed message(s): {succeeded} succeeded, {failed} failed again."
-    return redirect(request, back, text, kind="error" if failed else "ok")
+    text = (
+        f"Retried {totals.messages} failed message(s): {totals.succeeded} succeeded, "
+        f"{totals.failed} failed again."
+    )
+    trouble = [o.message for o in totals.runs if not o.ok and "could not be reached" in o.message]
+    return redirect(
+        request, back, " ".join([text, *trouble]), kind="error" if totals.failed else "ok"
+    )

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from starlette.responses import Response
 
-from fhirsync.errors import FhirsyncError, RequestError
+from fhirsync.errors import FhirsyncError
 from fhirsync.server.deps import NodeContext, NodeDep
 from fhirsync.server.routes import admin_actions
 from fhirsync.server.routes.admin_common import AdminFormSession, PageSession, page, redirect
@@ -41,7 +41,6 @@ def failures_page(request: Request, node: NodeDep, session: PageSession) -> Resp
             "nav": "failures",
             "rows": _open_failures(node),
             "status_words": STATUS_WORDS,
-            "dismiss_blocked": admin_actions.DISMISS_UNAVAILABLE,
             "retry_blocked": admin_actions.failure_actions_unavailable_reason(),
         },
         session=session,
@@ -70,11 +69,7 @@ def dismiss(
 ) -> Response:
     """Give up on a parked record, with a reason that is kept in the audit log."""
     try:
-        if not reason.strip():
-            raise RequestError(
-                "Say why this failure is dismissed (the reason is kept in the audit)."
-            )
-        outcome = admin_actions.dismiss_failure(node, failure_id, reason.strip(), session.user)
+        outcome = admin_actions.dismiss_failure(node, failure_id, reason, session.user)
     except FhirsyncError as exc:
         return redirect(request, "/sync2/failures", f"Not dismissed: {exc.message}", kind="error")
     return redirect(request, "/sync2/failures", outcome.message)
