@@ -18,8 +18,8 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
-from collections.abc import Mapping, Sequence
-from multiprocessing.pool import Pool
+from collections.abc import Callable, Mapping, Sequence
+from multiprocessing.pool import AsyncResult, Pool
 from typing import Any, Protocol
 
 import orjson
@@ -43,11 +43,15 @@ _Verdict = tuple[bytes | None, str | None, str | None]
 """(repaired JSON or None, error message or None, error element or None)."""
 
 
+Pending = Callable[[], list[Checked]]
+"""Waits for a started check and returns its results."""
+
+
 class BodyChecker(Protocol):
     """Validates fetched bodies (``apply.checked_body`` semantics)."""
 
-    def check(self, items: Sequence[Item]) -> list[Checked]:
-        """One result per item, in order."""
+    def start(self, items: Sequence[Item]) -> Pending:
+        """Begin checking ``items``; the returned call gives one result per item, in order."""
         ...
 
     def close(self) -> None:
@@ -66,9 +70,10 @@ def check_one(category: Category, uuid: str, body: Mapping[str, Any]) -> Checked
 class InlineChecker:
     """Validates in this process."""
 
-    def check(self, items: Sequence[Item]) -> list[Checked]:
-        """One result per item, in order."""
-        return [check_one(c, u, b) for c, u, b in items]
+    def start(self, items: Sequence[Item]) -> Pending:
+        """Check ``items`` now; the returned call gives the results."""
+        results = [check_one(c, u, b) for c, u, b in items]
+        return lambda: results
 
     def close(self) -> None:
         """Nothing to release."""
@@ -85,8 +90,8 @@ class PoolChecker:
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self._pool: Pool | None = context.Pool(workers, initializer=_worker_init)
 
-    def check(self, items: Sequence[Item]) -> list[Checked]:
-        """One result per item, in order."""
+    def start(self, items: Sequence[Item]) -> Pending:
+        """Send the FHIR items to the workers; the returned call waits for their verdicts."""
         out: list[Checked | None] = [None] * len(items)
         fhir: list[int] = []
         for index, (category, uuid, body) in enumerate(items):
@@ -94,6 +99,10 @@ class PoolChecker:
                 fhir.append(index)
             else:
                 out[index] = check_one(category, uuid, body)
+        if fhir and self._pool is None:
+            raise RuntimeError("the validation pool is closed")
+        slices: list[list[int]] = []
+        pending: list[AsyncResult[list[_Verdict]]] = []
         if fhir and self._pool is not None:
             step = -(-len(fhir) // self.workers)
             slices = [fhir[i : i + step] for i in range(0, len(fhir), step)]
@@ -101,12 +110,14 @@ class PoolChecker:
                 self._pool.apply_async(_check_slice, ([_payload(items[i]) for i in part],))
                 for part in slices
             ]
+
+        def wait() -> list[Checked]:
             for part, result in zip(slices, pending, strict=True):
                 for index, verdict in zip(part, result.get(), strict=True):
                     out[index] = _checked(items[index], verdict)
-        elif fhir:
-            raise RuntimeError("the validation pool is closed")
-        return [c for c in out if c is not None]
+            return [c for c in out if c is not None]
+
+        return wait
 
     def close(self) -> None:
         """Stop the workers."""

@@ -9,7 +9,7 @@ record they depend on, or are parked (promise 3); they never stop the feed unles
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -28,7 +28,7 @@ from fhirsync.store.failures import Failure, FailureNote
 from fhirsync.store.local import MarkerMove, PageCommit, StoreLocalSide
 from fhirsync.sync import apply
 from fhirsync.sync.apply import Change, Fail, Outcome, Skip, Write
-from fhirsync.sync.checking import BodyChecker, Checked, InlineChecker, make_checker
+from fhirsync.sync.checking import BodyChecker, Checked, InlineChecker, Pending, make_checker
 from fhirsync.sync.filters import FilterChain, load_plugins
 from fhirsync.sync.reconcile import conflict_hook
 from fhirsync.sync.retry import Decision, RetryPolicy
@@ -160,16 +160,24 @@ class _Ready:
 
 
 def _prepare(ctx: PullContext, changes: Sequence[Change], preferred: str | None) -> _Ready:
-    """Fetch the bodies ``changes`` need and validate them (``ctx.checker``)."""
-    fetched = _fetch(ctx, [c for c in changes if c.needs_fetch], preferred)
-    items = [
-        (cats.get(key[0]), key[1], body)
-        for key, (body, error) in fetched.items()
-        if body is not None and error is None
-    ]
-    verdicts = ctx.checker.check(items)
-    checked = {(c.name, u): v for (c, u, _b), v in zip(items, verdicts, strict=True)}
-    return _Ready(fetched, checked)
+    """Fetch the bodies ``changes`` need and validate them (``ctx.checker``).
+
+    Each fetched batch goes to the checker (worker processes) at once, so it is validated while
+    the parent answers the next batch.
+    """
+    ready = _Ready({}, {})
+    started: list[tuple[list[tuple[str, str]], Pending]] = []
+    for fetched in _fetch_batches(ctx, [c for c in changes if c.needs_fetch], preferred):
+        ready.fetched.update(fetched)
+        items = [
+            (cats.get(key[0]), key[1], body)
+            for key, (body, error) in fetched.items()
+            if body is not None and error is None
+        ]
+        started.append(([(c.name, u) for c, u, _b in items], ctx.checker.start(items)))
+    for keys, pending in started:
+        ready.checked.update(zip(keys, pending(), strict=True))
+    return ready
 
 
 def _apply_page(
@@ -318,7 +326,9 @@ def _outcomes(ctx: PullContext, plan: _Plan) -> dict[tuple[str, str], Outcome]:
 _Fetched = dict[tuple[str, str], tuple[Mapping[str, object] | None, RecordError | None]]
 
 
-def _fetch(ctx: PullContext, changes: Sequence[Change], preferred: str | None) -> _Fetched:
+def _fetch_batches(
+    ctx: PullContext, changes: Sequence[Change], preferred: str | None
+) -> Iterator[_Fetched]:
     """Fetch the parent's copies in batches, one request per batch and client where possible."""
     groups: dict[tuple[str, str], tuple[Category, SourceClient, list[RecordRef]]] = {}
     for change in changes:
@@ -327,9 +337,9 @@ def _fetch(ctx: PullContext, changes: Sequence[Change], preferred: str | None) -
             (change.category.name, client.name), (change.category, client, [])
         )
         group[2].append(RecordRef(change.uuid, change.entry.links))
-    out: _Fetched = {}
     for category, client, refs in groups.values():
         for start in range(0, len(refs), ctx.batch_size):
+            out: _Fetched = {}
             result = client.fetch(category, refs[start : start + ctx.batch_size])
             for uuid, body in result.found.items():
                 out[(category.name, uuid)] = (body, None)
@@ -337,7 +347,7 @@ def _fetch(ctx: PullContext, changes: Sequence[Change], preferred: str | None) -
                 out[(category.name, uuid)] = (None, None)
             for uuid, error in result.failed.items():
                 out[(category.name, uuid)] = (None, error)
-    return out
+            yield out
 
 
 def _check_dependencies(ctx: PullContext, out: dict[tuple[str, str], Outcome]) -> None:

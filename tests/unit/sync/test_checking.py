@@ -1,0 +1,77 @@
+"""Pulled bodies are validated the same way in worker processes as in the pull process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from fhirsync import categories as cats
+from fhirsync.errors import InvalidResource
+from fhirsync.sync.checking import InlineChecker, Item, PoolChecker, make_checker
+
+PATIENT = cats.get("patient")
+VISIT_TYPE = cats.get("visittype")
+
+
+def _patient(uuid: str, **extra: Any) -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": uuid, "gender": "female", **extra}
+
+
+def _items() -> list[Item]:
+    ok = "11111111-1111-4111-8111-111111111111"
+    lone = "22222222-2222-4222-8222-222222222222"
+    bad = "33333333-3333-4333-8333-333333333333"
+    wrong_id = "44444444-4444-4444-8444-444444444444"
+    return [
+        (PATIENT, ok, _patient(ok)),
+        # A lone object where FHIR wants a list (HAPI-lenient): stored wrapped in a list.
+        (PATIENT, lone, _patient(lone, name={"family": "Osei"})),
+        (PATIENT, bad, _patient(bad, gender="robot")),
+        (PATIENT, wrong_id, _patient("55555555-5555-4555-8555-555555555555")),
+        (VISIT_TYPE, "vt-1", {"uuid": "vt-1", "name": "Outpatient", "retired": True}),
+    ]
+
+
+@pytest.fixture
+def pool() -> Iterator[PoolChecker]:
+    checker = PoolChecker(2)
+    yield checker
+    checker.close()
+
+
+def _shape(result: object) -> object:
+    if isinstance(result, InvalidResource):
+        return ("invalid", result.element, result.message)
+    return result
+
+
+def test_the_pool_gives_the_inline_verdicts(pool: PoolChecker) -> None:
+    inline = InlineChecker().start(_items())()
+    pooled = pool.start(_items())()
+    assert [_shape(r) for r in pooled] == [_shape(r) for r in inline]
+    ok, lone, bad, wrong_id, rest = pooled
+    assert ok == (_items()[0][2], "active")
+    assert not isinstance(lone, InvalidResource) and lone[0]["name"] == [{"family": "Osei"}]
+    assert isinstance(bad, InvalidResource) and bad.element is not None and "gender" in bad.element
+    assert isinstance(wrong_id, InvalidResource) and wrong_id.element == "id"
+    assert not isinstance(rest, InvalidResource) and rest[1] == "retired"
+
+
+def test_an_empty_batch_and_a_closed_pool(pool: PoolChecker) -> None:
+    assert pool.start([])() == []
+    pool.close()
+    with pytest.raises(RuntimeError):
+        pool.start(_items()[:1])
+    # REST bodies never need the pool.
+    assert len(pool.start(_items()[4:])()) == 1
+
+
+def test_make_checker_sizes() -> None:
+    assert isinstance(make_checker(1), InlineChecker)
+    checker = make_checker(2)
+    try:
+        assert isinstance(checker, PoolChecker) and checker.workers == 2
+    finally:
+        checker.close()
