@@ -1,10 +1,11 @@
-"""Run the node benchmarks (``make bench``): import throughput, feed pages/s, ``_id`` batch reads/s.
+"""Run the node benchmarks (``make bench``): import, feed pages/s, ``_id`` batch reads/s, pull.
 
     .venv/bin/python bench/run_all.py [--count 10000] [--seconds 5] [--full] [--out-dir bench/out]
 
-Small defaults keep ``make bench`` to about a minute; ``--full`` uses the issue's sizes (50,000
-Patients, 10 s per read test). Each script prints its figures and writes them as JSON to
-``--out-dir`` (``import.json``, ``read.json``).
+Small defaults keep ``make bench`` to a couple of minutes; ``--full`` uses the issues' sizes (50,000
+Patients, 10 s per read test) and runs the PouchDB peer beside the pull benchmark. Each script
+prints its figures and writes them as JSON to ``--out-dir`` (``import.json``, ``read.json``,
+``pull.json``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def main() -> None:
         "--out",
         str(args.out_dir / "read.json"),
     )
+    peer = [] if args.full else ["--no-peer"]
+    run("pull.py", "--count", str(count), "--out", str(args.out_dir / "pull.json"), *peer)
 
 
 if __name__ == "__main__":

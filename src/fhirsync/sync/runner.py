@@ -23,7 +23,9 @@ from fhirsync.sync.status import (
     CategoryStopped,
     Listener,
     Outcome,
+    RunEvent,
     RunFinished,
+    RunProgress,
     RunStarted,
     ignore,
 )
@@ -65,7 +67,7 @@ def _run(config: NodeConfig, db: Database, listener: Listener, owner: str) -> Ru
         _save(db, started_at=datetime.now(UTC), outcome="running")
         classes = [c for c in config.sync2.pull.classes if c.enabled]
         listener(RunStarted(OPERATION, tuple(c.category.lower() for c in classes)))
-        ctx = build_context(config, db, feed, transport, listener)
+        ctx = build_context(config, db, feed, transport, _refreshing(db, owner, listener))
         checker = ctx.checker
         for cls in classes:
             try:
@@ -104,6 +106,20 @@ def _run(config: NodeConfig, db: Database, listener: Listener, owner: str) -> Ru
     )
     listener(result)
     return result
+
+
+def _refreshing(db: Database, owner: str, listener: Listener) -> Listener:
+    """``listener``, extending the run lock every LOCK_TTL/4 seconds of page progress: one large
+    category can take longer than LOCK_TTL, and an expired lock lets a second run start."""
+    last = [time.monotonic()]
+
+    def wrapped(event: RunEvent) -> None:
+        if isinstance(event, RunProgress) and time.monotonic() - last[0] > LOCK_TTL / 4:
+            locks.refresh(db, "pull", owner, LOCK_TTL)
+            last[0] = time.monotonic()
+        listener(event)
+
+    return wrapped
 
 
 def _validate(config: NodeConfig) -> None:
