@@ -18,7 +18,7 @@ from fhirsync.server.routes import rest as rest_routes
 from fhirsync.server.routes import sync2 as sync2_routes
 from fhirsync.settings import NodeConfig
 from fhirsync.store.engine import Database
-from fhirsync.sync import push_scheduler, scheduler
+from fhirsync.sync import scheduler
 
 
 def create_app(config: NodeConfig, db: Database) -> FastAPI:
@@ -28,7 +28,7 @@ def create_app(config: NodeConfig, db: Database) -> FastAPI:
         version=__version__,
         docs_url=None,
         redoc_url=None,
-        lifespan=push_scheduler.with_push(scheduler.lifespan(config, db), config, db),
+        lifespan=scheduler.lifespan(config, db),
     )
     app.state.node = NodeContext(config=config, db=db, authenticator=Authenticator(db))
     error_responses.install(app)

@@ -1,9 +1,11 @@
-"""Scheduled pull inside ``fhirsync serve`` (spec §8.1): every ``pull.schedule`` seconds when
-``pull.enabled``, backing off per the RetryPolicy while the parent is unreachable.
+"""Scheduled pull and push inside ``fhirsync serve`` (spec §8.1).
 
-The loop runs in a thread (the engine is synchronous). Stopping it is not a failure. Its backoff and
-last error are kept in the run state, so ``fhirsync status`` and the UI show them. The database run
-lock makes a scheduled run skip (not wait) while a manual run of the same node is going on.
+Each direction runs every ``{pull,push}.schedule`` seconds when ``{pull,push}.enabled``, in its own
+thread (the engine is synchronous), independent of the other. While the parent is unreachable it
+backs off per the RetryPolicy, capped by the schedule, and resets on the next success. Stopping is
+not a failure. Backoff and last error are kept in the run state, so ``fhirsync status`` and the UI
+show them. The database run lock makes a scheduled run skip (not wait) while a manual run of the
+same node and direction is going on.
 """
 
 from __future__ import annotations
@@ -17,48 +19,67 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fhirsync.errors import FhirsyncError
-from fhirsync.settings import NodeConfig
+from fhirsync.settings import NodeConfig, SyncMethodConfig
 from fhirsync.store import runs
 from fhirsync.store.engine import Database
+from fhirsync.sync import pull, push
+from fhirsync.sync.push_run import run_push
 from fhirsync.sync.retry import RetryPolicy
 from fhirsync.sync.runner import run_pull
+from fhirsync.sync.status import RunFinished
 
 log = logging.getLogger(__name__)
+# Consecutive failure counts that get a log line: a long outage logs a few lines, not thousands.
+_LOGGED_AT = frozenset({1, 2, 4, 8, 16, 32, 64, 128})
+DEFAULT_SCHEDULE = 300.0
+Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
+RunOnce = Callable[[NodeConfig, Database], RunFinished]
 
 
-class PullScheduler:
-    """Runs pull on a schedule in a background thread until :meth:`stop`."""
+class Scheduler:
+    """Runs one direction (pull or push) on its schedule in a background thread until stopped."""
 
-    def __init__(self, config: NodeConfig, db: Database) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        db: Database,
+        operation: str,
+        method: Callable[[NodeConfig], SyncMethodConfig],
+        run_once: RunOnce,
+    ) -> None:
         self.config = config
         self.db = db
+        self.operation = operation
         self.policy = RetryPolicy.from_settings(config.settings)
         self.failures = 0
+        self._method = method
+        self._run_once_fn = run_once
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
     def enabled(self) -> bool:
-        """True when ``pull.enabled`` and a parent is configured."""
-        return self.config.sync2.pull.enabled and self.config.parent_url is not None
+        """True when this direction is enabled and a parent is configured."""
+        return self._method(self.config).enabled and self.config.parent_url is not None
 
     def start(self) -> None:
-        """Start the loop (no-op when scheduled pull is disabled)."""
+        """Start the loop (no-op when this direction's schedule is disabled)."""
         if self.enabled and self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="pull-scheduler", daemon=True)
+            name = f"{self.operation.lower()}-scheduler"
+            self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Ask the loop to stop and wait for the current run to end."""
+        """Ask the loop to stop and wait for the current run to end (stopping is no failure)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
 
     def next_delay(self, outcome: str) -> float:
-        """Seconds until the next run: the schedule after success, a growing backoff after
-        an unreachable parent (reset by the next success)."""
-        schedule = float(self.config.sync2.pull.schedule or 300)
+        """The schedule after a run that reached the parent; a growing backoff (capped by the
+        schedule) while it is unreachable."""
+        schedule = float(self._method(self.config).schedule or DEFAULT_SCHEDULE)
         if outcome in ("unreachable", "error"):
             self.failures += 1
             return min(schedule, self.policy.delay(self.failures))
@@ -69,12 +90,14 @@ class PullScheduler:
         while not self._stop.is_set():
             outcome, error = self._run_once()
             delay = self.next_delay(outcome)
-            if self.failures and self.failures in (1, 2, 4, 8, 16, 32, 64):  # rate-limited log
-                log.warning("scheduled pull failed %d time(s): %s", self.failures, error)
+            if self.failures in _LOGGED_AT:
+                log.warning(
+                    "scheduled %s failed %d time(s): %s", self.operation, self.failures, error
+                )
             with self.db.write() as conn:
                 runs.save(
                     conn,
-                    "pull",
+                    self.operation,
                     consecutive_failures=self.failures,
                     backoff_seconds=delay if self.failures else None,
                     next_run_at=datetime.now(UTC) + timedelta(seconds=delay),
@@ -84,24 +107,33 @@ class PullScheduler:
 
     def _run_once(self) -> tuple[str, str | None]:
         try:
-            result = run_pull(self.config, self.db)
+            result = self._run_once_fn(self.config, self.db)
         except FhirsyncError as exc:  # configuration changed under us: keep serving, report it
             return "error", f"{type(exc).__name__}: {exc}"
         return result.outcome, result.error
 
 
-def lifespan(
-    config: NodeConfig, db: Database
-) -> Callable[[Any], AbstractAsyncContextManager[None]]:
-    """An ASGI lifespan that runs the pull scheduler while the app serves."""
+def pull_scheduler(config: NodeConfig, db: Database) -> Scheduler:
+    """The scheduler of pull (``pull.enabled``, ``pull.schedule``)."""
+    return Scheduler(config, db, pull.OPERATION, lambda c: c.sync2.pull, run_pull)
+
+
+def push_scheduler(config: NodeConfig, db: Database) -> Scheduler:
+    """The scheduler of push (``push.enabled``, ``push.schedule``)."""
+    return Scheduler(config, db, push.OPERATION, lambda c: c.sync2.push, run_push)
+
+
+def lifespan(config: NodeConfig, db: Database) -> Lifespan:
+    """An ASGI lifespan that runs the pull and push schedulers while the app serves."""
 
     @asynccontextmanager
     async def run(_app: Any) -> AsyncIterator[None]:
-        scheduler = PullScheduler(config, db)
-        scheduler.start()
+        schedulers = [pull_scheduler(config, db), push_scheduler(config, db)]
+        for scheduler in schedulers:
+            scheduler.start()
         try:
             yield
         finally:
-            await asyncio.to_thread(scheduler.stop)
+            await asyncio.gather(*(asyncio.to_thread(s.stop) for s in schedulers))
 
     return run

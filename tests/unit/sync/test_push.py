@@ -14,8 +14,8 @@ from fhirsync.store.audit import AuditPolicy
 from fhirsync.store.engine import Database, open_database
 from fhirsync.store.outbox import StoreOutboxSide, collapse, read_batch, relayable
 from fhirsync.sync.push import PushContext, marker_key
-from fhirsync.sync.push_scheduler import PushScheduler
 from fhirsync.sync.retry import RetryPolicy
+from fhirsync.sync.scheduler import push_scheduler
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -94,7 +94,7 @@ def test_scheduler_backs_off_while_unreachable_and_resets(tmp_path: Path) -> Non
         settings=NodeSettings(retry_base_delay=1.0, retry_factor=2.0),
         sync2=Sync2Config(push=SyncMethodConfig(enabled=True, schedule=60)),
     )
-    scheduler = PushScheduler(config, None)  # type: ignore[arg-type]
+    scheduler = push_scheduler(config, None)  # type: ignore[arg-type]
     assert not scheduler.enabled  # no parent configured
     scheduler.policy = RetryPolicy(base_delay=1.0, factor=2.0, jitter=0.0)
     assert [scheduler.next_delay("unreachable") for _ in range(3)] == [1.0, 2.0, 4.0]

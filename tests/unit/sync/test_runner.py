@@ -14,7 +14,7 @@ from fhirsync.settings import NodeConfig
 from fhirsync.store import locks
 from fhirsync.sync.retry import RetryPolicy
 from fhirsync.sync.runner import run_pull
-from fhirsync.sync.scheduler import PullScheduler
+from fhirsync.sync.scheduler import pull_scheduler
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_a_second_run_is_refused_while_one_holds_the_lock(child: NodeConfig) -> 
 
 def test_scheduler_backs_off_and_resets(child: NodeConfig) -> None:
     _, db = open_node(child.node_dir)
-    scheduler = PullScheduler(child, db)
+    scheduler = pull_scheduler(child, db)
     scheduler.policy = RetryPolicy(base_delay=1, factor=2, max_delay=100, jitter=0)
     assert [scheduler.next_delay("unreachable") for _ in range(3)] == [1, 2, 4]
     assert scheduler.failures == 3
