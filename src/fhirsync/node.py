@@ -38,13 +38,17 @@ class InitResult:
 
 
 def default_classes() -> list[ClassConfig]:
-    """Every syncable category in dependency order, enabled (sub-resources ride on their owner)."""
+    """Every category in dependency order, enabled.
+
+    Sub-resource feeds (person_name, ...) are listed too, as in Sync 2.0's default file: a Java
+    parent publishes name/address/identifier changes only there (they re-sync their owner), and a
+    fhirsync parent answers an empty page for them, so they cost one small request each.
+    """
     return [
         ClassConfig(
             class_title=c.title, category=c.name, open_mrs_class=c.openmrs_class, enabled=True
         )
         for c in categories.all_categories()
-        if not c.is_subresource
     ]
 
 
