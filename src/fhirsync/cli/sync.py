@@ -20,7 +20,10 @@ from fhirsync.cli.common import (
     node_path,
 )
 from fhirsync.node import open_node
+from fhirsync.settings import NodeConfig
 from fhirsync.store import failures, markers, runs
+from fhirsync.store.engine import Database
+from fhirsync.sync import lag
 from fhirsync.sync.runner import run_pull
 from fhirsync.sync.status import (
     CategoryStopped,
@@ -113,8 +116,9 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
     try:
         parent = config.parent_url
         console.print(f"node [bold]{config.instance_id}[/bold]  parent {parent or '(none)'}")
+        reachable = _reachable(parent) if parent else "no parent"
         if parent:
-            console.print(f"parent reachable: {_reachable(parent)}")
+            console.print(f"parent reachable: {reachable}")
         with db.read() as conn:
             state = runs.get(conn, "pull")
             positions = markers.for_feed(conn, parent) if parent else {}
@@ -125,6 +129,7 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
                 category, str(marker.last_page), marker.last_entry_id or "", str(marker.updated_at)
             )
         console.print(table)
+        _print_lag(config, db, ask_parent=reachable == "yes")
         console.print(
             f"last pull: {state.outcome or 'never'} started {state.started_at} finished "
             f"{state.finished_at}; read {state.events_read}, applied {state.applied}, "
@@ -148,6 +153,24 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
             )
     finally:
         db.dispose()
+
+
+def _print_lag(config: NodeConfig, db: Database, *, ask_parent: bool) -> None:
+    """Per category: events behind the parent's feed and local events not yet pushed."""
+    found = lag.gather(config, db, ask_parent=ask_parent)
+    if not found.categories:
+        return
+    table = Table("category", "behind parent", "not yet pushed")
+    for row in found.categories:
+        remote = row.parent_text if row.pulled else "not pulled"
+        if row.pulled and found.parent_error:
+            remote = "unreachable"
+        table.add_row(
+            row.category, remote, "not pushed" if row.unpushed is None else str(row.unpushed)
+        )
+    console.print(table)
+    if found.parent_error:
+        console.print(f"parent lag {found.parent_error}")
 
 
 def _reachable(parent: str) -> str:

@@ -7,6 +7,7 @@ a small ASGI middleware.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter
@@ -14,8 +15,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fhirsync.settings import NodeConfig
 from fhirsync.store import audit_query, failures, runs
 from fhirsync.store.engine import Database
+from fhirsync.sync import lag
 
 FEED_PREFIX = "/ws/atomfeed"
 
@@ -89,10 +92,50 @@ def _run_metrics(states: list[runs.RunState]) -> Iterator[Metric]:
     yield from (duration, applied, failed, consecutive)
 
 
+class LagCollector(Collector):
+    """Lag per category: events behind the parent's feed and local events not yet pushed.
+
+    The parent's side is one short request per scrape at most (cached briefly by ``sync.lag``).
+    """
+
+    def __init__(self, config: NodeConfig, db: Database) -> None:
+        self._config = config
+        self._db = db
+
+    def collect(self) -> Iterator[Metric]:
+        """Read the lag once per scrape."""
+        found = lag.gather(self._config, self._db)
+        behind = GaugeMetricFamily(
+            "fhirsync_lag_parent_events",
+            "Events in the parent's feed not pulled yet (a lower bound for some Java feeds).",
+            labels=["category"],
+        )
+        unpushed = GaugeMetricFamily(
+            "fhirsync_lag_unpushed_events",
+            "Local events (and children's) that the next push will send.",
+            labels=["category"],
+        )
+        for row in found.categories:
+            if row.pulled and row.behind_parent is not None:
+                behind.add_metric([row.category], row.behind_parent)
+            if row.unpushed is not None:
+                unpushed.add_metric([row.category], row.unpushed)
+        yield behind
+        yield unpushed
+        if self._config.parent_url is not None:
+            reachable = GaugeMetricFamily(
+                "fhirsync_parent_reachable",
+                "1 when the parent answered the last lag question, 0 otherwise.",
+            )
+            reachable.add_metric([], 0 if found.parent_error else 1)
+            yield reachable
+
+
 class NodeMetrics:
     """The registry of one app and the counters its middleware updates."""
 
     def __init__(self, db: Database) -> None:
+        self._db = db
         self.registry = CollectorRegistry(auto_describe=True)
         self.feed_requests = Counter(
             "fhirsync_feed_requests",
@@ -101,6 +144,15 @@ class NodeMetrics:
             registry=self.registry,
         )
         self.registry.register(SyncCollector(db))
+        self._lag_registered = False
+        self._lock = threading.Lock()
+
+    def watch_lag(self, config: NodeConfig) -> None:
+        """Add the lag gauges (once; the node's configuration is known after the app is built)."""
+        with self._lock:
+            if not self._lag_registered:
+                self._lag_registered = True
+                self.registry.register(LagCollector(config, self._db))
 
 
 class FeedRequestCounter:

@@ -13,7 +13,13 @@ from starlette.responses import RedirectResponse, Response
 
 from fhirsync.errors import Forbidden, Unauthenticated
 from fhirsync.server.deps import NodeDep
-from fhirsync.server.routes import admin_audit, admin_config, admin_dashboard, admin_failures
+from fhirsync.server.routes import (
+    admin_audit,
+    admin_config,
+    admin_dashboard,
+    admin_failures,
+    feedstate,
+)
 from fhirsync.server.routes.admin_common import (
     CSRF_FIELD,
     UI_DIR,
@@ -53,6 +59,9 @@ def install(app: FastAPI) -> None:
         admin_audit.router,
         admin_config.router,
         admin_failures.router,
+        # Not a page, but installed with them (app.py stays one line per area): the lag that the
+        # dashboards of this node's children show comes from here.
+        feedstate.router,
     ):
         app.include_router(module_router)
 

@@ -21,6 +21,8 @@ from fhirsync.server.routes.admin_common import AdminFormSession, PageSession, p
 from fhirsync.store import audit_query, failures, runs
 from fhirsync.store.audit_query import AuditMessage
 from fhirsync.store.runs import RunState
+from fhirsync.sync import lag
+from fhirsync.sync.lag import Lag
 
 # pygal appends a legacy import hook (for its optional map plug-ins, unused here) to sys.meta_path.
 # Python 3.11 warns about it on every later failed import (ImportWarning), which breaks libraries
@@ -64,6 +66,7 @@ class Facts:
     failed_by_category: dict[str, int]
     pull_blocked: str | None
     push_blocked: str | None
+    lag: Lag
 
 
 _last_cleanup: list[float] = []
@@ -104,6 +107,9 @@ def check_parent(url: str | None) -> ParentStatus:
 
 def gather(node: NodeContext) -> Facts:
     """Collect the dashboard's facts (the parent check takes at most a couple of seconds)."""
+    parent = check_parent(node.config.parent_url)
+    # A parent that did not answer /health is not asked again for its feeds (no second wait).
+    behind = lag.gather(node.config, node.db, ask_parent=parent.reachable is True)
     with node.db.read() as conn:
         last_pull = audit_query.latest(conn, "PULL")
         last_push = audit_query.latest(conn, "PUSH")
@@ -111,7 +117,7 @@ def gather(node: NodeContext) -> Facts:
         pull_run, push_run = runs.get(conn, "pull"), runs.get(conn, "push")
         open_failures = failures.list_open(conn)
     return Facts(
-        parent=check_parent(node.config.parent_url),
+        parent=parent,
         last_pull=last_pull,
         last_push=last_push,
         pull_run=pull_run,
@@ -121,6 +127,7 @@ def gather(node: NodeContext) -> Facts:
         failed_by_category=failed,
         pull_blocked=admin_actions.pull_unavailable_reason(node),
         push_blocked=admin_actions.push_unavailable_reason(node),
+        lag=behind,
     )
 
 

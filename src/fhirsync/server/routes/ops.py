@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -12,14 +13,38 @@ from starlette.responses import JSONResponse, Response
 
 from fhirsync import __version__
 from fhirsync.server.auth import require_role
-from fhirsync.server.deps import CurrentUser, NodeDep
+from fhirsync.server.deps import CurrentUser, NodeContext, NodeDep
+from fhirsync.store import locks, runs
 
 router = APIRouter()
 
 
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
+
+
+def _scheduler(node: NodeContext, operation: str, state: runs.RunState) -> dict[str, Any]:
+    """One direction's scheduler: configured or not, a run going on, backoff and last error."""
+    method = node.config.sync2.pull if operation == "pull" else node.config.sync2.push
+    return {
+        "enabled": method.enabled and node.config.parent_url is not None,
+        "scheduleSeconds": method.schedule,
+        "running": locks.holder(node.db, operation) is not None,
+        "lastOutcome": state.outcome,
+        "lastStarted": _iso(state.started_at),
+        "lastFinished": _iso(state.finished_at),
+        "consecutiveFailures": state.consecutive_failures,
+        "backoffSeconds": state.backoff_seconds,
+        "nextRunAt": _iso(state.next_run_at),
+        "lastError": state.last_error,
+    }
+
+
 @router.get("/health")
 def health(node: NodeDep) -> JSONResponse:
-    """Database reachability and the node's identity; 503 when the database is down."""
+    """Database reachability, the node's identity and its schedulers; 503 when the database is
+    down. A scheduler backing off (the parent is unreachable) makes the status "degraded" but is
+    still answered with 200: this node itself works."""
     body: dict[str, Any] = {
         "status": "ok",
         "version": __version__,
@@ -28,11 +53,15 @@ def health(node: NodeDep) -> JSONResponse:
     try:
         with node.db.read() as conn:
             conn.execute(text("SELECT 1"))
+            states = {op: runs.get(conn, op) for op in ("pull", "push")}
         body["database"] = "ok"
+        body["schedulers"] = {op: _scheduler(node, op, st) for op, st in states.items()}
     except SQLAlchemyError:
         body["status"] = "degraded"
         body["database"] = "unreachable"
         return JSONResponse(body, status_code=503)
+    if any(s["enabled"] and s["backoffSeconds"] for s in body["schedulers"].values()):
+        body["status"] = "degraded"
     return JSONResponse(body)
 
 
@@ -40,5 +69,6 @@ def health(node: NodeDep) -> JSONResponse:
 def metrics(request: Request, user: CurrentUser) -> Response:
     """Prometheus text for administrators and viewers (HTTP Basic, like every other endpoint)."""
     require_role(user, "admin", "viewer")
+    request.app.state.metrics.watch_lag(request.app.state.node.config)
     body = generate_latest(request.app.state.metrics.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,136 @@
+"""Lag per category (parent feed and unpushed local changes), /health schedulers, /metrics lag and
+``fhirsync status``, on a real parent and child."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from tests.conftest import NodeFactory
+from tests.integration.pull_support import new_uuid, patient, put, write_raw
+from typer.testing import CliRunner
+
+from fhirsync.cli.main import build_app
+from fhirsync.records import ENTRY_ID_PREFIX
+from fhirsync.sync import lag
+from fhirsync.sync.push_run import run_push
+from fhirsync.sync.runner import run_pull
+from fhirsync.testing.servers import NodeHandle
+
+
+def _lag(node: NodeHandle) -> lag.Lag:
+    lag.clear_cache()
+    config, db = node.open()
+    try:
+        return lag.gather(config, db)
+    finally:
+        db.dispose()
+
+
+def _row(found: lag.Lag, category: str) -> lag.CategoryLag:
+    return next(r for r in found.categories if r.category == category)
+
+
+def _sync(node: NodeHandle, operation: str) -> None:
+    config, db = node.open()
+    try:
+        result = (run_pull if operation == "pull" else run_push)(config, db)
+    finally:
+        db.dispose()
+    assert result.outcome == "ok", result
+
+
+@pytest.mark.postgres
+def test_lag_follows_pulls_and_pushes(node_factory: NodeFactory) -> None:
+    parent = node_factory("parent")
+    write_raw(parent, "patient", [patient(new_uuid(), f"P{n}") for n in range(3)], "parent")
+    child = node_factory("child", parent=parent, start=False)
+
+    before = _lag(child)
+    assert before.parent_error is None and before.source == "feedstate"
+    assert _row(before, "patient").behind_parent == 3
+    assert _row(before, "location").behind_parent == 0
+    assert _row(before, "patient").unpushed == 0
+
+    _sync(child, "pull")
+    assert _row(_lag(child), "patient").behind_parent == 0
+    # Pulled records are not local changes: nothing to push.
+    assert _row(_lag(child), "patient").unpushed == 0
+
+    put(parent, patient(new_uuid(), "Later"))
+    put(parent, patient(new_uuid(), "Later too"))
+    assert _row(_lag(child), "patient").behind_parent == 2
+
+    child.start()
+    put(child, patient(new_uuid(), "Made here"))
+    assert _row(_lag(child), "patient").unpushed == 1
+    _sync(child, "push")
+    assert _row(_lag(child), "patient").unpushed == 0
+
+
+def test_lag_answers_fast_when_the_parent_is_down(node_factory: NodeFactory) -> None:
+    parent = node_factory("parent")
+    child = node_factory("child", parent=parent, start=False)
+    parent.stop()
+    started = time.monotonic()
+    found = _lag(child)
+    assert time.monotonic() - started < 5.0
+    assert found.parent_error is not None and found.parent_error.startswith("unreachable")
+    assert _row(found, "patient").unpushed == 0  # the local side is still known
+
+
+def test_feedstate_endpoint(node_factory: NodeFactory) -> None:
+    node = node_factory("parent")
+    first = new_uuid()
+    put(node, patient(first, "One"))
+    put(node, patient(new_uuid(), "Two"))
+    with node.client() as client:
+        plain = client.get("/ws/rest/sync2/feedstate").json()
+        assert plain["categories"]["patient"] == {"latest": 2, "behind": 2}
+        assert plain["pageSize"] >= 1
+        unknown = client.get(
+            "/ws/rest/sync2/feedstate", params={"position": f"patient:{ENTRY_ID_PREFIX}nope"}
+        ).json()
+        assert unknown["categories"]["patient"] == {"latest": 2, "behind": None}
+        # The entry id of the first event: one event follows it.
+        page = client.get("/ws/atomfeed/patient/1").text
+        entry = page.split("<id>")[2].split("</id>")[0]
+        known = client.get(
+            "/ws/rest/sync2/feedstate", params={"position": f"patient:{entry}"}
+        ).json()
+        assert known["categories"]["patient"] == {"latest": 2, "behind": 1}
+    assert httpx.get(f"{node.base_url}/ws/rest/sync2/feedstate").status_code == 401
+
+
+def test_health_metrics_and_status_show_schedulers_and_lag(node_factory: NodeFactory) -> None:
+    parent = node_factory("parent")
+    put(parent, patient(new_uuid(), "One"))
+    child = node_factory("child", parent=parent)
+
+    health = httpx.get(f"{child.base_url}/health").json()
+    assert health["database"] == "ok" and health["status"] == "ok"
+    pull = health["schedulers"]["pull"]
+    assert pull["enabled"] is False and pull["running"] is False
+    assert set(pull) >= {"backoffSeconds", "lastError", "lastOutcome", "nextRunAt"}
+    assert "push" in health["schedulers"]
+
+    lag.clear_cache()
+    with child.client() as client:
+        text = client.get("/metrics").text
+    assert 'fhirsync_lag_parent_events{category="patient"} 1.0' in text
+    assert 'fhirsync_lag_unpushed_events{category="patient"} 0.0' in text
+    assert "fhirsync_parent_reachable 1.0" in text
+
+    lag.clear_cache()
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(build_app(), ["status", str(child.node_dir)])
+    assert result.exit_code == 0, result.output
+    assert "behind parent" in result.stdout and "not yet pushed" in result.stdout
+    patient_line = next(line for line in result.stdout.splitlines() if "│ patient " in line)
+    assert patient_line.split("│")[2].strip() == "1", patient_line
+
+    parent.stop()
+    lag.clear_cache()
+    down = CliRunner(env={"COLUMNS": "200"}).invoke(build_app(), ["status", str(child.node_dir)])
+    assert down.exit_code == 0, down.output
+    assert "parent lag unreachable" in down.stdout
