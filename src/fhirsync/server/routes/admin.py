@@ -16,6 +16,7 @@ from fhirsync.server.deps import NodeDep
 from fhirsync.server.routes import (
     admin_audit,
     admin_config,
+    admin_conflicts,
     admin_dashboard,
     admin_failures,
     feedstate,
@@ -59,6 +60,7 @@ def install(app: FastAPI) -> None:
         admin_audit.router,
         admin_config.router,
         admin_failures.router,
+        admin_conflicts.router,
         # Not a page, but installed with them (app.py stays one line per area): the lag that the
         # dashboards of this node's children show comes from here.
         feedstate.router,

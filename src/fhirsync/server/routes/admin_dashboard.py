@@ -18,7 +18,7 @@ from fhirsync.errors import FhirsyncError
 from fhirsync.server.deps import NodeContext, NodeDep
 from fhirsync.server.routes import admin_actions
 from fhirsync.server.routes.admin_common import AdminFormSession, PageSession, page, redirect
-from fhirsync.store import audit_query, failures, runs
+from fhirsync.store import audit_query, conflicts, failures, runs
 from fhirsync.store.audit_query import AuditMessage
 from fhirsync.store.runs import RunState
 from fhirsync.sync import lag
@@ -66,6 +66,7 @@ class Facts:
     failed_by_category: dict[str, int]
     pull_blocked: str | None
     push_blocked: str | None
+    open_conflicts: int
     lag: Lag
 
 
@@ -116,6 +117,7 @@ def gather(node: NodeContext) -> Facts:
         failed = audit_query.counts_by_category(conn, success=False)
         pull_run, push_run = runs.get(conn, "pull"), runs.get(conn, "push")
         open_failures = failures.list_open(conn)
+        open_conflicts = conflicts.count_open(conn)
     return Facts(
         parent=parent,
         last_pull=last_pull,
@@ -127,6 +129,7 @@ def gather(node: NodeContext) -> Facts:
         failed_by_category=failed,
         pull_blocked=admin_actions.pull_unavailable_reason(node),
         push_blocked=admin_actions.push_unavailable_reason(node),
+        open_conflicts=open_conflicts,
         lag=behind,
     )
 
