@@ -6,6 +6,8 @@ FHIR and REST write paths), so "which child did this come from" is a query, not 
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import Connection, func, select
 
 from fhirsync.store.tables import events, records, users
@@ -46,3 +48,13 @@ def changes_per_child(conn: Connection) -> dict[str, int]:
         .group_by(events.c.via)
     )
     return {str(via).removeprefix(CHILD_VIA_PREFIX): int(n) for via, n in rows}
+
+
+def last_push_per_child(conn: Connection) -> dict[str, datetime]:
+    """Instance id → time (naive UTC) of the newest change received from that child."""
+    rows = conn.execute(
+        select(events.c.via, func.max(events.c.timestamp))
+        .where(events.c.via.like(CHILD_VIA_PREFIX + "%"))
+        .group_by(events.c.via)
+    )
+    return {str(via).removeprefix(CHILD_VIA_PREFIX): moment for via, moment in rows if moment}

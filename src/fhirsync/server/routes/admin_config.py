@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request, UploadFile
 from pydantic import SecretStr
-from sqlalchemy import func, select
 from starlette.responses import Response
 
 from fhirsync.errors import ConfigurationError
@@ -24,7 +23,7 @@ from fhirsync.settings import (
     write_sync2,
 )
 from fhirsync.store import audit_query, users
-from fhirsync.store.tables import records
+from fhirsync.store import children as child_store
 
 router = APIRouter(prefix="/sync2", include_in_schema=False)
 
@@ -146,16 +145,17 @@ class ChildRow:
 
     account: str
     instance_id: str
-    last_record: datetime | None
+    last_push: datetime | None
     records_received: int
+    changes_received: int
     failures_reported: int
     last_report: datetime | None
     offline: bool
 
     @property
     def last_seen(self) -> datetime | None:
-        """The newest sign of life: a record or an audit message from it."""
-        seen = [t for t in (self.last_record, self.last_report) if t is not None]
+        """The newest sign of life: a pushed change or an audit message from it."""
+        seen = [t for t in (self.last_push, self.last_report) if t is not None]
         return max(seen) if seen else None
 
 
@@ -165,19 +165,19 @@ def children(node: NodeContext) -> list[ChildRow]:
     now = audit_query.now_utc()
     rows = []
     with node.db.read() as conn:
+        received = child_store.received_per_child(conn)
+        changes = child_store.changes_per_child(conn)
+        pushed_at = child_store.last_push_per_child(conn)
         for user in users.list_all(conn):
             if user.role != "child" or not user.instance_id:
                 continue
-            via = f"child:{user.instance_id}"
-            count, last = conn.execute(
-                select(func.count(), func.max(records.c.last_updated)).where(records.c.via == via)
-            ).one()
             report = audit_query.last_from(conn, user.instance_id)
             row = ChildRow(
                 account=user.name,
                 instance_id=user.instance_id,
-                last_record=last,
-                records_received=int(count),
+                last_push=pushed_at.get(user.instance_id),
+                records_received=received.get(user.instance_id, 0),
+                changes_received=changes.get(user.instance_id, 0),
                 failures_reported=audit_query.failures_from(conn, user.instance_id),
                 last_report=report.timestamp if report else None,
                 offline=False,
