@@ -59,7 +59,9 @@ class Database:
         else:
             kwargs["pool_size"] = pool_size
             kwargs["pool_pre_ping"] = True
-        self.engine = create_engine(url, **kwargs)
+        # hide_parameters: a database error's text (logged, or shown as an error message) never
+        # carries the statement's parameters, which are record bodies and names (patient data).
+        self.engine = create_engine(url, hide_parameters=True, **kwargs)
         if self.is_sqlite:
             _sqlite_setup(self.engine)
 
