@@ -119,9 +119,14 @@ def marker_key(ctx: PullContext, category: str) -> MarkerKey:
     return MarkerKey(ctx.parent_url.rstrip("/"), category, ctx.filters.settings_hash(category))
 
 
-def pull_category(ctx: PullContext, category: str, preferred: str | None) -> Totals:
-    """Retry due failures of ``category``, then read its feed from the marker to the end."""
-    totals = Totals()
+def pull_category(
+    ctx: PullContext, category: str, preferred: str | None, totals: Totals | None = None
+) -> Totals:
+    """Retry due failures of ``category``, then read its feed from the marker to the end.
+
+    Counts are added to ``totals`` (a new one if None) as each page commits.
+    """
+    totals = totals if totals is not None else Totals()
     _retry_due(ctx, category, preferred, totals)
     key = marker_key(ctx, category)
     marker = ctx.local.marker(key)

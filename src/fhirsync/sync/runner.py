@@ -71,14 +71,14 @@ def _run(config: NodeConfig, db: Database, listener: Listener, owner: str) -> Ru
         checker = ctx.checker
         for cls in classes:
             try:
-                done = pull_category(ctx, cls.category.lower(), cls.preferred_client)
+                # The run's totals are passed in, so pages committed before a lost connection
+                # still count in the run's figures.
+                pull_category(ctx, cls.category.lower(), cls.preferred_client, totals)
             except RequestError as exc:  # a broken feed blocks only its own category
                 listener(CategoryStopped(OPERATION, cls.category, type(exc).__name__, str(exc)))
                 stopped.append(f"{cls.category.lower()}: {type(exc).__name__}: {exc}")
                 totals.failed += 1
                 continue
-            totals.read, totals.applied = totals.read + done.read, totals.applied + done.applied
-            totals.failed += done.failed
             locks.refresh(db, "pull", owner, LOCK_TTL)
         outcome = "failures" if totals.failed else "ok"
         # A stopped category is kept as the run's error, so `fhirsync status` shows it.
