@@ -112,7 +112,7 @@ def test_health_metrics_and_status_show_schedulers_and_lag(node_factory: NodeFac
     assert health["database"] == "ok" and health["status"] == "ok"
     pull = health["schedulers"]["pull"]
     assert pull["enabled"] is False and pull["running"] is False
-    assert set(pull) >= {"backoffSeconds", "lastError", "lastOutcome", "nextRunAt"}
+    assert set(pull) >= {"backoffSeconds", "lastErrorClass", "lastOutcome", "nextRunAt"}
     assert "push" in health["schedulers"]
 
     lag.clear_cache()

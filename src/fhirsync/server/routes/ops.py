@@ -36,7 +36,9 @@ def _scheduler(node: NodeContext, operation: str, state: runs.RunState) -> dict[
         "consecutiveFailures": state.consecutive_failures,
         "backoffSeconds": state.backoff_seconds,
         "nextRunAt": _iso(state.next_run_at),
-        "lastError": state.last_error,
+        # /health needs no login: name the error's class only; the text (hosts, ids) is for
+        # authenticated pages and `fhirsync status`.
+        "lastErrorClass": state.last_error.split(":", 1)[0] if state.last_error else None,
     }
 
 
