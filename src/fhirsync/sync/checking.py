@@ -4,13 +4,21 @@ Every body a pull fetches is validated before it is written (``apply.checked_bod
 fhir.resources R4B models plus required bindings for FHIR categories, the REST representation rules
 otherwise). Nothing here weakens that; it only decides WHERE the FHIR validation runs.
 
-Why a process pool: validation is about half of a pull's CPU time (~3,500 Patients/s on one core)
-and it is pure Python, so threads do not help. The pool's workers are forked once per run (cheap:
-the models are already imported), each page's FHIR bodies go to them as canonical JSON in as many
-slices as there are workers, and only the verdicts come back (``None`` for "valid, stored as is",
-the repaired JSON when lenient parsing wrapped a lone object in a list, or the error). REST bodies
-are cheap to check and stay in this process. ``pull_validation_workers`` (NodeSettings) sets the
-pool size: 0 = one per CPU, 1 = validate in this process (no pool).
+Why a process pool: validation is about half of a pull's CPU time (~3,500 Patients/s on one
+core) and it is pure Python, so threads do not help. The workers are forked once per run, at its
+first FHIR body (cheap: the models are already imported; a run with nothing new forks nothing).
+Each fetched batch's FHIR bodies go to them as JSON in as many slices as there are workers, and
+only the verdicts come back (``None`` for "valid, stored as is", the repaired JSON when lenient
+parsing wrapped a lone object in a list, or the error). REST bodies are cheap to check and stay in
+this process. ``pull_validation_workers`` (NodeSettings) sets the pool size: 0 = one per CPU,
+1 = validate in this process (no pool).
+
+Options weighed (issue 3): a thread that reads and fetches the next page while this one is
+applied would also overlap the parent's work and this process's writes, but it fetches a page
+before the previous one is committed, so "the parent is lost after page N" no longer means "only
+pages 1..N are kept" (tests rely on that, and it is easier to reason about); it was measured
+without a clear gain on a loaded 2-CPU machine, so it is not done. Validation is never skipped:
+there is no setting that turns it off.
 """
 
 from __future__ import annotations
@@ -84,11 +92,20 @@ class PoolChecker:
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        # fork: workers start in milliseconds with fhir.resources already imported (spawn would
-        # import it again in each, about a second); created before the run starts its threads.
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        self._pool: Pool | None = context.Pool(workers, initializer=_worker_init)
+        self._pool: Pool | None = None
+        self._closed = False
+
+    def _workers(self) -> Pool:
+        # Made on the first FHIR body, so a run with nothing new (most scheduled runs) forks
+        # nothing. fork: workers start in milliseconds with fhir.resources already imported
+        # (spawn would import it again in each, about a second).
+        if self._closed:
+            raise RuntimeError("the validation pool is closed")
+        if self._pool is None:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            self._pool = context.Pool(self.workers, initializer=_worker_init)
+        return self._pool
 
     def start(self, items: Sequence[Item]) -> Pending:
         """Send the FHIR items to the workers; the returned call waits for their verdicts."""
@@ -99,15 +116,14 @@ class PoolChecker:
                 fhir.append(index)
             else:
                 out[index] = check_one(category, uuid, body)
-        if fhir and self._pool is None:
-            raise RuntimeError("the validation pool is closed")
         slices: list[list[int]] = []
         pending: list[AsyncResult[list[_Verdict]]] = []
-        if fhir and self._pool is not None:
+        if fhir:
+            pool = self._workers()
             step = -(-len(fhir) // self.workers)
             slices = [fhir[i : i + step] for i in range(0, len(fhir), step)]
             pending = [
-                self._pool.apply_async(_check_slice, ([_payload(items[i]) for i in part],))
+                pool.apply_async(_check_slice, ([_payload(items[i]) for i in part],))
                 for part in slices
             ]
 
@@ -121,6 +137,7 @@ class PoolChecker:
 
     def close(self) -> None:
         """Stop the workers."""
+        self._closed = True
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()

@@ -61,6 +61,8 @@ def test_the_pool_gives_the_inline_verdicts(pool: PoolChecker) -> None:
 
 def test_an_empty_batch_and_a_closed_pool(pool: PoolChecker) -> None:
     assert pool.start([])() == []
+    assert pool.start(_items()[4:])()[0][1] == "retired"
+    assert pool._pool is None  # nothing to validate in the workers: nothing forked
     pool.close()
     with pytest.raises(RuntimeError):
         pool.start(_items()[:1])
