@@ -190,7 +190,12 @@ def _bundle_entry(fhir_type: str, change: OutgoingChange) -> dict[str, Any]:
             # The parent refuses a stale base with 412: the child handles it as a conflict.
             request["ifMatch"] = f'W/"{change.base_version}"'
         return {"resource": body, "request": request}
-    return {"request": {"method": "DELETE", "url": url}}
+    request = {"method": "DELETE", "url": url}
+    if change.base_version is not None:
+        # A void against an edit the parent made since the base is a conflict too, not a silent
+        # void of that edit (the parent answers 412 and the child merges as for an update).
+        request["ifMatch"] = f'W/"{change.base_version}"'
+    return {"request": request}
 
 
 def _versions(changes: Sequence[OutgoingChange], answers: list[Any]) -> dict[str, str]:
