@@ -131,3 +131,26 @@ def test_viewer_sees_no_resolve_button_and_cannot_post(page: Page, net: Network)
     assert answer.status == 403
     assert [c.uuid for c in conflicts_of(child, conflict_repo.OPEN)] == [conflict.uuid]
     assert read(child, uuid)["gender"] == "other"
+
+
+def test_edited_value_is_written_and_reaches_the_parent(page: Page, net: Network) -> None:
+    parent, child = net.nodes["parent"], net.nodes["child"]
+    uuid, conflict = manual_conflict(net)
+    log_in(page, child.base_url, "admin", child.admin_password)
+    page.goto(f"{child.base_url}/sync2/conflicts/{conflict.uuid}")
+    page.get_by_label("Edit value for gender").check()
+    page.get_by_label("Value for gender", exact=True).fill(
+        "unknown"
+    )  # plain text is taken as a string
+    page.get_by_role("button", name="Resolve").click()
+    expect(page.get_by_role("status")).to_contain_text("resolved")
+    sync_until_quiet(net)
+    for node in (parent, child):
+        body = read(node, uuid)
+        assert (body["gender"], body["birthDate"]) == ("unknown", "1991-01-01"), node.instance_id
+    assert all_agree(net)
+    # The resolved conflict still shows, read only, with who resolved it.
+    page.goto(f"{child.base_url}/sync2/conflicts/{conflict.uuid}")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("resolved")
+    expect(page.get_by_text("by admin")).to_be_visible()
+    expect(page.get_by_role("button", name="Resolve")).to_have_count(0)
