@@ -27,14 +27,15 @@ import gc
 import multiprocessing
 import os
 from collections.abc import Callable, Mapping, Sequence
-from multiprocessing.pool import AsyncResult, Pool
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol
 
 import orjson
 
 from fhirsync import categories as cats
 from fhirsync.categories import Category
-from fhirsync.errors import InvalidResource
+from fhirsync.errors import InvalidResource, TransientError
 from fhirsync.records import RecordState
 from fhirsync.sync import apply
 
@@ -42,6 +43,9 @@ GC_THRESHOLDS = (50_000, 20, 100)
 """gc thresholds during a pull. With the defaults (700, 10, 10) the collector walks the pages in
 flight (thousands of record dicts and models) over and over: measured, a third of a 50,000-record
 pull's CPU. The live set is bounded by the page size, so memory stays flat."""
+
+SLICE_TIMEOUT = 300.0
+"""Seconds to wait for one slice's verdicts (a slice of 500 bodies takes well under a second)."""
 
 Checked = tuple[Mapping[str, Any], RecordState] | InvalidResource
 """The body to store and its state, or why the body was refused."""
@@ -92,19 +96,23 @@ class PoolChecker:
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self._pool: Pool | None = None
+        self._pool: ProcessPoolExecutor | None = None
         self._closed = False
 
-    def _workers(self) -> Pool:
+    def _workers(self) -> ProcessPoolExecutor:
         # Made on the first FHIR body, so a run with nothing new (most scheduled runs) forks
         # nothing. fork: workers start in milliseconds with fhir.resources already imported
-        # (spawn would import it again in each, about a second).
+        # (spawn would import it again in each, about a second). ProcessPoolExecutor, not
+        # multiprocessing.Pool: a worker that dies breaks the executor at once (BrokenProcessPool)
+        # where a Pool loses the task and waits forever, and may then hang in terminate().
         if self._closed:
             raise RuntimeError("the validation pool is closed")
         if self._pool is None:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            self._pool = context.Pool(self.workers, initializer=_worker_init)
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=_worker_init
+            )
         return self._pool
 
     def start(self, items: Sequence[Item]) -> Pending:
@@ -117,19 +125,24 @@ class PoolChecker:
             else:
                 out[index] = check_one(category, uuid, body)
         slices: list[list[int]] = []
-        pending: list[AsyncResult[list[_Verdict]]] = []
+        pending: list[Future[list[_Verdict]]] = []
         if fhir:
             pool = self._workers()
             step = -(-len(fhir) // self.workers)
             slices = [fhir[i : i + step] for i in range(0, len(fhir), step)]
             pending = [
-                pool.apply_async(_check_slice, ([_payload(items[i]) for i in part],))
-                for part in slices
+                pool.submit(_check_slice, [_payload(items[i]) for i in part]) for part in slices
             ]
 
         def wait() -> list[Checked]:
             for part, result in zip(slices, pending, strict=True):
-                for index, verdict in zip(part, result.get(), strict=True):
+                try:
+                    verdicts = result.result(timeout=SLICE_TIMEOUT)
+                except (BrokenProcessPool, TimeoutError) as exc:
+                    # A worker died (killed, out of memory) or hangs: stop the run before this
+                    # page commits (markers stay); the next run starts a fresh pool.
+                    raise TransientError(f"validation worker failed: {exc!r}") from exc
+                for index, verdict in zip(part, verdicts, strict=True):
                     out[index] = _checked(items[index], verdict)
             return [c for c in out if c is not None]
 
@@ -139,8 +152,7 @@ class PoolChecker:
         """Stop the workers."""
         self._closed = True
         if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
 

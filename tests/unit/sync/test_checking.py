@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from fhirsync import categories as cats
-from fhirsync.errors import InvalidResource
+from fhirsync.errors import InvalidResource, TransientError
+from fhirsync.sync import checking
 from fhirsync.sync.checking import InlineChecker, Item, PoolChecker, make_checker
 
 PATIENT = cats.get("patient")
@@ -77,3 +80,23 @@ def test_make_checker_sizes() -> None:
         assert isinstance(checker, PoolChecker) and checker.workers == 2
     finally:
         checker.close()
+
+
+def test_a_dead_worker_stops_the_run_instead_of_hanging(
+    pool: PoolChecker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checking, "SLICE_TIMEOUT", 1.0)
+    many: list[Item] = [
+        (
+            PATIENT,
+            f"{n:08d}-0000-4000-8000-000000000000",
+            _patient(f"{n:08d}-0000-4000-8000-000000000000"),
+        )
+        for n in range(3000)
+    ]
+    wait = pool.start(many)
+    assert pool._pool is not None
+    for pid in pool._pool._processes:  # type: ignore[attr-defined]
+        os.kill(pid, signal.SIGKILL)
+    with pytest.raises(TransientError):
+        wait()
