@@ -10,6 +10,7 @@ record they depend on, or are parked (promise 3); they never stop the feed unles
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -131,29 +132,75 @@ def pull_category(
     key = marker_key(ctx, category)
     marker = ctx.local.marker(key)
     chunks = ctx.feed.read(category, after_entry_id=marker.last_entry_id, page=marker.last_page)
-    for chunk in chunks:
-        if not chunk.entries:
-            continue
-        totals.read += len(chunk.entries)
-        warning = [_warning(ctx, category, chunk.recovered)] if chunk.recovered else []
-        move = MarkerMove(key, chunk.entries[-1].entry_id, chunk.page)
-        stop = _apply_page(
-            ctx,
-            preferred,
-            chunk.entries,
-            move=move,
-            extra_audit=warning,
-            totals=totals,
-        )
-        ctx.listener(
-            RunProgress(OPERATION, category, totals.read, None, totals.applied, totals.failed)
-        )
-        if stop:
-            ctx.listener(
-                CategoryStopped(OPERATION, category, "RecordError", "continue_on_failure is off")
+    committer = _Committer(ctx.local)
+    try:
+        for chunk in chunks:
+            if not chunk.entries:
+                continue
+            totals.read += len(chunk.entries)
+            warning = [_warning(ctx, category, chunk.recovered)] if chunk.recovered else []
+            move = MarkerMove(key, chunk.entries[-1].entry_id, chunk.page)
+            stop = _apply_page(
+                ctx,
+                preferred,
+                chunk.entries,
+                move=move,
+                extra_audit=warning,
+                totals=totals,
+                committer=committer,
             )
-            break
+            ctx.listener(
+                RunProgress(OPERATION, category, totals.read, None, totals.applied, totals.failed)
+            )
+            if stop:
+                ctx.listener(
+                    CategoryStopped(
+                        OPERATION, category, "RecordError", "continue_on_failure is off"
+                    )
+                )
+                break
+    finally:
+        # Whatever stopped the loop (a lost parent, a malformed page), the page already handed
+        # over is committed (or its error raised) before the category ends.
+        committer.close()
     return totals
+
+
+class _Committer:
+    """Commits pages on one background thread, in feed order, one transaction each.
+
+    While page N is written, page N+1 is read, fetched and validated (network waits, and SQLite
+    releases the GIL while it writes). Everything that reads local state for page N+1 (open
+    failures, local copies, dependencies) waits for page N's commit first (:meth:`wait`), so
+    decisions are the same as without the overlap, and a crash still leaves whole pages.
+    """
+
+    def __init__(self, local: LocalSide) -> None:
+        self._local = local
+        self._thread: ThreadPoolExecutor | None = None
+        self._pending: Future[Any] | None = None
+
+    def submit(self, batch: PageCommit, now: datetime) -> None:
+        """Commit ``batch`` after the page before it; returns without waiting."""
+        self.wait()
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="pull-commit")
+        self._pending = self._thread.submit(self._local.commit, batch, now=now)
+
+    def wait(self) -> None:
+        """Block until the page handed over last is committed; its error is raised here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Wait for the last page, then stop the thread."""
+        try:
+            self.wait()
+        finally:
+            if self._thread is not None:
+                self._thread.shutdown(wait=True)
+                self._thread = None
 
 
 @dataclass
@@ -193,20 +240,25 @@ def _apply_page(
     move: MarkerMove,
     extra_audit: list[AuditEntry],
     totals: Totals,
+    committer: _Committer,
 ) -> bool:
     """Apply one page and commit it with the marker; True when the category must stop here."""
     accepted = [e for e in entries if ctx.filters.accepts(e)]
     plan = _plan(ctx, accepted, preferred)
-    outcomes = _outcomes(ctx, plan)
+    ready = _prepare(ctx, plan.changes, preferred)  # overlaps the previous page's commit
+    committer.wait()
+    _add_open_failures(ctx, plan)
+    outcomes = _outcomes(ctx, plan, ready)
     failed_at = _first_failed_entry(entries, plan, outcomes)
     if failed_at is None or ctx.continue_on_failure:
         batch = _batch(ctx, plan, outcomes, marker=move, extra_audit=extra_audit, totals=totals)
-        ctx.local.commit(batch, now=ctx.clock())
+        committer.submit(batch, ctx.clock())
         return False
     # continue_on_failure is off: commit what precedes the failing entry, keep the marker just
     # before it (the next run reads it again), and record the failure.
     head = list(entries[:failed_at])
     head_plan = _plan(ctx, [e for e in head if ctx.filters.accepts(e)], preferred)
+    _add_open_failures(ctx, head_plan)
     head_outcomes = _outcomes(ctx, head_plan) if head else {}
     marker = MarkerMove(move.key, head[-1].entry_id, move.page) if head else None
     bad_id = entries[failed_at].entry_id
@@ -269,7 +321,9 @@ def _retry_due(ctx: PullContext, category: str, preferred: str | None, totals: T
 
 
 def _plan(ctx: PullContext, entries: Sequence[FeedEntry], preferred: str | None) -> _Plan:
-    """Resolve each entry to the record it changes (the owner, for sub-resources), then collapse."""
+    """Resolve each entry to the record it changes (the owner, for sub-resources), then collapse.
+
+    Reads nothing local: :func:`_add_open_failures` adds the changes' open failures."""
     items: list[tuple[Category, str, FeedEntry]] = []
     unknown: list[FeedEntry] = []
     for entry in entries:
@@ -278,14 +332,17 @@ def _plan(ctx: PullContext, entries: Sequence[FeedEntry], preferred: str | None)
             unknown.append(entry)
         else:
             items.append((target[0], target[1], entry))
-    plan = _Plan(apply.collapse(items), preferred, unknown=unknown)
+    return _Plan(apply.collapse(items), preferred, unknown=unknown)
+
+
+def _add_open_failures(ctx: PullContext, plan: _Plan) -> None:
+    """Attach the open failures of the plan's records (their retries and audit chain)."""
     by_cat: dict[str, list[str]] = {}
     for change in plan.changes:
         by_cat.setdefault(change.category.name, []).append(change.uuid)
     for name, uuids in by_cat.items():
         for uuid, failure in ctx.local.open_failures(OPERATION, name, uuids).items():
             plan.failures[(name, uuid)] = failure
-    return plan
 
 
 def _target(ctx: PullContext, entry: FeedEntry) -> tuple[Category, str] | None:
@@ -302,9 +359,11 @@ def _target(ctx: PullContext, entry: FeedEntry) -> tuple[Category, str] | None:
     return (category, uuid) if uuid else None
 
 
-def _outcomes(ctx: PullContext, plan: _Plan) -> dict[tuple[str, str], Outcome]:
-    """Decide every change of the plan: fetch what is needed in batches, validate the bodies
-    (``ctx.checker``), then apply the rules."""
+def _outcomes(
+    ctx: PullContext, plan: _Plan, ready: _Ready | None = None
+) -> dict[tuple[str, str], Outcome]:
+    """Decide every change of the plan: fetch what is needed in batches and validate the bodies
+    (``ctx.checker``) unless ``ready`` holds them already, then apply the rules."""
     changes = plan.changes
     locals_: dict[tuple[str, str], Record] = {}
     by_cat: dict[str, list[Change]] = {}
@@ -313,7 +372,8 @@ def _outcomes(ctx: PullContext, plan: _Plan) -> dict[tuple[str, str], Outcome]:
     for name, group in by_cat.items():
         for uuid, rec in ctx.local.read_many(cats.get(name), [c.uuid for c in group]).items():
             locals_[(name, uuid)] = rec
-    ready = _prepare(ctx, changes, plan.preferred)
+    if ready is None:
+        ready = _prepare(ctx, changes, plan.preferred)
     out: dict[tuple[str, str], Outcome] = {}
     for change in changes:
         key = (change.category.name, change.uuid)

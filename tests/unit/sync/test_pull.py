@@ -278,3 +278,50 @@ def test_own_origin_skipped_and_continue_on_failure_off(db: Database) -> None:
     parent.bodies[uid(2)] = patient(2)
     pull_category(ctx, "patient", None)
     assert set(held(db, "patient")) == {uid(2), uid(3)}
+
+
+def test_decisions_see_the_previous_page_committed(db: Database) -> None:
+    """Pages are committed on a background thread while the next one is fetched: a void on page 2
+    of a record created on page 1, and an update right after, still see page 1's commit."""
+    parent, events = FakeParent(page_size=1), []
+    parent.bodies[uid(1)] = patient(1, "First")
+    parent.event("patient", 1, "CREATED")
+    parent.event("patient", 1, "VOIDED")
+    parent.event("patient", 1, "UNVOIDED")
+    parent.event("patient", 2, "CREATED")
+    parent.bodies[uid(2)] = patient(2)
+    parent.event("patient", 2, "VOIDED")
+    ctx = make_ctx(db, parent, events)
+    assert pull_category(ctx, "patient", None).failed == 0
+    got = held(db, "patient")
+    assert (got[uid(1)][0], got[uid(2)][0]) == ("active", "voided")
+    assert ctx.local.marker(marker_key(ctx, "patient")).last_entry_id == "tag:5"
+
+
+def test_a_failed_commit_stops_the_category_and_keeps_the_marker(db: Database) -> None:
+    """The commit of page 2 fails (say, the disk is full): the error reaches the caller, page 1
+    stays committed, the marker stays after page 1, and the next run applies the rest once."""
+    parent, events = FakeParent(page_size=2), []
+    for n in range(1, 7):
+        parent.bodies[uid(n)] = patient(n)
+        parent.event("patient", n, "CREATED")
+    ctx = make_ctx(db, parent, events)
+    local = ctx.local
+    assert isinstance(local, StoreLocalSide)
+    original = local.commit
+    calls = {"n": 0}
+
+    def failing(batch: Any, *, now: datetime) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full")
+        return original(batch, now=now)
+
+    local.commit = failing  # type: ignore[method-assign]
+    with pytest.raises(OSError, match="disk full"):
+        pull_category(ctx, "patient", None)
+    assert set(held(db, "patient")) == {uid(1), uid(2)}
+    assert local.marker(marker_key(ctx, "patient")).last_entry_id == "tag:2"
+    local.commit = original  # type: ignore[method-assign]
+    assert pull_category(ctx, "patient", None).applied == 4
+    assert set(held(db, "patient")) == {uid(n) for n in range(1, 7)}
