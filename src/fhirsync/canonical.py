@@ -8,7 +8,9 @@ So the hash is taken over the *unified* body: bookkeeping removed, keys sorted.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -41,6 +43,34 @@ def unify(body: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_scope = threading.local()
+
+
+@contextmanager
+def hashes_remembered() -> Iterator[None]:
+    """Within this block (on this thread), each body object is hashed once.
+
+    A page's commit hashes every pulled body three times (the conflict decision, the agreed
+    version, the write); here the later calls reuse the first. The bodies must not change inside
+    the block: they are the page's fetched, validated bodies, which nothing mutates.
+    """
+    outer = getattr(_scope, "memo", None)
+    _scope.memo = outer if outer is not None else {}
+    try:
+        yield
+    finally:
+        _scope.memo = outer
+
+
 def content_hash(body: Mapping[str, Any]) -> str:
     """SHA-256 hex digest of the unified canonical body."""
-    return hashlib.sha256(dumps(unify(body))).hexdigest()
+    memo: dict[int, tuple[Mapping[str, Any], str]] | None = getattr(_scope, "memo", None)
+    if memo is not None:
+        # The memo holds the body itself, so its id cannot be reused while the block lasts.
+        hit = memo.get(id(body))
+        if hit is not None and hit[0] is body:
+            return hit[1]
+    digest = hashlib.sha256(dumps(unify(body))).hexdigest()
+    if memo is not None:
+        memo[id(body)] = (body, digest)
+    return digest

@@ -31,3 +31,14 @@ def test_rest_links_and_audit_info_are_ignored() -> None:
 
 def test_dumps_is_compact_and_sorted() -> None:
     assert canonical.dumps({"b": 1, "a": [1, 2]}) == b'{"a":[1,2],"b":1}'
+
+
+def test_hashes_remembered_reuses_a_body_hash_only_inside_the_block() -> None:
+    body = {"resourceType": "Patient", "gender": "male"}
+    with canonical.hashes_remembered():
+        first = canonical.content_hash(body)
+        body["gender"] = "female"  # not allowed inside the block: shows the memo is used
+        assert canonical.content_hash(body) == first
+        # An equal but distinct object is hashed on its own.
+        assert canonical.content_hash(dict(body)) != first
+    assert canonical.content_hash(body) != first  # outside: computed afresh

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from sqlalchemy import Connection
 
+from fhirsync import canonical
 from fhirsync.categories import Category
 from fhirsync.records import MarkerKey, Record, RecordWrite
 from fhirsync.store import agreed as agreed_repo
@@ -120,7 +121,7 @@ class StoreLocalSide:
 
     def commit(self, batch: PageCommit, *, now: datetime) -> CommitResult:
         """Apply ``batch`` in one transaction: records (+ events), failures, audit, marker."""
-        with self.db.write() as conn:
+        with self.db.write() as conn, canonical.hashes_remembered():
             if self.hook is not None:
                 batch = self.hook(conn, batch, now)
             results = records.write_many(conn, batch.writes, now=now) if batch.writes else []
