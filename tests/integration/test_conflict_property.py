@@ -18,7 +18,6 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from fhirsync import canonical
 from fhirsync.records import Record
 from fhirsync.store import conflicts as conflict_repo
 from fhirsync.store import records as record_repo
@@ -180,20 +179,15 @@ class Run:
 
 
 def _key(record: Record | None) -> tuple[str, str] | None:
-    """What must agree. KNOWN GAP: a void pulled from the parent carries no body, so the child
-    keeps the last agreed body and misses the parent's edits made just before the void; voided
-    records are therefore compared by state only (both hold the void; each keeps its body)."""
+    """What must agree: the content and the state (a pulled void brings the parent's last body,
+    so voided copies hold the same content too)."""
     if record is None:
         return None
-    return (record.content_hash if record.state == "active" else "", record.state)
+    return (record.content_hash, record.state)
 
 
 def _same(a: Record | None, b: Record | None) -> bool:
     return a is not None and _key(a) == _key(b)
-
-
-def _version(body: dict[str, Any], state: str) -> tuple[str, str]:
-    return (canonical.content_hash(body) if state == "active" else "", state)
 
 
 def test_random_interleavings_lose_no_edit(net: Network) -> None:
@@ -235,7 +229,6 @@ def test_a_child_void_against_a_parent_edit_is_a_conflict(net: Network) -> None:
     assert open_[uuid].paths == ("@state",)
 
 
-@pytest.mark.xfail(strict=True, reason="a pulled void does not refresh an open conflict")
 def test_a_pulled_void_refreshes_the_conflict(net: Network) -> None:
     """Child voids, parent edits (a conflict), then the parent voids too: both now hold the void,
     so the conflict should close (or hold the parent's void), not offer the old edit."""
@@ -250,7 +243,6 @@ def test_a_pulled_void_refreshes_the_conflict(net: Network) -> None:
     assert uuid not in open_ or open_[uuid].remote_state == "voided"
 
 
-@pytest.mark.xfail(strict=True, reason="a pulled void carries no body: earlier edits are missed")
 def test_a_pulled_void_brings_the_parents_last_body(net: Network) -> None:
     """The parent edits then voids before the child pulls: the child's voided copy should hold
     the parent's edited body (it matters when the record is unvoided later)."""

@@ -7,9 +7,13 @@ whose id was not asked for is ignored.
 
 send: one ``batch`` Bundle per chunk POSTed to ``{base}/ws/fhir2/R4``: ``PUT {Type}/{id}`` for
 created/updated/unvoided/unretired records (keeping the id, ``ifMatch`` when the base version is
-known) and ``DELETE {Type}/{id}`` for voids, retires and deletes. Each entry's status decides sent
-or failed; a 412 is reported as ``RemoteRejected(status=412)`` so the engine can tell a version
-conflict apart by its status.
+known) and ``DELETE {Type}/{id}`` for voids, retires and deletes (``ifMatch`` too: a void
+against an edit the remote made since the base is refused, not applied). Each entry's status
+decides sent or failed; a 412 is reported as ``RemoteRejected(status=412)`` so the engine can
+tell a version conflict apart by its status.
+
+fetch_last: one read per record with ``X-Fhirsync-Inactive: include``, which a fhirsync node
+answers with the body of a voided/retired record (a pulled void then brings the last body).
 """
 
 from __future__ import annotations
@@ -28,12 +32,15 @@ from fhirsync.clients.http import error_for_status, outcome_message, raise_for_s
 from fhirsync.errors import (
     InvalidResource,
     RecordError,
+    RecordGone,
+    RecordNotFound,
     RemoteRejected,
     UnknownResourceType,
 )
 
 FHIR_JSON = "application/fhir+json"
 ORIGIN_HEADER = "X-Fhirsync-Origin"
+INACTIVE_HEADER = "X-Fhirsync-Inactive"
 DELETE_ACTIONS = frozenset({"VOIDED", "RETIRED", "DELETED"})
 _GONE = (404, 410)
 """A DELETE answered 404/410 found nothing left to remove: the change is done."""
@@ -116,6 +123,31 @@ class FhirClient:
             params = None
         result.found.update(found)
         result.absent.update(asked - found.keys())
+
+    def fetch_last(self, category: Category, refs: Sequence[RecordRef]) -> FetchResult:
+        """The remote's last body of records it voided or retired (``sync.apply.LastBodySource``).
+
+        One read per record with ``X-Fhirsync-Inactive: include``; the remote serves the body of a
+        voided/retired record when it is a fhirsync node. 404/410 (a Java node, a purged record) →
+        absent: the engine then changes only the state.
+        """
+        fhir_type = self._type_of(category)
+        result = FetchResult()
+        for uuid in dict.fromkeys(ref.uuid for ref in refs):
+            if not categories.is_valid_id(uuid):
+                result.absent.add(uuid)
+                continue
+            url = f"{FHIR_BASE}/{fhir_type}/{uuid}"
+            response = request(self._http, "GET", url, headers={INACTIVE_HEADER: "include"})
+            error = _status_error(response, category)
+            body = _json_object(response.content) if error is None else None
+            if isinstance(error, RecordNotFound | RecordGone) or (error is None and body is None):
+                result.absent.add(uuid)
+            elif error is not None:
+                result.failed[uuid] = _for_record(error, category, uuid)
+            elif body is not None:
+                result.found[uuid] = body
+        return result
 
     # --- send -----------------------------------------------------------------------------------
 
@@ -231,16 +263,19 @@ def _for_record(error: RecordError, category: Category, uuid: str) -> RecordErro
 
 def _bundle_entry(fhir_type: str, change: OutgoingChange) -> dict[str, Any] | None:
     url = f"{fhir_type}/{change.uuid}"
+    req: dict[str, str] = {"method": "DELETE", "url": url}
+    if change.base_version is not None:
+        # A void or a put against a version the remote has moved past is refused with 412 (a
+        # conflict for the engine), never applied over the remote's newer edit.
+        req["ifMatch"] = f'W/"{change.base_version}"'
     if change.action in DELETE_ACTIONS:
-        return {"request": {"method": "DELETE", "url": url}}
+        return {"request": req}
     if change.body is None:
         return None
     body = dict(change.body)
     body["resourceType"] = fhir_type
     body["id"] = change.uuid
-    req: dict[str, str] = {"method": "PUT", "url": url}
-    if change.base_version is not None:
-        req["ifMatch"] = f'W/"{change.base_version}"'
+    req["method"] = "PUT"
     return {"resource": body, "request": req}
 
 

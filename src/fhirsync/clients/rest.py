@@ -111,6 +111,11 @@ class RestClient:
                 result.found[uuid] = outcome
         return result
 
+    def fetch_last(self, category: Category, refs: Sequence[RecordRef]) -> FetchResult:
+        """The remote's last body of records it voided or retired (``sync.apply.LastBodySource``):
+        a REST read serves them with their ``voided``/``retired`` flag; purged ones are absent."""
+        return self.fetch(category, refs)
+
     def _fetch_one(
         self, category: Category, uuid: str, url: str
     ) -> tuple[str, dict[str, Any] | RecordError | None]:

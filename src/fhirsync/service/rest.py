@@ -9,6 +9,12 @@ a hand-written POST), and retiring a record changes its state but not its conten
 References to other objects (``personA``, ``concept``, ``roles``, ...) are stored as uuid strings,
 which is also what OpenMRS accepts on create. The payload adjustments of spec §5.8 are applied on
 the way in (a form's ``formFields`` and ``resources`` are dropped).
+
+Writes take an optional ``If-Match`` (the same idea as FHIR's, which OpenMRS REST lacks): the
+record's version (``W/"3"``) or its entity tag (:func:`entity_tag`: content hash and state, which
+every node holding the same version computes alike, so a child can send the tag of the version it
+last agreed with its parent without knowing the parent's version numbers). A stale one is refused
+with 412 (VersionMismatch) and nothing is written; a child turns that into a conflict.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from fhirsync.errors import (
     InvalidResource,
     RecordNotFound,
     RequestError,
+    VersionMismatch,
 )
 from fhirsync.records import Record, RecordState, RecordWrite
 from fhirsync.store import records
@@ -257,6 +264,48 @@ def _is_concept_name(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
+# --- versions --------------------------------------------------------------------------------
+
+
+def entity_tag(content_hash: str, state: RecordState) -> str:
+    """The entity tag of a version: its content hash and its state (a retire changes only the
+    state, and must change the tag)."""
+    return f"{content_hash}-{state}"
+
+
+def parse_if_match(header: str | None) -> str | None:
+    """The tag in an ``If-Match`` header, unquoted (``W/"3"`` → ``3``); None when absent."""
+    if header is None or not header.strip():
+        return None
+    value = header.strip().removeprefix("W/").strip('"').strip()
+    if not value:
+        raise RequestError(f"If-Match {header!r} names no version")
+    return value
+
+
+def check_if_match(category: Category, uuid: str, record: Record | None, tag: str | None) -> None:
+    """VersionMismatch (412) when ``tag`` does not name ``record``'s current version.
+
+    ``*`` asks only that the record exist. Digits are a version number, anything else an
+    :func:`entity_tag`. A missing (or purged) record matches no tag.
+    """
+    if tag is None:
+        return
+    live = record is not None and record.state != "deleted"
+    if tag == "*" and live:
+        return
+    if live and record is not None:
+        current = (
+            str(record.version) if tag.isdigit() else entity_tag(record.content_hash, record.state)
+        )
+        if tag == current:
+            return
+    raise VersionMismatch(
+        f"{category.rest_resource}/{uuid} has changed since the version If-Match names",
+        current_version=record.version if record is not None else None,
+    )
+
+
 # --- the representation served ---------------------------------------------------------------
 
 
@@ -428,13 +477,19 @@ class _Change:
 
 
 def create(
-    db: Database, category: Category, payload: Mapping[str, Any], author: Author, base_url: str
+    db: Database,
+    category: Category,
+    payload: Mapping[str, Any],
+    author: Author,
+    base_url: str,
+    *,
+    if_match: str | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Create a record from ``payload``, keeping its ``uuid`` (uuids are shared across nodes).
 
     A uuid that already exists (and is not purged) updates that record instead, so a sync that
-    sends the same create twice is harmless. Returns the full representation and whether a record
-    was created.
+    sends the same create twice is harmless; ``if_match`` (:func:`check_if_match`) guards that
+    update. Returns the full representation and whether a record was created.
     """
     given = payload.get("uuid")
     if given is None:
@@ -447,12 +502,12 @@ def create(
         )
     change = _Change.of(category, payload)
     try:
-        rec, created = _create_once(db, category, uuid, change, author)
+        rec, created = _create_once(db, category, uuid, change, author, if_match)
     except IntegrityError:
         # Another request inserted this uuid (or the category's first feed counter) after we
         # looked: on PostgreSQL that is a unique violation. Once more sees that row and merges.
         try:
-            rec, created = _create_once(db, category, uuid, change, author)
+            rec, created = _create_once(db, category, uuid, change, author, if_match)
         except IntegrityError as exc:
             message = f"{category.rest_resource}/{uuid} is being written concurrently"
             raise ConflictError(message) from exc
@@ -460,10 +515,16 @@ def create(
 
 
 def _create_once(
-    db: Database, category: Category, uuid: str, change: _Change, author: Author
+    db: Database,
+    category: Category,
+    uuid: str,
+    change: _Change,
+    author: Author,
+    if_match: str | None,
 ) -> tuple[Record, bool]:
     with db.write() as conn:
         old = _current(conn, category, uuid)
+        check_if_match(category, uuid, old, if_match)
         if old is not None and old.state != "deleted":
             return _merge_and_write(conn, category, old, change, author), False
         validate(category, change.body)
@@ -486,11 +547,13 @@ def update(
     *,
     author: Author,
     base_url: str,
+    if_match: str | None = None,
 ) -> dict[str, Any]:
     """Merge ``payload``'s fields into the stored record (OpenMRS semantics).
 
     ``retired``/``voided`` false restores a retired/voided record, true retires/voids it; a null
-    field removes it. RecordNotFound if the record is missing or purged (never a silent success).
+    field removes it. RecordNotFound if the record is missing or purged (never a silent success);
+    VersionMismatch when ``if_match`` is stale.
     """
     given = payload.get("uuid")
     if given is not None and given != uuid:
@@ -498,6 +561,7 @@ def update(
     change = _Change.of(category, payload)
     with db.write() as conn:
         old = _live(conn, category, uuid, lock=True)
+        check_if_match(category, uuid, old, if_match)
         rec = _merge_and_write(conn, category, old, change, author)
     return representation(category, rec, "full", base_url)
 
@@ -520,16 +584,26 @@ def _merge_and_write(
     return records.write(conn, write).record
 
 
-def delete(db: Database, category: Category, uuid: str, author: Author, *, purge: bool) -> None:
+def delete(
+    db: Database,
+    category: Category,
+    uuid: str,
+    author: Author,
+    *,
+    purge: bool,
+    if_match: str | None = None,
+) -> None:
     """Retire or void a record (keeping its body), or purge it (a later read is a 404).
 
     The store appends RETIRED/VOIDED or DELETED; retiring a retired record appends nothing.
-    RecordNotFound if the record is missing or already purged. A ``reason`` is not stored: it
-    would change the content hash, and a peer retiring the same record (spec §5.4 sends no reason)
-    must end with the same bytes.
+    RecordNotFound if the record is missing or already purged; VersionMismatch when ``if_match``
+    is stale (a void against an edit made since that version is refused, not applied). A
+    ``reason`` is not stored: it would change the content hash, and a peer retiring the same
+    record (spec §5.4 sends no reason) must end with the same bytes.
     """
     with db.write() as conn:
-        _live(conn, category, uuid, lock=True)
+        old = _live(conn, category, uuid, lock=True)
+        check_if_match(category, uuid, old, if_match)
         state: RecordState = "deleted" if purge else category.delete_state
         records.write(
             conn, RecordWrite(category.name, uuid, None, author.origin, state, via=author.via)

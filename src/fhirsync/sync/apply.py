@@ -4,9 +4,12 @@ Pure functions over values: the feed entries of one page (collapsed per record),
 (or its absence) and the local copy. Differences from Sync 2.0 (spec §13):
 
 - UNVOIDED and UNRETIRED propagate: the record is fetched and written back as active.
-- VOIDED, RETIRED and DELETED change only the local state; they need no fetch. A record this node
-  never had is skipped (there is nothing to void, and the parent no longer serves its body), so a
-  voided record never appears here as a tombstone.
+- VOIDED and RETIRED bring the parent's last body when the parent can serve it (a fhirsync
+  parent does, to its children: :class:`LastBodySource`), so an edit the parent made just before
+  voiding is not missed and both voided copies hold the same content hash. A parent that cannot
+  (a Java node) and DELETED (purged: no body) change only the local state. A record this node
+  never had is skipped (there is nothing to void), so a voided record never appears here as a
+  tombstone.
 - A CREATED/UPDATED whose record the parent no longer serves (404/410: voided or deleted since) is
   skipped, not failed: the later VOIDED/DELETED event of the same feed handles it.
 - Repeated events for one record in one page collapse into one change whose final state follows
@@ -18,10 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+from fhirsync import canonical
 from fhirsync import categories as cats
 from fhirsync.categories import Category
+from fhirsync.clients.base import FetchResult, RecordRef
 from fhirsync.errors import InvalidResource, RecordError, UnknownResourceType
 from fhirsync.records import Action, FeedEntry, Record, RecordState, RecordWrite
 from fhirsync.service.rest import split_representation
@@ -54,6 +59,21 @@ class Change:
     def needs_fetch(self) -> bool:
         """True when the parent's body is needed (the record ends active or state unknown)."""
         return self.target_state in (None, "active")
+
+    @property
+    def wants_last_body(self) -> bool:
+        """True when the record ends voided or retired: the parent's last body is fetched if the
+        parent can serve it (:class:`LastBodySource`)."""
+        return self.target_state in ("voided", "retired")
+
+
+@runtime_checkable
+class LastBodySource(Protocol):
+    """A client that can read the body a remote held when it voided or retired a record."""
+
+    def fetch_last(self, category: Category, refs: Sequence[RecordRef]) -> FetchResult:
+        """Bodies of voided/retired (or active) records; records it cannot serve are absent."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,15 +122,36 @@ def origin_of(entry: FeedEntry, parent: str) -> str:
     return entry.origin or parent
 
 
-def state_change(change: Change, local: Record | None, origin: str) -> Outcome:
-    """A void/retire/delete: set the state of the local copy (no fetch)."""
+def state_change(
+    change: Change, local: Record | None, origin: str, last: Mapping[str, Any] | None = None
+) -> Outcome:
+    """A void/retire/delete: set the state of the local copy, with ``last`` (the parent's last
+    body, when it served one) as its content. An invalid ``last`` is ignored: the void still
+    applies, to the local body."""
     target = change.target_state
     assert target is not None and target != "active"
     if local is None:
         return Skip("not held locally")
+    body = _valid_last(change, last)
+    if body is not None:
+        if (local.content_hash, local.state) == (canonical.content_hash(body), target):
+            return Skip("unchanged")
+        return Write(
+            RecordWrite(change.category.name, change.uuid, body, origin, target, via="parent")
+        )
     if local.state == target:
         return Skip("unchanged")
     return Write(RecordWrite(change.category.name, change.uuid, None, origin, target, via="parent"))
+
+
+def _valid_last(change: Change, last: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    if last is None:
+        return None
+    try:
+        body, _state = checked_body(change.category, change.uuid, last)
+    except InvalidResource:
+        return None
+    return body
 
 
 def checked_body(

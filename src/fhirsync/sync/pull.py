@@ -209,6 +209,8 @@ class _Ready:
 
     fetched: _Fetched
     checked: dict[tuple[str, str], Checked]
+    last: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+    """The parent's last bodies of records the page voids or retires (``apply.state_change``)."""
 
 
 def _prepare(ctx: PullContext, changes: Sequence[Change], preferred: str | None) -> _Ready:
@@ -229,7 +231,26 @@ def _prepare(ctx: PullContext, changes: Sequence[Change], preferred: str | None)
         started.append(([(c.name, u) for c, u, _b in items], ctx.checker.start(items)))
     for keys, pending in started:
         ready.checked.update(zip(keys, pending(), strict=True))
+    ready.last = _fetch_last(ctx, [c for c in changes if c.wants_last_body], preferred)
     return ready
+
+
+def _fetch_last(
+    ctx: PullContext, changes: Sequence[Change], preferred: str | None
+) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """The parent's last bodies of voided/retired records, from clients that can serve them."""
+    groups: dict[tuple[str, str], tuple[Category, apply.LastBodySource, list[RecordRef]]] = {}
+    for change in changes:
+        client = ctx.transport.choose(change.category, change.entry.links, preferred)
+        if isinstance(client, apply.LastBodySource):
+            key = (change.category.name, client.name)
+            group = groups.setdefault(key, (change.category, client, []))
+            group[2].append(RecordRef(change.uuid, change.entry.links))
+    out: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for category, source, refs in groups.values():
+        found = source.fetch_last(category, refs).found
+        out.update({(category.name, uuid): body for uuid, body in found.items()})
+    return out
 
 
 def _apply_page(
@@ -383,7 +404,7 @@ def _outcomes(
             checked = ready.checked.get(key)
             out[key] = apply.content_change(change, body, error, origin, checked)
         else:
-            out[key] = apply.state_change(change, locals_.get(key), origin)
+            out[key] = apply.state_change(change, locals_.get(key), origin, ready.last.get(key))
     _check_dependencies(ctx, out)
     return out
 

@@ -30,6 +30,7 @@ from fhirsync.categories import Category
 from fhirsync.clients.base import LocalSide, OutgoingChange, SendResult
 from fhirsync.errors import RecordError, RecordNotFound, RemoteRejected
 from fhirsync.records import Action, MarkerKey, Record, RecordWrite
+from fhirsync.service import rest as rest_service
 from fhirsync.store import agreed as agreed_repo
 from fhirsync.store.agreed import Agreed
 from fhirsync.store.audit import AuditEntry
@@ -242,7 +243,12 @@ def _push_items(
                 "the record is no longer in the local store", category=category.name, uuid=item.uuid
             )
             continue
-        change = _outgoing(item.record, bases.get(item.uuid))
+        base = bases.get(item.uuid)
+        if ctx.reconciler is not None and _edited_then_voided(item.record, base):
+            base = _send_body_first(ctx, category, preferred, item.record, base, errors)
+            if item.uuid in errors:
+                continue
+        change = _outgoing(item.record, base)
         by_origin.setdefault(item.record.origin, []).append((item, change))
     sent: set[str] = set()
     versions: dict[str, str] = {}
@@ -366,6 +372,44 @@ def _stale(
     return out
 
 
+def _edited_then_voided(record: Record, base: Agreed | None) -> bool:
+    """True for a voided/retired record whose content the parent has not seen: a void carries
+    no body, so the content goes up first (else the parent voids its older body). A record the
+    parent never had stays off it (spec §5.10), as pull skips a void of a record it never had."""
+    if record.state not in ("voided", "retired") or base is None:
+        return False
+    return base.content_hash != record.content_hash
+
+
+def _send_body_first(
+    ctx: PushContext,
+    category: Category,
+    preferred: str | None,
+    record: Record,
+    base: Agreed | None,
+    errors: dict[str, RecordError],
+) -> Agreed | None:
+    """Send ``record``'s content as an active update (If-Match the base), then return the base
+    its void must name; a refusal (412 included) goes to ``errors`` like any send."""
+    update = OutgoingChange(
+        category=record.category,
+        uuid=record.uuid,
+        action="UPDATED",
+        body=record.resource(),
+        state="active",
+        base_version=_base_tag(category, base),
+    )
+    result = _send(ctx, category, preferred, record.origin, [update])
+    if record.uuid not in result.sent:
+        errors[record.uuid] = result.failed.get(record.uuid) or RecordError(
+            "the parent did not acknowledge this record", category=category.name, uuid=record.uuid
+        )
+        return base
+    return agreed_repo.of_body(
+        category.name, record.uuid, record.resource(), "active", result.versions.get(record.uuid)
+    )
+
+
 def _send(
     ctx: PushContext,
     category: Category,
@@ -394,8 +438,18 @@ def _outgoing(record: Record, base: Agreed | None = None) -> OutgoingChange:
         action=action,
         body=record.resource(),
         state=record.state,
-        base_version=base.parent_version if base is not None else None,
+        base_version=_base_tag(cats.get(record.category), base),
     )
+
+
+def _base_tag(category: Category, base: Agreed | None) -> str | None:
+    """What ``If-Match`` names: the parent's version when known, else, for a REST category
+    (whose representations carry no version), the entity tag of the agreed content and state."""
+    if base is None:
+        return None
+    if base.parent_version is not None or category.is_fhir:
+        return base.parent_version
+    return rest_service.entity_tag(base.content_hash, base.state)
 
 
 def _commit(

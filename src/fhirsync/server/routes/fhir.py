@@ -22,6 +22,10 @@ from fhirsync.store.users import User
 
 router = APIRouter(prefix=FHIR_BASE, tags=["fhir"])
 ORIGIN_HEADER = "x-fhirsync-origin"
+INACTIVE_HEADER = "x-fhirsync-inactive"
+"""``include``: a read may serve a voided/retired record (for a child pulling a void)."""
+STATE_HEADER = "X-Fhirsync-State"
+"""Names the state of a record served that way (``voided``, ``retired``)."""
 
 
 def _fhir_response(
@@ -102,11 +106,30 @@ async def create(request: Request, resource_type: str, node: NodeDep, user: Writ
 
 
 @router.get("/{resource_type}/{resource_id}")
-def read(resource_type: str, resource_id: str, node: NodeDep, _user: CurrentUser) -> Response:
-    """The stored body with ETag; 404 missing, 410 deleted."""
+def read(
+    request: Request, resource_type: str, resource_id: str, node: NodeDep, user: CurrentUser
+) -> Response:
+    """The stored body with ETag; 404 missing, 410 deleted.
+
+    A child or an admin that sends ``X-Fhirsync-Inactive: include`` gets a voided or retired
+    record's last body too, marked by ``X-Fhirsync-State``: a pulled void then brings the body
+    the parent held when it voided (an edit made just before the void is not missed). Without
+    the header (FHIR clients, Java nodes) the answer stays 410.
+    """
     with node.db.read() as conn:
+        if _wants_inactive(request, user):
+            record = fhir.find(conn, resource_type, resource_id)
+            if record is not None and record.state in ("voided", "retired"):
+                response = _fhir_response(record.body, 200, record, resource_type)
+                response.headers[STATE_HEADER] = record.state
+                return response
         record = fhir.read(conn, resource_type, resource_id)
     return _fhir_response(record.body, 200, record, resource_type)
+
+
+def _wants_inactive(request: Request, user: User) -> bool:
+    asked = request.headers.get(INACTIVE_HEADER, "").strip().lower() == "include"
+    return asked and user.role in ("admin", "child")
 
 
 @router.put("/{resource_type}/{resource_id}")

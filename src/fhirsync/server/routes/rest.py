@@ -19,6 +19,7 @@ from fhirsync.service import rest as service
 router = APIRouter(prefix=REST_BASE)
 
 OriginHeader = Annotated[str | None, Header(alias=service.ORIGIN_HEADER)]
+IfMatch = Annotated[str | None, Header(alias="If-Match")]
 View = Annotated[str | None, Query(alias="v")]
 
 
@@ -76,13 +77,27 @@ def get_record(
 
 @router.post("/{resource}")
 def create_record(
-    resource: str, node: NodeDep, user: WriterUser, raw: RawBody, origin: OriginHeader = None
+    resource: str,
+    *,
+    node: NodeDep,
+    user: WriterUser,
+    raw: RawBody,
+    origin: OriginHeader = None,
+    if_match: IfMatch = None,
 ) -> Response:
-    """Create (201), keeping a given uuid; an existing uuid is updated instead (200)."""
+    """Create (201), keeping a given uuid; an existing uuid is updated instead (200); 412 when
+    ``If-Match`` names a version the record has moved past."""
     category = service.category_for(resource)
     author = service.author_for(user, node.config.instance_id, origin)
     payload = service.parse_body(raw)
-    rep, created = service.create(node.db, category, payload, author, node.config.base_url)
+    rep, created = service.create(
+        node.db,
+        category,
+        payload,
+        author,
+        node.config.base_url,
+        if_match=service.parse_if_match(if_match),
+    )
     return _json(rep, 201 if created else 200)
 
 
@@ -95,14 +110,22 @@ def update_record(
     user: WriterUser,
     raw: RawBody,
     origin: OriginHeader = None,
+    if_match: IfMatch = None,
 ) -> Response:
-    """Merge the given fields into the record; 404 when it is missing or purged."""
+    """Merge the given fields into the record; 404 when it is missing or purged, 412 on a stale
+    ``If-Match``."""
     category = service.category_for(resource)
     author = service.author_for(user, node.config.instance_id, origin)
     payload = service.parse_body(raw)
     return _json(
         service.update(
-            node.db, category, uuid, payload, author=author, base_url=node.config.base_url
+            node.db,
+            category,
+            uuid,
+            payload,
+            author=author,
+            base_url=node.config.base_url,
+            if_match=service.parse_if_match(if_match),
         )
     )
 
@@ -117,11 +140,20 @@ def delete_record(
     origin: OriginHeader = None,
     purge: Annotated[str | None, Query()] = None,
     reason: Annotated[str | None, Query()] = None,
+    if_match: IfMatch = None,
 ) -> Response:
-    """Retire or void (204); ``?purge`` deletes, so a later GET answers 404."""
+    """Retire or void (204); ``?purge`` deletes, so a later GET answers 404; 412 on a stale
+    ``If-Match``."""
     category = service.category_for(resource)
     author = service.author_for(user, node.config.instance_id, origin)
     # ``reason`` is accepted as OpenMRS clients send it, but not stored (see service.delete).
     del reason
-    service.delete(node.db, category, uuid, author, purge=_flag(purge))
+    service.delete(
+        node.db,
+        category,
+        uuid,
+        author,
+        purge=_flag(purge),
+        if_match=service.parse_if_match(if_match),
+    )
     return Response(status_code=204)
