@@ -8,7 +8,9 @@ The body is returned as served (REST representations carry ``voided``/``retired`
 send: CREATED/UPDATED → ``POST /ws/rest/v1/{resource}`` with the uuid in the body (a fhirsync
 node's create is idempotent: an existing uuid is updated); RETIRED/VOIDED → ``DELETE /{uuid}``;
 DELETED → ``DELETE /{uuid}?purge=true``; UNRETIRED/UNVOIDED → ``POST /{uuid}`` with
-``{"retired": false}`` / ``{"voided": false}``.
+``{"retired": false}`` / ``{"voided": false}``. A change with a base version sends it as
+``If-Match`` (:func:`if_match`); a fhirsync remote answers 412 when it is stale, reported as
+``RemoteRejected(status=412)``.
 """
 
 from __future__ import annotations
@@ -179,6 +181,10 @@ class RestClient:
     def _send_one(
         self, category: Category, base: str, change: OutgoingChange, headers: dict[str, str]
     ) -> RecordError | None:
+        if change.base_version is not None:
+            # A write over a version the remote has moved past is refused with 412 (a conflict
+            # for the engine), not applied over the remote's newer change.
+            headers = {**headers, "If-Match": if_match(change.base_version)}
         if change.action in _DELETES:
             response = request(
                 self._http,
@@ -214,6 +220,12 @@ class RestClient:
         if category.rest_resource is None:
             raise UnknownResourceType(f"category {category.name!r} has no REST resource")
         return f"{REST_BASE}/{category.rest_resource}"
+
+
+def if_match(base_version: str) -> str:
+    """The ``If-Match`` header of a base: ``W/"3"`` for a version number, else the quoted
+    entity tag (``service.rest.entity_tag``: content hash and state)."""
+    return f'W/"{base_version}"' if base_version.isdigit() else f'"{base_version}"'
 
 
 def _gather(
