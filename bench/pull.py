@@ -22,10 +22,8 @@ Figures are printed, never asserted anywhere.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,24 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from peer_harness import copy_harness, generate, machine, populate, run_node, serving, write_figures
 
 from fhirsync.records import RecordWrite
 from fhirsync.store import records
 from fhirsync.testing.servers import create_node
 
-HARNESS = Path(__file__).resolve().parents[2] / "shared" / "bench" / "pouchdb-peer"
 TARGET_RATIO = 2.0
-
-
-def generate(out: Path, count: int) -> Path:
-    """``count`` deterministic Patients (seed 42) as NDJSON at ``out``."""
-    subprocess.run(
-        [sys.executable, str(HARNESS / "gen_fhir.py"), str(count), str(out)],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    return out
 
 
 def head(data: Path, out: Path, count: int) -> Path:
@@ -158,44 +145,21 @@ def run_fhirsync(work: Path, data: Path, extra: Path, count: int, changes: int) 
 
 def run_peer(work: Path, count: int, changes: int) -> dict[str, Any]:
     """PouchDB initial pull docs/s (defaults and batch_size 500) and the incremental pull."""
-    copy = work / "pouchdb-peer"
-    shutil.copytree(HARNESS, copy, ignore=shutil.ignore_patterns("node_modules", "data", "results"))
-    subprocess.run(
-        ["npm", "ci", "--no-audit", "--no-fund"],
-        cwd=copy,
-        check=True,
-        timeout=900,
-        capture_output=True,
-    )
+    copy = copy_harness(work)
     data = copy / "data" / "patients.ndjson"
     data.parent.mkdir(parents=True, exist_ok=True)
     generate(data, count + changes)
     parent_dir = copy / "data" / "parent"
     for name in ("p_default", "p_bs500"):
-        _node(
-            copy,
-            [
-                "populate.js",
-                "--db",
-                str(parent_dir / name),
-                "--count",
-                str(count),
-                "--data",
-                str(data),
-            ],
-        )
-    server = subprocess.Popen(
-        ["node", "server.js", "--dir", str(parent_dir)], cwd=copy, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        port = _listening_port(server)
+        populate(copy, parent_dir / name, count, data)
+    with serving(copy, parent_dir) as port:
         out: dict[str, Any] = {}
         for label, extra in (("default", []), ("bs500", ["--batch_size", "500"])):
             remote = f"http://127.0.0.1:{port}/p_{label}"
             local = str(copy / "data" / "child" / label)
             pull = ["child.js", "--dir", "from", "--remote", remote, "--local", local, *extra]
-            first = _node(copy, pull)
-            _node(
+            first = run_node(copy, pull)
+            run_node(
                 copy,
                 [
                     "mutate.js",
@@ -211,7 +175,7 @@ def run_peer(work: Path, count: int, changes: int) -> dict[str, Any]:
                     str(data),
                 ],
             )
-            second = _node(copy, pull)
+            second = run_node(copy, pull)
             out[label] = {
                 "docs_per_s": round(count / (first["ms"] / 1000)),
                 "seconds": round(first["ms"] / 1000, 2),
@@ -220,27 +184,6 @@ def run_peer(work: Path, count: int, changes: int) -> dict[str, Any]:
                 "incremental_written": second["docs_written"],
             }
         return out
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
-def _node(cwd: Path, args: list[str]) -> dict[str, Any]:
-    done = subprocess.run(
-        ["node", *args], cwd=cwd, check=True, capture_output=True, text=True, timeout=1800
-    )
-    row: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return row
-
-
-def _listening_port(server: subprocess.Popen[str]) -> int:
-    assert server.stdout is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = server.stdout.readline()
-        if "LISTENING" in line:
-            return int(line.split("LISTENING", 1)[1].split()[0])
-    raise SystemExit("the PouchDB server did not start")
 
 
 def main() -> None:
@@ -264,7 +207,7 @@ def main() -> None:
         figures["fhirsync"] = run_fhirsync(work, data, extra, args.count, args.changes)
         if not args.no_peer:
             figures["pouchdb"] = run_peer(work, args.count, args.changes)
-    figures.update(cpus=os.cpu_count(), load_average=[round(x, 2) for x in os.getloadavg()])
+    figures.update(machine())
     ours = figures["fhirsync"]
     first, second = ours["initial"], ours["incremental"]
     print(f"fhirsync pull of {args.count:,} Patients into a fresh SQLite child (over HTTP)")
@@ -294,9 +237,7 @@ def main() -> None:
             f"command) (target >= {TARGET_RATIO:.0f}x)"
         )
     print(f"  {figures['cpus']} CPUs, load average {figures['load_average']}")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    write_figures(args.out, figures)
 
 
 if __name__ == "__main__":

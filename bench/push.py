@@ -15,32 +15,19 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from peer_harness import copy_harness, generate, populate, run_node, serving
 
 from fhirsync.records import RecordWrite
 from fhirsync.store import records, users
 from fhirsync.sync.push_run import run_push
 from fhirsync.testing.servers import NodeHandle, create_node
 
-HARNESS = Path(__file__).resolve().parents[2] / "shared" / "bench" / "pouchdb-peer"
 CHILD_PASSWORD = "bench-child-password"
-
-
-def generate(work: Path, count: int) -> Path:
-    """The harness's deterministic Patients (seed 42) as NDJSON."""
-    out = work / "patients.ndjson"
-    subprocess.run(
-        [sys.executable, str(HARNESS / "gen_fhir.py"), str(count), str(out)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    return out
 
 
 def load_child(child: NodeHandle, data: Path, count: int) -> None:
@@ -102,63 +89,25 @@ def one_run(work: Path, data: Path, count: int, batch: int) -> float:
 
 def peer(work: Path, count: int, reps: int) -> dict[str, float]:
     """PouchDB push docs/s (median), defaults and batch_size 500, from a copy of the harness."""
-    copy = work / "pouchdb-peer"
-    shutil.copytree(HARNESS, copy, ignore=shutil.ignore_patterns("node_modules", "data", "results"))
-    subprocess.run(
-        ["npm", "ci", "--no-audit", "--no-fund"],
-        cwd=copy,
-        check=True,
-        timeout=600,
-        capture_output=True,
-    )
+    copy = copy_harness(work)
     data = copy / "data" / "patients.ndjson"
     data.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [sys.executable, "gen_fhir.py", str(count), str(data)], cwd=copy, check=True, timeout=300
-    )
+    generate(data, count)
     src = copy / "data" / "child" / "push_src"
-    _node(copy, ["populate.js", "--db", str(src), "--count", str(count), "--data", str(data)])
-    server = subprocess.Popen(
-        ["node", "server.js", "--dir", str(copy / "data" / "parent")],
-        cwd=copy,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        port = _listening_port(server)
+    populate(copy, src, count, data)
+    with serving(copy, copy / "data" / "parent") as port:
         out: dict[str, float] = {}
         for label, extra in (("default", []), ("bs500", ["--batch_size", "500"])):
             rates = []
             for rep in range(reps):
                 remote = f"http://127.0.0.1:{port}/push_{label}_{rep}"
-                row = _node(
+                row = run_node(
                     copy,
                     ["child.js", "--dir", "to", "--remote", remote, "--local", str(src), *extra],
                 )
                 rates.append(count / (row["ms"] / 1000))
             out[label] = statistics.median(rates)
         return out
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
-def _node(cwd: Path, args: list[str]) -> dict[str, Any]:
-    done = subprocess.run(
-        ["node", *args], cwd=cwd, check=True, capture_output=True, text=True, timeout=600
-    )
-    row: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return row
-
-
-def _listening_port(server: subprocess.Popen[str]) -> int:
-    assert server.stdout is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = server.stdout.readline()
-        if "LISTENING" in line:
-            return int(line.split("LISTENING", 1)[1].split()[0])
-    raise SystemExit("the PouchDB server did not start")
 
 
 def main() -> None:
@@ -171,7 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fhirsync-push-bench-") as tmp:
         work = Path(tmp)
-        data = generate(work, args.count)
+        data = generate(work / "patients.ndjson", args.count)
         times = [one_run(work, data, args.count, args.batch) for _ in range(args.reps)]
         seconds = statistics.median(times)
         rate = args.count / seconds

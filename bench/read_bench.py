@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,10 +29,7 @@ from typing import Any
 
 import httpx
 from lxml import etree
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from import_bench import generate
+from peer_harness import generate, machine, write_figures
 
 from fhirsync.service import importer
 from fhirsync.testing.servers import NodeHandle, create_node
@@ -151,8 +146,7 @@ def main() -> None:
         "load_seconds": round(load_seconds, 1),
         "feed": feed,
         "id_batch": batches,
-        "cpus": os.cpu_count(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
+        **machine(),
     }
     print(f"node holding {args.count:,} Patients (SQLite), served by `fhirsync serve` on loopback")
     print(
@@ -164,9 +158,7 @@ def main() -> None:
         f"{batches['ids_per_request']} ids ({batches['records_per_s']:,} records/s)"
     )
     print(f"  load average {figures['load_average']} on {figures['cpus']} CPUs")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    write_figures(args.out, figures)
 
 
 if __name__ == "__main__":
