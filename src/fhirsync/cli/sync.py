@@ -7,34 +7,18 @@ from typing import Annotated
 
 import httpx
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fhirsync.cli.common import (
-    EXIT_FAILURES,
-    EXIT_OK,
-    EXIT_UNREACHABLE,
-    console,
-    err_console,
-    handle_errors,
-    node_path,
-)
+from fhirsync.cli.common import console, handle_errors, node_path
+from fhirsync.cli.progress import RunView
 from fhirsync.node import open_node
 from fhirsync.settings import NodeConfig
 from fhirsync.store import failures, markers, runs
 from fhirsync.store.engine import Database
 from fhirsync.sync import lag
 from fhirsync.sync.runner import run_pull
-from fhirsync.sync.status import (
-    CategoryStopped,
-    Listener,
-    RecordFailed,
-    RunEvent,
-    RunFinished,
-    RunProgress,
-)
 
-_EXIT = {"ok": EXIT_OK, "failures": EXIT_FAILURES, "busy": EXIT_FAILURES}
+_VIEW = RunView("pull", "applied", stops_live=True)
 
 
 @handle_errors
@@ -47,66 +31,10 @@ def pull(
     """Pull from the parent once. Exit 0 ok, 1 failures recorded, 2 configuration, 3 unreachable."""
     config, db = open_node(node_path(node_dir))
     try:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("read {task.fields[read]}  applied {task.fields[applied]}"),
-            TextColumn("failed {task.fields[failed]}"),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not console.is_terminal,
-        ) as progress:
-            task = progress.add_task("pull", total=None, read=0, applied=0, failed=0)
-            seen = {"read": 0, "applied": 0, "failed": 0}
-            base = dict(seen)
-
-            def show(event: RunEvent) -> None:
-                if isinstance(event, RunProgress):
-                    seen.update(
-                        read=base["read"] + event.done, applied=base["applied"] + event.applied
-                    )
-                    progress.update(
-                        task,
-                        description=event.category,
-                        read=seen["read"],
-                        applied=seen["applied"],
-                    )
-                elif isinstance(event, RecordFailed):
-                    seen["failed"] += 1
-                    progress.update(task, failed=seen["failed"])
-                elif isinstance(event, CategoryStopped):
-                    err_console.print(
-                        f"[red]category {event.category} stopped:[/red] "
-                        f"{event.error_class}: {event.message}"
-                    )
-                elif isinstance(event, RunFinished):
-                    progress.update(task, read=event.events_read, applied=event.applied)
-
-            result = run_pull(config, db, listener=_per_category(show, base, seen), wait=wait)
+        result = _VIEW.run(lambda listener: run_pull(config, db, listener=listener, wait=wait))
     finally:
         db.dispose()
-    line = (
-        f"pull {result.outcome}: {result.events_read} events read, {result.applied} records "
-        f"applied, {result.failures} failed in {result.seconds:.1f}s"
-    )
-    if result.outcome == "unreachable":
-        err_console.print(f"[red]parent unreachable:[/red] {result.error}")
-        raise typer.Exit(EXIT_UNREACHABLE)
-    console.print(line if result.outcome != "busy" else f"pull skipped: {result.error}")
-    raise typer.Exit(_EXIT[result.outcome])
-
-
-def _per_category(show: Listener, base: dict[str, int], seen: dict[str, int]) -> Listener:
-    """RunProgress counts restart per category; keep a running total across categories."""
-    current = {"category": ""}
-
-    def listener(event: RunEvent) -> None:
-        if isinstance(event, RunProgress) and event.category != current["category"]:
-            current["category"] = event.category
-            base.update(read=seen["read"], applied=seen["applied"])
-        show(event)
-
-    return listener
+    _VIEW.finish(result)
 
 
 @handle_errors
