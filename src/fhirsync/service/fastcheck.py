@@ -45,6 +45,7 @@ from fhir.resources.R4B.resource import Resource
 from fhir_core import constraints as fhir_constraints
 from fhir_core import types as fhir_types
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic.types import Base64Encoder, EncodedBytes
 
@@ -62,6 +63,7 @@ _NO_SPACE = re.compile(r"\S+")
 _BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 _MAX_FRACTION = 9
 _MEMO_MAX = 4096
+_MISSING = object()
 # Ints whose decimal string fhir_core's Decimal pattern always matches (and int->str stays cheap).
 _DECIMAL_INT_BOUND = 10**15
 
@@ -233,7 +235,10 @@ def fast_accepts(model: type[FHIRAbstractModel], data: Any) -> bool:
     if check is None:
         with _LOCK:
             check = _compile(model)
-    return check(data)
+    try:
+        return check(data)
+    except RecursionError:  # absurdly deep nesting: the model decides
+        return False
 
 
 def _compile(model: type[Any]) -> Check:
@@ -241,6 +246,9 @@ def _compile(model: type[Any]) -> Check:
     known = _CHECKS.get(model)
     if known is not None:
         return known
+    if not _reproducible(model):
+        _CHECKS[model] = _never
+        return _never
     fields: dict[str, Check] = {}
     required = _required(model)
     groups = _choice_groups(model)
@@ -272,11 +280,44 @@ def _compile(model: type[Any]) -> Check:
             continue  # ``_field`` extensions, fhir_comments: left to the model
         if info.alias is None:
             continue
-        fields[info.alias] = _field_check(info)
+        aliases_agree = info.validation_alias in (None, info.alias)
+        fields[info.alias] = _field_check(info) if aliases_agree else _never
     if issubclass(model, Resource):
         resource_type = model.get_resource_type()
-        fields["resourceType"] = lambda value: value == resource_type
+        fields["resourceType"] = lambda value: type(value) is str and value == resource_type
     return check
+
+
+# What the rules here assume of every model: fhir_core's configuration, validators and the
+# methods that run during validation, none overridden. Anything else is not reproduced.
+_CONFIG = {"extra": "forbid", "validate_assignment": True, "populate_by_name": True}
+_MODEL_VALIDATORS = {"reject_null_complex_elements", "validate_after_model_construction"}
+_INHERITED = (
+    "__init__",
+    "model_validate",
+    "reject_null_complex_elements",
+    "validate_after_model_construction",
+    "_validate_one_of_many",
+    "_validate_required_primitive_elements",
+)
+
+
+def _reproducible(model: type[Any]) -> bool:
+    """``model`` validates the way the rules here reproduce (else its check is "not sure")."""
+    if not issubclass(model, FHIRAbstractModel):
+        return False
+    if any(_CONFIG.get(key, _MISSING) != value for key, value in model.model_config.items()):
+        return False
+    decorators = model.__pydantic_decorators__
+    if decorators.validators or decorators.field_validators or decorators.root_validators:
+        return False
+    if set(decorators.model_validators) != _MODEL_VALIDATORS:
+        return False
+    for name in _INHERITED:
+        owner = next(klass for klass in model.__mro__ if name in klass.__dict__)
+        if owner not in (FHIRAbstractModel, BaseModel):
+            return False
+    return True
 
 
 def _required(model: type[Any]) -> frozenset[str]:

@@ -23,7 +23,7 @@ from fhir.resources.R4B.extension import Extension
 from fhir_core.types import CodeType, StringType
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from pydantic import TypeAdapter
+from pydantic import ConfigDict, TypeAdapter, field_validator
 
 from fhirsync.service import validation
 from fhirsync.service.fastcheck import fast_accepts
@@ -351,6 +351,36 @@ def _model_accepts_extension(extension: dict[str, Any]) -> bool:
     except Exception:  # noqa: BLE001
         return False
     return True
+
+
+def test_models_that_validate_differently_are_left_to_the_model() -> None:
+    """A stricter configuration or an extra validator (say after a library upgrade) turns the fast
+    path off for that model instead of letting it accept what the model now rejects."""
+    patient_model = get_fhir_model_class("Patient")
+
+    class StrictPatient(patient_model):  # type: ignore[misc, valid-type]
+        model_config = ConfigDict(strict=True)
+
+    class NoOtherGender(patient_model):  # type: ignore[misc, valid-type]
+        @field_validator("gender")
+        @classmethod
+        def _no_other(cls, value: str | None) -> str | None:
+            if value == "other":
+                raise ValueError("no")
+            return value
+
+    resource = _patient()
+    assert fast_accepts(patient_model, resource)
+    for model in (StrictPatient, NoOtherGender):
+        assert not fast_accepts(model, resource)
+        assert not _model_accepts(resource, model)
+
+
+def test_absurd_nesting_is_left_to_the_model() -> None:
+    extension: dict[str, Any] = {"url": "http://x.org", "valueString": "x"}
+    for _ in range(5000):
+        extension = {"url": "http://x.org", "extension": [extension]}
+    assert not fast_accepts(Extension, extension)
 
 
 # --- primitive rules against fhir_core ----------------------------------------------------------
