@@ -10,6 +10,7 @@ Two files live in a node directory:
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from pathlib import Path
@@ -114,6 +115,13 @@ class NodeSettings(BaseSettings):
     base_url: str = Field(
         "", description="This node's public base URL; empty means http://host:port."
     )
+    trusted_proxies: list[str] = Field(
+        ["127.0.0.1", "::1"],
+        description="Client IPs or CIDR networks (a reverse proxy in front of this node) whose "
+        "X-Forwarded-Proto and X-Forwarded-Host headers shape the feed's links; those headers "
+        'from any other client are ignored. `[]` trusts none, `["0.0.0.0/0", "::/0"]` every '
+        "client.",
+    )
     parent_user: str = Field("", description="User name this node presents to its parent.")
     parent_password: SecretStr = Field(SecretStr(""), description="Password for the parent.")
     feed_page_size: int = Field(1000, ge=1, le=10000, description="Atom entries per feed page.")
@@ -179,6 +187,27 @@ class NodeSettings(BaseSettings):
         if value and not value.startswith(("sqlite", "postgresql")):
             raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _ip_networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry)
+            except ValueError as exc:
+                raise ValueError(f"{exc}: expected an IP address or a CIDR network") from exc
+        return value
+
+    def trusts_proxy(self, client_host: str | None) -> bool:
+        """True when ``client_host`` (the address a request came from) is a trusted proxy."""
+        try:
+            address = ipaddress.ip_address(client_host or "")
+        except ValueError:  # no client, or a name (an ASGI test client says "testclient")
+            return False
+        # A dual-stack listener reports an IPv4 client as ::ffff:a.b.c.d; match it as IPv4 too.
+        mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+        networks = [ipaddress.ip_network(entry) for entry in self.trusted_proxies]
+        return any(a in n for a in (address, mapped) if a is not None for n in networks)
 
     @classmethod
     def settings_customise_sources(

@@ -17,10 +17,12 @@ from fhirsync.errors import RecordNotFound
 from fhirsync.feed.pages import PageRef, load_events, locate_page
 from fhirsync.feed.render import PageLinks, render_page
 from fhirsync.server.deps import CurrentUser, NodeDep
+from fhirsync.settings import NodeSettings
 
 router = APIRouter()
 ATOM_MEDIA_TYPE = "application/atom+xml"
 _ARCHIVE_CACHE = "public, max-age=31536000, immutable"
+_SCHEMES = ("http", "https")
 
 
 def _first(value: str | None) -> str | None:
@@ -30,11 +32,21 @@ def _first(value: str | None) -> str | None:
     return value.split(",", 1)[0].strip() or None
 
 
-def _self_url(request: Request) -> str:
-    """The URL as the client asked for it (behind a proxy: X-Forwarded-Proto/Host)."""
+def _self_url(request: Request, settings: NodeSettings) -> str:
+    """The URL as the client asked for it (behind a trusted proxy: X-Forwarded-Proto/Host).
+
+    Archived pages are cached publicly, and X-Forwarded-Host is not part of a shared cache's key,
+    so the forwarded headers are honoured only from ``trusted_proxies``: from anyone else they
+    could plant links to another host in the page every later reader is served.
+    """
     headers = request.headers
-    proto = _first(headers.get("x-forwarded-proto")) or request.url.scheme
-    host = _first(headers.get("x-forwarded-host")) or headers.get("host") or request.url.netloc
+    proto = host = None
+    if settings.trusts_proxy(request.client.host if request.client else None):
+        proto = _first(headers.get("x-forwarded-proto"))
+        host = _first(headers.get("x-forwarded-host"))
+    if proto not in _SCHEMES:
+        proto = request.url.scheme
+    host = host or headers.get("host") or request.url.netloc
     return f"{proto}://{host}{request.url.path}"
 
 
@@ -57,7 +69,7 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 
 def _respond(request: Request, node: NodeDep, page: int | None, category: str) -> Response:
     ref = locate_page(node.db, category, page, node.config.settings.feed_page_size)
-    self_url = _self_url(request)
+    self_url = _self_url(request, node.config.settings)
     etag = _etag(ref, self_url)
     headers = {"ETag": etag, "Cache-Control": _ARCHIVE_CACHE if ref.archived else "no-cache"}
     if _matches(request.headers.get("if-none-match"), etag):
