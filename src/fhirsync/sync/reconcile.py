@@ -11,6 +11,14 @@ Used by pull (as the local side's commit hook, inside the page's write transacti
   ``child-wins``, ``newest-wins``) or, under ``manual``, a conflict is stored with base, local and
   remote, and both nodes keep their own version until a person resolves it.
 
+An open conflict follows the record: whenever a pull brings the parent's record, or this node's
+record changes (:meth:`Reconciler.recheck`, run after every local write through the FHIR and REST
+APIs and before a resolution), the decision is made again with the current local record against
+the conflict's base and remote. The conflict then closes by itself when both sides hold the same
+version, when the local side went back to the base (the parent's version is taken) or when the
+change now merges cleanly; otherwise its local side and fields are refreshed. Every automatic
+close is audited (``CONVERGED``).
+
 ``newest-wins`` compares the parent's ``meta.lastUpdated`` with this node's ``last_updated``. When a
 side has no time, the times are equal, or the parent's time is more than :data:`CLOCK_SKEW` ahead
 of this node's clock (clocks disagree, so the times cannot be compared), the parent wins: every
@@ -30,11 +38,13 @@ from fhirsync import canonical
 from fhirsync.records import Record, RecordState, RecordWrite
 from fhirsync.settings import NodeConfig
 from fhirsync.store import agreed as agreed_repo
+from fhirsync.store import audit as audit_repo
 from fhirsync.store import conflicts as conflict_repo
 from fhirsync.store import records as record_repo
 from fhirsync.store.agreed import Agreed
-from fhirsync.store.audit import AuditEntry
+from fhirsync.store.audit import AuditEntry, AuditPolicy
 from fhirsync.store.conflicts import Conflict, ConflictNote
+from fhirsync.store.engine import Database
 from fhirsync.store.local import CommitHook, PageCommit
 from fhirsync.sync.merge import MergeResult, Prefer, Side, merge
 
@@ -247,8 +257,7 @@ class Reconciler:
                 writes.append(decision.write)
                 if entry is not None:
                     write_audit.append(entry)
-        for uuid in out.closed:
-            conflict_repo.close(conn, uuid, resolved_by="sync", resolution="converged", now=now)
+        out.close_all(conn, self.instance_id, now=now)
         return replace(
             batch,
             writes=writes,
@@ -266,6 +275,84 @@ class Reconciler:
             return Remote(base.resource(), w.state)
         body = local.resource() if local is not None else {}
         return Remote(body, w.state)
+
+    def recheck(
+        self, conn: Connection, keys: Sequence[tuple[str, str]] | None, now: datetime
+    ) -> int:
+        """Decide the open conflicts of ``keys`` (all open ones when None) again against the
+        current local record, in the caller's write transaction; returns how many changed.
+
+        A conflict whose local side is unchanged is left alone. Otherwise it closes (agree,
+        take the parent's version, or a clean merge written here and queued for push) or is
+        refreshed with the current local body and the fields still in conflict.
+        """
+        if keys is None:
+            keys = [(c.category, c.record_uuid) for c in conflict_repo.list_conflicts(conn)]
+        state = _State.load(conn, keys)
+        out = _Collected()
+        writes: list[RecordWrite] = []
+        for key, conflict in state.open.items():
+            local = state.records.get(key)
+            if local is None or _local_unchanged(conflict, local):
+                continue
+            decision = decide(
+                local,
+                state.bases.get(key),
+                Remote(conflict.remote(), conflict.remote_state, conflict.remote_version),
+                category=conflict.category,
+                uuid=conflict.record_uuid,
+                policy=self.policy(conflict.category),
+                instance_id=self.instance_id,
+                operation=conflict.operation,
+                now=now,
+            )
+            entry = AuditEntry(
+                success=True,
+                resource_name=conflict.category,
+                record_uuid=conflict.record_uuid,
+                action="UPDATED",
+                operation="RESOLVE",
+                details="",
+                creator_instance_id=self.instance_id,
+                timestamp=now,
+            )
+            decision = out.add(decision, conflict, entry, now=now)
+            if decision.write is not None:
+                writes.append(decision.write)
+        if writes:
+            record_repo.write_many(conn, writes, now=now)
+        agreed_repo.upsert_many(conn, out.agreed, now=now)
+        conflict_repo.record_many(conn, out.conflicts, now=now)
+        out.close_all(conn, self.instance_id, now=now)
+        audit_repo.insert_many(conn, out.audit, _KEEP_ALL, now=now)
+        return len(out.conflicts) + len(out.closed)
+
+
+_KEEP_ALL = AuditPolicy(persist_success=True, persist_failure=True)
+
+
+def _local_unchanged(conflict: Conflict, local: Record) -> bool:
+    stored = (canonical.content_hash(conflict.local()), conflict.local_state)
+    return stored == (local.content_hash, local.state)
+
+
+def recheck_local(
+    db: Database, reconciler: Reconciler, keys: Sequence[tuple[str, str]] | None = None
+) -> int:
+    """After local writes: :meth:`Reconciler.recheck` the open conflicts of ``keys`` (all open
+    ones when None). Costs one read when none of them has an open conflict."""
+    with db.read() as conn:
+        if keys is None:
+            pending = conflict_repo.count_open(conn) > 0
+        else:
+            by_cat: dict[str, list[str]] = {}
+            for category, uuid in keys:
+                by_cat.setdefault(category, []).append(uuid)
+            pending = any(conflict_repo.open_for(conn, c, u) for c, u in by_cat.items())
+    if not pending:
+        return 0
+    with db.write() as conn:
+        return reconciler.recheck(conn, keys, reconciler.clock())
 
 
 @dataclass
@@ -299,7 +386,7 @@ class _Collected:
     agreed: list[Agreed] = field(default_factory=list)
     conflicts: list[ConflictNote] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
-    closed: list[str] = field(default_factory=list)
+    closed: list[tuple[Conflict, Kind]] = field(default_factory=list)
 
     def add(
         self,
@@ -318,13 +405,46 @@ class _Collected:
             self.agreed.append(decision.agreed)
         if decision.conflict is not None:
             self.conflicts.append(decision.conflict)
-        elif open_conflict is not None and decision.kind in ("agree", "take-remote"):
-            self.closed.append(open_conflict.uuid)
+        elif open_conflict is not None and decision.kind in _CLOSING:
+            self.closed.append((open_conflict, decision.kind))
         if entry is not None:
             row = audit_for(decision, entry)
             if row is not None:
                 self.audit.append(row)
         return decision
+
+    def close_all(self, conn: Connection, instance_id: str, *, now: datetime) -> None:
+        """Close the conflicts the decisions settled, each with an always-kept audit row."""
+        rows: list[AuditEntry] = []
+        for conflict, kind in self.closed:
+            how = _CLOSING[kind]
+            conflict_repo.close(conn, conflict.uuid, resolved_by="sync", resolution=how, now=now)
+            rows.append(
+                AuditEntry(
+                    success=True,
+                    resource_name=conflict.category,
+                    record_uuid=conflict.record_uuid,
+                    action="CONVERGED",
+                    operation="RESOLVE",
+                    details=f"Conflict closed by itself: {_CLOSED_WHY[how]}",
+                    creator_instance_id=instance_id,
+                    merge_conflict_uuid=conflict.uuid,
+                    timestamp=now,
+                ).with_uuid()
+            )
+        if rows:
+            audit_repo.insert_many(conn, rows, _KEEP_ALL, now=now)
+
+
+_CLOSING: Mapping[Kind, str] = {
+    "agree": "converged",
+    "take-remote": "converged",
+    "merged": "merged",
+}
+_CLOSED_WHY = {
+    "converged": "both sides hold the same version",
+    "merged": "the changes now merge without a conflicting field",
+}
 
 
 def reconciler_for(config: NodeConfig) -> Reconciler:

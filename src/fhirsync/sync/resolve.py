@@ -27,6 +27,7 @@ from fhirsync.store.audit import AuditEntry, AuditPolicy
 from fhirsync.store.conflicts import Conflict
 from fhirsync.store.engine import Database
 from fhirsync.sync.merge import MISSING, Side, merge
+from fhirsync.sync.reconcile import Reconciler, recheck_local
 
 Take = Literal["local", "remote"]
 _STATES = ("active", "voided", "retired", "deleted")
@@ -50,6 +51,17 @@ def find_open(db: Database, conflict_uuid: str) -> Conflict:
         found = conflict_repo.get(conn, conflict_uuid)
     if found is None or found.status != conflict_repo.OPEN:
         raise RecordNotFound(f"no open conflict {conflict_uuid!r}")
+    return found
+
+
+def _still_open(db: Database, conflict_uuid: str) -> Conflict:
+    with db.read() as conn:
+        found = conflict_repo.get(conn, conflict_uuid)
+    if found is None or found.status != conflict_repo.OPEN:
+        how = found.resolution if found is not None else "gone"
+        raise RecordNotFound(
+            f"conflict {conflict_uuid} closed by itself ({how}): the record changed since"
+        )
     return found
 
 
@@ -90,8 +102,14 @@ def resolve(
     choices: Mapping[str, Any] | None = None,
     now: datetime | None = None,
 ) -> Resolution:
-    """Resolve one open conflict in one transaction (record, base, conflict, audit)."""
+    """Resolve one open conflict in one transaction (record, base, conflict, audit).
+
+    The conflict is first decided again against the current local record (local edits since
+    it was stored): a conflict that closed by itself is RecordNotFound, saying so.
+    """
     conflict = find_open(db, conflict_uuid)
+    recheck_local(db, Reconciler(instance_id), [(conflict.category, conflict.record_uuid)])
+    conflict = _still_open(db, conflict.uuid)
     value, state = chosen(conflict, take=take, body=body, choices=choices)
     category = cats.get(conflict.category)
     if category.is_fhir:

@@ -19,6 +19,7 @@ from fhirsync.server.deps import CurrentUser, NodeContext, NodeDep, WriterUser
 from fhirsync.server.error_responses import status_for
 from fhirsync.service import bundles, fhir
 from fhirsync.store.users import User
+from fhirsync.sync.reconcile import recheck_local, reconciler_for
 
 router = APIRouter(prefix=FHIR_BASE, tags=["fhir"])
 ORIGIN_HEADER = "x-fhirsync-origin"
@@ -64,6 +65,9 @@ async def _bundle(request: Request, node: NodeContext, user: User) -> Response:
         status_for=status_for,
     )
     body = await run_in_threadpool(bundles.process, raw, ctx)
+    if ctx.can_write:
+        # Any record of the bundle may hold an open conflict with the parent: decide them again.
+        await run_in_threadpool(recheck_local, node.db, reconciler_for(node.config))
     return _fhir_response(body)
 
 
@@ -144,9 +148,11 @@ async def update(
 
     def work() -> fhir.WriteOutcome:
         with node.db.write() as conn:
-            return fhir.update(
+            done = fhir.update(
                 conn, resource_type, resource_id, resource, author, expected_version=expected
             )
+        _recheck(node, done.record)
+        return done
 
     done = await run_in_threadpool(work)
     return _fhir_response(
@@ -162,5 +168,12 @@ def delete(
     expected = fhir.parse_if_match(request.headers.get("if-match"))
     author = _author(node, user, request)
     with node.db.write() as conn:
-        fhir.delete(conn, resource_type, resource_id, author, expected)
+        record = fhir.delete(conn, resource_type, resource_id, author, expected)
+    if record is not None:
+        _recheck(node, record)
     return Response(status_code=204)
+
+
+def _recheck(node: NodeContext, record: Record) -> None:
+    """A local write may settle (or change) an open conflict of the record with the parent."""
+    recheck_local(node.db, reconciler_for(node.config), [(record.category, record.uuid)])

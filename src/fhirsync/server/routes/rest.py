@@ -13,8 +13,9 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from starlette.responses import Response
 
 from fhirsync.categories import REST_BASE
-from fhirsync.server.deps import CurrentUser, NodeDep, WriterUser
+from fhirsync.server.deps import CurrentUser, NodeContext, NodeDep, WriterUser
 from fhirsync.service import rest as service
+from fhirsync.sync.reconcile import recheck_local, reconciler_for
 
 router = APIRouter(prefix=REST_BASE)
 
@@ -98,6 +99,7 @@ def create_record(
         node.config.base_url,
         if_match=service.parse_if_match(if_match),
     )
+    _recheck(node, category.name, str(rep["uuid"]))
     return _json(rep, 201 if created else 200)
 
 
@@ -117,17 +119,17 @@ def update_record(
     category = service.category_for(resource)
     author = service.author_for(user, node.config.instance_id, origin)
     payload = service.parse_body(raw)
-    return _json(
-        service.update(
-            node.db,
-            category,
-            uuid,
-            payload,
-            author=author,
-            base_url=node.config.base_url,
-            if_match=service.parse_if_match(if_match),
-        )
+    rep = service.update(
+        node.db,
+        category,
+        uuid,
+        payload,
+        author=author,
+        base_url=node.config.base_url,
+        if_match=service.parse_if_match(if_match),
     )
+    _recheck(node, category.name, uuid)
+    return _json(rep)
 
 
 @router.delete("/{resource}/{uuid}")
@@ -156,4 +158,10 @@ def delete_record(
         purge=_flag(purge),
         if_match=service.parse_if_match(if_match),
     )
+    _recheck(node, category.name, uuid)
     return Response(status_code=204)
+
+
+def _recheck(node: NodeContext, category: str, uuid: str) -> None:
+    """A local write may settle (or change) an open conflict of the record with the parent."""
+    recheck_local(node.db, reconciler_for(node.config), [(category, uuid)])
