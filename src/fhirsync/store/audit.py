@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import orjson
@@ -46,9 +46,12 @@ class AuditEntry:
         """This entry with a fresh random uuid if it has none."""
         if self.uuid:
             return self
-        from dataclasses import replace
+        return replace(self, uuid=new_uuid())
 
-        return replace(self, uuid=str(uuidlib.uuid4()))
+
+def new_uuid() -> str:
+    """A fresh audit row uuid (for entries built with their uuid at once)."""
+    return str(uuidlib.uuid4())
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,7 +151,7 @@ def _action(old: Record | None, state: RecordState, changed: bool) -> Action | N
 
 
 def _stamp(
-    category: str, uuid: str, body: Mapping[str, Any], version: int, now: datetime
+    category: str, uuid: str, body: Mapping[str, Any], version: int, instant: str
 ) -> dict[str, Any]:
     """The body as stored: our id and, for FHIR, ``meta.versionId``/``meta.lastUpdated``."""
     out = dict(body)
@@ -160,7 +160,7 @@ def _stamp(
         out["id"] = uuid
         meta = dict(out.get("meta") or {})
         meta["versionId"] = str(version)
-        meta["lastUpdated"] = fhir_instant(now)
+        meta["lastUpdated"] = instant
         out["meta"] = meta
     else:
         out["uuid"] = uuid
@@ -177,6 +177,7 @@ def write_many(
     transaction to be rolled back by the caller.
     """
     moment = now or utcnow()
+    instant = fhir_instant(moment)  # one write time for the whole batch
     current: dict[tuple[str, str], Record] = {}
     by_cat: dict[str, list[str]] = {}
     for w in writes:
@@ -215,7 +216,7 @@ def write_many(
             results.append(WriteResult(old, None))
             continue
         version = 1 if old is None else old.version + 1
-        stored = canonical.dumps(_stamp(w.category, w.uuid, body, version, moment))
+        stored = canonical.dumps(_stamp(w.category, w.uuid, body, version, instant))
         rec = Record(w.category, w.uuid, stored, version, digest, moment, w.state, w.origin)
         row = {
             "category": w.category,

@@ -23,7 +23,7 @@ from fhirsync.errors import DependencyMissing, RecordError, UnknownResourceType
 from fhirsync.feed.reader import FeedReader
 from fhirsync.records import FeedEntry, MarkerKey, Record, RecordWrite
 from fhirsync.settings import NodeConfig
-from fhirsync.store.audit import AuditEntry, AuditPolicy
+from fhirsync.store.audit import AuditEntry, AuditPolicy, new_uuid
 from fhirsync.store.engine import Database
 from fhirsync.store.failures import Failure, FailureNote
 from fhirsync.store.local import MarkerMove, PageCommit, StoreLocalSide
@@ -600,7 +600,8 @@ def _audit(
         error_class=type(error).__name__ if error else None,
         timestamp=ctx.clock(),
         previous_uuid=previous.audit_uuid if previous else None,
-    ).with_uuid()
+        uuid=new_uuid(),
+    )
 
 
 def _audit_unknown(ctx: PullContext, entry: FeedEntry, error: Exception) -> AuditEntry:
