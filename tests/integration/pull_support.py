@@ -10,13 +10,14 @@ import uuid as uuidlib
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from fhirsync.records import RecordWrite
 from fhirsync.store import records as store_records
 from fhirsync.store.tables import events, records
 from fhirsync.sync.runner import run_pull
 from fhirsync.sync.status import RunFinished
+from fhirsync.testing.network import count_rows, run_on
 from fhirsync.testing.servers import NodeHandle
 
 FHIR = "/ws/fhir2/R4"
@@ -100,21 +101,12 @@ def event_actions(node: NodeHandle) -> dict[str, list[str]]:
 
 def record_count(node: NodeHandle) -> int:
     """Records the node stores."""
-    _config, db = node.open()
-    try:
-        with db.read() as conn:
-            return int(conn.execute(select(func.count()).select_from(records)).scalar() or 0)
-    finally:
-        db.dispose()
+    return count_rows(node, records)
 
 
 def pull(node: NodeHandle) -> RunFinished:
     """One in-process pull run of ``node``."""
-    config, db = node.open()
-    try:
-        return run_pull(config, db)
-    finally:
-        db.dispose()
+    return run_on(node, run_pull)
 
 
 def cli(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:

@@ -3,44 +3,24 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+from tests.integration.api_support import FHIR_JSON, add_user, outcome_issue, patient
 
 from fhirsync import categories
 from fhirsync.store import records as store
-from fhirsync.store import users
 from fhirsync.testing.servers import NodeHandle
 
 NodeFactory = Callable[..., NodeHandle]
 
 
 BASE = "/ws/fhir2/R4"
-FHIR_JSON = "application/fhir+json"
 _STU3_ONLY = {"ObservationWebTest_create_r3.json", "ProcedureRequestWebTest_update.json"}
-
-
-def patient(**extra: Any) -> dict[str, Any]:
-    return {
-        "resourceType": "Patient",
-        "name": [{"use": "official", "family": "Mensah", "given": ["Kwame"]}],
-        "gender": "male",
-        "birthDate": "1984-03-09",
-        **extra,
-    }
-
-
-def add_user(node: NodeHandle, name: str, role: users.Role, instance_id: str | None = None) -> None:
-    _config, db = node.open()
-    try:
-        with db.write() as conn:
-            users.add(conn, name, f"{name}-password", role, instance_id)
-    finally:
-        db.dispose()
 
 
 def stored(node: NodeHandle, category: str, uuid: str) -> Any:
@@ -50,20 +30,6 @@ def stored(node: NodeHandle, category: str, uuid: str) -> Any:
             return store.get(conn, category, uuid)
     finally:
         db.dispose()
-
-
-def issue(response: httpx.Response) -> dict[str, Any]:
-    assert response.headers["content-type"].startswith(FHIR_JSON)
-    body = response.json()
-    assert body["resourceType"] == "OperationOutcome"
-    first: dict[str, Any] = body["issue"][0]
-    return first
-
-
-@pytest.fixture
-def client(node: NodeHandle) -> Iterator[httpx.Client]:
-    with node.client() as c:
-        yield c
 
 
 @pytest.mark.postgres
@@ -93,12 +59,12 @@ def test_create_read_update_delete(client: httpx.Client) -> None:
 
     stale = client.put(f"{BASE}/Patient/{pid}", json=changed, headers={"If-Match": 'W/"1"'})
     assert stale.status_code == 412
-    assert issue(stale)["code"] == "conflict"
+    assert outcome_issue(stale)["code"] == "conflict"
 
     assert client.delete(f"{BASE}/Patient/{pid}").status_code == 204
     gone = client.get(f"{BASE}/Patient/{pid}")
     assert gone.status_code == 410
-    assert issue(gone)["code"] == "deleted"
+    assert outcome_issue(gone)["code"] == "deleted"
     assert client.delete(f"{BASE}/Patient/{pid}").status_code == 204  # idempotent
 
     revived = client.put(f"{BASE}/Patient/{pid}", json=changed)
@@ -120,7 +86,7 @@ def test_put_upserts_with_the_client_id(client: httpx.Client, node: NodeHandle) 
 
     mismatch = client.put(f"{BASE}/Patient/{pid}", json=patient(id="another-id"))
     assert mismatch.status_code == 400
-    assert issue(mismatch)["expression"] == ["Patient.id"]
+    assert outcome_issue(mismatch)["expression"] == ["Patient.id"]
     bad_id = client.put(f"{BASE}/Patient/not%20an%20id", json=patient())
     assert bad_id.status_code == 400
 
@@ -139,7 +105,7 @@ def test_retired_category_answers_410(client: httpx.Client, node: NodeHandle) ->
 def test_not_found_and_unknown_types(client: httpx.Client) -> None:
     missing = client.get(f"{BASE}/Patient/does-not-exist")
     assert missing.status_code == 404
-    assert issue(missing)["code"] == "not-found"
+    assert outcome_issue(missing)["code"] == "not-found"
     assert client.delete(f"{BASE}/Patient/does-not-exist").status_code == 404
     for response in (
         client.get(f"{BASE}/Organization/1"),
@@ -148,7 +114,7 @@ def test_not_found_and_unknown_types(client: httpx.Client) -> None:
         client.put(f"{BASE}/Spaceship/1", json={"resourceType": "Spaceship"}),
     ):
         assert response.status_code == 404, response.text
-        assert issue(response)["code"] == "not-found"
+        assert outcome_issue(response)["code"] == "not-found"
 
 
 @pytest.mark.parametrize(
@@ -177,7 +143,7 @@ def test_invalid_input_names_the_element(
         client.put(f"{BASE}/Patient/p-1", content=content, headers=headers),
     ):
         assert response.status_code == 400, response.text
-        found = issue(response)
+        found = outcome_issue(response)
         assert found["code"] == "invalid"
         assert found["expression"] == [element]
         assert words in found["diagnostics"]
@@ -198,7 +164,7 @@ def test_oversized_body_is_413(node_factory: NodeFactory) -> None:
     with small.client() as client:
         response = client.post(f"{BASE}/Patient", json=big)
         assert response.status_code == 413
-        assert issue(response)["code"] == "too-costly"
+        assert outcome_issue(response)["code"] == "too-costly"
         assert client.post(f"{BASE}/Patient", json=patient()).status_code == 201
 
 
@@ -265,8 +231,8 @@ def test_search_errors_and_limits(node_factory: NodeFactory) -> None:
         ):
             response = client.get(f"{BASE}/Patient", params=params)
             assert response.status_code == 400, params
-            assert issue(response)["expression"] == [element]
-            assert element in issue(response)["diagnostics"]
+            assert outcome_issue(response)["expression"] == [element]
+            assert element in outcome_issue(response)["diagnostics"]
 
 
 def test_encounter_covers_visits_and_encounters(
@@ -287,7 +253,7 @@ def test_encounter_covers_visits_and_encounters(
     assert stored(node, "visit", vid).version == 2
     retag = client.put(f"{BASE}/Encounter/{eid}", json={**encounter, "meta": visit["meta"]})
     assert retag.status_code == 400
-    assert issue(retag)["expression"] == ["Encounter.meta.tag"]
+    assert outcome_issue(retag)["expression"] == ["Encounter.meta.tag"]
 
 
 def test_every_r4_sample_is_accepted(client: httpx.Client, reference_dir: Path) -> None:
@@ -346,7 +312,7 @@ def test_viewer_reads_but_cannot_write(client: httpx.Client, node: NodeHandle) -
             viewer.delete(f"{BASE}/Patient/{pid}"),
         ):
             assert response.status_code == 403
-            assert issue(response)["code"] == "forbidden"
+            assert outcome_issue(response)["code"] == "forbidden"
 
 
 def test_unauthenticated_is_401_without_revealing_users(node: NodeHandle) -> None:
@@ -354,7 +320,7 @@ def test_unauthenticated_is_401_without_revealing_users(node: NodeHandle) -> Non
     for auth in (None, ("nobody", "whatever-password"), ("admin", "wrong-password")):
         response = httpx.get(f"{node.base_url}{BASE}/Patient", auth=auth)
         assert response.status_code == 401
-        assert issue(response)["code"] == "login"
+        assert outcome_issue(response)["code"] == "login"
         answers.append((response.content, response.headers.get("www-authenticate")))
     assert answers[1] == answers[2]
     assert httpx.get(f"{node.base_url}{BASE}/metadata").status_code == 401

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import func, select
+from tests.integration.api_support import add_user, as_user, outcome_issue
 
-from fhirsync.store import users
 from fhirsync.store.tables import events, records
 from fhirsync.testing.servers import NodeHandle
 
@@ -43,19 +42,6 @@ def counts(node: NodeHandle) -> tuple[int, int]:
             return int(n_records), int(n_events)
     finally:
         db.dispose()
-
-
-def outcome_issue(response: httpx.Response) -> dict[str, Any]:
-    body = response.json()
-    assert body["resourceType"] == "OperationOutcome"
-    first: dict[str, Any] = body["issue"][0]
-    return first
-
-
-@pytest.fixture
-def client(node: NodeHandle) -> Iterator[httpx.Client]:
-    with node.client() as c:
-        yield c
 
 
 @pytest.mark.postgres
@@ -254,13 +240,8 @@ def test_malformed_bundles(client: httpx.Client, content: bytes, status: int, el
 
 def test_viewer_may_only_read_through_bundles(client: httpx.Client, node: NodeHandle) -> None:
     client.put(f"{BASE}/Patient/p-v", json=patient())
-    _config, db = node.open()
-    try:
-        with db.write() as conn:
-            users.add(conn, "viewer", "viewer-password", "viewer")
-    finally:
-        db.dispose()
-    with httpx.Client(base_url=node.base_url, auth=("viewer", "viewer-password")) as viewer:
+    add_user(node, "viewer", "viewer")
+    with as_user(node, "viewer") as viewer:
         reads = viewer.post(BASE, json=bundle("batch", entry("GET", "Patient/p-v")))
         assert reads.status_code == 200
         assert reads.json()["entry"][0]["resource"]["id"] == "p-v"

@@ -8,74 +8,29 @@ clients and the engine are all exercised together.
 from __future__ import annotations
 
 import json
-import uuid as uuidlib
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from tests.conftest import NodeFactory
+from tests.integration.pull_support import FHIR, Held, held, new_uuid, patient, pull, put
 
 from fhirsync import categories
-from fhirsync.store.tables import events, markers, records
+from fhirsync.store.tables import markers, records
 from fhirsync.sync.runner import run_pull
-from fhirsync.sync.status import RunEvent, RunFinished, RunProgress
+from fhirsync.sync.status import RunEvent, RunProgress
 from fhirsync.testing.javafeed import JavaEvent, JavaFeedServer
+from fhirsync.testing.network import event_count
 from fhirsync.testing.proxy import FaultProxy
 from fhirsync.testing.servers import NodeHandle
 
-FHIR = "/ws/fhir2/R4"
 REST = "/ws/rest/v1"
-Held = dict[tuple[str, str], tuple[str, str]]
-
-
-def _uuid() -> str:
-    return str(uuidlib.uuid4())
-
-
-def held(node: NodeHandle) -> Held:
-    """(category, uuid) → (content hash, state) of every record the node stores."""
-    _config, db = node.open()
-    try:
-        with db.read() as conn:
-            rows = conn.execute(
-                select(records.c.category, records.c.uuid, records.c.content_hash, records.c.state)
-            )
-            return {(r.category, r.uuid): (r.content_hash, r.state) for r in rows}
-    finally:
-        db.dispose()
-
-
-def event_count(node: NodeHandle) -> int:
-    _config, db = node.open()
-    try:
-        with db.read() as conn:
-            return int(conn.execute(select(func.count()).select_from(events)).scalar() or 0)
-    finally:
-        db.dispose()
-
-
-def pull(node: NodeHandle) -> RunFinished:
-    config, db = node.open()
-    try:
-        return run_pull(config, db)
-    finally:
-        db.dispose()
 
 
 def expected_on_child(parent: Held) -> Held:
     """What a child that pulled everything holds: the parent's records, except those the child
     never saw alive (a record voided/deleted before the child's first pull is not copied)."""
     return {k: v for k, v in parent.items() if v[1] == "active"}
-
-
-def patient(uuid: str, family: str) -> dict[str, Any]:
-    return {
-        "resourceType": "Patient",
-        "id": uuid,
-        "name": [{"use": "official", "family": family, "given": ["Ama"]}],
-        "gender": "female",
-        "birthDate": "1988-02-14",
-    }
 
 
 def location(uuid: str, name: str) -> dict[str, Any]:
@@ -97,13 +52,6 @@ def observation(uuid: str, subject: str, kg: float) -> dict[str, Any]:
             "code": "kg",
         },
     }
-
-
-def put(node: NodeHandle, resource: dict[str, Any]) -> None:
-    with node.client() as client:
-        path = f"{FHIR}/{resource['resourceType']}/{resource['id']}"
-        response = client.put(path, json=resource)
-        assert response.status_code in (200, 201), response.text
 
 
 def rest(node: NodeHandle, method: str, path: str, **kwargs: Any) -> None:
@@ -131,7 +79,7 @@ def family(node_factory: NodeFactory) -> tuple[NodeHandle, NodeHandle]:
 @pytest.mark.postgres
 def test_child_holds_exactly_the_parents_records(family: tuple[NodeHandle, NodeHandle]) -> None:
     parent, child = family
-    ids = {name: _uuid() for name in ("p1", "p2", "p3", "loc1", "loc2", "obs1", "rel")}
+    ids = {name: new_uuid() for name in ("p1", "p2", "p3", "loc1", "loc2", "obs1", "rel")}
     # First round: creates and updates over FHIR and REST.
     for key, family_name in (("p1", "Mensah"), ("p2", "Owusu"), ("p3", "Boateng")):
         put(parent, patient(ids[key], family_name))
@@ -193,7 +141,7 @@ def test_child_holds_exactly_the_parents_records(family: tuple[NodeHandle, NodeH
 def test_the_same_events_read_twice_change_nothing(family: tuple[NodeHandle, NodeHandle]) -> None:
     parent, child = family
     for n in range(3):
-        put(parent, patient(_uuid(), f"Family{n}"))
+        put(parent, patient(new_uuid(), f"Family{n}"))
     rest(parent, "POST", "/visittype", json={"uuid": "vt-2", "name": "Inpatient"})
     assert pull(child).applied == 4
     before, count = held(child), event_count(child)
@@ -216,7 +164,7 @@ def test_parent_lost_mid_run_keeps_the_marker_and_a_rerun_completes(
 ) -> None:
     # Pages of 5 entries: the parent is lost after the first of 6 pages has been committed.
     parent = node_factory("parent", extra_settings={"feed_page_size": 5})
-    patients = [_uuid() for _ in range(30)]
+    patients = [new_uuid() for _ in range(30)]
     for n, uuid in enumerate(patients):
         put(parent, patient(uuid, f"Family{n}"))
     with FaultProxy("127.0.0.1", parent.port) as proxy:
@@ -251,7 +199,7 @@ def test_parent_refusing_connections_is_unreachable_not_a_failure(
     node_factory: NodeFactory,
 ) -> None:
     parent = node_factory("parent")
-    put(parent, patient(_uuid(), "Asante"))
+    put(parent, patient(new_uuid(), "Asante"))
     with FaultProxy("127.0.0.1", parent.port) as proxy:
         via_proxy = NodeHandle(parent.node_dir, "parent", proxy.port, parent.admin_password)
         child = node_factory("child", parent=via_proxy, start=False)
@@ -264,7 +212,7 @@ def test_parent_refusing_connections_is_unreachable_not_a_failure(
 
 def test_wrong_parent_password_stops_the_run_and_names_it(node_factory: NodeFactory) -> None:
     parent = node_factory("parent")
-    put(parent, patient(_uuid(), "Asante"))
+    put(parent, patient(new_uuid(), "Asante"))
     child = node_factory("child", parent=parent, parent_password="not-the-password", start=False)
     result = pull(child)
     assert result.outcome == "unreachable", result
@@ -276,8 +224,8 @@ def test_wrong_parent_password_stops_the_run_and_names_it(node_factory: NodeFact
 
 
 def test_a_java_style_feed_is_pulled_completely(node_factory: NodeFactory) -> None:
-    patients = [_uuid() for _ in range(12)]
-    visit_types = [_uuid() for _ in range(4)]
+    patients = [new_uuid() for _ in range(12)]
+    visit_types = [new_uuid() for _ in range(4)]
     fhir = [patient(uuid, f"Java{n}") for n, uuid in enumerate(patients)]
     rest_objects = {
         f"{REST}/visittype/{uuid}": {
@@ -333,8 +281,8 @@ def _point_at(node: NodeHandle, parent_url: str, *, extra_classes: tuple[str, ..
 
 
 def test_java_sub_resource_entries_pull_their_owner(node_factory: NodeFactory) -> None:
-    person = _uuid()
-    name_uuid = _uuid()
+    person = new_uuid()
+    name_uuid = new_uuid()
     body = {
         "resourceType": "Person",
         "id": person,

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from fhirsync.categories import Category
 from fhirsync.clients.base import OutgoingChange, SendResult
@@ -17,9 +17,10 @@ from fhirsync.records import RecordWrite
 from fhirsync.settings import NodeConfig
 from fhirsync.store import failures, users
 from fhirsync.store import records as store
-from fhirsync.store.tables import events, records
+from fhirsync.store.tables import records
 from fhirsync.sync.push_run import http_sender, run_push
-from fhirsync.sync.status import RecordFailed, RunEvent
+from fhirsync.sync.status import RecordFailed, RunEvent, RunFinished
+from fhirsync.testing.network import event_count, run_on
 from fhirsync.testing.servers import NodeHandle
 
 NodeFactory = Callable[..., NodeHandle]
@@ -59,12 +60,8 @@ def make_pair(node_factory: NodeFactory, **child_settings: object) -> tuple[Node
     return parent, child
 
 
-def push(node: NodeHandle, **kwargs: Any) -> Any:
-    config, db = node.open()
-    try:
-        return run_push(config, db, **kwargs)
-    finally:
-        db.dispose()
+def push(node: NodeHandle, **kwargs: Any) -> RunFinished:
+    return run_on(node, run_push, **kwargs)
 
 
 def create_patients(node: NodeHandle, count: int) -> list[str]:
@@ -91,15 +88,6 @@ def snapshot(node: NodeHandle) -> dict[str, tuple[str, str, str, str | None]]:
                 )
             )
             return {r.uuid: (r.content_hash, r.state, r.origin, r.via) for r in rows}
-    finally:
-        db.dispose()
-
-
-def event_count(node: NodeHandle) -> int:
-    _config, db = node.open()
-    try:
-        with db.read() as conn:
-            return int(conn.execute(select(func.count()).select_from(events)).scalar() or 0)
     finally:
         db.dispose()
 

@@ -9,37 +9,15 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from tests.integration.api_support import add_user, as_user, patient
 
 from fhirsync.node import update_sync2
-from fhirsync.store import children, users
+from fhirsync.store import children
 from fhirsync.store import records as store
 from fhirsync.testing.servers import NodeHandle
 
 NodeFactory = Callable[..., NodeHandle]
 FHIR = "/ws/fhir2/R4"
-
-
-def patient(**extra: Any) -> dict[str, Any]:
-    return {
-        "resourceType": "Patient",
-        "name": [{"use": "official", "family": "Owusu", "given": ["Ama"]}],
-        "gender": "female",
-        "birthDate": "1990-05-01",
-        **extra,
-    }
-
-
-def add_user(node: NodeHandle, name: str, role: users.Role, instance_id: str | None = None) -> None:
-    _config, db = node.open()
-    try:
-        with db.write() as conn:
-            users.add(conn, name, f"{name}-password", role, instance_id)
-    finally:
-        db.dispose()
-
-
-def as_user(node: NodeHandle, name: str) -> httpx.Client:
-    return httpx.Client(base_url=node.base_url, auth=(name, f"{name}-password"), timeout=30.0)
 
 
 def wrapper(url: str, method: str = "PUT", body: Any = None, instance: str = "clinic-a") -> bytes:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 
 from fhirsync.store import users
 from fhirsync.store.tables import events, records
@@ -128,16 +128,17 @@ def sync_round(net: Network) -> RoundResult:
     result = RoundResult()
     order = sorted((n for n in net.nodes if net.parent_of[n]), key=net.depth)
     for name in reversed(order):
-        result.pushes[name] = _run(net.nodes[name], run_push)
+        result.pushes[name] = run_on(net.nodes[name], run_push)
     for name in order:
-        result.pulls[name] = _run(net.nodes[name], run_pull)
+        result.pulls[name] = run_on(net.nodes[name], run_pull)
     return result
 
 
-def _run(node: NodeHandle, runner: Callable[..., RunFinished]) -> RunFinished:
+def run_on(node: NodeHandle, runner: Callable[..., RunFinished], **kwargs: Any) -> RunFinished:
+    """One in-process run of ``node`` (``run_pull`` or ``run_push`` with ``kwargs``)."""
     config, db = node.open()
     try:
-        return runner(config, db)
+        return runner(config, db, **kwargs)
     finally:
         db.dispose()
 
@@ -165,14 +166,19 @@ def snapshot(node: NodeHandle) -> dict[str, tuple[str, str]]:
         db.dispose()
 
 
-def event_count(node: NodeHandle) -> int:
-    """Events in the node's log."""
+def count_rows(node: NodeHandle, table: Table) -> int:
+    """Rows of ``table`` in the node's store."""
     _config, db = node.open()
     try:
         with db.read() as conn:
-            return int(conn.execute(select(func.count()).select_from(events)).scalar() or 0)
+            return int(conn.execute(select(func.count()).select_from(table)).scalar() or 0)
     finally:
         db.dispose()
+
+
+def event_count(node: NodeHandle) -> int:
+    """Events in the node's log."""
+    return count_rows(node, events)
 
 
 def all_agree(net: Network) -> bool:
