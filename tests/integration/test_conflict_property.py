@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from fhirsync import canonical
 from fhirsync.records import Record
 from fhirsync.store import conflicts as conflict_repo
 from fhirsync.store import records as record_repo
@@ -146,10 +147,13 @@ class Run:
             if conflict is None:
                 assert _same(parent[uuid], child[uuid]), f"patient {i} differs, no conflict"
             else:
-                # Both versions are kept: the conflict holds them as detected, and each node still
-                # holds its own (a stale conflict is test_a_pulled_void_refreshes_the_conflict).
+                # Both versions are kept, current: the conflict holds each node's own version
+                # (refreshed by later local edits and by pulls), and each node still holds it.
                 assert conflict.paths, f"patient {i}: a conflict without fields"
-                assert conflict.local_body and conflict.remote_body
+                local = (canonical.content_hash(conflict.local()), conflict.local_state)
+                remote = (canonical.content_hash(conflict.remote()), conflict.remote_state)
+                assert local == _key(child[uuid]), f"patient {i}: stale local side"
+                assert remote == _key(parent[uuid]), f"patient {i}: stale remote side"
             for op in self._last_ops(i):
                 if conflict is not None or self._overwritten(op):
                     continue
