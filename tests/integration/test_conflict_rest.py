@@ -245,3 +245,17 @@ def test_the_production_push_sender_sends_if_match_on_rest(net: Network) -> None
         db.dispose()
     assert stored(parent, uuid).resource()["description"] == "parent"
     assert open_conflict(child, uuid) is not None
+
+
+def test_a_pulled_retire_brings_the_parents_last_rest_body(net: Network) -> None:
+    parent, child = net.nodes["parent"], net.nodes["child"]
+    uuid = create_visittype(parent, "Pharmacy")
+    sync_until_quiet(net)
+    with parent.client() as client:
+        client.post(f"{REST}/visittype/{uuid}", json={"description": "last"}).raise_for_status()
+        client.delete(f"{REST}/visittype/{uuid}").raise_for_status()
+    sync_until_quiet(net)
+    on_parent, on_child = stored(parent, uuid), stored(child, uuid)
+    assert (on_child.state, on_child.resource()["description"]) == ("retired", "last")
+    assert on_child.content_hash == on_parent.content_hash
+    assert open_conflict(child, uuid) is None
