@@ -27,29 +27,6 @@ OPEN: tuple[FailureStatus, ...] = ("retrying", "waiting", "parked")
 
 
 @dataclass(frozen=True, slots=True)
-class Failure:
-    """One failed record (no patient data: ids, links and the error)."""
-
-    id: int
-    operation: str
-    marker_key: str
-    category: str
-    record_uuid: str
-    entry_id: str
-    action: str
-    links: dict[str, str]
-    error_class: str
-    error_message: str
-    attempts: int
-    status: FailureStatus
-    first_failed_at: datetime
-    last_failed_at: datetime
-    next_retry_at: datetime | None
-    depends_on: str | None
-    audit_uuid: str | None
-
-
-@dataclass(frozen=True, slots=True)
 class FailureNote:
     """A failed attempt to record: what failed, why, and what happens next."""
 
@@ -67,6 +44,15 @@ class FailureNote:
     next_retry_at: datetime | None = None
     depends_on: str | None = None
     audit_uuid: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Failure(FailureNote):
+    """One failed record as stored: the latest note (no patient data), its row id and times."""
+
+    id: int
+    first_failed_at: datetime
+    last_failed_at: datetime
 
 
 def _naive(moment: datetime | None) -> datetime | None:
