@@ -210,3 +210,15 @@ def test_resolution_reads_local_writes_made_outside_the_api(net: Network) -> Non
     finally:
         db.dispose()
     assert_closed_by_itself(child, conflict, "converged")
+
+
+def test_a_parent_going_back_to_the_base_closes_the_conflict_and_the_child_wins(
+    net: Network,
+) -> None:
+    parent, child = net.nodes["parent"], net.nodes["child"]
+    uuid, conflict = gender_conflict(net)
+    edit(parent, uuid, gender="female")
+    sync_until_quiet(net)
+    assert_closed_by_itself(child, conflict, "local")
+    assert record(parent, uuid).resource()["gender"] == "other"
+    assert all_agree(net)

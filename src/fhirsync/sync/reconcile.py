@@ -293,11 +293,12 @@ class Reconciler:
         writes: list[RecordWrite] = []
         for key, conflict in state.open.items():
             local = state.records.get(key)
-            if local is None or _local_unchanged(conflict, local):
+            base = state.bases.get(key) or _base_of(conflict)
+            if local is None or base is None or _local_unchanged(conflict, local):
                 continue
             decision = decide(
                 local,
-                state.bases.get(key),
+                base,
                 Remote(conflict.remote(), conflict.remote_state, conflict.remote_version),
                 category=conflict.category,
                 uuid=conflict.record_uuid,
@@ -329,6 +330,17 @@ class Reconciler:
 
 
 _KEEP_ALL = AuditPolicy(persist_success=True, persist_failure=True)
+
+
+def _base_of(conflict: Conflict) -> Agreed | None:
+    """The conflict's own base, should the agreed row be missing (never decide without one:
+    no base means the parent's version wins, which would drop the local side)."""
+    body = conflict.base()
+    if body is None or conflict.base_state is None:
+        return None
+    return agreed_repo.of_body(
+        conflict.category, conflict.record_uuid, body, conflict.base_state, None
+    )
 
 
 def _local_unchanged(conflict: Conflict, local: Record) -> bool:
@@ -401,6 +413,10 @@ class _Collected:
             decision = replace(
                 decision, conflict=replace(decision.conflict, uuid=open_conflict.uuid)
             )
+        if decision.kind == "keep-local" and open_conflict is not None and decision.agreed:
+            # The parent went back to the base: the conflict is over and this node's version,
+            # held back while it was open, must now go up.
+            decision = replace(decision, agreed=replace(decision.agreed, pending_push=True))
         if decision.agreed is not None:
             self.agreed.append(decision.agreed)
         if decision.conflict is not None:
@@ -440,10 +456,12 @@ _CLOSING: Mapping[Kind, str] = {
     "agree": "converged",
     "take-remote": "converged",
     "merged": "merged",
+    "keep-local": "local",
 }
 _CLOSED_WHY = {
     "converged": "both sides hold the same version",
     "merged": "the changes now merge without a conflicting field",
+    "local": "the parent went back to the agreed version; this node's is sent up",
 }
 
 
