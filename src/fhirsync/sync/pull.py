@@ -209,8 +209,6 @@ class _Ready:
 
     fetched: _Fetched
     checked: dict[tuple[str, str], Checked]
-    last: dict[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
-    """The parent's last bodies of records the page voids or retires (``apply.state_change``)."""
 
 
 def _prepare(ctx: PullContext, changes: Sequence[Change], preferred: str | None) -> _Ready:
@@ -231,7 +229,6 @@ def _prepare(ctx: PullContext, changes: Sequence[Change], preferred: str | None)
         started.append(([(c.name, u) for c, u, _b in items], ctx.checker.start(items)))
     for keys, pending in started:
         ready.checked.update(zip(keys, pending(), strict=True))
-    ready.last = _fetch_last(ctx, [c for c in changes if c.wants_last_body], preferred)
     return ready
 
 
@@ -395,6 +392,9 @@ def _outcomes(
             locals_[(name, uuid)] = rec
     if ready is None:
         ready = _prepare(ctx, changes, plan.preferred)
+    # Only records held here are voided here: the others need no last body (and no request).
+    voided = [c for c in changes if c.wants_last_body and (c.category.name, c.uuid) in locals_]
+    last = _fetch_last(ctx, voided, plan.preferred)
     out: dict[tuple[str, str], Outcome] = {}
     for change in changes:
         key = (change.category.name, change.uuid)
@@ -404,7 +404,7 @@ def _outcomes(
             checked = ready.checked.get(key)
             out[key] = apply.content_change(change, body, error, origin, checked)
         else:
-            out[key] = apply.state_change(change, locals_.get(key), origin, ready.last.get(key))
+            out[key] = apply.state_change(change, locals_.get(key), origin, last.get(key))
     _check_dependencies(ctx, out)
     return out
 
