@@ -403,7 +403,9 @@ def _primitive_check(args: tuple[Any, ...]) -> Check:
     if kind is fhir_types.Decimal:
         return _decimal if python_type is decimal.Decimal else _never
     if kind is fhir_types.Url:
-        # Annotated[AnyUrl | str, Url()]: fhir_core falls back to any str for it.
+        # Annotated[AnyUrl | str, Url()]: fhir_core's inner schema for that union is a plain str
+        # one (pydantic's AnyUrl is not pydantic_core's Url), so any str passes; the uri rule is
+        # stricter.
         return _uri
     rule = _BY_METADATA.get(kind)
     if rule is None or rule[0] is not python_type:
