@@ -226,10 +226,6 @@ def test_rest_client_sends_if_match(net: Network) -> None:
     assert stored(parent, uuid).state == "active"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="clients/push_http.py (the production push sender) sends no If-Match on REST yet",
-)
 def test_the_production_push_sender_sends_if_match_on_rest(net: Network) -> None:
     parent, child = net.nodes["parent"], net.nodes["child"]
     uuid = create_visittype(parent, "Maternity")

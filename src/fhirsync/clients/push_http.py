@@ -26,6 +26,7 @@ import orjson
 
 from fhirsync.categories import FHIR_BASE, REST_BASE, Category
 from fhirsync.clients.base import OutgoingChange, SendResult
+from fhirsync.clients.rest import if_match
 from fhirsync.errors import (
     ConnectionFailed,
     Forbidden,
@@ -133,9 +134,13 @@ class HttpPushSender:
         self, category: Category, changes: Sequence[OutgoingChange], origin: str
     ) -> SendResult:
         result = SendResult()
-        headers = {ORIGIN_HEADER: origin}
         base = f"{REST_BASE}/{category.rest_resource}"
         for change in changes:
+            # The base this node started from: a parent that has moved past it answers 412 (a
+            # conflict for the engine) instead of taking this write over its newer change.
+            headers = {ORIGIN_HEADER: origin}
+            if change.base_version is not None:
+                headers["If-Match"] = if_match(change.base_version)
             if change.state == "active":
                 body = dict(change.body or {})
                 body["uuid"] = change.uuid
