@@ -51,7 +51,8 @@ def hashes_remembered() -> Iterator[None]:
     """Within this block (on this thread), each body object is hashed once.
 
     A page's commit hashes every pulled body three times (the conflict decision, the agreed
-    version, the write); here the later calls reuse the first. The bodies must not change inside
+    version, the write) and stores its unified bytes as the agreed version; here the later calls
+    reuse the first. The bodies must not change inside
     the block: they are the page's fetched, validated bodies, which nothing mutates.
     """
     outer = getattr(_scope, "memo", None)
@@ -62,15 +63,25 @@ def hashes_remembered() -> Iterator[None]:
         _scope.memo = outer
 
 
+def unified_bytes(body: Mapping[str, Any]) -> bytes:
+    """Canonical JSON bytes of the unified body (what :func:`content_hash` hashes)."""
+    return _unified(body)[0]
+
+
 def content_hash(body: Mapping[str, Any]) -> str:
     """SHA-256 hex digest of the unified canonical body."""
-    memo: dict[int, tuple[Mapping[str, Any], str]] | None = getattr(_scope, "memo", None)
+    return _unified(body)[1]
+
+
+def _unified(body: Mapping[str, Any]) -> tuple[bytes, str]:
+    memo: dict[int, tuple[Mapping[str, Any], bytes, str]] | None = getattr(_scope, "memo", None)
     if memo is not None:
         # The memo holds the body itself, so its id cannot be reused while the block lasts.
         hit = memo.get(id(body))
         if hit is not None and hit[0] is body:
-            return hit[1]
-    digest = hashlib.sha256(dumps(unify(body))).hexdigest()
+            return hit[1], hit[2]
+    data = dumps(unify(body))
+    digest = hashlib.sha256(data).hexdigest()
     if memo is not None:
-        memo[id(body)] = (body, digest)
-    return digest
+        memo[id(body)] = (body, data, digest)
+    return data, digest

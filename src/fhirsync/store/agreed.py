@@ -52,12 +52,11 @@ def of_body(
     pending_push: bool = False,
 ) -> Agreed:
     """The agreed row of ``body`` (hash and bytes of its unified form)."""
-    unified = canonical.unify(body)
     return Agreed(
         category,
         uuid,
         canonical.content_hash(body),
-        canonical.dumps(unified),
+        canonical.unified_bytes(body),
         state,
         parent_version,
         pending_push,
