@@ -131,11 +131,11 @@ class NodeSettings(BaseSettings):
     search_max_count: int = Field(1000, ge=1, description="Largest `_count` a FHIR search honours.")
     fetch_batch_size: int = Field(500, ge=1, le=1000, description="Records fetched per request.")
     pull_validation_workers: int = Field(
-        0,
+        1,
         ge=0,
         le=64,
-        description="Processes validating pulled FHIR records (0 = one per CPU, 1 = in the pull "
-        "process itself). Every pulled record is validated either way.",
+        description="Processes validating pulled FHIR records (1 = in the pull process itself, "
+        "0 = one per CPU). Every pulled record is validated either way.",
     )
     http_connect_timeout: float = Field(15.0, gt=0, description="Seconds to connect to a remote.")
     http_read_timeout: float = Field(30.0, gt=0, description="Seconds to wait for a response.")

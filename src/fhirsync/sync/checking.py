@@ -4,21 +4,20 @@ Every body a pull fetches is validated before it is written (``apply.checked_bod
 fhir.resources R4B models plus required bindings for FHIR categories, the REST representation rules
 otherwise). Nothing here weakens that; it only decides WHERE the FHIR validation runs.
 
-Why a process pool: validation is about half of a pull's CPU time (~3,500 Patients/s on one
-core) and it is pure Python, so threads do not help. The workers are forked once per run, at its
-first FHIR body (cheap: the models are already imported; a run with nothing new forks nothing).
-Each fetched batch's FHIR bodies go to them as JSON in as many slices as there are workers, and
-only the verdicts come back (``None`` for "valid, stored as is", the repaired JSON when lenient
-parsing wrapped a lone object in a list, or the error). REST bodies are cheap to check and stay in
-this process. ``pull_validation_workers`` (NodeSettings) sets the pool size: 0 = one per CPU,
-1 = validate in this process (no pool).
+Where: in this process by default (``pull_validation_workers`` = 1). With the fast path of
+``service.fastcheck`` a generated Patient costs about 25 µs to validate, against about 250 µs for
+the rest of its pull, so worker processes gained only ~5% on 20,000 Patients (measured, 2 CPUs),
+and they cost a fork from the threaded ``serve`` process and stray processes when a pull is
+killed. A node with spare cores and bodies the fast path cannot take (contained resources,
+``_field`` extensions: ~200 µs each) can still set ``pull_validation_workers`` to 0 (one per CPU)
+or N: the workers are forked once per run, at its first FHIR body; each fetched batch's FHIR
+bodies go to them as JSON in as many slices as there are workers, and only the verdicts come back
+(``None`` for "valid, stored as is", the repaired JSON when lenient parsing wrapped a lone object
+in a list, or the error). A worker whose pull process died exits by itself. REST bodies are cheap
+to check and stay in this process.
 
-Options weighed (issue 3): a thread that reads and fetches the next page while this one is
-applied would also overlap the parent's work and this process's writes, but it fetches a page
-before the previous one is committed, so "the parent is lost after page N" no longer means "only
-pages 1..N are kept" (tests rely on that, and it is easier to reason about); it was measured
-without a clear gain on a loaded 2-CPU machine, so it is not done. Validation is never skipped:
-there is no setting that turns it off.
+Pages overlap in ``sync.pull`` instead: a page is committed on a background thread while the next
+one is fetched and validated. Validation is never skipped: there is no setting that turns it off.
 """
 
 from __future__ import annotations
@@ -26,6 +25,8 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -176,11 +177,26 @@ def _checked(item: Item, verdict: _Verdict) -> Checked:
     return stored, "active"
 
 
+ORPHAN_CHECK_SECONDS = 1.0
+"""How often a worker checks that the pull process that forked it is still alive."""
+
+
 def _worker_init() -> None:
     # Inherited objects are never collected in the worker (fewer copy-on-write page copies), and
     # collections are fewer and larger, as in the pull process (see ``runner.fewer_collections``).
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    threading.Thread(
+        target=_exit_when_orphaned, args=(os.getppid(),), name="orphan-check", daemon=True
+    ).start()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    # A pull killed with SIGKILL cannot stop its workers, and they never see the end of their task
+    # queue (each holds a copy of its write end), so without this they would sleep forever.
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_CHECK_SECONDS)
+    os._exit(0)
 
 
 def _check_slice(payloads: list[tuple[str, str, bytes]]) -> list[_Verdict]:

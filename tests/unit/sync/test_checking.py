@@ -100,3 +100,46 @@ def test_a_dead_worker_stops_the_run_instead_of_hanging(
         os.kill(pid, signal.SIGKILL)
     with pytest.raises(TransientError):
         wait()
+
+
+_KILLED_PULL = """
+import sys, time
+from fhirsync import categories as cats
+from fhirsync.sync.checking import PoolChecker
+pool = PoolChecker(2)
+uuid = "11111111-1111-4111-8111-111111111111"
+body = {"resourceType": "Patient", "id": uuid}
+pool.start([(cats.get("patient"), uuid, body)] * 4)()
+print(" ".join(str(pid) for pid in pool._workers()._processes), flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead too: it only waits for its (new) parent to reap it.
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_workers_exit_when_their_pull_is_killed() -> None:
+    """A pull killed with SIGKILL leaves no validation workers behind (they would sleep forever
+    on their task queue otherwise)."""
+    import subprocess
+    import sys
+    import time
+
+    pull = subprocess.Popen([sys.executable, "-c", _KILLED_PULL], stdout=subprocess.PIPE, text=True)
+    assert pull.stdout is not None
+    workers = [int(pid) for pid in pull.stdout.readline().split()]
+    assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+    pull.kill()
+    pull.wait()
+    pull.stdout.close()
+    deadline = time.monotonic() + 10 * checking.ORPHAN_CHECK_SECONDS
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
