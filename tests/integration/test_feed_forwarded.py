@@ -135,13 +135,6 @@ def test_serve_refuses_a_bad_trusted_proxy_with_exit_code_2(node_factory: NodeFa
     assert "'not-an-ip'" in done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="uvicorn's ProxyHeadersMiddleware (on by default in `fhirsync serve` and in "
-    "NodeHandle.start, neither mine) replaces request.client with the X-Forwarded-For address "
-    "for loopback peers, so the trusted proxy is no longer seen; serving with "
-    "proxy_headers=False fixes it",
-)
 def test_a_trusted_proxy_that_also_sends_x_forwarded_for_is_still_trusted(
     node_factory: NodeFactory,
 ) -> None:

@@ -61,6 +61,9 @@ def serve(node_dir: Annotated[Path, typer.Argument(help="The node directory.")])
             port=config.settings.port,
             log_level=config.settings.log_level.lower(),
             access_log=False,
+            # Forwarded headers are honoured by our own trusted_proxies check; uvicorn's would
+            # replace the proxy's address with X-Forwarded-For before that check sees it.
+            proxy_headers=False,
         )
     finally:
         db.dispose()

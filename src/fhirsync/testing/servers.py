@@ -83,7 +83,12 @@ class NodeHandle:
         app = create_app(config, db)
         server = uvicorn.Server(
             uvicorn.Config(
-                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                lifespan="on",
+                proxy_headers=False,  # as `fhirsync serve`: trusted_proxies decides
             )
         )
         thread = threading.Thread(target=server.run, name=f"node-{self.instance_id}", daemon=True)
