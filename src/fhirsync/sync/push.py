@@ -23,7 +23,7 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from fhirsync import categories as cats
 from fhirsync.categories import Category
@@ -237,6 +237,8 @@ def _push_items(
     failures = ctx.local.open_failures(OPERATION, category.name, [i.uuid for i in items])
     errors: dict[str, RecordError] = {}
     by_origin: dict[str, list[tuple[_Item, OutgoingChange]]] = {}
+    # Each record body is parsed once, for the change sent and for its agreed row.
+    bodies: dict[str, Mapping[str, Any]] = {}
     for item in items:
         if item.record is None:
             errors[item.uuid] = RecordNotFound(
@@ -249,6 +251,8 @@ def _push_items(
             if item.uuid in errors:
                 continue
         change = _outgoing(item.record, base)
+        if change.body is not None:
+            bodies[item.uuid] = change.body
         by_origin.setdefault(item.record.origin, []).append((item, change))
     sent: set[str] = set()
     versions: dict[str, str] = {}
@@ -260,7 +264,11 @@ def _push_items(
     stale = _stale(ctx, category, items, errors, bases)
     agreed = [
         agreed_repo.of_body(
-            category.name, i.uuid, i.record.resource(), i.record.state, versions.get(i.uuid)
+            category.name,
+            i.uuid,
+            bodies.get(i.uuid) or i.record.resource(),
+            i.record.state,
+            versions.get(i.uuid),
         )
         for i in items
         if i.uuid in sent and i.record is not None
@@ -545,7 +553,9 @@ def _note(
 
 
 def _action_of(item: _Item) -> str:
-    return _outgoing(item.record).action if item.record is not None else "UPDATED"
+    if item.record is None:
+        return "UPDATED"
+    return _STATE_ACTIONS.get(item.record.state, "UPDATED")
 
 
 def _details(error: RecordError) -> str:
