@@ -128,6 +128,8 @@ def pull_category(
     Counts are added to ``totals`` (a new one if None) as each page commits.
     """
     totals = totals if totals is not None else Totals()
+    # RunProgress counts this category only; ``totals`` may already hold earlier categories'.
+    before = Totals(totals.read, totals.applied, totals.failed)
     _retry_due(ctx, category, preferred, totals)
     key = marker_key(ctx, category)
     marker = ctx.local.marker(key)
@@ -150,7 +152,14 @@ def pull_category(
                 committer=committer,
             )
             ctx.listener(
-                RunProgress(OPERATION, category, totals.read, None, totals.applied, totals.failed)
+                RunProgress(
+                    OPERATION,
+                    category,
+                    totals.read - before.read,
+                    None,
+                    totals.applied - before.applied,
+                    totals.failed - before.failed,
+                )
             )
             if stop:
                 ctx.listener(

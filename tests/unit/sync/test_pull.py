@@ -325,3 +325,25 @@ def test_a_failed_commit_stops_the_category_and_keeps_the_marker(db: Database) -
     local.commit = original  # type: ignore[method-assign]
     assert pull_category(ctx, "patient", None).applied == 4
     assert set(held(db, "patient")) == {uid(n) for n in range(1, 7)}
+
+
+def test_progress_counts_each_category_on_its_own(db: Database) -> None:
+    """The runner passes one Totals through every category; RunProgress still counts per
+    category (the progress bar sums the categories' latest counts)."""
+    from fhirsync.sync.pull import Totals
+    from fhirsync.sync.status import RunProgress
+
+    parent, events = FakeParent(page_size=10), []
+    for n in (1, 2, 3):
+        parent.bodies[uid(n)] = patient(n)
+        parent.event("patient", n, "CREATED")
+    parent.bodies[uid(50)] = encounter(50, subject=1)
+    parent.event("encounter", 50, "CREATED")
+    ctx = make_ctx(db, parent, events)
+    run = Totals()
+    pull_category(ctx, "patient", None, run)
+    pull_category(ctx, "encounter", None, run)
+    last = {e.category: e for e in events if isinstance(e, RunProgress)}
+    assert (last["patient"].done, last["patient"].applied) == (3, 3)
+    assert (last["encounter"].done, last["encounter"].applied) == (1, 1)
+    assert (run.read, run.applied) == (4, 4)
