@@ -8,10 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.integration.api_support import add_user, as_user
 
 from fhirsync.records import ChangeEvent
-from fhirsync.store import events, records, users
-from fhirsync.store.users import Role
+from fhirsync.store import events, records
 from fhirsync.testing.servers import NodeHandle
 
 BASE = "/ws/rest/v1"
@@ -42,19 +42,6 @@ def _stored_body(node: NodeHandle, category: str, uuid: str) -> dict[str, Any] |
             return rec.resource() if rec else None
     finally:
         db.dispose()
-
-
-def _add_user(node: NodeHandle, name: str, role: Role, instance_id: str | None = None) -> None:
-    _config, db = node.open()
-    try:
-        with db.write() as conn:
-            users.add(conn, name, f"{name}-password", role, instance_id)
-    finally:
-        db.dispose()
-
-
-def _client(node: NodeHandle, user: str) -> httpx.Client:
-    return httpx.Client(base_url=node.base_url, auth=(user, f"{user}-password"), timeout=30.0)
 
 
 def _error(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -327,10 +314,10 @@ def test_purged_record_cannot_be_updated_or_deleted_again(node: NodeHandle) -> N
 
 
 def test_viewer_reads_but_may_not_write(node: NodeHandle) -> None:
-    _add_user(node, "viewer", "viewer")
+    add_user(node, "viewer", "viewer")
     with node.client() as admin:
         admin.post(f"{BASE}/visittype", json={"uuid": "vt-v", "name": "V"})
-    with _client(node, "viewer") as viewer:
+    with as_user(node, "viewer") as viewer:
         assert viewer.get(f"{BASE}/visittype/vt-v").status_code == 200
         assert viewer.get(f"{BASE}/visittype").status_code == 200
         _error(viewer.post(f"{BASE}/visittype", json={"name": "W"}), 403)
@@ -351,8 +338,8 @@ def test_requests_without_valid_credentials_get_401(node: NodeHandle) -> None:
 
 
 def test_child_writes_carry_origin_and_via(node: NodeHandle) -> None:
-    _add_user(node, "clinic-b", "child", "clinic-b")
-    with _client(node, "clinic-b") as child:
+    add_user(node, "clinic-b", "child", "clinic-b")
+    with as_user(node, "clinic-b") as child:
         relayed = child.post(
             f"{BASE}/visittype",
             json={"uuid": "vt-c", "name": "V"},
