@@ -25,12 +25,18 @@ from fhirsync.testing.servers import NodeHandle
 
 pytestmark = pytest.mark.browser
 
-PAIR: tuple[tuple[str, str | None], ...] = (("parent", None), ("child", "parent"))
+# Three levels: the conflict is met and resolved on the middle node, and the resolution must
+# reach the parent above it and the grandchild below it.
+TREE: tuple[tuple[str, str | None], ...] = (
+    ("parent", None),
+    ("child", "parent"),
+    ("grandchild", "child"),
+)
 
 
 @pytest.fixture
 def net(tmp_path: Path) -> Iterator[Network]:
-    network = build_network(tmp_path / "net", PAIR)
+    network = build_network(tmp_path / "net", TREE)
     yield network
     network.stop()
 
@@ -70,8 +76,8 @@ def manual_conflict(net: Network) -> tuple[str, conflict_repo.Conflict]:
     return uuid, conflict
 
 
-def test_take_remote_resolves_and_both_nodes_converge(page: Page, net: Network) -> None:
-    parent, child = net.nodes["parent"], net.nodes["child"]
+def test_take_remote_resolves_and_the_three_level_tree_converges(page: Page, net: Network) -> None:
+    child = net.nodes["child"]
     uuid, conflict = manual_conflict(net)
     log_in(page, child.base_url, "admin", child.admin_password)
     expect(page.locator("#live")).to_contain_text("Open conflicts")
@@ -99,7 +105,7 @@ def test_take_remote_resolves_and_both_nodes_converge(page: Page, net: Network) 
     expect(page.get_by_text("No open conflicts")).to_be_visible()
 
     sync_until_quiet(net)
-    for node in (parent, child):
+    for node in net.nodes.values():
         body = read(node, uuid)
         assert (body["gender"], body["birthDate"]) == ("male", "1991-01-01"), node.instance_id
     assert all_agree(net)
