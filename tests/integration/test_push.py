@@ -15,6 +15,7 @@ from fhirsync.clients.push_http import HttpPushSender
 from fhirsync.errors import ConnectionFailed
 from fhirsync.records import RecordWrite
 from fhirsync.settings import NodeConfig
+from fhirsync.store import conflicts as conflict_repo
 from fhirsync.store import failures, users
 from fhirsync.store import records as store
 from fhirsync.store.tables import records
@@ -337,3 +338,30 @@ def test_scheduled_push_in_serve(node_factory: NodeFactory) -> None:
     while set(snapshot(parent)) != set(uuids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert set(snapshot(parent)) == set(uuids)
+
+
+def test_small_batches_with_a_record_in_several_batches(node_factory: NodeFactory) -> None:
+    """Batches of 2 commit on a background thread while the next is sent; a record changed in
+    several batches waits for the batch before it, so every send names the right base and the
+    parent ends with the child's versions, no failures, no conflicts."""
+    parent, child = make_pair(node_factory, fetch_batch_size=2)
+    uuids = create_patients(child, 4)
+    assert push(child).outcome == "ok"
+    with child.client() as client:
+        for n, uuid in enumerate([uuids[0], uuids[1], uuids[0], uuids[2], uuids[0], uuids[3]]):
+            answer = client.put(f"{FHIR}/Patient/{uuid}", json=patient(f"Edit{n}", id=uuid))
+            assert answer.status_code == 200, answer.text
+    finished = push(child)
+    assert (finished.outcome, finished.failures) == ("ok", 0)
+    mine, got = snapshot(child), snapshot(parent)
+    assert {u: got[u][:2] for u in uuids} == {u: (mine[u][0], "active") for u in uuids}
+    assert open_failures(child) == []
+    _config, db = child.open()
+    try:
+        with db.read() as conn:
+            assert conflict_repo.list_conflicts(conn) == []
+    finally:
+        db.dispose()
+    before = event_count(parent)
+    assert push(child).events_read == 0
+    assert event_count(parent) == before

@@ -10,7 +10,6 @@ record they depend on, or are parked (promise 3); they never stop the feed unles
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -30,6 +29,7 @@ from fhirsync.store.local import MarkerMove, PageCommit, StoreLocalSide
 from fhirsync.sync import apply
 from fhirsync.sync.apply import Change, Fail, Outcome, Skip, Write
 from fhirsync.sync.checking import BodyChecker, Checked, InlineChecker, Pending, make_checker
+from fhirsync.sync.committer import PageCommitter
 from fhirsync.sync.filters import FilterChain, load_plugins
 from fhirsync.sync.reconcile import conflict_hook
 from fhirsync.sync.retry import Decision, RetryPolicy
@@ -134,7 +134,7 @@ def pull_category(
     key = marker_key(ctx, category)
     marker = ctx.local.marker(key)
     chunks = ctx.feed.read(category, after_entry_id=marker.last_entry_id, page=marker.last_page)
-    committer = _Committer(ctx.local)
+    committer = PageCommitter(ctx.local)
     try:
         for chunk in chunks:
             if not chunk.entries:
@@ -173,43 +173,6 @@ def pull_category(
         # over is committed (or its error raised) before the category ends.
         committer.close()
     return totals
-
-
-class _Committer:
-    """Commits pages on one background thread, in feed order, one transaction each.
-
-    While page N is written, page N+1 is read, fetched and validated (network waits, and SQLite
-    releases the GIL while it writes). Everything that reads local state for page N+1 (open
-    failures, local copies, dependencies) waits for page N's commit first (:meth:`wait`), so
-    decisions are the same as without the overlap, and a crash still leaves whole pages.
-    """
-
-    def __init__(self, local: LocalSide) -> None:
-        self._local = local
-        self._thread: ThreadPoolExecutor | None = None
-        self._pending: Future[Any] | None = None
-
-    def submit(self, batch: PageCommit, now: datetime) -> None:
-        """Commit ``batch`` after the page before it; returns without waiting."""
-        self.wait()
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="pull-commit")
-        self._pending = self._thread.submit(self._local.commit, batch, now=now)
-
-    def wait(self) -> None:
-        """Block until the page handed over last is committed; its error is raised here."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
-    def close(self) -> None:
-        """Wait for the last page, then stop the thread."""
-        try:
-            self.wait()
-        finally:
-            if self._thread is not None:
-                self._thread.shutdown(wait=True)
-                self._thread = None
 
 
 @dataclass
@@ -267,7 +230,7 @@ def _apply_page(
     move: MarkerMove,
     extra_audit: list[AuditEntry],
     totals: Totals,
-    committer: _Committer,
+    committer: PageCommitter,
 ) -> bool:
     """Apply one page and commit it with the marker; True when the category must stop here."""
     accepted = [e for e in entries if ctx.filters.accepts(e)]

@@ -38,6 +38,7 @@ from fhirsync.store.conflicts import ConflictNote
 from fhirsync.store.failures import Failure, FailureNote
 from fhirsync.store.local import MarkerMove, PageCommit
 from fhirsync.store.outbox import OutboxBatch
+from fhirsync.sync.committer import PageCommitter
 from fhirsync.sync.reconcile import Reconciler, Remote, audit_for, decide
 from fhirsync.sync.retry import Decision, RetryPolicy
 from fhirsync.sync.status import CategoryStopped, Listener, RecordFailed, RunProgress
@@ -158,9 +159,46 @@ def push_category(ctx: PushContext, category: Category, preferred: str | None) -
     key = marker_key(ctx, category.name)
     after = ctx.local.marker(key).last_page or 0
     total = ctx.local.outbox_head(category) - after
+    committer = PageCommitter(ctx.local)
+    try:
+        return _push_feed(
+            ctx,
+            category,
+            preferred,
+            totals,
+            committer,
+            key=key,
+            after=after,
+            total=total,
+            retried=frozenset(retried),
+        )
+    finally:
+        committer.close()
+
+
+def _push_feed(
+    ctx: PushContext,
+    category: Category,
+    preferred: str | None,
+    totals: Totals,
+    committer: PageCommitter,
+    *,
+    key: MarkerKey,
+    after: int,
+    total: int,
+    retried: frozenset[str] = frozenset(),
+) -> Totals:
+    """Push the category's own feed from ``after`` in batches; batch N commits on the committer's
+    thread while batch N+1 is read and sent (it waits when it names a record batch N changes)."""
     done = 0
     while True:
         batch = ctx.local.read_outbox(category, after, ctx.batch_size)
+        pending_may_change = committer.touches(i.event.record_uuid for i in batch.items)
+        if batch.last_event is None or pending_may_change:
+            # The pending page changes some of these records, or may append events (merged
+            # records): read again once it is committed.
+            committer.wait()
+            batch = ctx.local.read_outbox(category, after, ctx.batch_size)
         if batch.last_event is None:
             break
         done += batch.events_read
@@ -172,7 +210,9 @@ def push_category(ctx: PushContext, category: Category, preferred: str | None) -
             if i.event.record_uuid not in retried
         ]
         move = MarkerMove(key, batch.last_event.entry_id, batch.last_seq)
-        stop = _push_items(ctx, category, preferred, items, move=move, totals=totals)
+        stop = _push_items(
+            ctx, category, preferred, items, move=move, totals=totals, committer=committer
+        )
         ctx.listener(
             RunProgress(
                 OPERATION, category.name, done, max(total, done), totals.sent, totals.failed
@@ -226,8 +266,10 @@ def _push_items(
     move: MarkerMove | None,
     totals: Totals,
     retrying: bool = False,
+    committer: PageCommitter | None = None,
 ) -> bool:
-    """Send ``items`` and commit the outcome with ``move``; True when the category must stop."""
+    """Send ``items`` and commit the outcome with ``move`` (on ``committer``'s thread when
+    given, else now); True when the category must stop."""
     bases: dict[str, Agreed] = {}
     if ctx.reconciler is not None:
         bases, held = ctx.local.sync_state(category, [i.uuid for i in items])
@@ -294,6 +336,7 @@ def _push_items(
             move=move,
             totals=totals,
             stale=stale,
+            committer=committer,
         )
         return True
     _commit(
@@ -306,6 +349,7 @@ def _push_items(
         move=move,
         totals=totals,
         stale=stale,
+        committer=committer,
     )
     return False
 
@@ -471,6 +515,7 @@ def _commit(
     move: MarkerMove | None,
     totals: Totals,
     stale: _Stale | None = None,
+    committer: PageCommitter | None = None,
 ) -> None:
     now = ctx.clock()
     stale = stale or _Stale()
@@ -501,20 +546,21 @@ def _commit(
         )
         totals.failed += 1
     resolved = {category.name: sorted(sent & set(failures))} if sent & set(failures) else {}
-    ctx.local.commit(
-        PageCommit(
-            OPERATION,
-            writes=stale.writes,
-            audit=audit,
-            failures=notes,
-            resolved=resolved,
-            marker=move,
-            agreed=stale.agreed,
-            conflicts=stale.conflicts,
-            kept_audit=stale.audit,
-        ),
-        now=now,
+    page = PageCommit(
+        OPERATION,
+        writes=stale.writes,
+        audit=audit,
+        failures=notes,
+        resolved=resolved,
+        marker=move,
+        agreed=stale.agreed,
+        conflicts=stale.conflicts,
+        kept_audit=stale.audit,
     )
+    if committer is None:
+        ctx.local.commit(page, now=now)
+    else:
+        committer.submit(page, now, (item.uuid for item in items))
 
 
 def _note(
