@@ -24,6 +24,7 @@ from fhir_core.types import CodeType, StringType
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import ConfigDict, TypeAdapter, field_validator
+from tests.unit.service.json_paths import json_paths
 
 from fhirsync.service import validation
 from fhirsync.service.fastcheck import fast_accepts
@@ -524,16 +525,6 @@ def test_string_and_code_rules_hold_for_every_bmp_character() -> None:
 # --- exhaustive one-value replacements --------------------------------------------------------------
 
 
-def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out: list[tuple[Any, ...]] = []
-    if isinstance(node, dict | list):
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        for key, child in items:
-            out.append((*prefix, key))
-            out += _paths(child, (*prefix, key))
-    return out
-
-
 def _node(resource: Any, path: tuple[Any, ...]) -> Any:
     for step in path:
         resource = resource[step]
@@ -547,7 +538,7 @@ def test_every_single_replacement_and_removal(bases: list[dict[str, Any]]) -> No
         model = _model(base)
         resource = copy.deepcopy(base)
         assert _assert_implication(resource, model)
-        for path in _paths(resource):
+        for path in json_paths(resource):
             # Mutated in place and put back: neither the fast path nor the model changes input.
             parent, key = _node(resource, path[:-1]), path[-1]
             original = parent[key]
@@ -683,7 +674,7 @@ def _tweak_number(value: float, draw: Any) -> Any:
 def _mutation(draw: Any, base: dict[str, Any]) -> dict[str, Any]:
     resource = copy.deepcopy(base)
     for _ in range(draw(st.integers(1, 3))):
-        paths = _paths(resource)
+        paths = json_paths(resource)
         dicts = [()] + [p for p in paths if isinstance(_node(resource, p), dict)]
         kind = draw(st.sampled_from(["replace", "delete", "add", "choice", "tweak", "unwrap"]))
         if kind in ("replace", "delete") and paths:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.unit.service.json_paths import json_paths
 
 from fhirsync.errors import InvalidResource, UnknownResourceType
 from fhirsync.service.validation import normalize_resource, validate_resource
@@ -255,27 +255,6 @@ def test_resource_type_checks() -> None:
         validate_resource([_patient()])  # type: ignore[arg-type]
 
 
-def test_validation_is_fast_enough_for_the_import_path() -> None:
-    patient = _patient()
-    count = 400
-    start = time.perf_counter()
-    for _ in range(count):
-        validate_resource(patient, "Patient")
-    rate = count / (time.perf_counter() - start)
-    # The measured rate is ~10x this; the floor only catches an accidental slow path.
-    assert rate > 500, f"{rate:.0f} validations/s"
-
-
-def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out: list[tuple[Any, ...]] = []
-    if isinstance(node, dict | list):
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        for key, child in items:
-            out.append((*prefix, key))
-            out += _paths(child, (*prefix, key))
-    return out
-
-
 def test_memoised_validation_matches_plain_fhir_resources(reference_dir: Path) -> None:
     """Every one-element mutation is accepted or rejected exactly as fhir.resources does, at the
     same location, whether the cache is cold or warm."""
@@ -291,7 +270,7 @@ def test_memoised_validation_matches_plain_fhir_resources(reference_dir: Path) -
     cases = 0
     for base in bases:
         model = get_fhir_model_class(base["resourceType"])
-        for index, path in enumerate(_paths(base)):
+        for index, path in enumerate(json_paths(base)):
             mutated = copy.deepcopy(base)
             node: Any = mutated
             for step in path[:-1]:
