@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,26 @@ from fhirsync.sync.push_run import run_push
 from fhirsync.testing.servers import NodeHandle, create_node
 
 CHILD_PASSWORD = "bench-child-password"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One timed push: wall seconds, and CPU seconds (user+sys) of the child and the parent."""
+
+    seconds: float
+    child_cpu: float
+    parent_cpu: float
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user+sys) of process ``pid`` so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load_child(child: NodeHandle, data: Path, count: int) -> None:
@@ -53,8 +76,8 @@ def load_child(child: NodeHandle, data: Path, count: int) -> None:
         db.dispose()
 
 
-def one_run(work: Path, data: Path, count: int, batch: int) -> float:
-    """Seconds of one push of ``count`` Patients to a fresh parent."""
+def one_run(work: Path, data: Path, count: int, batch: int) -> Run:
+    """One push of ``count`` Patients to a fresh parent, timed."""
     root = work / f"run-{time.monotonic_ns()}"
     parent = create_node(root, "bench-parent")
     _config, db = parent.open()
@@ -72,11 +95,17 @@ def one_run(work: Path, data: Path, count: int, batch: int) -> float:
     load_child(child, data, count)
     parent.start_process()
     try:
+        # NodeHandle keeps its serve process private; the bench only reads its pid for /proc.
+        assert parent._process is not None
+        parent_pid = parent._process.pid
         config, child_db = child.open()
         try:
+            parent_cpu, child_cpu = _process_cpu(parent_pid), _own_cpu()
             started = time.perf_counter()
             result = run_push(config, child_db)
             seconds = time.perf_counter() - started
+            child_cpu = _own_cpu() - child_cpu
+            parent_cpu = _process_cpu(parent_pid) - parent_cpu
         finally:
             child_db.dispose()
         if result.outcome != "ok" or result.applied != count:
@@ -84,7 +113,7 @@ def one_run(work: Path, data: Path, count: int, batch: int) -> float:
     finally:
         parent.stop()
     shutil.rmtree(root, ignore_errors=True)
-    return seconds
+    return Run(seconds, child_cpu, parent_cpu)
 
 
 def peer(work: Path, count: int, reps: int) -> dict[str, float]:
@@ -121,10 +150,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fhirsync-push-bench-") as tmp:
         work = Path(tmp)
         data = generate(work / "patients.ndjson", args.count)
-        times = [one_run(work, data, args.count, args.batch) for _ in range(args.reps)]
-        seconds = statistics.median(times)
+        print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")
+        runs = [one_run(work, data, args.count, args.batch) for _ in range(args.reps)]
+        seconds = statistics.median(r.seconds for r in runs)
         rate = args.count / seconds
         print(f"fhirsync push: {args.count} Patients in {seconds:.2f}s = {rate:,.0f} records/s")
+        for r in runs:
+            print(
+                f"  run {r.seconds:.2f}s; CPU s (user+sys): child {r.child_cpu:.2f}, "
+                f"parent {r.parent_cpu:.2f}"
+            )
         if args.peer:
             rates = peer(work, args.count, args.reps)
             print(f"PouchDB push (defaults): {rates['default']:,.0f} docs/s")
