@@ -11,14 +11,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from fhirsync import canonical
 from fhirsync.records import RecordState
+from fhirsync.store import bulk
 from fhirsync.store.tables import agreed
+
+_COLUMNS = (
+    "category",
+    "uuid",
+    "content_hash",
+    "body",
+    "state",
+    "parent_version",
+    "pending_push",
+    "updated_at",
+)
 
 _CHUNK = 500
 
@@ -93,7 +105,6 @@ def upsert_many(conn: Connection, rows: Sequence[Agreed], *, now: datetime) -> N
     if not rows:
         return
     latest = {(r.category, r.uuid): r for r in rows}
-    moment = now.astimezone(UTC).replace(tzinfo=None)
     by_cat: dict[str, list[str]] = {}
     for category, uuid in latest:
         by_cat.setdefault(category, []).append(uuid)
@@ -103,19 +114,22 @@ def upsert_many(conn: Connection, rows: Sequence[Agreed], *, now: datetime) -> N
             conn.execute(
                 delete(agreed).where(agreed.c.category == category, agreed.c.uuid.in_(chunk))
             )
-    conn.execute(
-        insert(agreed),
+    when = bulk.db_time(conn, now)
+    bulk.insert_rows(
+        conn,
+        agreed,
+        _COLUMNS,
         [
-            {
-                "category": r.category,
-                "uuid": r.uuid,
-                "content_hash": r.content_hash,
-                "body": r.body,
-                "state": r.state,
-                "parent_version": r.parent_version,
-                "pending_push": r.pending_push,
-                "updated_at": moment,
-            }
+            (
+                r.category,
+                r.uuid,
+                r.content_hash,
+                r.body,
+                r.state,
+                r.parent_version,
+                r.pending_push,
+                when,
+            )
             for r in latest.values()
         ],
     )

@@ -7,15 +7,37 @@ together. Reading the log is ``store/audit_query.py``.
 
 from __future__ import annotations
 
-import uuid as uuidlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 import orjson
-from sqlalchemy import Connection, insert, update
+from sqlalchemy import Connection, update
 
+from fhirsync.store import bulk
 from fhirsync.store.tables import audit
+
+_COLUMNS = (
+    "uuid",
+    "success",
+    "timestamp",
+    "resource_name",
+    "record_uuid",
+    "used_resource_url",
+    "available_resource_urls",
+    "parent_url",
+    "local_url",
+    "action",
+    "details",
+    "operation",
+    "link_type",
+    "error_class",
+    "next_message_uuid",
+    "creator_instance_id",
+    "merge_conflict_uuid",
+    "voided",
+    "date_created",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +73,7 @@ class AuditEntry:
 
 def new_uuid() -> str:
     """A fresh audit row uuid (for entries built with their uuid at once)."""
-    return str(uuidlib.uuid4())
+    return bulk.random_uuids(1)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,34 +101,38 @@ def insert_many(
 
     Returns the stored entries (with their uuids) in input order.
     """
-    moment = now.astimezone(UTC).replace(tzinfo=None)
-    kept = [e.with_uuid() for e in entries if policy.keeps(e)]
+    kept = [e for e in entries if policy.keeps(e)]
     if not kept:
         return []
-    conn.execute(
-        insert(audit),
+    fresh = iter(bulk.random_uuids(sum(1 for e in kept if not e.uuid)))
+    kept = [e if e.uuid else replace(e, uuid=next(fresh)) for e in kept]
+    created = bulk.db_time(conn, now)
+    bulk.insert_rows(
+        conn,
+        audit,
+        _COLUMNS,
         [
-            {
-                "uuid": e.uuid,
-                "success": e.success,
-                "timestamp": (e.timestamp or now).astimezone(UTC).replace(tzinfo=None),
-                "resource_name": e.resource_name,
-                "record_uuid": e.record_uuid,
-                "used_resource_url": e.used_resource_url,
-                "available_resource_urls": _links_text(e.available_resource_urls),
-                "parent_url": e.parent_url,
-                "local_url": e.local_url,
-                "action": e.action,
-                "details": e.details,
-                "operation": e.operation,
-                "link_type": e.link_type,
-                "error_class": e.error_class,
-                "next_message_uuid": None,
-                "creator_instance_id": e.creator_instance_id,
-                "merge_conflict_uuid": e.merge_conflict_uuid,
-                "voided": False,
-                "date_created": moment,
-            }
+            (
+                e.uuid,
+                e.success,
+                created if e.timestamp is None else bulk.db_time(conn, e.timestamp),
+                e.resource_name,
+                e.record_uuid,
+                e.used_resource_url,
+                _links_text(e.available_resource_urls),
+                e.parent_url,
+                e.local_url,
+                e.action,
+                e.details,
+                e.operation,
+                e.link_type,
+                e.error_class,
+                None,
+                e.creator_instance_id,
+                e.merge_conflict_uuid,
+                False,
+                created,
+            )
             for e in kept
         ],
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid as uuidlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -10,7 +9,10 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, func, insert, select, update
 
 from fhirsync.records import Action, ChangeEvent
+from fhirsync.store import bulk
 from fhirsync.store.tables import events, feed_counters
+
+_COLUMNS = ("category", "seq", "event_uuid", "record_uuid", "action", "timestamp", "origin", "via")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +52,8 @@ def append(conn: Connection, new_events: Sequence[NewEvent]) -> list[ChangeEvent
         counts[ev.category] = counts.get(ev.category, 0) + 1
     next_seq = {category: _reserve(conn, category, n) for category, n in counts.items()}
     out: list[ChangeEvent] = []
-    for ev in new_events:
+    event_uuids = bulk.random_uuids(len(new_events))
+    for ev, event_uuid in zip(new_events, event_uuids, strict=True):
         seq = next_seq[ev.category]
         next_seq[ev.category] = seq + 1
         out.append(
@@ -58,30 +61,31 @@ def append(conn: Connection, new_events: Sequence[NewEvent]) -> list[ChangeEvent
                 seq=seq,
                 category=ev.category,
                 record_uuid=ev.record_uuid,
-                event_uuid=str(uuidlib.uuid4()),
+                event_uuid=event_uuid,
                 action=ev.action,
                 timestamp=ev.timestamp,
                 origin=ev.origin,
                 via=ev.via,
             )
         )
-    if out:
-        conn.execute(
-            insert(events),
-            [
-                {
-                    "category": e.category,
-                    "seq": e.seq,
-                    "event_uuid": e.event_uuid,
-                    "record_uuid": e.record_uuid,
-                    "action": e.action,
-                    "timestamp": e.timestamp.replace(tzinfo=None),
-                    "origin": e.origin,
-                    "via": e.via,
-                }
-                for e in out
-            ],
-        )
+    bulk.insert_rows(
+        conn,
+        events,
+        _COLUMNS,
+        [
+            (
+                e.category,
+                e.seq,
+                e.event_uuid,
+                e.record_uuid,
+                e.action,
+                bulk.db_time(conn, e.timestamp),
+                e.origin,
+                e.via,
+            )
+            for e in out
+        ],
+    )
     return out
 
 

@@ -12,16 +12,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, select
 
 from fhirsync import canonical
 from fhirsync import categories as cats
 from fhirsync.errors import RecordNotFound, VersionMismatch
 from fhirsync.records import Action, ChangeEvent, Record, RecordState, RecordWrite
+from fhirsync.store import bulk
 from fhirsync.store import events as event_log
 from fhirsync.store.tables import records
 
 _CHUNK = 500
+_KEY = ("category", "uuid")
+_VALUES = ("body", "version", "content_hash", "last_updated", "state", "origin", "via")
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +181,7 @@ def write_many(
     """
     moment = now or utcnow()
     instant = fhir_instant(moment)  # one write time for the whole batch
+    when = bulk.db_time(conn, moment)
     current: dict[tuple[str, str], Record] = {}
     by_cat: dict[str, list[str]] = {}
     for w in writes:
@@ -187,8 +191,8 @@ def write_many(
             current[(category, uuid)] = rec
 
     results: list[WriteResult] = []
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
+    inserts: list[tuple[Any, ...]] = []
+    updates: list[tuple[Any, ...]] = []
     new_events: list[event_log.NewEvent] = []
     pending: list[tuple[int, Record]] = []
     for w in writes:
@@ -218,59 +222,26 @@ def write_many(
         version = 1 if old is None else old.version + 1
         stored = canonical.dumps(_stamp(w.category, w.uuid, body, version, instant))
         rec = Record(w.category, w.uuid, stored, version, digest, moment, w.state, w.origin)
-        row = {
-            "category": w.category,
-            "uuid": w.uuid,
-            "body": stored,
-            "version": version,
-            "content_hash": digest,
-            "last_updated": moment.replace(tzinfo=None),
-            "state": w.state,
-            "origin": w.origin,
-            "via": w.via,
-        }
-        (inserts if old is None else updates).append(row)
+        if old is None:
+            inserts.append(
+                (w.category, w.uuid, stored, version, digest, when, w.state, w.origin, w.via)
+            )
+        else:
+            updates.append(
+                (stored, version, digest, when, w.state, w.origin, w.via, w.category, w.uuid)
+            )
         current[key] = rec
         assert action is not None
         new_events.append(event_log.NewEvent(w.category, w.uuid, action, moment, w.origin, w.via))
         pending.append((len(results), rec))
         results.append(WriteResult(rec, None))
 
-    if inserts:
-        conn.execute(insert(records), inserts)
-    if updates:
-        _update_rows(conn, updates)
+    bulk.insert_rows(conn, records, (*_KEY, *_VALUES), inserts)
+    bulk.update_rows(conn, records, _VALUES, _KEY, updates)
     appended = event_log.append(conn, new_events)
     for (index, rec), appended_event in zip(pending, appended, strict=True):
         results[index] = WriteResult(rec, appended_event)
     return results
-
-
-def _update_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    from sqlalchemy import bindparam
-
-    stmt = (
-        update(records)
-        .where(records.c.category == bindparam("b_category"), records.c.uuid == bindparam("b_uuid"))
-        .values(
-            body=bindparam("body"),
-            version=bindparam("version"),
-            content_hash=bindparam("content_hash"),
-            last_updated=bindparam("last_updated"),
-            state=bindparam("state"),
-            origin=bindparam("origin"),
-            via=bindparam("via"),
-        )
-    )
-    params = [
-        {
-            **{k: v for k, v in r.items() if k not in ("category", "uuid")},
-            "b_category": r["category"],
-            "b_uuid": r["uuid"],
-        }
-        for r in rows
-    ]
-    conn.execute(stmt, params)
 
 
 def write(conn: Connection, change: RecordWrite, *, now: datetime | None = None) -> WriteResult:

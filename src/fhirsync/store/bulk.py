@@ -1,0 +1,87 @@
+"""Many-row inserts and updates straight through the driver: the hot rows of a page commit.
+
+SQLAlchemy Core's executemany compiles the statement and runs every parameter of every row through
+its bind processors; for a pulled record's four rows (record, event, audit, agreed) that cost
+about as much as SQLite's own work. Here the SQL text is built once per table, column list and
+driver, and rows go to the driver's ``executemany`` as tuples. Values must already be in the form
+the driver stores: :func:`db_time` gives datetimes in the form SQLAlchemy's SQLite dialect
+writes, so rows read back through Core are unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Connection, Table
+
+
+def insert_rows(
+    conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """``INSERT`` every row of ``rows`` (values in ``columns`` order) in one executemany."""
+    if rows:
+        sql = _insert_sql(table.name, tuple(columns), _marker(conn))
+        conn.exec_driver_sql(sql, list(rows))
+
+
+def update_rows(
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    keys: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+) -> None:
+    """``UPDATE table SET columns WHERE keys`` for every row (values: columns, then keys)."""
+    if rows:
+        sql = _update_sql(table.name, tuple(columns), tuple(keys), _marker(conn))
+        conn.exec_driver_sql(sql, list(rows))
+
+
+def db_time(conn: Connection, moment: datetime) -> datetime | str:
+    """``moment`` as the driver stores a naive-UTC ``DateTime`` column.
+
+    SQLite has no time type: SQLAlchemy writes ``YYYY-MM-DD HH:MM:SS.ffffff`` text (and parses
+    exactly that back), so this writes the same; other drivers take the datetime itself.
+    """
+    naive = moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+    if conn.dialect.name == "sqlite":
+        return naive.isoformat(sep=" ", timespec="microseconds")
+    return naive
+
+
+def random_uuids(count: int) -> list[str]:
+    """``count`` random (version 4) uuids as text; one entropy read for all of them.
+
+    ``str(uuid.uuid4())`` costs a system call and an object per uuid; a page commit needs one per
+    event and audit row.
+    """
+    raw = os.urandom(16 * count)
+    out: list[str] = []
+    for start in range(0, 16 * count, 16):
+        h = raw[start : start + 16].hex()
+        variant = "89ab"[int(h[16], 16) & 3]
+        out.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}")
+    return out
+
+
+def _marker(conn: Connection) -> str:
+    # sqlite3 takes qmark parameters; psycopg takes %s for positional ones.
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
+@lru_cache(maxsize=64)
+def _insert_sql(table: str, columns: tuple[str, ...], marker: str) -> str:
+    names = ", ".join(columns)
+    values = ", ".join([marker] * len(columns))
+    return f"INSERT INTO {table} ({names}) VALUES ({values})"
+
+
+@lru_cache(maxsize=64)
+def _update_sql(table: str, columns: tuple[str, ...], keys: tuple[str, ...], marker: str) -> str:
+    sets = ", ".join(f"{c} = {marker}" for c in columns)
+    where = " AND ".join(f"{k} = {marker}" for k in keys)
+    return f"UPDATE {table} SET {sets} WHERE {where}"
