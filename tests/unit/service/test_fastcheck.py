@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from pydantic import ConfigDict, TypeAdapter, field_validator
 from tests.unit.service.json_paths import json_paths
 
-from fhirsync.service import validation
+from fhirsync.service import structure
 from fhirsync.service.fastcheck import fast_accepts
 from fhirsync.service.validation import normalize_resource
 
@@ -249,7 +249,7 @@ def test_every_generated_patient_takes_the_fast_path(
     patient_model = get_fhir_model_class("Patient")
     assert all(fast_accepts(patient_model, p) for p in generated)
     # And normalize_resource uses it: the model path is never reached for them.
-    monkeypatch.setattr(validation, "_build", _fail_if_called)
+    monkeypatch.setattr(structure, "build", _fail_if_called)
     for patient in generated[:200]:
         assert normalize_resource(patient, "Patient") is patient
     assert _model_accepts(generated[0])

@@ -261,7 +261,7 @@ def test_memoised_validation_matches_plain_fhir_resources(reference_dir: Path) -
     from fhir.resources.R4B import get_fhir_model_class
     from pydantic import ValidationError
 
-    from fhirsync.service import validation
+    from fhirsync.service import model_memo
 
     samples = [json.loads(p.read_bytes()) for p in _samples(reference_dir)]
     # Valid bases (lone objects already wrapped), so one mutation makes one error to locate.
@@ -283,9 +283,9 @@ def test_memoised_validation_matches_plain_fhir_resources(reference_dir: Path) -
                 expected = tuple(exc.errors()[0]["loc"])
             for _ in range(2):  # cold, then warm cache
                 try:
-                    validation._build(model, mutated)
+                    model_memo.build(model, mutated)
                     found = None
-                except validation._Failure as failure:
+                except model_memo.ModelFailure as failure:
                     found = failure.loc
                 assert found == expected, (base["resourceType"], path)
             cases += 1
@@ -320,7 +320,7 @@ def test_one_pass_code_check_matches_the_ordered_walk(
 ) -> None:
     """The one-pass check and the ordered walk accept the same codes, and every error is the
     ordered walk's (the first failing rule, worded as before)."""
-    from fhirsync.service import validation
+    from fhirsync.service import codes
 
     patient = _patient()
     patient["gender"] = values[0]
@@ -337,7 +337,7 @@ def test_one_pass_code_check_matches_the_ordered_walk(
     }
     for resource in (patient, condition):
         try:
-            expected = _code_outcome(validation._check_codes_in_order, resource)
+            expected = _code_outcome(codes.check_codes_in_order, resource)
         except TypeError:  # an unhashable value at a code path: never past the models
             continue
-        assert _code_outcome(validation._check_codes, resource) == expected
+        assert _code_outcome(codes.check_codes, resource) == expected
