@@ -17,7 +17,7 @@ What a seeded node holds, shaped as OpenMRS's FHIR and REST modules serve it:
 - vital-sign Observations with LOINC codes and UCUM units, referencing the patient and encounter.
 
 Every FHIR resource passes :func:`~fhirsync.service.validation.validate_resource` and every REST
-body :func:`fhirsync.service.rest.validate` before it is written through the store's one write
+body :func:`~fhirsync.service.rest_body.validate` before it is written through the store's one write
 path, in transactions of ``batch_size`` records, so each record gets its feed event.
 """
 
@@ -34,7 +34,7 @@ from typing import Any
 from fhirsync import categories as cats
 from fhirsync.categories import ENCOUNTER_TAG_SYSTEM
 from fhirsync.records import RecordWrite
-from fhirsync.service import rest
+from fhirsync.service import rest_body
 from fhirsync.service.validation import validate_resource
 from fhirsync.store import records
 from fhirsync.store.engine import Database
@@ -180,8 +180,8 @@ def check(rec: SeedRecord) -> None:
     if category.fhir_type is not None:
         validate_resource(rec.body, category.fhir_type)
     else:
-        body, _state = rest.split_representation(category, rec.body)
-        rest.validate(category, body)
+        body, _state = rest_body.split_representation(category, rec.body)
+        rest_body.validate(category, body)
 
 
 def _write(db: Database, batch: Sequence[RecordWrite], now: datetime | None) -> int:

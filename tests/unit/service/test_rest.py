@@ -17,7 +17,7 @@ from fhirsync.errors import (
     UnknownResourceType,
 )
 from fhirsync.records import Record
-from fhirsync.service import rest
+from fhirsync.service import rest, rest_body, rest_render
 from fhirsync.store import events, records
 from fhirsync.store.engine import open_database
 from fhirsync.store.users import User
@@ -59,7 +59,7 @@ def test_exactly_the_rest_categories_are_served() -> None:
 
 
 def test_split_removes_bookkeeping_and_state_and_flattens_references() -> None:
-    body, state = rest.split_representation(
+    body, state = rest_body.split_representation(
         RELATIONSHIP,
         {
             "uuid": "r1",
@@ -78,13 +78,13 @@ def test_split_removes_bookkeeping_and_state_and_flattens_references() -> None:
 
 
 def test_split_maps_the_state_field_of_the_category() -> None:
-    assert rest.split_representation(CONCEPT, {"retired": False})[1] == "active"
-    assert rest.split_representation(CONCEPT, {"retired": True})[1] == "retired"
-    assert rest.split_representation(CONCEPT, {"name": "x"})[1] is None
+    assert rest_body.split_representation(CONCEPT, {"retired": False})[1] == "active"
+    assert rest_body.split_representation(CONCEPT, {"retired": True})[1] == "retired"
+    assert rest_body.split_representation(CONCEPT, {"name": "x"})[1] is None
     # ``voided`` is not a concept's state field: it stays data.
-    assert rest.split_representation(CONCEPT, {"voided": True}) == ({"voided": True}, None)
+    assert rest_body.split_representation(CONCEPT, {"voided": True}) == ({"voided": True}, None)
     with pytest.raises(InvalidResource) as info:
-        rest.split_representation(CONCEPT, {"retired": "yes"})
+        rest_body.split_representation(CONCEPT, {"retired": "yes"})
     assert info.value.element == "retired"
 
 
@@ -92,13 +92,13 @@ def test_expected_simple_object_sample_loses_its_bookkeeping(reference_dir: Any)
     sample = canonical.loads(
         (reference_dir / "openmrs/sync2/expectedSimpleObject.json").read_bytes()
     )
-    body, _ = rest.split_representation(cats.get("privilege"), sample)
+    body, _ = rest_body.split_representation(cats.get("privilege"), sample)
     assert body == {"VALUE_KEY": "Test value"}
 
 
 def test_user_secrets_are_refused_by_name_without_their_values() -> None:
     with pytest.raises(InvalidResource) as info:
-        rest.split_representation(
+        rest_body.split_representation(
             USER, {"username": "u", "secretQuestion": "pet?", "password": "pw-123456"}
         )
     assert info.value.element == "password"
@@ -109,7 +109,7 @@ def test_user_secrets_are_refused_by_name_without_their_values() -> None:
 
 
 def test_form_drops_the_spec_5_8_fields() -> None:
-    body, _ = rest.split_representation(
+    body, _ = rest_body.split_representation(
         cats.get("form"), {"name": "F", "version": "1", "formFields": [], "resources": []}
     )
     assert body == {"name": "F", "version": "1"}
@@ -129,30 +129,34 @@ def test_form_drops_the_spec_5_8_fields() -> None:
 )
 def test_validate_names_the_field(resource: str, body: dict[str, Any], element: str) -> None:
     with pytest.raises(InvalidResource) as info:
-        rest.validate(rest.category_for(resource), body)
+        rest_body.validate(rest.category_for(resource), body)
     assert info.value.element == element
 
 
 def test_validate_accepts_minimal_bodies() -> None:
-    rest.validate(CONCEPT, {"name": "Weight"})
-    rest.validate(CONCEPT, {"names": [{"name": "Weight", "locale": "en"}, "Poids"]})
-    rest.validate(USER, {"systemId": "admin-2"})
-    rest.validate(cats.get("form"), {"name": "F", "version": "1.0"})
+    rest_body.validate(CONCEPT, {"name": "Weight"})
+    rest_body.validate(CONCEPT, {"names": [{"name": "Weight", "locale": "en"}, "Poids"]})
+    rest_body.validate(USER, {"systemId": "admin-2"})
+    rest_body.validate(cats.get("form"), {"name": "F", "version": "1.0"})
 
 
 def test_display_picks_a_name_like_field() -> None:
-    assert rest.display(CONCEPT, {"names": [{"locale": "en"}, {"name": "Weight"}]}) == "Weight"
-    assert rest.display(CONCEPT, {"name": {"display": "Height"}}) == "Height"
-    assert rest.display(USER, {"systemId": "3-4"}) == "3-4"
-    assert rest.display(USER, {"username": "nurse", "systemId": "3-4"}) == "nurse"
-    shown = rest.display(RELATIONSHIP, {"personA": "a", "relationshipType": "t", "personB": "b"})
+    assert (
+        rest_render.display(CONCEPT, {"names": [{"locale": "en"}, {"name": "Weight"}]}) == "Weight"
+    )
+    assert rest_render.display(CONCEPT, {"name": {"display": "Height"}}) == "Height"
+    assert rest_render.display(USER, {"systemId": "3-4"}) == "3-4"
+    assert rest_render.display(USER, {"username": "nurse", "systemId": "3-4"}) == "nurse"
+    shown = rest_render.display(
+        RELATIONSHIP, {"personA": "a", "relationshipType": "t", "personB": "b"}
+    )
     assert shown == "a t b"
-    assert rest.display(cats.get("drug"), {"uuid": "d1"}) == "d1"
+    assert rest_render.display(cats.get("drug"), {"uuid": "d1"}) == "d1"
 
 
 def test_representation_adds_state_display_and_links() -> None:
     rec = _record("concept", {"uuid": "c1", "name": "Weight"}, state="retired")
-    full = rest.representation(CONCEPT, rec, "full", BASE)
+    full = rest_render.representation(CONCEPT, rec, "full", BASE)
     assert full == {
         "uuid": "c1",
         "name": "Weight",
@@ -161,15 +165,17 @@ def test_representation_adds_state_display_and_links() -> None:
         "auditInfo": {"dateChanged": "2026-01-02T03:04:05.678+0000"},
         "links": [{"rel": "self", "uri": f"{BASE}/ws/rest/v1/concept/c1"}],
     }
-    default = rest.representation(CONCEPT, rec, "default", BASE)
+    default = rest_render.representation(CONCEPT, rec, "default", BASE)
     assert "auditInfo" not in default
     assert default["links"][1] == {"rel": "full", "uri": f"{BASE}/ws/rest/v1/concept/c1?v=full"}
-    assert rest.representation(CONCEPT, rec, "ref", BASE) == {
+    assert rest_render.representation(CONCEPT, rec, "ref", BASE) == {
         "uuid": "c1",
         "display": "Weight",
         "links": [{"rel": "self", "uri": f"{BASE}/ws/rest/v1/concept/c1"}],
     }
-    voided = rest.representation(RELATIONSHIP, _record("relationship", {"uuid": "r"}), "full", BASE)
+    voided = rest_render.representation(
+        RELATIONSHIP, _record("relationship", {"uuid": "r"}), "full", BASE
+    )
     assert voided["voided"] is False
     assert "retired" not in voided
 
