@@ -11,7 +11,9 @@ from sqlalchemy import select
 
 from fhirsync import canonical, categories
 from fhirsync.service import seed
-from fhirsync.service.seed import VITALS, SeedRecord, generate, openmrs_id
+from fhirsync.service.seed import SeedRecord, generate
+from fhirsync.service.seed_patients import openmrs_id
+from fhirsync.service.seed_vocab import VITALS
 from fhirsync.store import records
 from fhirsync.store.engine import open_database
 from fhirsync.store.tables import events
