@@ -21,11 +21,11 @@ from fhirsync import categories as cats
 from fhirsync.categories import Category
 from fhirsync.errors import ConflictError, InvalidResource, RecordNotFound
 from fhirsync.records import Record, RecordState, RecordWrite
+from fhirsync.service.fhir import Author
 from fhirsync.service.rest_body import split_representation, validate
 from fhirsync.service.rest_render import View, page_links, representation
 from fhirsync.service.rest_request import (
     ORIGIN_HEADER,
-    Author,
     author_for,
     category_for,
     parse_body,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -10,20 +9,13 @@ import orjson
 from fhirsync import categories as cats
 from fhirsync.categories import Category
 from fhirsync.errors import Forbidden, InvalidResource, RequestError
+from fhirsync.service.fhir import Author
 from fhirsync.service.rest_render import VIEWS, View
 from fhirsync.store.users import User
 
-__all__ = ["ORIGIN_HEADER", "Author", "author_for", "category_for", "parse_body", "parse_view"]
+__all__ = ["ORIGIN_HEADER", "author_for", "category_for", "parse_body", "parse_view"]
 
 ORIGIN_HEADER = "X-Fhirsync-Origin"
-
-
-@dataclass(frozen=True, slots=True)
-class Author:
-    """Who a write is recorded as coming from: the origin node and how it arrived."""
-
-    origin: str
-    via: str | None = None
 
 
 def category_for(resource: str) -> Category:
