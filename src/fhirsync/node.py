@@ -22,7 +22,6 @@ from fhirsync.settings import (
     write_node_settings,
     write_sync2,
 )
-from fhirsync.store import users
 from fhirsync.store.engine import Database, open_database
 
 DEFAULT_SCHEDULE = 300
@@ -66,6 +65,10 @@ def init_node(
     extra_settings: dict[str, object] | None = None,
 ) -> InitResult:
     """Write ``sync2.json`` and ``fhirsync.json``, create and migrate the database, add admin."""
+    # Imported here: store.users hashes a password as it loads (argon2, ~100 ms), and opening a
+    # node (every other command) adds no user.
+    from fhirsync.store import users
+
     if not instance_id.strip():
         raise ConfigurationError("--instance-id must not be blank", field="instance_id")
     if (node_dir / SYNC2_FILE).exists():

@@ -1,7 +1,7 @@
 """``fhirsync audit NODE_DIR list|show|retry|dismiss``: the audit pages' work in the terminal.
 
 The filters, the plain-words errors and the retry and dismiss operations are the ones of the admin
-pages (``server/routes/admin_audit.py`` and ``sync/manual.py``), so both surfaces agree.
+pages (``server/audit_view.py`` and ``sync/manual.py``), so both surfaces agree.
 Exit codes: 0 done, 1 something failed (again), 2 bad usage or configuration, 3 parent unreachable.
 """
 
@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -27,13 +27,14 @@ from fhirsync.cli.common import (
     node_path,
 )
 from fhirsync.errors import RequestError
-from fhirsync.node import open_node
-from fhirsync.server.routes.admin_audit import Filters, plain_error
-from fhirsync.settings import NodeConfig
-from fhirsync.store import audit_query, failures
-from fhirsync.store.audit_query import AuditMessage
-from fhirsync.store.engine import Database
-from fhirsync.sync import manual
+
+# The work is imported inside each command (see the package docstring: start-up time).
+if TYPE_CHECKING:
+    from fhirsync.server.audit_view import Filters
+    from fhirsync.settings import NodeConfig
+    from fhirsync.store.audit_query import AuditMessage
+    from fhirsync.store.engine import Database
+    from fhirsync.sync.manual import Outcome
 
 audit_app = typer.Typer(help="The audit log and failed records (spec §7).", no_args_is_help=True)
 NodeDir = Annotated[Path, typer.Argument(help="The node directory.")]
@@ -56,6 +57,8 @@ def _node(ctx: typer.Context, node_dir: NodeDir) -> None:
 
 
 def _open(ctx: typer.Context) -> tuple[NodeConfig, Database]:
+    from fhirsync.node import open_node
+
     return open_node(node_path(ctx.obj))
 
 
@@ -63,6 +66,8 @@ def _filters(
     status: str, operation: str, category: str, origin: str, since: str, until: str
 ) -> Filters:
     """The page's filters; a bad value is a usage error naming the option."""
+    from fhirsync.server.audit_view import Filters
+
     if status.upper() not in ("ALL", "SUCCESS", "FAILURE"):
         raise RequestError(f"--status must be SUCCESS, FAILURE or ALL, not {status!r}")
     if operation.upper() not in ("ALL", "PULL", "PUSH"):
@@ -70,7 +75,7 @@ def _filters(
     filters = Filters(status.upper(), operation.upper(), category, origin, since, until)
     try:
         filters.to_filter()
-    except manual.Unavailable as exc:
+    except RequestError as exc:
         raise RequestError(f"{exc.message} (--since/--until take ISO 8601)") from exc
     return filters
 
@@ -112,6 +117,8 @@ def list_(
     as_json: AsJson = False,
 ) -> None:
     """Audit messages, newest first, with the filters and pages of the audit page."""
+    from fhirsync.store import audit_query
+
     try:
         filters = _filters(
             "FAILURE" if failed else status, operation, category, origin, since, until
@@ -165,6 +172,9 @@ def show(
     as_json: AsJson = False,
 ) -> None:
     """One audit message with every field (spec §9), the error in plain words and its links."""
+    from fhirsync.server.audit_view import plain_error
+    from fhirsync.store import audit_query
+
     _config, db = _open(ctx)
     try:
         with db.read() as conn:
@@ -191,7 +201,7 @@ def show(
         console.print(f"follows up: {previous.uuid}")
 
 
-def _exit_for(outcomes: list[manual.Outcome], failed_again: int) -> int:
+def _exit_for(outcomes: list[Outcome], failed_again: int) -> int:
     if any("could not be reached" in o.message for o in outcomes):
         return EXIT_UNREACHABLE
     return EXIT_FAILURES if failed_again or not all(o.ok for o in outcomes) else EXIT_OK
@@ -216,6 +226,8 @@ def retry(
     until: Until = "",
 ) -> None:
     """Retry failed records now (after fixing the cause), as the audit page's Retry does."""
+    from fhirsync.sync import manual
+
     try:
         filters = _filters("FAILURE", operation, category, origin, since, until)
     except RequestError as exc:
@@ -252,7 +264,10 @@ def retry(
 
 def _retry_parked(config: NodeConfig, db: Database) -> int:
     """Every parked failure gets a fresh set of tries; one run per direction that has some."""
-    outcomes: list[manual.Outcome] = []
+    from fhirsync.store import failures
+    from fhirsync.sync import manual
+
+    outcomes: list[Outcome] = []
     with db.read() as conn:
         parked = {op: failures.list_open(conn, op, "parked") for op in ("pull", "push")}
     console.print(f"retrying {sum(len(v) for v in parked.values())} parked failure(s)")
@@ -279,6 +294,8 @@ def dismiss(
     user: Annotated[str, typer.Option("--user", help="Who decides (kept in the audit).")] = "cli",
 ) -> None:
     """Give up on a failed record: it is not retried again; the reason is kept in the audit."""
+    from fhirsync.sync import manual
+
     config, db = _open(ctx)
     try:
         outcome = manual.dismiss_failure(config, db, failure_id, reason, user)

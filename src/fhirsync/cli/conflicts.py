@@ -9,7 +9,6 @@ import orjson
 import typer
 from rich.table import Table
 
-from fhirsync import canonical
 from fhirsync.cli.common import (
     EXIT_OK,
     EXIT_UNREACHABLE,
@@ -19,11 +18,9 @@ from fhirsync.cli.common import (
     node_path,
 )
 from fhirsync.errors import ConfigurationError, InvalidResource
-from fhirsync.node import open_node
-from fhirsync.store import conflicts as conflict_repo
-from fhirsync.sync.merge import MISSING, flatten
-from fhirsync.sync.push_run import run_push
-from fhirsync.sync.resolve import find_open, resolve
+
+# The work (node, store, merge, push) is imported inside each command (see the package docstring:
+# start-up time).
 
 conflicts_app = typer.Typer(
     help="Conflicts: records this node and its parent changed differently.", no_args_is_help=True
@@ -44,6 +41,9 @@ def list_(
     all_: Annotated[bool, typer.Option("--all", help="Resolved ones too.")] = False,
 ) -> None:
     """Open conflicts, newest first."""
+    from fhirsync.node import open_node
+    from fhirsync.store import conflicts as conflict_repo
+
     _config, db = open_node(node_path(ctx.obj))
     try:
         with db.read() as conn:
@@ -64,8 +64,8 @@ def list_(
     console.print(table)
 
 
-def _shown(value: Any) -> str:
-    return "(absent)" if value is MISSING else orjson.dumps(value).decode()
+def _shown(value: Any, missing: object) -> str:
+    return "(absent)" if value is missing else orjson.dumps(value).decode()
 
 
 @conflicts_app.command("show")
@@ -74,6 +74,10 @@ def show(
     ctx: typer.Context, conflict: Annotated[str, typer.Argument(help="Conflict uuid.")]
 ) -> None:
     """Base, local and remote of one conflict, field by field (differing fields only)."""
+    from fhirsync.node import open_node
+    from fhirsync.store import conflicts as conflict_repo
+    from fhirsync.sync.merge import MISSING, flatten
+
     _config, db = open_node(node_path(ctx.obj))
     try:
         with db.read() as conn:
@@ -96,7 +100,7 @@ def show(
         if values[1] == values[2] and values[0] == values[1]:
             continue
         mark = "[bold red]" if path in found.paths else ""
-        table.add_row(f"{mark}{path}", *(_shown(v) for v in values))
+        table.add_row(f"{mark}{path}", *(_shown(v, MISSING) for v in values))
     console.print(table)
 
 
@@ -114,6 +118,10 @@ def resolve_(
     user: Annotated[str, typer.Option("--user", help="Who resolves it (audit).")] = "cli",
 ) -> None:
     """Write the chosen version here, send it to the parent as a new version, close the conflict."""
+    from fhirsync.node import open_node
+    from fhirsync.sync.push_run import run_push
+    from fhirsync.sync.resolve import find_open, resolve
+
     config, db = open_node(node_path(ctx.obj))
     try:
         find_open(db, conflict)
@@ -134,6 +142,8 @@ def resolve_(
 
 
 def _read(path: str) -> dict[str, Any]:
+    from fhirsync import canonical
+
     file = Path(path)
     if not file.is_file():
         raise ConfigurationError(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import (
@@ -25,8 +25,15 @@ from fhirsync.cli.common import (
     handle_errors,
     node_path,
 )
-from fhirsync.node import open_node
-from fhirsync.service import importer, seed
+
+# The work is imported inside each command (see the package docstring: start-up time): the
+# importer and the seeder load the FHIR validators.
+if TYPE_CHECKING:
+    from fhirsync.service import importer
+
+# importer.BATCH_SIZE, which the option's help shows before the importer is loaded
+# (tests/unit/cli/test_startup.py checks that they agree).
+IMPORT_BATCH_SIZE = 1000
 
 
 @handle_errors
@@ -39,9 +46,12 @@ def import_(
     ] = None,
     batch_size: Annotated[
         int, typer.Option(min=1, help="Records written per transaction.")
-    ] = importer.BATCH_SIZE,
+    ] = IMPORT_BATCH_SIZE,
 ) -> None:
     """Bulk-load FHIR resources. Exit 0 ok, 1 if any line was rejected, 2 bad node or file."""
+    from fhirsync.node import open_node
+    from fhirsync.service import importer
+
     if not file.is_file():
         err_console.print(f"[red]error:[/red] {file}: no such file")
         raise typer.Exit(EXIT_USAGE)
@@ -101,6 +111,9 @@ def seed_(
     ] = 1,
 ) -> None:
     """Create deterministic, realistic clinic data (patients, visits, encounters, vitals)."""
+    from fhirsync.node import open_node
+    from fhirsync.service import seed
+
     config, db = open_node(node_path(node_dir))
     try:
         with console.status("seeding", spinner="dots", refresh_per_second=4):

@@ -13,30 +13,26 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from fhirsync import categories
 from fhirsync.cli.common import EXIT_FAILURES, console, handle_errors
-from fhirsync.service import seed
-from fhirsync.store import records
-from fhirsync.testing.network import (
-    Network,
-    all_agree,
-    build_network,
-    create_patient,
-    event_count,
-    sync_round,
-    sync_until_quiet,
-)
+
+# Imported inside the functions: the demo network loads the server, uvicorn and the sync engine,
+# which no other command needs (see the package docstring: start-up time).
+if TYPE_CHECKING:
+    from fhirsync.testing.network import Network
 
 FHIR = "/ws/fhir2/R4"
 
 
 def _counts(net: Network) -> dict[str, dict[str, int]]:
     """Active records per category, per node."""
+    from fhirsync.store import records
+
     out: dict[str, dict[str, int]] = {}
     for name, handle in net.nodes.items():
         _config, db = handle.open()
@@ -62,6 +58,8 @@ def _counts_table(title: str, net: Network) -> Table:
 
 def _change_records(net: Network) -> str:
     """Edits on several nodes: creates on leaves, an update on child-b, a void on the parent."""
+    from fhirsync.testing.network import create_patient, sync_until_quiet
+
     traveller = create_patient(net.nodes["grandchild-a1"], "Traveller", "Grace")
     create_patient(net.nodes["child-b"], "Mensah", "Kwame")
     create_patient(net.nodes["child-a"], "Okafor", "Ada")
@@ -89,6 +87,15 @@ def demo(
     ] = None,
 ) -> None:
     """Start a parent, two children and a grandchild on 127.0.0.1; seed, sync, show the result."""
+    from fhirsync.service import seed
+    from fhirsync.testing.network import (
+        all_agree,
+        build_network,
+        event_count,
+        sync_round,
+        sync_until_quiet,
+    )
+
     root = directory or Path(tempfile.mkdtemp(prefix="fhirsync-demo-"))
     started = time.monotonic()
     console.print(f"Creating four nodes in {root} ...")

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from fhirsync.cli.common import console, handle_errors, node_path, setup_logging
-from fhirsync.node import init_node, open_node
 
 
 @handle_errors
@@ -25,6 +24,9 @@ def init(
     db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the database.")] = None,
 ) -> None:
     """Create a node: sync2.json, fhirsync.json, the database and the admin user."""
+    # Imported here, as every command's work is (see the package docstring: start-up time).
+    from fhirsync.node import init_node
+
     result = init_node(
         node_path(node_dir),
         instance_id=instance_id,
@@ -47,8 +49,10 @@ def init(
 @handle_errors
 def serve(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]) -> None:
     """Serve the node: FHIR, REST, feeds, the admin UI, and scheduled pull/push."""
+    # Imported here: uvicorn and the FastAPI app cost about 300 ms and only `serve` needs them.
     import uvicorn
 
+    from fhirsync.node import open_node
     from fhirsync.server.app import create_app
 
     config, db = open_node(node_path(node_dir))

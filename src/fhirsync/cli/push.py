@@ -9,8 +9,6 @@ import typer
 
 from fhirsync.cli.common import handle_errors, node_path
 from fhirsync.cli.progress import RunView
-from fhirsync.node import open_node
-from fhirsync.sync.push_run import run_push
 
 _VIEW = RunView("push", "sent", stops_live=False)
 
@@ -21,6 +19,11 @@ def push(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]) 
 
     Exit 0 ok, 1 failures recorded (or another push run busy), 2 configuration, 3 unreachable.
     """
+    # Imported here: the node and the push engine are this command's work, not every command's
+    # (see the package docstring: start-up time).
+    from fhirsync.node import open_node
+    from fhirsync.sync.push_run import run_push
+
     config, db = open_node(node_path(node_dir))
     try:
         result = _VIEW.run(lambda listener: run_push(config, db, listener=listener))

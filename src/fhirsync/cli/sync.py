@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import httpx
 import typer
 from rich.table import Table
 
 from fhirsync.cli.common import console, handle_errors, node_path
 from fhirsync.cli.progress import RunView
-from fhirsync.node import open_node
-from fhirsync.settings import NodeConfig
-from fhirsync.store import failures, markers, runs
-from fhirsync.store.engine import Database
-from fhirsync.sync import lag
-from fhirsync.sync.runner import run_pull
+
+# The work is imported inside each command (see the package docstring: start-up time).
+if TYPE_CHECKING:
+    from fhirsync.settings import NodeConfig
+    from fhirsync.store.engine import Database
 
 _VIEW = RunView("pull", "applied", stops_live=True)
 
@@ -29,6 +27,9 @@ def pull(
     ] = 300.0,
 ) -> None:
     """Pull from the parent once. Exit 0 ok, 1 failures recorded, 2 configuration, 3 unreachable."""
+    from fhirsync.node import open_node
+    from fhirsync.sync.runner import run_pull
+
     config, db = open_node(node_path(node_dir))
     try:
         result = _VIEW.run(lambda listener: run_pull(config, db, listener=listener, wait=wait))
@@ -40,6 +41,9 @@ def pull(
 @handle_errors
 def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]) -> None:
     """Parent reachability, feed position per category, failures and the last run."""
+    from fhirsync.node import open_node
+    from fhirsync.store import failures, markers, runs
+
     config, db = open_node(node_path(node_dir))
     try:
         parent = config.parent_url
@@ -85,6 +89,8 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
 
 def _print_lag(config: NodeConfig, db: Database, *, ask_parent: bool) -> None:
     """Per category: events behind the parent's feed and local events not yet pushed."""
+    from fhirsync.sync import lag
+
     found = lag.gather(config, db, ask_parent=ask_parent)
     if not found.categories:
         return
@@ -102,6 +108,8 @@ def _print_lag(config: NodeConfig, db: Database, *, ask_parent: bool) -> None:
 
 
 def _reachable(parent: str) -> str:
+    import httpx
+
     try:
         response = httpx.get(f"{parent}/health", timeout=5.0)
     except httpx.HTTPError as exc:

@@ -8,8 +8,6 @@ from typing import Annotated
 import typer
 
 from fhirsync.cli.common import console, handle_errors, node_path
-from fhirsync.node import open_node
-from fhirsync.store import users
 
 user_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 
@@ -26,6 +24,11 @@ def add(
     password: Annotated[str | None, typer.Option(help="Password (generated if omitted).")] = None,
 ) -> None:
     """Create a user; a child account is bound to its instance id."""
+    # Imported here: store.users hashes a password as it loads (argon2, ~100 ms); only this
+    # command and init need it (see the package docstring: start-up time).
+    from fhirsync.node import open_node
+    from fhirsync.store import users
+
     _config, db = open_node(node_path(node_dir))
     secret = password or users.generate_password()
     try:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from starlette.responses import Response
 
-from fhirsync.errors import FhirsyncError, RecordNotFound
+from fhirsync.errors import FhirsyncError, RecordNotFound, RequestError
+from fhirsync.server.audit_view import Filters, plain_error
 from fhirsync.server.deps import NodeDep
 from fhirsync.server.routes import admin_actions
 from fhirsync.server.routes.admin_common import AdminFormSession, PageSession, page, redirect
@@ -22,81 +20,6 @@ from fhirsync.sync import manual
 router = APIRouter(prefix="/sync2/audit", include_in_schema=False)
 
 PAGE_SIZE = 20
-
-# What an engine error class means, for people who do not read stack traces.
-PLAIN_ERRORS = {
-    "InvalidResource": "The record was rejected because its content is not valid.",
-    "RecordNotFound": "The record no longer exists where the feed said it would be.",
-    "RecordGone": "The record was deleted on the other side.",
-    "RemoteRejected": "The other node refused this record.",
-    "DependencyMissing": "A record this one refers to (for example its patient) is missing or "
-    "failed, so this one waits for it.",
-    "ConnectionFailed": "The other node could not be reached (network problem).",
-    "RequestTimeout": "The other node did not answer in time.",
-    "ServerUnavailable": "The other node had an internal problem (HTTP 5xx).",
-    "VersionMismatch": "The record changed on both sides at the same time.",
-    "ConflictError": "The record changed on both sides (a conflict).",
-    "Unauthenticated": "The other node did not accept this node's user name or password.",
-    "Forbidden": "The other node does not allow this node to do this.",
-    "ConfigurationError": "This node's configuration is incomplete or invalid.",
-    "Dismissed": "An administrator gave up on this record; it will not be retried.",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Filters:
-    """The list's filter form, as the query string carries it."""
-
-    status: str = "ALL"
-    operation: str = "ALL"
-    category: str = ""
-    origin: str = ""
-    since: str = ""
-    until: str = ""
-
-    def to_filter(self) -> AuditFilter:
-        """The store's filter for these form values."""
-        return AuditFilter(
-            success={"SUCCESS": True, "FAILURE": False}.get(self.status.upper()),
-            operation=self.operation if self.operation.upper() in ("PULL", "PUSH") else None,
-            resource_name=self.category or None,
-            creator_instance_id=self.origin or None,
-            since=_parse_time(self.since, "since"),
-            until=_parse_time(self.until, "until"),
-        )
-
-    def query(self, **extra: object) -> str:
-        """The query string of these filters (plus ``extra``), for links."""
-        values: dict[str, str] = {}
-        for name in ("status", "operation", "category", "origin", "since", "until"):
-            value = getattr(self, name)
-            if value and value != "ALL":
-                values[name] = value
-        values.update({k: str(v) for k, v in extra.items()})
-        return urlencode(values)
-
-
-def _parse_time(value: str, name: str) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise admin_actions.Unavailable(
-            f"The '{name}' time is not a date and time: {value!r}"
-        ) from exc
-
-
-def plain_error(message: AuditMessage) -> str | None:
-    """The failure of ``message`` in plain words (None for a success)."""
-    if message.success:
-        return None
-    if message.merge_conflict_uuid:
-        return PLAIN_ERRORS["ConflictError"]
-    known = PLAIN_ERRORS.get(message.error_class or "")
-    first_line = (message.details or "").strip().splitlines()[0:1]
-    reason = first_line[0] if first_line else "No reason was recorded."
-    return f"{known} ({reason})" if known else reason
 
 
 def _links(message: AuditMessage) -> dict[str, str]:
@@ -126,7 +49,7 @@ def audit_list(
     error = None
     try:
         flt = filters.to_filter()
-    except admin_actions.Unavailable as exc:
+    except RequestError as exc:
         flt, error = AuditFilter(), exc.message
     with node.db.read() as conn:
         listing = audit_query.list_messages(conn, flt, page=page_no, page_size=PAGE_SIZE)
