@@ -33,27 +33,29 @@ from peer_harness import machine, write_figures
 from fhirsync.testing.servers import create_node
 
 
-def timed(command: list[str]) -> tuple[float, float, int]:
-    """Run ``command`` once: wall seconds, CPU seconds (user + sys) and its exit code."""
+def timed(command: list[str]) -> tuple[float, float, int, str]:
+    """Run ``command`` once: wall seconds, CPU seconds (user + sys), exit code, stderr's end."""
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert process.stderr is not None
     err = process.stderr.read()
+    process.stderr.close()
     # wait4 gives this process's own rusage, unlike getrusage(RUSAGE_CHILDREN), which sums
     # every child reaped so far (the served parent included once it stops).
     _pid, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode not in (0, 1):
-        sys.stderr.write(err.decode(errors="replace"))
-    return wall, usage.ru_utime + usage.ru_stime, process.returncode
+    code = process.returncode = os.waitstatus_to_exitcode(status)
+    return wall, usage.ru_utime + usage.ru_stime, code, err.decode(errors="replace")[-2000:]
 
 
 def measure(label: str, command: list[str], runs: int) -> dict[str, Any]:
     """The best of ``runs`` runs of ``command``, printed as one line."""
     walls, cpus, codes = [], [], set()
     for _ in range(runs):
-        wall, cpu, code = timed(command)
+        wall, cpu, code, err = timed(command)
+        if code != 0 and code not in codes:
+            # A failing command is timed all the same (its exit code is printed); say why once.
+            sys.stderr.write(err)
         walls.append(wall)
         cpus.append(cpu)
         codes.add(code)
