@@ -1,5 +1,4 @@
-"""Versions of a REST record as ``If-Match`` names them (the same idea as FHIR's, which OpenMRS
-REST lacks).
+"""Which version of a REST record an ``If-Match`` names (FHIR's idea, which OpenMRS REST lacks).
 
 A write may name the record's version (``W/"3"``) or its entity tag (:func:`entity_tag`: content
 hash and state, which every node holding the same version computes alike, so a child can send the
