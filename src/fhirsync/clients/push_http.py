@@ -6,7 +6,8 @@ records where the change began. This module sends one batch of one category with
 
 - FHIR categories: one ``transaction`` Bundle of ``PUT {Type}/{id}`` (active records, upsert
   keeping the id) and ``DELETE {Type}/{id}`` (voided/retired) entries; when the parent refuses it
-  for one entry, the same entries as a ``batch`` Bundle, answered entry by entry;
+  for one entry, the same entries as a ``batch`` Bundle, answered entry by entry. A body given as
+  a :class:`RawBody` (the stored bytes) is spliced into the Bundle as it is;
 - REST categories: ``POST /ws/rest/v1/{resource}`` (create or update, uuid kept) or ``DELETE``
   (``?purge`` for a deleted record), one request per record on a keep-alive connection.
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import orjson
@@ -44,6 +45,34 @@ ORIGIN_HEADER = "X-Fhirsync-Origin"
 FHIR_JSON = "application/fhir+json"
 _GONE_OK = (404, 410)
 """A delete the parent answers with 404/410 found nothing left to void: the change is done."""
+
+
+class RawBody(Mapping[str, Any]):
+    """A FHIR body as stored: canonical JSON bytes whose ``id`` is the record's uuid.
+
+    The FHIR sender splices the bytes into the Bundle, so a pushed body is neither parsed nor
+    serialised again on the way out; anything else that reads it as a Mapping parses it then.
+    """
+
+    __slots__ = ("_value", "raw")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self._value: dict[str, Any] | None = None
+
+    def _parsed(self) -> dict[str, Any]:
+        if self._value is None:
+            self._value = cast(dict[str, Any], orjson.loads(self.raw))
+        return self._value
+
+    def __getitem__(self, key: str) -> Any:
+        return self._parsed()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parsed())
+
+    def __len__(self) -> int:
+        return len(self._parsed())
 
 
 class HttpPushSender:
@@ -94,7 +123,7 @@ class HttpPushSender:
         if the parent refuses it because of one entry, the same changes again as a batch, which
         the parent answers entry by entry, so one bad record cannot hold back the others."""
         assert category.fhir_type is not None
-        entries = [_bundle_entry(category.fhir_type, change) for change in changes]
+        entries = [_entry_bytes(category.fhir_type, change) for change in changes]
         response = self._post_bundle("transaction", entries, origin)
         if response.status_code < 300:
             answers = _json(response).get("entry") or []
@@ -119,12 +148,12 @@ class HttpPushSender:
                 result.failed[change.uuid] = _record_error(status, message, category, change.uuid)
         return result
 
-    def _post_bundle(self, kind: str, entries: list[dict[str, Any]], origin: str) -> httpx.Response:
-        bundle = {"resourceType": "Bundle", "type": kind, "entry": entries}
+    def _post_bundle(self, kind: str, entries: list[bytes], origin: str) -> httpx.Response:
+        head = orjson.dumps({"resourceType": "Bundle", "type": kind})
         return self._request(
             "POST",
             FHIR_BASE,
-            content=orjson.dumps(bundle),
+            content=head[:-1] + b',"entry":[' + b",".join(entries) + b"]}",
             headers={"Content-Type": FHIR_JSON, ORIGIN_HEADER: origin},
         )
 
@@ -185,16 +214,33 @@ def _translated(where: str) -> Iterator[None]:
         raise ConnectionFailed(f"cannot reach {where}: {type(exc).__name__}") from exc
 
 
+def _entry_bytes(fhir_type: str, change: OutgoingChange) -> bytes:
+    """One Bundle entry as JSON bytes; a stored body (its id already the uuid) goes as it is."""
+    body = change.body
+    if (
+        change.state == "active"
+        and isinstance(body, RawBody)
+        and b'"id":"' + change.uuid.encode() + b'"' in body.raw
+    ):
+        request = orjson.dumps(_put_request(fhir_type, change))
+        return b'{"resource":' + body.raw + b',"request":' + request + b"}"
+    return orjson.dumps(_bundle_entry(fhir_type, change))
+
+
+def _put_request(fhir_type: str, change: OutgoingChange) -> dict[str, Any]:
+    request: dict[str, Any] = {"method": "PUT", "url": f"{fhir_type}/{change.uuid}"}
+    if change.base_version is not None:
+        # The parent refuses a stale base with 412: the child handles it as a conflict.
+        request["ifMatch"] = f'W/"{change.base_version}"'
+    return request
+
+
 def _bundle_entry(fhir_type: str, change: OutgoingChange) -> dict[str, Any]:
     url = f"{fhir_type}/{change.uuid}"
     if change.state == "active":
         body = dict(change.body or {})
         body["id"] = change.uuid
-        request: dict[str, Any] = {"method": "PUT", "url": url}
-        if change.base_version is not None:
-            # The parent refuses a stale base with 412: the child handles it as a conflict.
-            request["ifMatch"] = f'W/"{change.base_version}"'
-        return {"resource": body, "request": request}
+        return {"resource": body, "request": _put_request(fhir_type, change)}
     request = {"method": "DELETE", "url": url}
     if change.base_version is not None:
         # A void against an edit the parent made since the base is a conflict too, not a silent

@@ -1,0 +1,186 @@
+"""Preparing and sending one batch of a push; ``sync/push_settle.py`` settles the answer.
+
+The feed loop (``sync/push_feed.py``) overlaps the steps of consecutive batches:
+
+1. :func:`prepare` reads what the batch needs locally (bases, open conflicts, open failures) and
+   builds the outgoing changes; FHIR bodies go out as stored (``RawBody``: spliced into the
+   Bundle, never parsed and serialised again);
+2. :func:`send` sends them, one request per origin (on the sender thread when pipelined);
+3. ``push_settle.settle`` turns the parent's answer into the page to commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from fhirsync import categories as cats
+from fhirsync.categories import Category
+from fhirsync.clients.base import OutgoingChange, SendResult
+from fhirsync.clients.push_http import RawBody
+from fhirsync.errors import RecordError, RecordNotFound
+from fhirsync.records import Action, Record
+from fhirsync.service import rest as rest_service
+from fhirsync.store import agreed as agreed_repo
+from fhirsync.store.agreed import Agreed
+from fhirsync.store.failures import Failure
+from fhirsync.sync.push_context import OPERATION, PushContext
+
+STATE_ACTIONS: Mapping[str, Action] = {
+    "voided": "VOIDED",
+    "retired": "RETIRED",
+    "deleted": "DELETED",
+}
+"""The action a record's state sends (anything else is an update)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One record to send, with the event that asked for it."""
+
+    uuid: str
+    entry_id: str
+    seq: int
+    record: Record | None
+
+
+@dataclass
+class Prepared:
+    """A batch ready to send (records held by an open conflict already left out)."""
+
+    category: Category
+    preferred: str | None
+    items: list[Item]
+    bases: dict[str, Agreed]
+    failures: Mapping[str, Failure]
+    errors: dict[str, RecordError]
+    """Records that failed before the batch was sent (gone locally, body-first refused)."""
+    groups: dict[str, list[OutgoingChange]]
+    """The changes to send, by origin (one request each)."""
+
+    @property
+    def uuids(self) -> frozenset[str]:
+        """The records of the batch."""
+        return frozenset(i.uuid for i in self.items)
+
+
+def prepare(
+    ctx: PushContext, category: Category, preferred: str | None, items: Sequence[Item]
+) -> Prepared:
+    """Read the batch's local state and build its changes (a void after a local edit sends the
+    edit first, here, so the void can name the version it made)."""
+    bases: dict[str, Agreed] = {}
+    kept = list(items)
+    if ctx.reconciler is not None:
+        bases, held = ctx.local.sync_state(category, [i.uuid for i in items])
+        # An open conflict keeps both versions where they are until a person resolves it.
+        kept = [i for i in items if i.uuid not in held]
+    failures = ctx.local.open_failures(OPERATION, category.name, [i.uuid for i in kept])
+    out = Prepared(category, preferred, kept, bases, failures, {}, {})
+    for item in kept:
+        if item.record is None:
+            out.errors[item.uuid] = RecordNotFound(
+                "the record is no longer in the local store", category=category.name, uuid=item.uuid
+            )
+            continue
+        base = bases.get(item.uuid)
+        if ctx.reconciler is not None and _edited_then_voided(item.record, base):
+            base = _send_body_first(ctx, category, preferred, item.record, base, out.errors)
+            if item.uuid in out.errors:
+                continue
+        out.groups.setdefault(item.record.origin, []).append(_outgoing(category, item.record, base))
+    return out
+
+
+def send(ctx: PushContext, prepared: Prepared) -> SendResult:
+    """Send the prepared changes: one request per origin (TransientError escapes)."""
+    result = SendResult()
+    for origin, changes in prepared.groups.items():
+        part = _send(ctx, prepared.category, prepared.preferred, origin, changes)
+        result.sent |= part.sent
+        result.failed.update(part.failed)
+        result.versions.update(part.versions)
+    return result
+
+
+def _edited_then_voided(record: Record, base: Agreed | None) -> bool:
+    """True for a voided/retired record whose content the parent has not seen: a void carries
+    no body, so the content goes up first (else the parent voids its older body). A record the
+    parent never had stays off it (spec §5.10), as pull skips a void of a record it never had."""
+    if record.state not in ("voided", "retired") or base is None:
+        return False
+    return base.content_hash != record.content_hash
+
+
+def _send_body_first(
+    ctx: PushContext,
+    category: Category,
+    preferred: str | None,
+    record: Record,
+    base: Agreed | None,
+    errors: dict[str, RecordError],
+) -> Agreed | None:
+    """Send ``record``'s content as an active update (If-Match the base), then return the base
+    its void must name; a refusal (412 included) goes to ``errors`` like any send."""
+    update = OutgoingChange(
+        category=record.category,
+        uuid=record.uuid,
+        action="UPDATED",
+        body=record.resource(),
+        state="active",
+        base_version=_base_tag(category, base),
+    )
+    result = _send(ctx, category, preferred, record.origin, [update])
+    if record.uuid not in result.sent:
+        errors[record.uuid] = result.failed.get(record.uuid) or RecordError(
+            "the parent did not acknowledge this record", category=category.name, uuid=record.uuid
+        )
+        return base
+    return agreed_repo.of_body(
+        category.name, record.uuid, record.resource(), "active", result.versions.get(record.uuid)
+    )
+
+
+def _send(
+    ctx: PushContext,
+    category: Category,
+    preferred: str | None,
+    origin: str,
+    changes: Sequence[OutgoingChange],
+) -> SendResult:
+    """One request per batch (of one origin), in slices of ``batch_size``."""
+    result = SendResult()
+    for start in range(0, len(changes), ctx.batch_size):
+        part = ctx.transport.send(
+            category, changes[start : start + ctx.batch_size], origin=origin, preferred=preferred
+        )
+        result.sent |= part.sent
+        result.failed.update(part.failed)
+        result.versions.update(part.versions)
+    return result
+
+
+def _outgoing(category: Category, record: Record, base: Agreed | None = None) -> OutgoingChange:
+    """The record's current state as a change for the parent, with the base it started from.
+
+    A FHIR body goes as stored (its ``id`` is the uuid): the sender splices the bytes."""
+    action: Action = STATE_ACTIONS.get(record.state, "UPDATED")
+    body = RawBody(record.body) if category.is_fhir else record.resource()
+    return OutgoingChange(
+        category=record.category,
+        uuid=record.uuid,
+        action=action,
+        body=body,
+        state=record.state,
+        base_version=_base_tag(cats.get(record.category), base),
+    )
+
+
+def _base_tag(category: Category, base: Agreed | None) -> str | None:
+    """What ``If-Match`` names: the parent's version when known, else, for a REST category
+    (whose representations carry no version), the entity tag of the agreed content and state."""
+    if base is None:
+        return None
+    if base.parent_version is not None or category.is_fhir:
+        return base.parent_version
+    return rest_service.entity_tag(base.content_hash, base.state)

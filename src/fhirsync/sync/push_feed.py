@@ -1,0 +1,165 @@
+"""Pushing a category's own feed in batches, with the next batch sent as soon as the parent
+answers the one before.
+
+Per batch the child reads the log and builds the Bundle, the parent validates and writes it, and
+the child commits the outcome. Done one after the other, each side idles while the other works.
+So, with ``continue_on_failure`` on, batch N+1 is read and prepared while batch N is in flight
+(sent on one sender thread), sent the moment N's answer arrives, and N's outcome is settled and
+handed to the page committer while N+1 is in flight. At most one request is in flight, and
+requests go in feed order. The rules this keeps:
+
+- **Bases.** A batch that names a record of the batch in flight, or of a page not yet committed,
+  waits for that batch's answer and commit first (then reads again), so its ``If-Match`` names
+  the version the earlier batch agreed on.
+- **Marker.** Pages commit in order. When a send fails (parent down, a refused batch), nothing
+  after it is sent or committed: the marker stays at the end of the last batch answered, and the
+  next run sends the rest again. A batch in flight when something else fails is awaited but
+  never committed (a resend is idempotent: unchanged writes are ignored, a stale base is a 412
+  that converges).
+- **continue_on_failure off.** A failure stops the log where it happened, so nothing is sent
+  before the batch before it is settled: batches go one at a time.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+from fhirsync.categories import Category
+from fhirsync.clients.base import SendResult
+from fhirsync.records import MarkerKey
+from fhirsync.store.local import MarkerMove
+from fhirsync.store.outbox import OutboxBatch
+from fhirsync.sync.committer import PageCommitter
+from fhirsync.sync.push_batch import Item, Prepared, prepare, send
+from fhirsync.sync.push_context import OPERATION, PushContext, Totals
+from fhirsync.sync.push_settle import settle
+from fhirsync.sync.status import CategoryStopped, RunProgress
+
+
+@dataclass
+class _Flight:
+    """A batch sent and not yet settled."""
+
+    prepared: Prepared
+    move: MarkerMove
+    events: int
+    answer: Future[SendResult]
+
+
+class FeedPusher:
+    """Pushes one category's feed from a marker position to the end of its log."""
+
+    def __init__(
+        self,
+        ctx: PushContext,
+        category: Category,
+        preferred: str | None,
+        totals: Totals,
+        committer: PageCommitter,
+        *,
+        key: MarkerKey,
+        total: int,
+        retried: frozenset[str] = frozenset(),
+    ) -> None:
+        self.ctx, self.category, self.preferred = ctx, category, preferred
+        self.totals, self.committer = totals, committer
+        self.key, self.total, self.retried = key, total, retried
+        self.done = 0
+        self._flight: _Flight | None = None
+        self._sender: ThreadPoolExecutor | None = None
+
+    def run(self, after: int) -> Totals:
+        """Push from ``after`` to the end of the log (or to a failure that stops it)."""
+        with ExitStack() as stack:
+            if self.ctx.continue_on_failure:
+                self._sender = stack.enter_context(
+                    ThreadPoolExecutor(1, thread_name_prefix="push-send")
+                )
+            try:
+                self._loop(after)
+            except BaseException:
+                self._abandon()
+                raise
+        return self.totals
+
+    def _loop(self, after: int) -> None:
+        while True:
+            batch = self._read(after)
+            if batch.last_event is None:
+                return
+            items = [
+                Item(i.event.record_uuid, i.event.entry_id, i.event.seq, i.record)
+                for i in batch.items
+                if i.event.record_uuid not in self.retried
+            ]
+            self.totals.read += batch.events_read
+            self.totals.skipped += batch.events_read - len(batch.items)
+            prepared = prepare(self.ctx, self.category, self.preferred, items)
+            self.totals.skipped += len(items) - len(prepared.items)
+            move = MarkerMove(self.key, batch.last_event.entry_id, batch.last_seq)
+            if self._send(prepared, move, batch.events_read):
+                self.ctx.listener(
+                    CategoryStopped(
+                        OPERATION, self.category.name, "RecordError", "continue_on_failure is off"
+                    )
+                )
+                return
+            after = batch.last_seq
+
+    def _read(self, after: int) -> OutboxBatch:
+        """The next batch; read again once the batch in flight and the pending page are done
+        when it names their records, or when the log looks finished (a commit may append)."""
+        batch = self.ctx.local.read_outbox(self.category, after, self.ctx.batch_size)
+        uuids = {i.event.record_uuid for i in batch.items}
+        flight = self._flight
+        if flight is not None and (
+            batch.last_event is None or not flight.prepared.uuids.isdisjoint(uuids)
+        ):
+            self._flight = None
+            self._settle(flight.prepared, flight.move, flight.events, flight.answer.result())
+        if batch.last_event is None or self.committer.touches(uuids):
+            self.committer.wait()
+            batch = self.ctx.local.read_outbox(self.category, after, self.ctx.batch_size)
+        return batch
+
+    def _send(self, prepared: Prepared, move: MarkerMove, events: int) -> bool:
+        """Send ``prepared`` (pipelined: once the batch in flight is answered, then settle that
+        one while this one is in flight); True when the category must stop."""
+        if self._sender is None:
+            return self._settle(prepared, move, events, send(self.ctx, prepared))
+        previous, self._flight = self._flight, None
+        # An exception here (parent down) leaves nothing in flight and ``prepared`` unsent.
+        answer = previous.answer.result() if previous is not None else None
+        self._flight = _Flight(
+            prepared, move, events, self._sender.submit(send, self.ctx, prepared)
+        )
+        if previous is not None and answer is not None:
+            return self._settle(previous.prepared, previous.move, previous.events, answer)
+        return False
+
+    def _settle(
+        self, prepared: Prepared, move: MarkerMove, events: int, result: SendResult
+    ) -> bool:
+        """Commit a batch's outcome (on the committer) and report progress; True to stop."""
+        page, stop = settle(self.ctx, prepared, result, move=move, totals=self.totals)
+        self.committer.submit(page, self.ctx.clock(), prepared.uuids)
+        self.done += events
+        self.ctx.listener(
+            RunProgress(
+                OPERATION,
+                self.category.name,
+                self.done,
+                max(self.total, self.done),
+                self.totals.sent,
+                self.totals.failed,
+            )
+        )
+        return stop
+
+    def _abandon(self) -> None:
+        """After a failure: wait for the batch in flight (its outcome is never committed)."""
+        flight, self._flight = self._flight, None
+        if flight is not None:
+            flight.answer.exception()

@@ -1,0 +1,323 @@
+"""Settling a pushed batch: the parent's answer turned into the page to commit.
+
+Sent records get their agreed version (the base of later merges, with the parent's version from
+its ETag) and a success audit row; refused ones a failure to retry or park (``RetryPolicy``); a
+412 (the parent changed the record since the base sent) is fetched and decided like a pull: a
+merge, an agreement or a conflict, never a failure. With ``continue_on_failure`` off the marker
+stops just before the first failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from fhirsync.categories import Category
+from fhirsync.clients.base import SendResult
+from fhirsync.errors import RecordError, RemoteRejected
+from fhirsync.records import Record, RecordWrite
+from fhirsync.store import agreed as agreed_repo
+from fhirsync.store.agreed import Agreed
+from fhirsync.store.audit import AuditEntry
+from fhirsync.store.conflicts import ConflictNote
+from fhirsync.store.failures import Failure, FailureNote
+from fhirsync.store.local import MarkerMove, PageCommit
+from fhirsync.sync.push_batch import STATE_ACTIONS, Item, Prepared
+from fhirsync.sync.push_context import OPERATION, PushContext, Totals
+from fhirsync.sync.reconcile import Remote, audit_for, decide
+from fhirsync.sync.retry import Decision
+from fhirsync.sync.status import RecordFailed
+
+_LAST_UPDATED = re.compile(rb'"lastUpdated":"[^"\\]*",?')
+_VERSION_ID = re.compile(rb',?"versionId":"[^"\\]*"')
+
+
+def settle(
+    ctx: PushContext,
+    prepared: Prepared,
+    result: SendResult,
+    *,
+    move: MarkerMove | None,
+    totals: Totals,
+    retrying: bool = False,
+) -> tuple[PageCommit, bool]:
+    """The page recording ``result`` (with ``move``), and whether the category must stop."""
+    category, items = prepared.category, prepared.items
+    errors = {**prepared.errors, **result.failed}
+    sent = set(result.sent)
+    stale = _stale(ctx, category, items, errors, prepared.bases)
+    agreed = [
+        _agreed_of(category, i.record, result.versions.get(i.uuid))
+        for i in items
+        if i.uuid in sent and i.record is not None
+    ]
+    stale.agreed[:0] = agreed
+    for item in items:
+        if item.uuid not in sent and item.uuid not in errors:
+            errors[item.uuid] = RecordError(
+                "the parent did not acknowledge this record", category=category.name, uuid=item.uuid
+            )
+    stop = False
+    if errors and not ctx.continue_on_failure and move is not None and not retrying:
+        first_bad = min(i.seq for i in items if i.uuid in errors)
+        # Keep the marker just before the first failure: the next run sends from there again.
+        before = [i for i in items if i.seq < first_bad]
+        move = MarkerMove(move.key, before[-1].entry_id, first_bad - 1) if before else None
+        stop = True
+    page = _page(ctx, prepared, sent=sent, errors=errors, move=move, totals=totals, stale=stale)
+    return page, stop
+
+
+def _agreed_of(category: Category, record: Record, version: str | None) -> Agreed:
+    """The agreed row of a record the parent now holds (unified bytes cut from the stored
+    body when its hash proves the cut right, else parsed and unified)."""
+    data = _unified_stored(category, record)
+    if data is None:
+        return agreed_repo.of_body(
+            category.name, record.uuid, record.resource(), record.state, version
+        )
+    return Agreed(category.name, record.uuid, record.content_hash, data, record.state, version)
+
+
+def _unified_stored(category: Category, record: Record) -> bytes | None:
+    """The unified canonical bytes of a stored FHIR body without parsing it, or None.
+
+    The store keeps canonical JSON (sorted keys) with ``id`` and ``meta.versionId`` /
+    ``meta.lastUpdated`` stamped in; unifying removes exactly those. Cutting them out of the
+    bytes gives the unified bytes, and the record's content hash (taken over the unified body)
+    proves the cut: a body where the cut went wrong (an ``id`` elsewhere equal to the uuid, odd
+    meta) hashes differently and is unified the slow way.
+    """
+    if not category.is_fhir:
+        return None
+    raw = record.body
+    key = b'"id":"' + record.uuid.encode() + b'"'
+    at = raw.find(key)
+    if at < 0:
+        return None
+    if raw[at - 1 : at] == b",":
+        raw = raw[: at - 1] + raw[at + len(key) :]
+    else:
+        raw = raw[:at] + raw[at + len(key) + 1 :]
+    meta = raw.find(b'"meta":{')
+    if meta >= 0:
+        head, tail = raw[:meta], raw[meta:]
+        tail = _VERSION_ID.sub(b"", _LAST_UPDATED.sub(b"", tail, count=1), count=1)
+        if tail.startswith(b'"meta":{}'):
+            tail = tail[len(b'"meta":{}') :]
+            if tail.startswith(b","):
+                tail = tail[1:]
+            elif head.endswith(b","):
+                head = head[:-1]
+        raw = head + tail
+    if hashlib.sha256(raw).hexdigest() != record.content_hash:
+        return None
+    return raw
+
+
+# --- 412 answers --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Stale:
+    """What the parent's 412 answers turned into: merges, agreements and conflicts."""
+
+    handled: set[str] = field(default_factory=set)
+    writes: list[RecordWrite] = field(default_factory=list)
+    agreed: list[Agreed] = field(default_factory=list)
+    conflicts: list[ConflictNote] = field(default_factory=list)
+    audit: list[AuditEntry] = field(default_factory=list)
+
+
+def _stale(
+    ctx: PushContext,
+    category: Category,
+    items: Sequence[Item],
+    errors: dict[str, RecordError],
+    bases: Mapping[str, Agreed],
+) -> _Stale:
+    """Records the parent refused as stale (412): fetch its copy and decide like a pull.
+
+    A 412 means the parent changed the record since the base this node sent: it is a conflict to
+    merge (or store), never a failure to retry. The uuids handled are removed from ``errors``.
+    """
+    out = _Stale()
+    stale = [
+        uuid for uuid, e in errors.items() if isinstance(e, RemoteRejected) and e.status == 412
+    ]
+    if not stale or ctx.reconciler is None or ctx.fetch is None:
+        return out
+    remotes = ctx.fetch(category, stale)
+    records = {i.uuid: i.record for i in items}
+    now = ctx.clock()
+    for uuid in stale:
+        local = records.get(uuid)
+        base = bases.get(uuid)
+        remote = remotes.get(uuid)
+        if uuid not in remotes or local is None:
+            continue
+        if remote is None:
+            # The parent no longer serves it: voided/retired/deleted there since the base.
+            body = base.resource() if base is not None else local.resource()
+            remote = Remote(body, category.delete_state)
+        decision = decide(
+            local,
+            base,
+            remote,
+            category=category.name,
+            uuid=uuid,
+            policy=ctx.reconciler.policy(category.name),
+            instance_id=ctx.local.instance_id,
+            operation="PUSH",
+            now=now,
+        )
+        del errors[uuid]
+        out.handled.add(uuid)
+        if decision.kind == "keep-local" and decision.agreed is not None:
+            # The parent holds the base content under a newer version: send local again.
+            decision = replace(decision, agreed=replace(decision.agreed, pending_push=True))
+        if decision.write is not None:
+            out.writes.append(decision.write)
+        if decision.agreed is not None:
+            out.agreed.append(decision.agreed)
+        if decision.conflict is not None:
+            out.conflicts.append(decision.conflict)
+        row = audit_for(decision, _audit(ctx, category, Item(uuid, "", 0, local), None, None))
+        if row is not None:
+            out.audit.append(row)
+    return out
+
+
+# --- the page -----------------------------------------------------------------------------------
+
+
+def _page(
+    ctx: PushContext,
+    prepared: Prepared,
+    *,
+    sent: set[str],
+    errors: Mapping[str, RecordError],
+    move: MarkerMove | None,
+    totals: Totals,
+    stale: _Stale,
+) -> PageCommit:
+    category, failures = prepared.category, prepared.failures
+    now = ctx.clock()
+    audit: list[AuditEntry] = []
+    notes: list[FailureNote] = []
+    for item in prepared.items:
+        previous = failures.get(item.uuid)
+        if item.uuid in stale.handled:
+            continue
+        if item.uuid in sent:
+            # Stored with a uuid drawn in bulk at insert time (nothing links to it yet).
+            audit.append(_audit(ctx, category, item, None, previous))
+            totals.sent += 1
+            continue
+        error = errors[item.uuid]
+        entry = _audit(ctx, category, item, error, previous).with_uuid()
+        audit.append(entry)
+        notes.append(
+            _note(
+                ctx,
+                category,
+                item,
+                error,
+                previous=previous,
+                audit_uuid=entry.uuid,
+                move=move,
+                now=now,
+            )
+        )
+        totals.failed += 1
+    resolved = {category.name: sorted(sent & set(failures))} if sent & set(failures) else {}
+    return PageCommit(
+        OPERATION,
+        writes=stale.writes,
+        audit=audit,
+        failures=notes,
+        resolved=resolved,
+        marker=move,
+        agreed=stale.agreed,
+        conflicts=stale.conflicts,
+        kept_audit=stale.audit,
+    )
+
+
+def _note(
+    ctx: PushContext,
+    category: Category,
+    item: Item,
+    error: RecordError,
+    *,
+    previous: Failure | None,
+    audit_uuid: str,
+    move: MarkerMove | None,
+    now: datetime,
+) -> FailureNote:
+    attempt = (previous.attempts if previous else 0) + 1
+    decision = ctx.policy.decide(error, attempt)
+    status = "retrying" if decision in (Decision.RETRY, Decision.WAIT) else "parked"
+    ctx.listener(
+        RecordFailed(OPERATION, category.name, item.uuid, type(error).__name__, attempt, status)
+    )
+    key = move.key.key if move else (previous.marker_key if previous else "")
+    return FailureNote(
+        operation=OPERATION,
+        marker_key=key,
+        category=category.name,
+        record_uuid=item.uuid,
+        entry_id=item.entry_id,
+        action=_action_of(item),
+        links=category.links(item.uuid),
+        error_class=type(error).__name__,
+        error_message=_details(error),
+        status=status,  # type: ignore[arg-type]
+        attempts=attempt,
+        next_retry_at=ctx.policy.next_try(attempt, now) if status == "retrying" else None,
+        audit_uuid=audit_uuid,
+    )
+
+
+def _action_of(item: Item) -> str:
+    if item.record is None:
+        return "UPDATED"
+    return STATE_ACTIONS.get(item.record.state, "UPDATED")
+
+
+def _details(error: RecordError) -> str:
+    """The error without record bodies (no patient data)."""
+    where = f" at {error.element}" if error.element else ""
+    detail = f" ({error.detail[:500]})" if error.detail else ""
+    return f"{type(error).__name__}: {error.message}{where}{detail}"
+
+
+def _audit(
+    ctx: PushContext,
+    category: Category,
+    item: Item,
+    error: RecordError | None,
+    previous: Failure | None,
+) -> AuditEntry:
+    links = category.links(item.uuid)
+    client = "fhir" if "fhir" in links else next(iter(links), None)
+    return AuditEntry(
+        success=error is None,
+        resource_name=category.name,
+        record_uuid=item.uuid,
+        action=_action_of(item),
+        operation="PUSH",
+        details="Success" if error is None else _details(error),
+        link_type=client,
+        used_resource_url=f"{ctx.parent_url}{links[client]}" if client else None,
+        available_resource_urls=links,
+        parent_url=ctx.parent_url,
+        local_url=ctx.local_url,
+        creator_instance_id=ctx.local.instance_id,
+        error_class=type(error).__name__ if error else None,
+        timestamp=ctx.clock(),
+        previous_uuid=previous.audit_uuid if previous else None,
+    )
