@@ -33,6 +33,7 @@ from fhirsync.sync.push import (
 )
 from fhirsync.sync.reconcile import Remote, reconciler_for, remote_of
 from fhirsync.sync.retry import RetryPolicy
+from fhirsync.sync.runner import fewer_collections
 from fhirsync.sync.status import Listener, Outcome, RunFinished, RunStarted, ignore
 
 LOCK_NAME = "push"
@@ -141,7 +142,10 @@ def run_push(
         totals: dict[str, Totals] = {}
         try:
             ctx = build_context(config, db, sender, listener, parent_fetcher(facade))
-            totals = push_categories(ctx, categories)
+            # As pull: batches of records in flight make the default gc walk the heap again
+            # and again.
+            with fewer_collections():
+                totals = push_categories(ctx, categories)
         except (TransientError, AuthError) as exc:
             return _finish(db, listener, "unreachable", totals, started=started, error=str(exc))
         except RequestError as exc:
