@@ -29,6 +29,7 @@ from fhirsync.store.local import MarkerMove, PageCommit, StoreLocalSide
 from fhirsync.sync import apply
 from fhirsync.sync.apply import Change, Fail, Outcome, Skip, Write
 from fhirsync.sync.checking import BodyChecker, Checked, InlineChecker, Pending, make_checker
+from fhirsync.sync.commit_process import CommitSetup, SharedCommitProcess
 from fhirsync.sync.committer import PageCommitter
 from fhirsync.sync.filters import FilterChain, load_plugins
 from fhirsync.sync.reconcile import conflict_hook
@@ -94,6 +95,10 @@ class PullContext:
     clock: Callable[[], datetime] = field(default=datetime.now)
     checker: BodyChecker = field(default_factory=InlineChecker)
     """Where fetched bodies are validated (``sync.checking``); every body is validated."""
+    commit_process: SharedCommitProcess | None = None
+    """Commits pages beside the pull once a run is long (``sync.commit_process``); None: never."""
+    commit_process_after: int = 1000
+    """Records committed on the pull's own thread before the commit process is asked for."""
 
 
 @dataclass
@@ -134,7 +139,7 @@ def pull_category(
     key = marker_key(ctx, category)
     marker = ctx.local.marker(key)
     chunks = ctx.feed.read(category, after_entry_id=marker.last_entry_id, page=marker.last_page)
-    committer = PageCommitter(ctx.local)
+    committer = PageCommitter(ctx.local, ctx.commit_process, ctx.commit_process_after)
     try:
         for chunk in chunks:
             if not chunk.entries:
@@ -635,4 +640,8 @@ def build_context(
         listener=listener,
         clock=lambda: datetime.now(UTC),
         checker=make_checker(settings.pull_validation_workers),
+        commit_process=SharedCommitProcess(CommitSetup(db.url, instance_id, policy, config))
+        if settings.pull_commit_process_after
+        else None,
+        commit_process_after=settings.pull_commit_process_after,
     )
