@@ -73,7 +73,7 @@ class AuditEntry:
 
 def new_uuid() -> str:
     """A fresh audit row uuid (for entries built with their uuid at once)."""
-    return bulk.random_uuids(1)[0]
+    return bulk.fresh_uuid()
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,21 @@ def random_uuids(count: int) -> list[str]:
     return out
 
 
+def fresh_uuid() -> str:
+    """One random (version 4) uuid, from a pool refilled :func:`random_uuids` at a time."""
+    while True:
+        try:
+            return _POOL.pop()
+        except IndexError:  # empty (another thread may have taken the last one): refill
+            _POOL.extend(random_uuids(_POOL_SIZE))
+
+
+_POOL_SIZE = 512
+_POOL: list[str] = []
+# A forked process must not hand out the uuids its parent will hand out too.
+os.register_at_fork(after_in_child=_POOL.clear)
+
+
 def _marker(conn: Connection) -> str:
     # sqlite3 takes qmark parameters; psycopg takes %s for positional ones.
     return "?" if conn.dialect.paramstyle == "qmark" else "%s"
