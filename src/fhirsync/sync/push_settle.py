@@ -10,7 +10,6 @@ stops just before the first failure.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -30,9 +29,6 @@ from fhirsync.sync.push_context import OPERATION, PushContext, Totals
 from fhirsync.sync.reconcile import Remote, audit_for, decide
 from fhirsync.sync.retry import Decision
 from fhirsync.sync.status import RecordFailed
-
-_LAST_UPDATED = re.compile(rb'"lastUpdated":"[^"\\]*",?')
-_VERSION_ID = re.compile(rb',?"versionId":"[^"\\]*"')
 
 
 def settle(
@@ -86,36 +82,41 @@ def _unified_stored(category: Category, record: Record) -> bytes | None:
     """The unified canonical bytes of a stored FHIR body without parsing it, or None.
 
     The store keeps canonical JSON (sorted keys) with ``id`` and ``meta.versionId`` /
-    ``meta.lastUpdated`` stamped in; unifying removes exactly those. Cutting them out of the
-    bytes gives the unified bytes, and the record's content hash (taken over the unified body)
-    proves the cut: a body where the cut went wrong (an ``id`` elsewhere equal to the uuid, odd
-    meta) hashes differently and is unified the slow way.
+    ``meta.lastUpdated`` stamped in; unifying removes exactly those (and a ``meta`` left empty).
+    Cutting them out of the bytes gives the unified bytes, and the record's content hash (taken
+    over the unified body) proves the cut: a body where it went wrong (an ``id`` elsewhere equal
+    to the uuid, unusual meta) hashes differently and is unified the slow way.
     """
     if not category.is_fhir:
         return None
-    raw = record.body
-    key = b'"id":"' + record.uuid.encode() + b'"'
-    at = raw.find(key)
-    if at < 0:
-        return None
-    if raw[at - 1 : at] == b",":
-        raw = raw[: at - 1] + raw[at + len(key) :]
-    else:
-        raw = raw[:at] + raw[at + len(key) + 1 :]
+    raw = _cut(record.body, b'"id":"' + record.uuid.encode() + b'"', 0)
     meta = raw.find(b'"meta":{')
     if meta >= 0:
-        head, tail = raw[:meta], raw[meta:]
-        tail = _VERSION_ID.sub(b"", _LAST_UPDATED.sub(b"", tail, count=1), count=1)
-        if tail.startswith(b'"meta":{}'):
-            tail = tail[len(b'"meta":{}') :]
-            if tail.startswith(b","):
-                tail = tail[1:]
-            elif head.endswith(b","):
-                head = head[:-1]
-        raw = head + tail
+        raw = _cut(raw, b'"lastUpdated":"', meta, value=True)
+        raw = _cut(raw, b'"versionId":"', meta, value=True)
+        raw = _cut(raw, b'"meta":{}', meta)
     if hashlib.sha256(raw).hexdigest() != record.content_hash:
         return None
     return raw
+
+
+def _cut(raw: bytes, member: bytes, start: int, *, value: bool = False) -> bytes:
+    """``raw`` without the first ``member`` from ``start`` (with ``value``: the member is a key
+    and the opening quote of a string value that runs to the next quote) and one comma beside
+    it; ``raw`` itself if there is none."""
+    at = raw.find(member, start)
+    if at < 0:
+        return raw
+    end = at + len(member)
+    if value:
+        end = raw.find(b'"', end) + 1
+        if end == 0:
+            return raw
+    if raw[end : end + 1] == b",":
+        return raw[:at] + raw[end + 1 :]
+    if raw[at - 1 : at] == b",":
+        return raw[: at - 1] + raw[end:]
+    return raw[:at] + raw[end:]
 
 
 # --- 412 answers --------------------------------------------------------------------------------
