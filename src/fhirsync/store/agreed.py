@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, select, update
 
 from fhirsync import canonical
 from fhirsync.records import RecordState
@@ -105,20 +105,12 @@ def upsert_many(conn: Connection, rows: Sequence[Agreed], *, now: datetime) -> N
     if not rows:
         return
     latest = {(r.category, r.uuid): r for r in rows}
-    by_cat: dict[str, list[str]] = {}
-    for category, uuid in latest:
-        by_cat.setdefault(category, []).append(uuid)
-    for category, uuids in by_cat.items():
-        for start in range(0, len(uuids), _CHUNK):
-            chunk = uuids[start : start + _CHUNK]
-            conn.execute(
-                delete(agreed).where(agreed.c.category == category, agreed.c.uuid.in_(chunk))
-            )
     when = bulk.db_time(conn, now)
-    bulk.insert_rows(
+    bulk.upsert_rows(
         conn,
         agreed,
         _COLUMNS,
+        ("category", "uuid"),
         [
             (
                 r.category,

@@ -28,6 +28,23 @@ def insert_rows(
         conn.exec_driver_sql(sql, list(rows))
 
 
+def upsert_rows(
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    keys: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+) -> None:
+    """Insert each row, or replace the other columns of the row with the same ``keys``.
+
+    ``INSERT ... ON CONFLICT (keys) DO UPDATE``: the same text on SQLite (3.24+) and PostgreSQL.
+    ``rows`` must not hold two rows with the same keys.
+    """
+    if rows:
+        sql = _upsert_sql(table.name, tuple(columns), tuple(keys), _marker(conn))
+        conn.exec_driver_sql(sql, list(rows))
+
+
 def update_rows(
     conn: Connection,
     table: Table,
@@ -100,3 +117,10 @@ def _update_sql(table: str, columns: tuple[str, ...], keys: tuple[str, ...], mar
     sets = ", ".join(f"{c} = {marker}" for c in columns)
     where = " AND ".join(f"{k} = {marker}" for k in keys)
     return f"UPDATE {table} SET {sets} WHERE {where}"
+
+
+@lru_cache(maxsize=64)
+def _upsert_sql(table: str, columns: tuple[str, ...], keys: tuple[str, ...], marker: str) -> str:
+    sets = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+    conflict = ", ".join(keys)
+    return f"{_insert_sql(table, columns, marker)} ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
