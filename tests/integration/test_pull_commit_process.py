@@ -101,6 +101,7 @@ def _marker_entry(child: NodeHandle) -> str | None:
         db.dispose()
 
 
+@pytest.mark.postgres
 def test_a_long_pull_commits_in_the_commit_process_with_the_same_result(
     node_factory: NodeFactory,
 ) -> None:
