@@ -12,12 +12,14 @@ The HTTP status of an error is the server's business: the caller passes ``status
 
 from __future__ import annotations
 
+import functools
 import gc
 import threading
 import uuid as uuid_lib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
@@ -389,8 +391,14 @@ def _response(
     if record is not None and resource_type is not None:
         out["location"] = fhir.location(resource_type, record)
         out["etag"] = fhir.etag(record)
-        out["lastModified"] = store.fhir_instant(record.last_updated)
+        out["lastModified"] = _instant(record.last_updated)
     return {"response": out}
+
+
+@functools.lru_cache(maxsize=64)
+def _instant(moment: datetime) -> str:
+    """``store.fhir_instant``, once per moment: a transaction writes all its records at one."""
+    return store.fhir_instant(moment)
 
 
 def _status_line(status: int) -> str:

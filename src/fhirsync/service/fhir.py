@@ -190,7 +190,8 @@ def update_write(
             f"The body's id {body_id!r} differs from the URL's id {resource_id!r}",
             element=f"{resource_type}.id",
         )
-    body = {**resource, "id": resource_id}
+    # Prepared bodies are not shared: one that already names the id is stored as it is.
+    body = resource if body_id == resource_id else {**resource, "id": resource_id}
     category = _category_for_update(conn, resource_type, resource_id, body)
     return RecordWrite(
         category.name,
