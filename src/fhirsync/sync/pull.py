@@ -9,115 +9,38 @@ record they depend on, or are parked (promise 3); they never stop the feed unles
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from fhirsync import categories as cats
 from fhirsync.categories import Category
-from fhirsync.clients.base import LocalSide, RecordRef, SourceClient
+from fhirsync.clients.base import RecordRef, SourceClient
 from fhirsync.clients.facade import ClientFacade
-from fhirsync.errors import DependencyMissing, RecordError, UnknownResourceType
+from fhirsync.errors import DependencyMissing, RecordError
 from fhirsync.feed.reader import FeedReader
-from fhirsync.records import FeedEntry, MarkerKey, Record, RecordWrite
+from fhirsync.records import FeedEntry, MarkerKey, Record
 from fhirsync.settings import NodeConfig
-from fhirsync.store.audit import AuditEntry, AuditPolicy, new_uuid
+from fhirsync.store.audit import AuditEntry, AuditPolicy
 from fhirsync.store.engine import Database
-from fhirsync.store.failures import Failure, FailureNote
 from fhirsync.store.local import MarkerMove, PageCommit, StoreLocalSide
 from fhirsync.sync import apply
-from fhirsync.sync.apply import Change, Fail, Outcome, Skip, Write
-from fhirsync.sync.checking import BodyChecker, Checked, InlineChecker, Pending, make_checker
+from fhirsync.sync.apply import Change, Fail, Outcome, Write
+from fhirsync.sync.checking import Checked, Pending, make_checker
 from fhirsync.sync.commit_process import CommitSetup, SharedCommitProcess
 from fhirsync.sync.committer import PageCommitter
 from fhirsync.sync.filters import FilterChain, load_plugins
+from fhirsync.sync.pull_context import (
+    OPERATION,
+    Plan,
+    PullContext,
+    Totals,
+)
+from fhirsync.sync.pull_outcome import page_commit, warning
 from fhirsync.sync.reconcile import conflict_hook
-from fhirsync.sync.retry import Decision, RetryPolicy
-from fhirsync.sync.status import CategoryStopped, Listener, RecordFailed, RunProgress
-
-OPERATION = "pull"
-
-
-class FeedChunk(Protocol):
-    """One page of feed entries after the marker (``feed.reader``)."""
-
-    entries: Sequence[FeedEntry]
-    page: int | None
-    recovered: str | None
-
-
-class FeedSource(Protocol):
-    """Reads a category's feed forward from a marker (``feed.reader.FeedReader``)."""
-
-    def read(
-        self, category: str, *, after_entry_id: str | None = None, page: int | None = None
-    ) -> Iterable[FeedChunk]:
-        """Page chunks after the marked entry; TransientError/MalformedFeed on a bad page."""
-        ...
-
-
-class Transport(Protocol):
-    """Picks the client of an entry and reads ids from links (``clients.facade.ClientFacade``)."""
-
-    def choose(
-        self, category: Category, links: Mapping[str, str], preferred: str | None = None
-    ) -> SourceClient:
-        """The client to fetch ``category`` records with, given an entry's links."""
-        ...
-
-    def extract_uuid(self, category: Category, links: Mapping[str, str]) -> str | None:
-        """The record uuid named by ``links`` (spec §5.3)."""
-        ...
-
-    def owner_ref(
-        self, category: Category, links: Mapping[str, str]
-    ) -> tuple[Category, str] | None:
-        """For a sub-resource entry: the owning category and record uuid."""
-        ...
-
-
-@dataclass
-class PullContext:
-    """Everything a pull of one parent needs; built by the runner."""
-
-    local: LocalSide
-    feed: FeedSource
-    transport: Transport
-    filters: FilterChain
-    policy: RetryPolicy
-    parent_url: str
-    local_url: str
-    enabled: frozenset[str]
-    continue_on_failure: bool = True
-    batch_size: int = 500
-    listener: Listener = field(default=lambda _e: None)
-    clock: Callable[[], datetime] = field(default=datetime.now)
-    checker: BodyChecker = field(default_factory=InlineChecker)
-    """Where fetched bodies are validated (``sync.checking``); every body is validated."""
-    commit_process: SharedCommitProcess | None = None
-    """Commits pages beside the pull once a run is long (``sync.commit_process``); None: never."""
-    commit_process_after: int = 1000
-    """Records committed on the pull's own thread before the commit process is asked for."""
-
-
-@dataclass
-class Totals:
-    """Counts of one category's pull."""
-
-    read: int = 0
-    applied: int = 0
-    failed: int = 0
-
-
-@dataclass
-class _Plan:
-    """One page's work: the changes, with where each came from."""
-
-    changes: list[Change]
-    preferred: str | None
-    failures: dict[tuple[str, str], Failure] = field(default_factory=dict)
-    unknown: list[FeedEntry] = field(default_factory=list)
+from fhirsync.sync.retry import RetryPolicy
+from fhirsync.sync.status import CategoryStopped, Listener, RunProgress
 
 
 def marker_key(ctx: PullContext, category: str) -> MarkerKey:
@@ -145,14 +68,14 @@ def pull_category(
             if not chunk.entries:
                 continue
             totals.read += len(chunk.entries)
-            warning = [_warning(ctx, category, chunk.recovered)] if chunk.recovered else []
+            recovered = [warning(ctx, category, chunk.recovered)] if chunk.recovered else []
             move = MarkerMove(key, chunk.entries[-1].entry_id, chunk.page)
             stop = _apply_page(
                 ctx,
                 preferred,
                 chunk.entries,
                 move=move,
-                extra_audit=warning,
+                extra_audit=recovered,
                 totals=totals,
                 committer=committer,
             )
@@ -246,7 +169,9 @@ def _apply_page(
     outcomes = _outcomes(ctx, plan, ready)
     failed_at = _first_failed_entry(entries, plan, outcomes)
     if failed_at is None or ctx.continue_on_failure:
-        batch = _batch(ctx, plan, outcomes, marker=move, extra_audit=extra_audit, totals=totals)
+        batch = page_commit(
+            ctx, plan, outcomes, marker=move, extra_audit=extra_audit, totals=totals
+        )
         committer.submit(batch, ctx.clock())
         return False
     # continue_on_failure is off: commit what precedes the failing entry, keep the marker just
@@ -262,10 +187,10 @@ def _apply_page(
         for c in plan.changes
         if c.entry.entry_id == bad_id
     }
-    first = _batch(
+    first = page_commit(
         ctx, head_plan, head_outcomes, marker=marker, extra_audit=extra_audit, totals=totals
     )
-    second = _batch(ctx, plan, bad, marker=None, extra_audit=[], totals=totals)
+    second = page_commit(ctx, plan, bad, marker=None, extra_audit=[], totals=totals)
     ctx.local.commit(_merge(first, second), now=ctx.clock())
     return True
 
@@ -286,7 +211,7 @@ def _merge(a: PageCommit, b: PageCommit) -> PageCommit:
 
 
 def _first_failed_entry(
-    entries: Sequence[FeedEntry], plan: _Plan, outcomes: Mapping[tuple[str, str], Outcome]
+    entries: Sequence[FeedEntry], plan: Plan, outcomes: Mapping[tuple[str, str], Outcome]
 ) -> int | None:
     bad_entries = {
         c.entry.entry_id
@@ -308,14 +233,14 @@ def _retry_due(ctx: PullContext, category: str, preferred: str | None, totals: T
     for f in due:
         entry = FeedEntry(f.entry_id, f.category, f.action, f.links)  # type: ignore[arg-type]
         items.append((cats.get(f.category), f.record_uuid, entry))
-    plan = _Plan(apply.collapse(items), preferred)
+    plan = Plan(apply.collapse(items), preferred)
     plan.failures.update({(f.category, f.record_uuid): f for f in due})
     outcomes = _outcomes(ctx, plan)
-    batch = _batch(ctx, plan, outcomes, marker=None, extra_audit=[], totals=totals)
+    batch = page_commit(ctx, plan, outcomes, marker=None, extra_audit=[], totals=totals)
     ctx.local.commit(batch, now=ctx.clock())
 
 
-def _plan(ctx: PullContext, entries: Sequence[FeedEntry], preferred: str | None) -> _Plan:
+def _plan(ctx: PullContext, entries: Sequence[FeedEntry], preferred: str | None) -> Plan:
     """Resolve each entry to the record it changes (the owner, for sub-resources), then collapse.
 
     Reads nothing local: :func:`_add_open_failures` adds the changes' open failures."""
@@ -327,10 +252,10 @@ def _plan(ctx: PullContext, entries: Sequence[FeedEntry], preferred: str | None)
             unknown.append(entry)
         else:
             items.append((target[0], target[1], entry))
-    return _Plan(apply.collapse(items), preferred, unknown=unknown)
+    return Plan(apply.collapse(items), preferred, unknown=unknown)
 
 
-def _add_open_failures(ctx: PullContext, plan: _Plan) -> None:
+def _add_open_failures(ctx: PullContext, plan: Plan) -> None:
     """Attach the open failures of the plan's records (their retries and audit chain)."""
     by_cat: dict[str, list[str]] = {}
     for change in plan.changes:
@@ -355,7 +280,7 @@ def _target(ctx: PullContext, entry: FeedEntry) -> tuple[Category, str] | None:
 
 
 def _outcomes(
-    ctx: PullContext, plan: _Plan, ready: _Ready | None = None
+    ctx: PullContext, plan: Plan, ready: _Ready | None = None
 ) -> dict[tuple[str, str], Outcome]:
     """Decide every change of the plan: fetch what is needed in batches and validate the bodies
     (``ctx.checker``) unless ``ready`` holds them already, then apply the rules."""
@@ -441,175 +366,6 @@ def _check_dependencies(ctx: PullContext, out: dict[tuple[str, str], Outcome]) -
                 detail=missing,
             )
             out[key] = Fail(error)
-
-
-def _batch(
-    ctx: PullContext,
-    plan: _Plan,
-    outcomes: Mapping[tuple[str, str], Outcome],
-    *,
-    marker: MarkerMove | None,
-    extra_audit: list[AuditEntry],
-    totals: Totals,
-) -> PageCommit:
-    """The commit of a page: writes with their audit, failures with theirs, resolved failures."""
-    now = ctx.clock()
-    writes: list[RecordWrite] = []
-    write_audit: list[AuditEntry] = []
-    audit: list[AuditEntry] = list(extra_audit)
-    notes: list[FailureNote] = []
-    resolved: dict[str, list[str]] = {}
-    by_key = {(c.category.name, c.uuid): c for c in plan.changes}
-    for key, outcome in outcomes.items():
-        change = by_key[key]
-        previous = plan.failures.get(key)
-        if isinstance(outcome, Write):
-            writes.append(outcome.write)
-            write_audit.append(
-                _audit(ctx, change, True, details="Success", error=None, previous=previous)
-            )
-            resolved.setdefault(key[0], []).append(key[1])
-            totals.applied += 1
-        elif isinstance(outcome, Skip):
-            if previous is not None:
-                resolved.setdefault(key[0], []).append(key[1])
-        else:
-            entry = _audit(
-                ctx,
-                change,
-                False,
-                details=_details(outcome.error),
-                error=outcome.error,
-                previous=previous,
-            )
-            audit.append(entry)
-            notes.append(
-                _note(
-                    ctx,
-                    change,
-                    outcome.error,
-                    previous,
-                    audit_uuid=entry.uuid,
-                    marker=marker,
-                    now=now,
-                )
-            )
-            totals.failed += 1
-    for unknown in plan.unknown:
-        error = UnknownResourceType(f"category {unknown.category!r} cannot be applied here")
-        audit.append(_audit_unknown(ctx, unknown, error))
-    return PageCommit(OPERATION, writes, write_audit, audit, notes, resolved, marker)
-
-
-def _note(
-    ctx: PullContext,
-    change: Change,
-    error: RecordError,
-    previous: Failure | None,
-    *,
-    audit_uuid: str,
-    marker: MarkerMove | None,
-    now: datetime,
-) -> FailureNote:
-    attempt = (previous.attempts if previous else 0) + 1
-    decision = ctx.policy.decide(error, attempt)
-    if decision is Decision.WAIT:
-        status, attempt = "waiting", previous.attempts if previous else 0
-    elif decision is Decision.RETRY:
-        status = "retrying"
-    else:
-        status = "parked"
-    ctx.listener(
-        RecordFailed(
-            OPERATION, change.category.name, change.uuid, type(error).__name__, attempt, status
-        )
-    )
-    key = marker.key.key if marker else (previous.marker_key if previous else "")
-    return FailureNote(
-        operation=OPERATION,
-        marker_key=key,
-        category=change.category.name,
-        record_uuid=change.uuid,
-        entry_id=change.entry.entry_id,
-        action=change.action,
-        links=dict(change.entry.links),
-        error_class=type(error).__name__,
-        error_message=_details(error),
-        status=status,  # type: ignore[arg-type]
-        attempts=attempt,
-        next_retry_at=ctx.policy.next_try(attempt, now) if status == "retrying" else None,
-        depends_on=error.detail if isinstance(error, DependencyMissing) else None,
-        audit_uuid=audit_uuid,
-    )
-
-
-def _details(error: RecordError) -> str:
-    """The error, without record bodies (no patient data)."""
-    where = f" at {error.element}" if error.element else ""
-    return f"{type(error).__name__}: {error.message}{where}"
-
-
-def _audit(
-    ctx: PullContext,
-    change: Change,
-    success: bool,
-    *,
-    details: str,
-    error: RecordError | None,
-    previous: Failure | None,
-) -> AuditEntry:
-    links = change.entry.links
-    client = "fhir" if "fhir" in links else next(iter(links), None)
-    used = f"{ctx.parent_url}{links[client]}" if client else None
-    return AuditEntry(
-        success=success,
-        resource_name=change.category.name,
-        record_uuid=change.uuid,
-        action=change.action,
-        operation="PULL",
-        details=details,
-        link_type=client,
-        used_resource_url=used,
-        available_resource_urls=links,
-        parent_url=ctx.parent_url,
-        local_url=ctx.local_url,
-        creator_instance_id=ctx.local.instance_id,
-        error_class=type(error).__name__ if error else None,
-        timestamp=ctx.clock(),
-        previous_uuid=previous.audit_uuid if previous else None,
-        uuid=new_uuid(),
-    )
-
-
-def _audit_unknown(ctx: PullContext, entry: FeedEntry, error: Exception) -> AuditEntry:
-    return AuditEntry(
-        success=False,
-        resource_name=entry.category,
-        record_uuid=None,
-        action=entry.action,
-        operation="PULL",
-        details=f"{type(error).__name__}: {error}",
-        available_resource_urls=entry.links,
-        parent_url=ctx.parent_url,
-        local_url=ctx.local_url,
-        creator_instance_id=ctx.local.instance_id,
-        error_class=type(error).__name__,
-    ).with_uuid()
-
-
-def _warning(ctx: PullContext, category: str, message: str) -> AuditEntry:
-    """A reader recovery warning, kept in the audit log (it is not a record failure)."""
-    return AuditEntry(
-        success=True,
-        resource_name=category,
-        record_uuid=None,
-        action="RECOVERED",
-        operation="PULL",
-        details=f"Feed marker recovered: {message}",
-        parent_url=ctx.parent_url,
-        local_url=ctx.local_url,
-        creator_instance_id=ctx.local.instance_id,
-    ).with_uuid()
 
 
 def connect_parent(config: NodeConfig) -> tuple[FeedReader, ClientFacade]:

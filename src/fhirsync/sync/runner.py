@@ -19,7 +19,8 @@ from fhirsync.store import locks, runs
 from fhirsync.store.engine import Database
 from fhirsync.sync.checking import GC_THRESHOLDS, BodyChecker
 from fhirsync.sync.commit_process import SharedCommitProcess
-from fhirsync.sync.pull import OPERATION, Totals, build_context, connect_parent, pull_category
+from fhirsync.sync.pull import build_context, connect_parent, pull_category
+from fhirsync.sync.pull_context import OPERATION, Totals
 from fhirsync.sync.status import (
     CategoryStopped,
     Listener,

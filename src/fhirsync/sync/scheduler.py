@@ -22,7 +22,7 @@ from fhirsync.errors import FhirsyncError
 from fhirsync.settings import NodeConfig, SyncMethodConfig
 from fhirsync.store import runs
 from fhirsync.store.engine import Database
-from fhirsync.sync import pull, push
+from fhirsync.sync import pull_context, push
 from fhirsync.sync.push_run import run_push
 from fhirsync.sync.retry import RetryPolicy
 from fhirsync.sync.runner import run_pull
@@ -115,7 +115,7 @@ class Scheduler:
 
 def pull_scheduler(config: NodeConfig, db: Database) -> Scheduler:
     """The scheduler of pull (``pull.enabled``, ``pull.schedule``)."""
-    return Scheduler(config, db, pull.OPERATION, lambda c: c.sync2.pull, run_pull)
+    return Scheduler(config, db, pull_context.OPERATION, lambda c: c.sync2.pull, run_pull)
 
 
 def push_scheduler(config: NodeConfig, db: Database) -> Scheduler:

@@ -20,7 +20,8 @@ from fhirsync.store.audit import AuditPolicy
 from fhirsync.store.engine import Database, open_database
 from fhirsync.store.local import StoreLocalSide
 from fhirsync.sync.filters import FilterChain
-from fhirsync.sync.pull import PullContext, marker_key, pull_category
+from fhirsync.sync.pull import marker_key, pull_category
+from fhirsync.sync.pull_context import PullContext
 from fhirsync.sync.retry import RetryPolicy
 from fhirsync.sync.status import RecordFailed, RunEvent
 
@@ -330,7 +331,7 @@ def test_a_failed_commit_stops_the_category_and_keeps_the_marker(db: Database) -
 def test_progress_counts_each_category_on_its_own(db: Database) -> None:
     """The runner passes one Totals through every category; RunProgress still counts per
     category (the progress bar sums the categories' latest counts)."""
-    from fhirsync.sync.pull import Totals
+    from fhirsync.sync.pull_context import Totals
     from fhirsync.sync.status import RunProgress
 
     parent, events = FakeParent(page_size=10), []
