@@ -37,13 +37,9 @@ import orjson
 from fhirsync import categories as cats
 from fhirsync.categories import Category
 from fhirsync.errors import InvalidResource, TransientError
+from fhirsync.gc_tuning import GC_THRESHOLDS
 from fhirsync.records import RecordState
 from fhirsync.sync import apply
-
-GC_THRESHOLDS = (50_000, 20, 100)
-"""gc thresholds during a pull. With the defaults (700, 10, 10) the collector walks the pages in
-flight (thousands of record dicts and models) over and over: measured, a third of a 50,000-record
-pull's CPU. The live set is bounded by the page size, so memory stays flat."""
 
 SLICE_TIMEOUT = 300.0
 """Seconds to wait for one slice's verdicts (a slice of 500 bodies takes well under a second)."""
@@ -183,7 +179,7 @@ ORPHAN_CHECK_SECONDS = 1.0
 
 def _worker_init() -> None:
     # Inherited objects are never collected in the worker (fewer copy-on-write page copies), and
-    # collections are fewer and larger, as in the pull process (see ``runner.fewer_collections``).
+    # collections are fewer and larger, as in the pull process (``gc_tuning``).
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     threading.Thread(

@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from fhirsync.errors import FhirsyncError, TransientError
+from fhirsync.gc_tuning import GC_THRESHOLDS
 from fhirsync.records import RecordWrite
 from fhirsync.settings import NodeConfig
 from fhirsync.store.audit import AuditEntry, AuditPolicy
@@ -137,7 +138,6 @@ def _serve(conn: Connection, setup: CommitSetup) -> None:
     # Imported here: the parent process never needs the database side of this module.
     from fhirsync.store.engine import Database
     from fhirsync.store.local import StoreLocalSide
-    from fhirsync.sync.checking import GC_THRESHOLDS
     from fhirsync.sync.reconcile import conflict_hook
 
     gc.set_threshold(*GC_THRESHOLDS)

@@ -17,6 +17,7 @@ from fhirsync.clients.base import RecordRef
 from fhirsync.clients.facade import ClientFacade
 from fhirsync.clients.push_http import HttpPushSender
 from fhirsync.errors import AuthError, ConfigurationError, RequestError, TransientError
+from fhirsync.gc_tuning import fewer_collections
 from fhirsync.settings import NodeConfig
 from fhirsync.store import locks, runs
 from fhirsync.store.audit import AuditPolicy
@@ -33,7 +34,6 @@ from fhirsync.sync.push import (
 )
 from fhirsync.sync.reconcile import Remote, reconciler_for, remote_of
 from fhirsync.sync.retry import RetryPolicy
-from fhirsync.sync.runner import fewer_collections
 from fhirsync.sync.status import Listener, Outcome, RunFinished, RunStarted, ignore
 
 LOCK_NAME = "push"

@@ -6,18 +6,16 @@ stops the run (markers stay); a broken feed stops only its category; record fail
 
 from __future__ import annotations
 
-import gc
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from fhirsync.errors import AuthError, ConfigurationError, RequestError, TransientError
+from fhirsync.gc_tuning import fewer_collections
 from fhirsync.settings import NodeConfig
 from fhirsync.store import locks, runs
 from fhirsync.store.engine import Database
-from fhirsync.sync.checking import GC_THRESHOLDS, BodyChecker
+from fhirsync.sync.checking import BodyChecker
 from fhirsync.sync.commit_process import SharedCommitProcess
 from fhirsync.sync.pull import build_context, connect_parent, pull_category
 from fhirsync.sync.pull_context import OPERATION, Totals
@@ -45,17 +43,6 @@ def run_pull(
         return RunFinished(OPERATION, "busy", 0, 0, 0, 0.0, "another pull run is in progress")
     with fewer_collections():
         return _run(config, db, listener, owner)
-
-
-@contextmanager
-def fewer_collections() -> Iterator[None]:
-    """Raise the gc thresholds for a run (``checking.GC_THRESHOLDS``), then restore them."""
-    before = gc.get_threshold()
-    gc.set_threshold(*GC_THRESHOLDS)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
 
 
 def _run(config: NodeConfig, db: Database, listener: Listener, owner: str) -> RunFinished:
