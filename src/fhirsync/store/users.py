@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,8 +18,19 @@ from fhirsync.store.tables import users
 Role = Literal["admin", "viewer", "child"]
 ROLES: tuple[Role, ...] = ("admin", "viewer", "child")
 _hasher = PasswordHasher()
-# Verifying against this keeps the time of "no such user" equal to "wrong password".
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    # Verifying against this keeps the time of "no such user" equal to "wrong password". Made on
+    # first use, not at import (~0.1 s that every command would pay); servers make it at start
+    # (:func:`prepare_verification`), so even the first "no such user" takes the usual time.
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
+def prepare_verification() -> None:
+    """Do the one-off work of :func:`verify` now (a server calls this when it starts)."""
+    _dummy_hash()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +76,7 @@ def add(
 def verify(conn: Connection, name: str, password: str) -> User | None:
     """The user if ``password`` is right; None otherwise (equal time whether or not they exist)."""
     row = conn.execute(select(users).where(users.c.name == name)).first()
-    stored = row.password_hash if row is not None else _DUMMY_HASH
+    stored = row.password_hash if row is not None else _dummy_hash()
     try:
         _hasher.verify(stored, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
