@@ -104,3 +104,16 @@ def test_pages_go_to_the_helper_once_enough_records_passed_and_it_is_ready() -> 
     assert local.committed == ["page-1", "page-2", "page-3"]
     assert helper.committed == ["page-4", "page-5"]
     assert len(made) == 1
+
+
+def test_pending_writes_name_the_records_the_pending_page_writes_until_it_commits() -> None:
+    local = SlowLocal()
+    committer = PageCommitter(local)
+    assert committer.pending_writes() == frozenset()
+    committer.submit(_page("page-1", 2), NOW, ["page-1-0", "page-1-1", "failed-one"])
+    assert committer.pending_writes() == {"page-1-0", "page-1-1"}
+    assert committer.touches(["failed-one"])  # a failure row changes too: readers must wait
+    local.release.set()
+    committer.wait()
+    assert committer.pending_writes() == frozenset() and not committer.touches(["page-1-0"])
+    committer.close()
