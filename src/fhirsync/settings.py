@@ -137,13 +137,6 @@ class NodeSettings(BaseSettings):
         description="Processes validating pulled FHIR records (1 = in the pull process itself, "
         "0 = one per CPU). Every pulled record is validated either way.",
     )
-    pull_commit_process_after: int = Field(
-        1000,
-        ge=0,
-        description="Records a pull run commits on a thread of its own process before it starts "
-        "a separate process that commits the rest of the run's pages beside the pull (faster on "
-        "several CPUs). 0 = never: every page commits in the pull process.",
-    )
     http_connect_timeout: float = Field(15.0, gt=0, description="Seconds to connect to a remote.")
     http_read_timeout: float = Field(30.0, gt=0, description="Seconds to wait for a response.")
     preferred_client: str = Field(

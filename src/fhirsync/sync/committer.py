@@ -1,15 +1,10 @@
-"""Committing pages in the background, in order, while the next page is prepared.
+"""Committing pages on a background thread, in order, while the next page is prepared.
 
 Pull and push both spend about as long writing a page's outcome (records, events, audit rows,
 agreed versions, failures, the marker) as they spend waiting for the parent on the next one. A
 :class:`PageCommitter` overlaps the two: :meth:`~PageCommitter.submit` hands a page to one writer
 thread and returns. Pages still commit one at a time, in the order submitted, each in one
 transaction, so a crash leaves whole pages and the marker never passes an uncommitted one.
-
-A long pull also hands pages to a commit PROCESS once it is up (``sync.commit_process``): a
-thread shares the interpreter lock with the pull, a process does not. The process is asked for
-once ``helper_after`` records were submitted, and used from the first page submitted after it is
-ready; until then, and when there is no helper, the thread commits. The helper's owner stops it.
 
 What the caller must keep: anything that READS local state a pending page may change waits for it
 first (:meth:`~PageCommitter.wait`; :meth:`~PageCommitter.touches` says whether a pending page
@@ -18,8 +13,8 @@ changes given records).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -34,45 +29,15 @@ class Committing(Protocol):
         ...
 
 
-class Helper(Protocol):
-    """A commit process (``sync.commit_process.CommitProcess``)."""
-
-    def ready(self) -> bool:
-        """True once it can take a page (never blocks)."""
-        ...
-
-    def submit(self, batch: PageCommit, now: datetime) -> None:
-        """Send a page to commit."""
-        ...
-
-    def result(self) -> Any:
-        """Wait for the page sent last; its error is raised here."""
-        ...
-
-
-class _Waitable(Protocol):
-    def result(self) -> Any: ...
-
-
 class PageCommitter:
-    """Commits pages in the background, in submission order, one transaction each."""
+    """Commits pages on one background thread, in submission order, one transaction each."""
 
-    def __init__(
-        self,
-        local: Committing,
-        helper: Callable[[], Helper] | None = None,
-        helper_after: int = 1000,
-    ) -> None:
+    def __init__(self, local: Committing) -> None:
         self._local = local
         self._thread: ThreadPoolExecutor | None = None
-        self._pending: _Waitable | None = None
+        self._pending: Future[Any] | None = None
         self._pending_uuids: frozenset[str] = frozenset()
         self._pending_writes: frozenset[str] = frozenset()
-        self._make_helper = helper
-        self._helper_after = helper_after
-        self._helper: Helper | None = None
-        self._submitted = 0
-        """Records submitted so far."""
 
     def submit(self, batch: PageCommit, now: datetime, uuids: Iterable[str] = ()) -> None:
         """Commit ``batch`` after the page before it; returns without waiting.
@@ -80,18 +45,10 @@ class PageCommitter:
         ``uuids`` are the records the page changes, for :meth:`touches`.
         """
         self.wait()
-        make = self._make_helper
-        if self._helper is None and make is not None and self._submitted >= self._helper_after:
-            self._helper = make()
-        self._submitted += len(batch.writes)
-        if self._helper is not None and self._helper.ready():
-            self._helper.submit(batch, now)
-            self._pending = self._helper
-        else:
-            if self._thread is None:
-                # Made on the first page: a pull forks its validation workers (if any) first.
-                self._thread = ThreadPoolExecutor(1, thread_name_prefix="page-commit")
-            self._pending = self._thread.submit(self._local.commit, batch, now=now)
+        if self._thread is None:
+            # Made on the first page: a pull forks its validation workers (if any) first.
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="page-commit")
+        self._pending = self._thread.submit(self._local.commit, batch, now=now)
         self._pending_uuids = frozenset(uuids)
         self._pending_writes = frozenset(w.uuid for w in batch.writes)
 
@@ -111,7 +68,7 @@ class PageCommitter:
         return self._pending_writes
 
     def close(self) -> None:
-        """Wait for the last page, then stop the thread (the helper's owner stops the helper)."""
+        """Wait for the last page, then stop the thread."""
         try:
             self.wait()
         finally:

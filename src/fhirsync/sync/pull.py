@@ -28,7 +28,6 @@ from fhirsync.store.local import MarkerMove, PageCommit, StoreLocalSide
 from fhirsync.sync import apply
 from fhirsync.sync.apply import Change, Fail, Outcome, Write
 from fhirsync.sync.checking import Checked, Pending, make_checker
-from fhirsync.sync.commit_process import CommitSetup, SharedCommitProcess
 from fhirsync.sync.committer import PageCommitter
 from fhirsync.sync.filters import FilterChain, load_plugins
 from fhirsync.sync.pull_context import (
@@ -62,7 +61,7 @@ def pull_category(
     key = marker_key(ctx, category)
     marker = ctx.local.marker(key)
     chunks = ctx.feed.read(category, after_entry_id=marker.last_entry_id, page=marker.last_page)
-    committer = PageCommitter(ctx.local, ctx.commit_process, ctx.commit_process_after)
+    committer = PageCommitter(ctx.local)
     try:
         for chunk in chunks:
             if not chunk.entries:
@@ -408,8 +407,4 @@ def build_context(
         listener=listener,
         clock=lambda: datetime.now(UTC),
         checker=make_checker(settings.pull_validation_workers),
-        commit_process=SharedCommitProcess(CommitSetup(db.url, instance_id, policy, config))
-        if settings.pull_commit_process_after
-        else None,
-        commit_process_after=settings.pull_commit_process_after,
     )

@@ -14,7 +14,6 @@ from fhirsync.records import FeedEntry
 from fhirsync.store.failures import Failure
 from fhirsync.sync.apply import Change
 from fhirsync.sync.checking import BodyChecker, InlineChecker
-from fhirsync.sync.commit_process import SharedCommitProcess
 from fhirsync.sync.filters import FilterChain
 from fhirsync.sync.retry import RetryPolicy
 from fhirsync.sync.status import Listener
@@ -78,10 +77,6 @@ class PullContext:
     clock: Callable[[], datetime] = field(default=datetime.now)
     checker: BodyChecker = field(default_factory=InlineChecker)
     """Where fetched bodies are validated (``sync.checking``); every body is validated."""
-    commit_process: SharedCommitProcess | None = None
-    """Commits pages beside the pull once a run is long (``sync.commit_process``); None: never."""
-    commit_process_after: int = 1000
-    """Records committed on the pull's own thread before the commit process is asked for."""
 
 
 @dataclass

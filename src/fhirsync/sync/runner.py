@@ -16,7 +16,6 @@ from fhirsync.settings import NodeConfig
 from fhirsync.store import locks, runs
 from fhirsync.store.engine import Database
 from fhirsync.sync.checking import BodyChecker
-from fhirsync.sync.commit_process import SharedCommitProcess
 from fhirsync.sync.pull import build_context, connect_parent, pull_category
 from fhirsync.sync.pull_context import OPERATION, Totals
 from fhirsync.sync.status import (
@@ -52,13 +51,12 @@ def _run(config: NodeConfig, db: Database, listener: Listener, owner: str) -> Ru
     outcome: Outcome = "ok"
     feed, transport = connect_parent(config)  # no I/O yet: errors come from reading
     checker: BodyChecker | None = None
-    commit_process: SharedCommitProcess | None = None
     try:
         _save(db, started_at=datetime.now(UTC), outcome="running")
         classes = [c for c in config.sync2.pull.classes if c.enabled]
         listener(RunStarted(OPERATION, tuple(c.category.lower() for c in classes)))
         ctx = build_context(config, db, feed, transport, _refreshing(db, owner, listener))
-        checker, commit_process = ctx.checker, ctx.commit_process
+        checker = ctx.checker
         for cls in classes:
             try:
                 # The run's totals are passed in, so pages committed before a lost connection
@@ -78,8 +76,6 @@ def _run(config: NodeConfig, db: Database, listener: Listener, owner: str) -> Ru
     finally:
         if checker is not None:
             checker.close()
-        if commit_process is not None:
-            commit_process.close()
         transport.close()
         feed.close()
         locks.release(db, "pull", owner)

@@ -56,54 +56,12 @@ def test_a_failed_commit_is_raised_to_the_caller() -> None:
     assert local.committed == []  # page 2 was never handed over after page 1 failed
 
 
-class FakeHelper:
-    """Stands in for the commit process here (the real one is tested on real nodes in
-    tests/integration/test_pull_commit_process.py): ready after ``ready_after`` polls."""
-
-    def __init__(self, ready_after: int) -> None:
-        self.polls = ready_after
-        self.committed: list[str] = []
-        self.sent: PageCommit | None = None
-
-    def ready(self) -> bool:
-        self.polls -= 1
-        return self.polls < 0
-
-    def submit(self, batch: PageCommit, now: datetime) -> None:
-        self.sent = batch
-
-    def result(self) -> Any:
-        assert self.sent is not None
-        self.committed.append(self.sent.operation)
-        self.sent = None
-
-
 def _page(name: str, records: int) -> PageCommit:
     from fhirsync.records import RecordWrite
 
     return PageCommit(
         name, writes=[RecordWrite("patient", f"{name}-{n}", {}, "p") for n in range(records)]
     )
-
-
-def test_pages_go_to_the_helper_once_enough_records_passed_and_it_is_ready() -> None:
-    local = SlowLocal()
-    local.release.set()
-    helper = FakeHelper(ready_after=1)
-    made: list[FakeHelper] = []
-
-    def make() -> FakeHelper:
-        made.append(helper)
-        return helper
-
-    committer = PageCommitter(local, make, helper_after=20)
-    for n in range(1, 6):
-        committer.submit(_page(f"page-{n}", 10), NOW)
-    committer.close()
-    # Pages 1-2 (20 records) on the thread; page 3 asks for the helper, which is not ready yet.
-    assert local.committed == ["page-1", "page-2", "page-3"]
-    assert helper.committed == ["page-4", "page-5"]
-    assert len(made) == 1
 
 
 def test_pending_writes_name_the_records_the_pending_page_writes_until_it_commits() -> None:
