@@ -32,7 +32,7 @@ from typing import Any
 
 from fhir.resources.R4B.patient import Patient
 
-from fhirsync.service import validation
+from fhirsync.service import codes, model_memo, validation
 from fhirsync.service.fastcheck import fast_accepts
 
 GENERATOR = (
@@ -69,8 +69,8 @@ def per_patient_us(
 
 def _full_path(patient: dict[str, Any]) -> None:
     # The model path of validation.py without the fast path in front of it.
-    validation._build(Patient, patient)
-    validation._check_codes_in_order(patient)
+    model_memo.build(Patient, patient)
+    codes.check_codes_in_order(patient)
 
 
 def _fast_only(patient: dict[str, Any]) -> None:

@@ -224,7 +224,7 @@ class RestClient:
 
 def if_match(base_version: str) -> str:
     """The ``If-Match`` header of a base: ``W/"3"`` for a version number, else the quoted
-    entity tag (``service.rest.entity_tag``: content hash and state)."""
+    entity tag (``service.rest_versions.entity_tag``: content hash and state)."""
     return f'W/"{base_version}"' if base_version.isdigit() else f'"{base_version}"'
 
 

@@ -36,7 +36,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from fhirsync.errors import InvalidResource
-from fhirsync.service import codes, model_memo
 from fhirsync.service.codes import check_codes
 from fhirsync.service.structure import model_for, validate_structure
 
@@ -67,9 +66,3 @@ def normalize_resource(
     fixed = validate_structure(model_for(resource, expected_type), resource)
     check_codes(fixed)
     return fixed
-
-
-# bench/validate_bench.py times the model path without the fast path through these two names;
-# they stay here until it imports them from model_memo and codes.
-_build = model_memo.build
-_check_codes_in_order = codes.check_codes_in_order
