@@ -4,15 +4,16 @@ answers the one before.
 Per batch the child reads the log and builds the Bundle, the parent validates and writes it, and
 the child commits the outcome. Done one after the other, each side idles while the other works.
 So, with ``continue_on_failure`` on, batch N+1 is read and prepared while batch N is in flight
-(sent on one sender thread), sent the moment N's answer arrives, and N's outcome is settled and
-handed to the page committer while N+1 is in flight. At most one request is in flight, and
-requests go in feed order. The rules this keeps:
+and queued behind it on the one sender thread, which sends it the moment N's answer arrives
+(no hand-over to the main thread in between); N's outcome is then settled and handed to the page
+committer while N+1 is in flight. At most one request is in flight, and requests go in feed
+order. The rules this keeps:
 
 - **Bases.** A batch that names a record of the batch in flight, or of a page not yet committed,
   waits for that batch's answer and commit first (then reads again), so its ``If-Match`` names
   the version the earlier batch agreed on.
 - **Marker.** Pages commit in order. When a send fails (parent down, a refused batch), nothing
-  after it is sent or committed: the marker stays at the end of the last batch answered, and the
+  after it is sent (the queued batch sees the failure and stays unsent) or committed: the marker stays at the end of the last batch answered, and the
   next run sends the rest again. A batch in flight when something else fails is awaited but
   never committed (a resend is idempotent: unchanged writes are ignored, a stale base is a 412
   that converges).
@@ -125,19 +126,21 @@ class FeedPusher:
         return batch
 
     def _send(self, prepared: Prepared, move: MarkerMove, events: int) -> bool:
-        """Send ``prepared`` (pipelined: once the batch in flight is answered, then settle that
-        one while this one is in flight); True when the category must stop."""
+        """Send ``prepared``; pipelined, queue it right behind the batch in flight (the sender
+        thread sends it the moment that one is answered), then settle that one. True when the
+        category must stop."""
         if self._sender is None:
             return self._settle(prepared, move, events, send(self.ctx, prepared))
-        previous, self._flight = self._flight, None
-        # An exception here (parent down) leaves nothing in flight and ``prepared`` unsent.
-        answer = previous.answer.result() if previous is not None else None
+        previous = self._flight
+        before = previous.answer if previous is not None else None
         self._flight = _Flight(
-            prepared, move, events, self._sender.submit(send, self.ctx, prepared)
+            prepared, move, events, self._sender.submit(_send_after, self.ctx, prepared, before)
         )
-        if previous is not None and answer is not None:
-            return self._settle(previous.prepared, previous.move, previous.events, answer)
-        return False
+        if previous is None:
+            return False
+        # An exception here (parent down) leaves ``prepared`` unsent: its job sees the failure.
+        answer = previous.answer.result()
+        return self._settle(previous.prepared, previous.move, previous.events, answer)
 
     def _settle(
         self, prepared: Prepared, move: MarkerMove, events: int, result: SendResult
@@ -163,3 +166,17 @@ class FeedPusher:
         flight, self._flight = self._flight, None
         if flight is not None:
             flight.answer.exception()
+
+
+class _NotSent(Exception):
+    """A queued batch not sent because the batch before it failed."""
+
+
+def _send_after(
+    ctx: PushContext, prepared: Prepared, before: Future[SendResult] | None
+) -> SendResult:
+    """Send ``prepared`` unless ``before`` (the batch sent just before it, on this same single
+    sender thread, so already answered) failed: nothing after a failure is sent."""
+    if before is not None and before.exception() is not None:
+        raise _NotSent
+    return send(ctx, prepared)
