@@ -20,6 +20,7 @@ from tests.integration.test_push import (
     snapshot,
 )
 
+from fhirsync.errors import ConnectionFailed
 from fhirsync.settings import NodeConfig
 from fhirsync.store import conflicts as conflict_repo
 from fhirsync.sync.push_run import http_sender
@@ -124,3 +125,26 @@ def test_parent_killed_while_a_stale_answer_is_settled_and_the_next_batch_is_sen
         db.dispose()
     assert push(child).events_read == 0
     assert event_count(parent) == before + 5
+
+
+def test_batch_queued_behind_a_failed_send_is_never_sent(node_factory: NodeFactory) -> None:
+    """Batch 3 is queued behind batch 2 before batch 2 is answered; batch 2's send fails (the
+    parent itself stays up): batch 3 must not go out after it, and only batch 1 commits."""
+    parent, child = crashing_pair(node_factory, batch=3)
+    uuids = create_patients(child, 12)
+    senders: list[_FlakySender] = []
+
+    def refuse() -> None:
+        raise ConnectionFailed("connection reset before the batch went out")
+
+    def factory(config: NodeConfig) -> Any:
+        senders.append(_FlakySender(http_sender(config), {2: refuse}))
+        return senders[0]
+
+    assert push(child, sender_factory=factory).outcome == "unreachable"
+    assert senders[0].calls == 2
+    assert len(snapshot(parent)) == 3
+    finished = push(child)
+    assert (finished.outcome, finished.events_read, finished.applied) == ("ok", 9, 9)
+    assert set(snapshot(parent)) == set(uuids)
+    assert event_count(parent) == 12
