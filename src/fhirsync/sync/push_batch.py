@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from fhirsync import categories as cats
 from fhirsync.categories import Category
 from fhirsync.clients.base import OutgoingChange, SendResult
 from fhirsync.clients.push_http import RawBody
@@ -172,7 +171,7 @@ def _outgoing(category: Category, record: Record, base: Agreed | None = None) ->
         action=action,
         body=body,
         state=record.state,
-        base_version=_base_tag(cats.get(record.category), base),
+        base_version=_base_tag(category, base),
     )
 
 

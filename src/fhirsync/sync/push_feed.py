@@ -13,10 +13,10 @@ order. The rules this keeps:
   waits for that batch's answer and commit first (then reads again), so its ``If-Match`` names
   the version the earlier batch agreed on.
 - **Marker.** Pages commit in order. When a send fails (parent down, a refused batch), nothing
-  after it is sent (the queued batch sees the failure and stays unsent) or committed: the marker stays at the end of the last batch answered, and the
-  next run sends the rest again. A batch in flight when something else fails is awaited but
-  never committed (a resend is idempotent: unchanged writes are ignored, a stale base is a 412
-  that converges).
+  after it is sent (the queued batch sees the failure and stays unsent) or committed: the
+  marker stays at the end of the last batch answered, and the next run sends the rest again. A
+  batch in flight when something else fails is awaited but never committed (a resend is
+  idempotent: unchanged writes are ignored, a stale base is a 412 that converges).
 - **continue_on_failure off.** A failure stops the log where it happened, so nothing is sent
   before the batch before it is settled: batches go one at a time.
 """

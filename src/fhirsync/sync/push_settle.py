@@ -186,7 +186,8 @@ def _stale(
             out.agreed.append(decision.agreed)
         if decision.conflict is not None:
             out.conflicts.append(decision.conflict)
-        row = audit_for(decision, _audit(ctx, category, Item(uuid, "", 0, local), None, None))
+        base_row = _audit(ctx, category, Item(uuid, "", 0, local), None, None, now)
+        row = audit_for(decision, base_row)
         if row is not None:
             out.audit.append(row)
     return out
@@ -215,11 +216,11 @@ def _page(
             continue
         if item.uuid in sent:
             # Stored with a uuid drawn in bulk at insert time (nothing links to it yet).
-            audit.append(_audit(ctx, category, item, None, previous))
+            audit.append(_audit(ctx, category, item, None, previous, now))
             totals.sent += 1
             continue
         error = errors[item.uuid]
-        entry = _audit(ctx, category, item, error, previous).with_uuid()
+        entry = _audit(ctx, category, item, error, previous, now).with_uuid()
         audit.append(entry)
         notes.append(
             _note(
@@ -302,6 +303,7 @@ def _audit(
     item: Item,
     error: RecordError | None,
     previous: Failure | None,
+    now: datetime,
 ) -> AuditEntry:
     links = category.links(item.uuid)
     client = "fhir" if "fhir" in links else next(iter(links), None)
@@ -319,6 +321,6 @@ def _audit(
         local_url=ctx.local_url,
         creator_instance_id=ctx.local.instance_id,
         error_class=type(error).__name__ if error else None,
-        timestamp=ctx.clock(),
+        timestamp=now,
         previous_uuid=previous.audit_uuid if previous else None,
     )
