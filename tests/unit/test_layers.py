@@ -11,7 +11,7 @@ PACKAGE = Path(fhirsync.__file__).parent
 
 # Lower layers first. A module may import its own layer and any layer before it.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"errors", "categories", "canonical", "records", "settings", "gc_tuning"}),
+    frozenset({"errors", "categories", "canonical", "records", "settings", "runtime"}),
     frozenset({"store"}),
     frozenset({"feed", "clients", "service"}),
     frozenset({"sync"}),

@@ -37,8 +37,8 @@ import orjson
 from fhirsync import categories as cats
 from fhirsync.categories import Category
 from fhirsync.errors import InvalidResource, TransientError
-from fhirsync.gc_tuning import GC_THRESHOLDS
 from fhirsync.records import RecordState
+from fhirsync.runtime import GC_THRESHOLDS
 from fhirsync.sync import apply
 
 SLICE_TIMEOUT = 300.0
@@ -179,7 +179,7 @@ ORPHAN_CHECK_SECONDS = 1.0
 
 def _worker_init() -> None:
     # Inherited objects are never collected in the worker (fewer copy-on-write page copies), and
-    # collections are fewer and larger, as in the pull process (``gc_tuning``).
+    # collections are fewer and larger, as in the pull process (``runtime``).
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     threading.Thread(

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fhirsync.errors import AuthError, ConfigurationError, RequestError, TransientError
-from fhirsync.gc_tuning import fewer_collections
+from fhirsync.runtime import bulk_settings
 from fhirsync.settings import NodeConfig
 from fhirsync.store import locks, runs
 from fhirsync.store.engine import Database
@@ -40,7 +40,7 @@ def run_pull(
     owner = locks.new_owner()
     if not _acquire(db, owner, wait):
         return RunFinished(OPERATION, "busy", 0, 0, 0, 0.0, "another pull run is in progress")
-    with fewer_collections():
+    with bulk_settings():
         return _run(config, db, listener, owner)
 
 
