@@ -13,11 +13,8 @@ The HTTP status of an error is the server's business: the caller passes ``status
 from __future__ import annotations
 
 import functools
-import gc
-import threading
 import uuid as uuid_lib
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from http import HTTPStatus
@@ -30,6 +27,7 @@ from sqlalchemy import Connection
 from fhirsync.categories import FHIR_BASE
 from fhirsync.errors import FhirsyncError, Forbidden, InvalidResource, RecordError
 from fhirsync.records import Record, RecordWrite
+from fhirsync.runtime import bulk_settings
 from fhirsync.service import fhir
 from fhirsync.store import records as store
 from fhirsync.store.engine import Database
@@ -37,12 +35,6 @@ from fhirsync.store.engine import Database
 StatusFor = Callable[[FhirsyncError], int]
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
 _ISSUE_CODE = {400: "invalid", 403: "forbidden", 404: "not-found", 410: "deleted", 412: "conflict"}
-GC_THRESHOLDS = (50_000, 20, 100)
-"""gc thresholds while a Bundle is processed. A pushed batch of 500 Patients is some 50,000 live
-dicts until its transaction ends; with the defaults (700, 10, 10) they trigger full collections
-that walk the whole server heap (the FHIR models make it large): measured, over 40% of the CPU
-of processing such Bundles. Collections still run, less often; the live set is bounded by the
-Bundle size limit."""
 
 
 @dataclass(frozen=True)
@@ -74,39 +66,12 @@ class _Entry:
         return f"Bundle.entry[{self.index}]"
 
 
-class _Collections:
-    """Raises the gc thresholds while any Bundle is being processed. The thresholds are
-    process-wide and Bundles are processed on several threads at once: the first one in raises
-    them, the last one out restores them."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users = 0
-        self._before = gc.get_threshold()
-
-    @contextmanager
-    def fewer(self) -> Iterator[None]:
-        """Raised thresholds for the block."""
-        with self._lock:
-            if self._users == 0:
-                self._before = gc.get_threshold()
-                gc.set_threshold(*GC_THRESHOLDS)
-            self._users += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._users -= 1
-                if self._users == 0:
-                    gc.set_threshold(*self._before)
-
-
-_collections = _Collections()
-
-
 def process(raw: bytes, ctx: BundleContext) -> bytes:
     """Process a posted batch or transaction Bundle; the response Bundle's JSON bytes."""
-    with _collections.fewer():
+    # A pushed batch of 500 Patients is some 50,000 live dicts until its transaction ends: with
+    # the default gc thresholds they set off full collections of the whole server heap (the FHIR
+    # models make it large), measured over 40% of the CPU of processing such Bundles.
+    with bulk_settings():
         return _process(raw, ctx)
 
 
