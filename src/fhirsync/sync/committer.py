@@ -37,7 +37,6 @@ class PageCommitter:
         self._thread: ThreadPoolExecutor | None = None
         self._pending: Future[Any] | None = None
         self._pending_uuids: frozenset[str] = frozenset()
-        self._pending_writes: frozenset[str] = frozenset()
 
     def submit(self, batch: PageCommit, now: datetime, uuids: Iterable[str] = ()) -> None:
         """Commit ``batch`` after the page before it; returns without waiting.
@@ -50,22 +49,17 @@ class PageCommitter:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="page-commit")
         self._pending = self._thread.submit(self._local.commit, batch, now=now)
         self._pending_uuids = frozenset(uuids)
-        self._pending_writes = frozenset(w.uuid for w in batch.writes)
 
     def wait(self) -> None:
         """Block until the page handed over last is committed; its error is raised here."""
         pending, self._pending = self._pending, None
-        self._pending_uuids = self._pending_writes = frozenset()
+        self._pending_uuids = frozenset()
         if pending is not None:
             pending.result()
 
     def touches(self, uuids: Iterable[str]) -> bool:
         """True when the pending page changes any of ``uuids``."""
         return self._pending is not None and not self._pending_uuids.isdisjoint(uuids)
-
-    def pending_writes(self) -> frozenset[str]:
-        """Records the pending page writes (none when nothing is pending)."""
-        return self._pending_writes
 
     def close(self) -> None:
         """Wait for the last page, then stop the thread."""

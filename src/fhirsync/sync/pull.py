@@ -163,24 +163,18 @@ def _apply_page(
     accepted = [e for e in entries if ctx.filters.accepts(e)]
     plan = _plan(ctx, accepted, preferred)
     ready = _prepare(ctx, plan.changes, preferred)  # overlaps the previous page's commit
-    uuids = {c.uuid for c in plan.changes}
-    # A page commit changes only its own records (and the marker), so the decisions of this page
-    # wait for it only when it names one of them; a record the pending page writes counts as
-    # present for dependency checks (if that page fails, the run stops before this one commits).
-    if committer.touches(uuids):
-        committer.wait()
+    committer.wait()
     _add_open_failures(ctx, plan)
-    outcomes = _outcomes(ctx, plan, ready, committer.pending_writes())
+    outcomes = _outcomes(ctx, plan, ready)
     failed_at = _first_failed_entry(entries, plan, outcomes)
     if failed_at is None or ctx.continue_on_failure:
         batch = page_commit(
             ctx, plan, outcomes, marker=move, extra_audit=extra_audit, totals=totals
         )
-        committer.submit(batch, ctx.clock(), uuids)
+        committer.submit(batch, ctx.clock())
         return False
     # continue_on_failure is off: commit what precedes the failing entry, keep the marker just
     # before it (the next run reads it again), and record the failure.
-    committer.wait()
     head = list(entries[:failed_at])
     head_plan = _plan(ctx, [e for e in head if ctx.filters.accepts(e)], preferred)
     _add_open_failures(ctx, head_plan)
@@ -288,11 +282,9 @@ def _outcomes(
     ctx: PullContext,
     plan: Plan,
     ready: _Ready | None = None,
-    pending: frozenset[str] = frozenset(),
 ) -> dict[tuple[str, str], Outcome]:
     """Decide every change of the plan: fetch what is needed in batches and validate the bodies
-    (``ctx.checker``) unless ``ready`` holds them already, then apply the rules. ``pending``:
-    records a page not yet committed writes (present for dependency checks)."""
+    (``ctx.checker``) unless ``ready`` holds them already, then apply the rules."""
     changes = plan.changes
     locals_: dict[tuple[str, str], Record] = {}
     by_cat: dict[str, list[Change]] = {}
@@ -316,7 +308,7 @@ def _outcomes(
             out[key] = apply.content_change(change, body, error, origin, checked)
         else:
             out[key] = apply.state_change(change, locals_.get(key), origin, last.get(key))
-    _check_dependencies(ctx, out, pending)
+    _check_dependencies(ctx, out)
     return out
 
 
@@ -347,9 +339,7 @@ def _fetch_batches(
             yield out
 
 
-def _check_dependencies(
-    ctx: PullContext, out: dict[tuple[str, str], Outcome], pending: frozenset[str]
-) -> None:
+def _check_dependencies(ctx: PullContext, out: dict[tuple[str, str], Outcome]) -> None:
     """Turn writes whose subject/patient/encounter is not held locally into waits (promise 3)."""
     needed: dict[tuple[str, str], list[tuple[tuple[str, ...], str]]] = {}
     for key, outcome in out.items():
@@ -363,7 +353,7 @@ def _check_dependencies(
                 needed[key] = refs
     if not needed:
         return
-    writing = {uuid for (_, uuid), o in out.items() if isinstance(o, Write)} | pending
+    writing = {uuid for (_, uuid), o in out.items() if isinstance(o, Write)}
     all_names = sorted({n for refs in needed.values() for names, _ in refs for n in names})
     all_uuids = sorted({u for refs in needed.values() for _, u in refs} - writing)
     present = set(ctx.local.read_any(all_names, all_uuids)) | writing

@@ -54,24 +54,3 @@ def test_a_failed_commit_is_raised_to_the_caller() -> None:
         committer.submit(PageCommit("page-2"), NOW, ["b"])
     committer.close()
     assert local.committed == []  # page 2 was never handed over after page 1 failed
-
-
-def _page(name: str, records: int) -> PageCommit:
-    from fhirsync.records import RecordWrite
-
-    return PageCommit(
-        name, writes=[RecordWrite("patient", f"{name}-{n}", {}, "p") for n in range(records)]
-    )
-
-
-def test_pending_writes_name_the_records_the_pending_page_writes_until_it_commits() -> None:
-    local = SlowLocal()
-    committer = PageCommitter(local)
-    assert committer.pending_writes() == frozenset()
-    committer.submit(_page("page-1", 2), NOW, ["page-1-0", "page-1-1", "failed-one"])
-    assert committer.pending_writes() == {"page-1-0", "page-1-1"}
-    assert committer.touches(["failed-one"])  # a failure row changes too: readers must wait
-    local.release.set()
-    committer.wait()
-    assert committer.pending_writes() == frozenset() and not committer.touches(["page-1-0"])
-    committer.close()
