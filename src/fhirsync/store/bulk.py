@@ -23,9 +23,7 @@ def insert_rows(
     conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
 ) -> None:
     """``INSERT`` every row of ``rows`` (values in ``columns`` order) in one executemany."""
-    if rows:
-        sql = _insert_sql(table.name, tuple(columns), _marker(conn))
-        conn.exec_driver_sql(sql, list(rows))
+    _execute_many(conn, _insert_sql(table.name, tuple(columns), _marker(conn)), rows)
 
 
 def upsert_rows(
@@ -40,9 +38,7 @@ def upsert_rows(
     ``INSERT ... ON CONFLICT (keys) DO UPDATE``: the same text on SQLite (3.24+) and PostgreSQL.
     ``rows`` must not hold two rows with the same keys.
     """
-    if rows:
-        sql = _upsert_sql(table.name, tuple(columns), tuple(keys), _marker(conn))
-        conn.exec_driver_sql(sql, list(rows))
+    _execute_many(conn, _upsert_sql(table.name, tuple(columns), tuple(keys), _marker(conn)), rows)
 
 
 def update_rows(
@@ -53,9 +49,7 @@ def update_rows(
     rows: Sequence[tuple[Any, ...]],
 ) -> None:
     """``UPDATE table SET columns WHERE keys`` for every row (values: columns, then keys)."""
-    if rows:
-        sql = _update_sql(table.name, tuple(columns), tuple(keys), _marker(conn))
-        conn.exec_driver_sql(sql, list(rows))
+    _execute_many(conn, _update_sql(table.name, tuple(columns), tuple(keys), _marker(conn)), rows)
 
 
 def db_time(conn: Connection, moment: datetime) -> datetime | str:
@@ -98,6 +92,11 @@ _POOL_SIZE = 512
 _POOL: list[str] = []
 # A forked process must not hand out the uuids its parent will hand out too.
 os.register_at_fork(after_in_child=_POOL.clear)
+
+
+def _execute_many(conn: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    if rows:
+        conn.exec_driver_sql(sql, list(rows))
 
 
 def _marker(conn: Connection) -> str:
