@@ -94,6 +94,11 @@ _POOL: list[str] = []
 os.register_at_fork(after_in_child=_POOL.clear)
 
 
+def placeholders(conn: Connection, count: int) -> str:
+    """``count`` bound-parameter markers of the connection's driver, comma-separated."""
+    return ", ".join([_marker(conn)] * count)
+
+
 def _execute_many(conn: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
     if rows:
         conn.exec_driver_sql(sql, list(rows))

@@ -25,6 +25,7 @@ from fhirsync.store.tables import records
 _CHUNK = 500
 _KEY = ("category", "uuid")
 _VALUES = ("body", "version", "content_hash", "last_updated", "state", "origin", "via")
+_READ_COLUMNS = "category, uuid, body, version, content_hash, last_updated, state, origin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,15 +77,35 @@ def get_many(
 
     ``for_update`` locks the rows until the transaction ends (PostgreSQL; SQLite's write
     transactions are already exclusive), so a read-modify-write cannot lose a concurrent change.
+    Plain SQL and tuples: every pulled, pushed and written record is read here at least once, and
+    Core's row processing cost twice the query (measured ~15 against ~7 µs a row).
     """
     wanted = list(dict.fromkeys(uuids))
     out: dict[str, Record] = {}
+    if not categories:
+        return out
+    lock = " FOR UPDATE" if for_update and conn.dialect.name != "sqlite" else ""
+    in_categories = bulk.placeholders(conn, len(categories))
     for start in range(0, len(wanted), _CHUNK):
         chunk = wanted[start : start + _CHUNK]
-        query = select(records).where(records.c.category.in_(categories), records.c.uuid.in_(chunk))
-        rows = conn.execute(query.with_for_update() if for_update else query)
-        for row in rows:
-            out[row.uuid] = _to_record(row)
+        sql = (
+            f"SELECT {_READ_COLUMNS} FROM records WHERE category IN ({in_categories}) "
+            f"AND uuid IN ({bulk.placeholders(conn, len(chunk))}){lock}"
+        )
+        for category, uuid, body, version, digest, updated, state, origin in conn.exec_driver_sql(
+            sql, (*categories, *chunk)
+        ):
+            moment = datetime.fromisoformat(updated) if isinstance(updated, str) else updated
+            out[uuid] = Record(
+                category,
+                uuid,
+                bytes(body),
+                version,
+                digest,
+                moment.replace(tzinfo=UTC),
+                state,
+                origin,
+            )
     return out
 
 
