@@ -23,6 +23,8 @@ other 4xx (and unexpected 3xx)                     RemoteRejected(status=...) wi
 
 from __future__ import annotations
 
+import functools
+import ssl
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -72,7 +74,15 @@ def make_http_client(
         headers={"Accept": ACCEPT, "User-Agent": USER_AGENT},
         follow_redirects=False,
         trust_env=False,
+        verify=_tls_context(),
     )
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    # One verifying context (certifi's CA bundle, as httpx builds it) for every client of the
+    # process: loading the bundle costs ~20-40 ms per client, and a run makes several.
+    return httpx.create_ssl_context()
 
 
 @contextmanager

@@ -27,6 +27,7 @@ import orjson
 
 from fhirsync.categories import FHIR_BASE, REST_BASE, Category
 from fhirsync.clients.base import OutgoingChange, SendResult
+from fhirsync.clients.http import make_http_client
 from fhirsync.clients.rest import if_match
 from fhirsync.errors import (
     ConnectionFailed,
@@ -87,11 +88,9 @@ class HttpPushSender:
         read_timeout: float = 60.0,
     ) -> None:
         self.parent_url = parent_url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.parent_url,
-            auth=auth,
-            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
-            headers={"Accept": "application/json, application/fhir+json"},
+        # The same client as pull's (``clients.http``): proxy variables ignored, no redirects.
+        self._http = make_http_client(
+            self.parent_url, auth, connect_timeout=connect_timeout, read_timeout=read_timeout
         )
 
     def close(self) -> None:
