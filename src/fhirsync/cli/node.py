@@ -52,12 +52,16 @@ def serve(node_dir: Annotated[Path, typer.Argument(help="The node directory.")])
     # Imported here: uvicorn and the FastAPI app cost about 300 ms and only `serve` needs them.
     import uvicorn
 
+    from fhirsync import categories
     from fhirsync.node import open_node
     from fhirsync.server.app import create_app
+    from fhirsync.service import validation
 
     config, db = open_node(node_path(node_dir))
     setup_logging(config.settings.log_level)
     app = create_app(config, db)
+    # Before the first request, not during it: ~0.1 s a resource type.
+    validation.prepare(c.fhir_type for c in categories.all_categories() if c.fhir_type)
     try:
         uvicorn.run(
             app,

@@ -241,6 +241,13 @@ def fast_accepts(model: type[FHIRAbstractModel], data: Any) -> bool:
         return False
 
 
+def prepare(model: type[FHIRAbstractModel]) -> None:
+    """Compile the rules of ``model`` now instead of on its first :func:`fast_accepts`."""
+    with _LOCK:
+        if model not in _CHECKS:
+            _compile(model)
+
+
 def _compile(model: type[Any]) -> Check:
     """The check for a dict of ``model`` (registered before its fields, for recursive types)."""
     known = _CHECKS.get(model)

@@ -728,3 +728,12 @@ def test_mutations_never_make_the_fast_path_accept_what_the_model_rejects(
     resource = data.draw(_mutation(base))
     fast = _assert_implication(resource, _model(base))
     event(f"fast path {'accepted' if fast else 'declined'}")
+
+
+def test_prepare_compiles_the_checks_of_the_named_types_before_their_first_use() -> None:
+    from fhir.resources.R4B.immunization import Immunization
+
+    from fhirsync.service import fastcheck, validation
+
+    validation.prepare(["Immunization"])
+    assert Immunization in fastcheck._CHECKS
