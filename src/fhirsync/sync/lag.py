@@ -27,7 +27,7 @@ from fhirsync.store import backlog, markers
 from fhirsync.store.engine import Database
 from fhirsync.store.markers import Marker
 from fhirsync.store.outbox import PULLED_VIA
-from fhirsync.sync.push import PUSH_FEED_PREFIX
+from fhirsync.sync.push_context import PUSH_FEED_PREFIX
 
 CACHE_SECONDS = 20.0
 CONNECT_TIMEOUT = 2.0
