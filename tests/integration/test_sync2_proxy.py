@@ -91,6 +91,20 @@ def test_child_write_records_the_child(parent: NodeHandle) -> None:
         db.dispose()
 
 
+def test_an_origin_that_is_no_instance_id_is_refused_by_fhir(parent: NodeHandle) -> None:
+    # REST: tests/integration/test_rest_api.py::test_child_writes_carry_origin_and_via
+    uuid = str(uuidlib.uuid4())
+    with as_user(parent, "clinic-a") as client:
+        fhir = client.put(
+            f"{FHIR}/Patient/{uuid}",
+            json=patient(id=uuid),
+            headers={"X-Fhirsync-Origin": "not an id"},
+        )
+        assert fhir.status_code == 400
+        assert "X-Fhirsync-Origin" in fhir.json()["issue"][0]["diagnostics"]
+    assert via_and_origin_missing(parent, uuid)
+
+
 @pytest.mark.parametrize("claimed", ["clinic-b", "parent"])
 def test_child_cannot_claim_another_id(parent: NodeHandle, claimed: str) -> None:
     uuid = str(uuidlib.uuid4())

@@ -29,6 +29,7 @@ from fhirsync.errors import FhirsyncError, Forbidden, InvalidResource, RecordErr
 from fhirsync.records import Record, RecordWrite
 from fhirsync.runtime import bulk_settings
 from fhirsync.service import fhir
+from fhirsync.service.authors import Author
 from fhirsync.store import records as store
 from fhirsync.store.engine import Database
 
@@ -42,7 +43,7 @@ class BundleContext:
     """What processing a Bundle needs besides the Bundle."""
 
     db: Database
-    author: fhir.Author
+    author: Author
     can_write: bool
     base_url: str
     max_count: int
@@ -304,7 +305,7 @@ def _prepare(entry: _Entry, refs: Mapping[str, str] | None = None) -> Mapping[st
 
 
 def _change(
-    conn: Connection, entry: _Entry, author: fhir.Author, new_id: str | None
+    conn: Connection, entry: _Entry, author: Author, new_id: str | None
 ) -> RecordWrite | None:
     if entry.method == "POST":
         assert entry.resource is not None

@@ -26,6 +26,7 @@ from fhirsync.errors import (
     RequestError,
 )
 from fhirsync.records import Record, RecordWrite
+from fhirsync.service.authors import Author
 from fhirsync.service.validation import normalize_resource
 from fhirsync.store import records as store
 from fhirsync.store.records import WriteResult, fhir_instant, utcnow
@@ -34,14 +35,6 @@ FHIR_JSON = "application/fhir+json"
 DEFAULT_COUNT = 100
 _SEARCH_PARAMS = frozenset({"_id", "_lastUpdated", "_count", "_cursor", "_format"})
 _JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json"})
-
-
-@dataclass(frozen=True, slots=True)
-class Author:
-    """Who a write comes from: the node where the change began, and how it arrived here."""
-
-    origin: str
-    via: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,16 +70,6 @@ class SearchPage:
 def categories_of(resource_type: str) -> list[Category]:
     """The categories stored as ``resource_type``; UnknownResourceType (404) if none."""
     return categories.for_fhir_type(resource_type)
-
-
-def author_for(
-    role: str, user_instance_id: str | None, node_instance_id: str, origin_header: str | None
-) -> Author:
-    """The author of a write by an admin (this node) or a child account (the child, via it)."""
-    if role == "child" and user_instance_id:
-        origin = origin_header.strip() if origin_header and origin_header.strip() else None
-        return Author(origin=origin or user_instance_id, via=f"child:{user_instance_id}")
-    return Author(origin=node_instance_id)
 
 
 def parse_json_object(raw: bytes, element: str) -> dict[str, Any]:

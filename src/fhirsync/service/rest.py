@@ -21,16 +21,10 @@ from fhirsync import categories as cats
 from fhirsync.categories import Category
 from fhirsync.errors import ConflictError, InvalidResource, RecordNotFound
 from fhirsync.records import Record, RecordState, RecordWrite
-from fhirsync.service.fhir import Author
+from fhirsync.service.authors import ORIGIN_HEADER, Author, author_for
 from fhirsync.service.rest_body import split_representation, validate
 from fhirsync.service.rest_render import View, page_links, representation
-from fhirsync.service.rest_request import (
-    ORIGIN_HEADER,
-    author_for,
-    category_for,
-    parse_body,
-    parse_view,
-)
+from fhirsync.service.rest_request import category_for, parse_body, parse_view
 from fhirsync.service.rest_versions import check_if_match, entity_tag, parse_if_match
 from fhirsync.store import records
 from fhirsync.store.engine import Database

@@ -18,11 +18,11 @@ from fhirsync.records import Record
 from fhirsync.server.deps import CurrentUser, NodeContext, NodeDep, WriterUser
 from fhirsync.server.error_responses import status_for
 from fhirsync.service import bundles, fhir
+from fhirsync.service.authors import ORIGIN_HEADER, Author, author_for
 from fhirsync.store.users import User
 from fhirsync.sync.reconcile import recheck_local, reconciler_for
 
 router = APIRouter(prefix=FHIR_BASE, tags=["fhir"])
-ORIGIN_HEADER = "x-fhirsync-origin"
 INACTIVE_HEADER = "x-fhirsync-inactive"
 """``include``: a read may serve a voided/retired record (for a child pulling a void)."""
 STATE_HEADER = "X-Fhirsync-State"
@@ -41,10 +41,10 @@ def _fhir_response(
     return Response(body, status, headers, media_type=fhir.FHIR_JSON)
 
 
-def _author(node: NodeContext, user: User, request: Request) -> fhir.Author:
-    return fhir.author_for(
-        user.role, user.instance_id, node.config.instance_id, request.headers.get(ORIGIN_HEADER)
-    )
+def _author(node: NodeContext, user: User, request: Request) -> Author:
+    if user.role == "viewer":  # a Bundle of reads; bundles refuse a viewer's write entries
+        return Author(node.config.instance_id)
+    return author_for(user, node.config.instance_id, request.headers.get(ORIGIN_HEADER))
 
 
 @router.get("/metadata")
