@@ -68,6 +68,8 @@ def append(conn: Connection, new_events: Sequence[NewEvent]) -> list[ChangeEvent
                 via=ev.via,
             )
         )
+    # A batch's events share one write time: convert each distinct time once.
+    times = {moment: bulk.db_time(conn, moment) for moment in {e.timestamp for e in out}}
     bulk.insert_rows(
         conn,
         events,
@@ -79,7 +81,7 @@ def append(conn: Connection, new_events: Sequence[NewEvent]) -> list[ChangeEvent
                 e.event_uuid,
                 e.record_uuid,
                 e.action,
-                bulk.db_time(conn, e.timestamp),
+                times[e.timestamp],
                 e.origin,
                 e.via,
             )
