@@ -73,6 +73,13 @@ class RecordError(FhirsyncError):
         self.uuid = uuid
         self.element = element
 
+    def summary(self, *, with_detail: bool = False) -> str:
+        """``Class: message at element`` for audit and failure rows (never a record body);
+        ``with_detail`` adds the detail (a remote's own message), cut to 500 characters."""
+        where = f" at {self.element}" if self.element else ""
+        extra = f" ({self.detail[:500]})" if with_detail and self.detail else ""
+        return f"{type(self).__name__}: {self.message}{where}{extra}"
+
 
 class InvalidResource(RecordError):
     """Raised when a body fails validation; ``element`` names the offending path."""

@@ -52,7 +52,7 @@ def page_commit(
                 ctx,
                 change,
                 False,
-                details=_details(outcome.error),
+                details=outcome.error.summary(),
                 error=outcome.error,
                 previous=previous,
             )
@@ -108,19 +108,13 @@ def _note(
         action=change.action,
         links=dict(change.entry.links),
         error_class=type(error).__name__,
-        error_message=_details(error),
+        error_message=error.summary(),
         status=status,  # type: ignore[arg-type]
         attempts=attempt,
         next_retry_at=ctx.policy.next_try(attempt, now) if status == "retrying" else None,
         depends_on=error.detail if isinstance(error, DependencyMissing) else None,
         audit_uuid=audit_uuid,
     )
-
-
-def _details(error: RecordError) -> str:
-    """The error, without record bodies (no patient data)."""
-    where = f" at {error.element}" if error.element else ""
-    return f"{type(error).__name__}: {error.message}{where}"
 
 
 def _audit(

@@ -276,7 +276,7 @@ def _note(
         action=_action_of(item),
         links=category.links(item.uuid),
         error_class=type(error).__name__,
-        error_message=_details(error),
+        error_message=error.summary(with_detail=True),
         status=status,  # type: ignore[arg-type]
         attempts=attempt,
         next_retry_at=ctx.policy.next_try(attempt, now) if status == "retrying" else None,
@@ -288,13 +288,6 @@ def _action_of(item: Item) -> str:
     if item.record is None:
         return "UPDATED"
     return STATE_ACTIONS.get(item.record.state, "UPDATED")
-
-
-def _details(error: RecordError) -> str:
-    """The error without record bodies (no patient data)."""
-    where = f" at {error.element}" if error.element else ""
-    detail = f" ({error.detail[:500]})" if error.detail else ""
-    return f"{type(error).__name__}: {error.message}{where}{detail}"
 
 
 def _audit(
@@ -313,7 +306,7 @@ def _audit(
         record_uuid=item.uuid,
         action=_action_of(item),
         operation="PUSH",
-        details="Success" if error is None else _details(error),
+        details="Success" if error is None else error.summary(with_detail=True),
         link_type=client,
         used_resource_url=f"{ctx.parent_url}{links[client]}" if client else None,
         available_resource_urls=links,
