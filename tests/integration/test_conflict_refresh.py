@@ -7,11 +7,14 @@ the changes merge cleanly; a pulled edit that matches the child's closes it too.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import select
 
@@ -209,6 +212,26 @@ def test_resolution_reads_local_writes_made_outside_the_api(net: Network) -> Non
             )
     finally:
         db.dispose()
+    assert_closed_by_itself(child, conflict, "converged")
+
+
+def test_fhirsync_import_decides_open_conflicts_again(net: Network, tmp_path: Path) -> None:
+    """`fhirsync import` writes straight to the store, then re-decides open conflicts as the API
+    does after its own writes: importing the parent's value closes the conflict at once."""
+    child = net.nodes["child"]
+    uuid, conflict = gender_conflict(net)
+    body = {**record(child, uuid).resource(), "gender": "male"}
+    body.pop("meta", None)
+    data = tmp_path / "fix.ndjson"
+    data.write_bytes(orjson.dumps(body) + b"\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "fhirsync", "import", str(child.node_dir), str(data)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 open conflicts decided again" in done.stdout
     assert_closed_by_itself(child, conflict, "converged")
 
 

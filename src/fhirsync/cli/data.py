@@ -30,6 +30,8 @@ from fhirsync.cli.common import (
 # importer and the seeder load the FHIR validators.
 if TYPE_CHECKING:
     from fhirsync.service import importer
+    from fhirsync.settings import NodeConfig
+    from fhirsync.store.engine import Database
 
 # importer.BATCH_SIZE, which the option's help shows before the importer is loaded
 # (tests/unit/cli/test_startup.py checks that they agree).
@@ -91,6 +93,7 @@ def import_(
                 on_progress=show,
                 on_error=report,
             )
+        rechecked = _recheck_conflicts(config, db)
     finally:
         db.dispose()
     console.print(_counts_table(dict(result.counts)))
@@ -98,6 +101,7 @@ def import_(
         f"imported {result.imported} records ({result.unchanged} unchanged), "
         f"{result.failed} lines failed, in {result.seconds:.1f}s ({result.rate:,.0f} records/s)"
     )
+    _say_rechecked(rechecked)
     if result.failed:
         raise typer.Exit(EXIT_FAILURES)
 
@@ -118,11 +122,26 @@ def seed_(
     try:
         with console.status("seeding", spinner="dots", refresh_per_second=4):
             result = seed.seed_node(db, config.instance_id, patients, seed_value)
+        rechecked = _recheck_conflicts(config, db)
     finally:
         db.dispose()
     console.print(_counts_table(result.counts))
     total = sum(result.counts.values())
     console.print(f"seeded {total} records ({result.changed} new or changed)")
+    _say_rechecked(rechecked)
+
+
+def _recheck_conflicts(config: NodeConfig, db: Database) -> int:
+    """Decide open conflicts again after local writes outside the API (as the API does after its
+    own): one read when there are none."""
+    from fhirsync.sync.reconcile import recheck_local, reconciler_for
+
+    return recheck_local(db, reconciler_for(config))
+
+
+def _say_rechecked(count: int) -> None:
+    if count:
+        console.print(f"{count} open conflicts decided again against the written records")
 
 
 def _counts_table(counts: dict[str, int]) -> Table:
