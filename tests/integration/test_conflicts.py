@@ -150,6 +150,30 @@ def test_a_stale_push_is_refused_with_412_and_becomes_a_conflict(net: Network) -
     assert read(parent, uuid)["gender"] == "male" and read(child, uuid)["gender"] == "other"
 
 
+def test_a_conflict_does_not_stop_push_when_continue_on_failure_is_off(tmp_path: Path) -> None:
+    """A 412 that became a conflict is handled, not a failure: the records after it still go up."""
+    # One record a batch: the record after the conflict goes in a later batch.
+    settings = {"continue_on_failure": False, "fetch_batch_size": 1}
+    net = build_network(tmp_path / "net", PAIR, extra_settings=settings)
+    try:
+        parent, child = net.nodes["parent"], net.nodes["child"]
+        uuid = shared_patient(net)
+        edit(parent, uuid, gender="male")
+        edit(child, uuid, gender="other")
+        later = create_patient(child, "Owusu")
+        config, db = child.open()
+        try:
+            result = run_push(config, db)
+        finally:
+            db.dispose()
+        assert result.outcome == "ok" and result.failures == 0
+        [conflict] = open_conflicts(child)
+        assert conflict.record_uuid == uuid
+        assert read(parent, later)["name"][0]["family"] == "Owusu"
+    finally:
+        net.stop()
+
+
 def test_void_against_edit_is_a_conflict(net: Network) -> None:
     parent, child = net.nodes["parent"], net.nodes["child"]
     uuid = shared_patient(net)
