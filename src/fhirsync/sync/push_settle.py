@@ -52,15 +52,14 @@ def settle(
     ]
     stale.agreed[:0] = agreed
     for item in items:
-        if item.uuid not in sent and item.uuid not in errors:
+        # A 412 settled above (agreed, merged or made a conflict) is handled, not a failure.
+        if item.uuid not in sent and item.uuid not in errors and item.uuid not in stale.handled:
             errors[item.uuid] = RecordError(
                 "the parent did not acknowledge this record", category=category.name, uuid=item.uuid
             )
     stop = False
-    # A 412 settled here (agreed, merged or made a conflict) is handled, not a failure.
-    failed = {uuid for uuid in errors if uuid not in stale.handled}
-    if failed and not ctx.continue_on_failure and move is not None and not retrying:
-        first_bad = min(i.seq for i in items if i.uuid in failed)
+    if errors and not ctx.continue_on_failure and move is not None and not retrying:
+        first_bad = min(i.seq for i in items if i.uuid in errors)
         # Keep the marker just before the first failure: the next run sends from there again.
         before = [i for i in items if i.seq < first_bad]
         move = MarkerMove(move.key, before[-1].entry_id, first_bad - 1) if before else None
