@@ -12,6 +12,7 @@
     │   ├── RemoteRejected        a remote answered 4xx for this record
     │   └── DependencyMissing     a record it references is parked or absent
     ├── ConflictError             both sides changed the same record
+    │   ├── CreatedMeanwhile      a concurrent request created the record first (retried)
     │   └── VersionMismatch       If-Match names a stale version (412)
     ├── RequestError              a caller's request is malformed (not about one stored record)
     │   ├── UnknownResourceType   a type or category this node does not serve
@@ -107,6 +108,11 @@ class DependencyMissing(RecordError):
 
 class ConflictError(FhirsyncError):
     """Raised when both sides changed the same record since they last agreed."""
+
+
+class CreatedMeanwhile(ConflictError):
+    """Raised when a record another request created after this one looked would be overwritten
+    by this one's create (the create is then retried as a merge)."""
 
 
 class VersionMismatch(ConflictError):

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from fhirsync import categories as cats
 from fhirsync.categories import Category
-from fhirsync.errors import ConflictError, InvalidResource, RecordNotFound
+from fhirsync.errors import ConflictError, CreatedMeanwhile, InvalidResource, RecordNotFound
 from fhirsync.records import Record, RecordState, RecordWrite
 from fhirsync.service.authors import ORIGIN_HEADER, Author, author_for
 from fhirsync.service.rest_body import split_representation, validate
@@ -174,12 +174,13 @@ def create(
     change = _Change.of(category, payload)
     try:
         rec, created = _create_once(db, category, uuid, change, author, if_match)
-    except IntegrityError:
+    except (IntegrityError, CreatedMeanwhile):
         # Another request inserted this uuid (or the category's first feed counter) after we
-        # looked: on PostgreSQL that is a unique violation. Once more sees that row and merges.
+        # looked: on PostgreSQL a unique violation, or a row our write would have replaced.
+        # Once more sees that row and merges.
         try:
             rec, created = _create_once(db, category, uuid, change, author, if_match)
-        except IntegrityError as exc:
+        except (IntegrityError, CreatedMeanwhile) as exc:
             message = f"{category.rest_resource}/{uuid} is being written concurrently"
             raise ConflictError(message) from exc
     return representation(category, rec, "full", base_url), created
@@ -207,7 +208,12 @@ def _create_once(
             change.state or "active",
             via=author.via,
         )
-        return records.write(conn, write).record, True
+        result = records.write(conn, write)
+        if result.event is None or result.event.action != "CREATED":
+            # PostgreSQL reads each statement afresh: the record appeared after we looked, and
+            # this write replaced it. Roll back; the retry merges into it instead.
+            raise CreatedMeanwhile(f"{category.name}/{uuid} was created meanwhile")
+        return result.record, True
 
 
 def update(
