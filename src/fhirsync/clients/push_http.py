@@ -19,7 +19,6 @@ is reported per uuid as RemoteRejected/InvalidResource with the parent's message
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from typing import Any, cast
 
 import httpx
@@ -27,17 +26,15 @@ import orjson
 
 from fhirsync.categories import FHIR_BASE, REST_BASE, Category
 from fhirsync.clients.base import OutgoingChange, SendResult
-from fhirsync.clients.http import make_http_client
+from fhirsync.clients.http import make_http_client, translated
 from fhirsync.clients.rest import if_match
 from fhirsync.errors import (
-    ConnectionFailed,
     Forbidden,
     InvalidResource,
     PayloadTooLarge,
     RecordError,
     RemoteRejected,
     RequestError,
-    RequestTimeout,
     ServerUnavailable,
     Unauthenticated,
 )
@@ -198,19 +195,9 @@ class HttpPushSender:
     # --- plumbing ---------------------------------------------------------------------------
 
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        with _translated(self.parent_url):
+        # The one translation of httpx failures into fhirsync errors (``clients.http``).
+        with translated(self.parent_url):
             return self._http.request(method, url, **kwargs)
-
-
-@contextmanager
-def _translated(where: str) -> Iterator[None]:
-    """httpx errors as fhirsync transient errors (chained)."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise RequestTimeout(f"{where} did not answer in time") from exc
-    except httpx.TransportError as exc:
-        raise ConnectionFailed(f"cannot reach {where}: {type(exc).__name__}") from exc
 
 
 def _entry_bytes(fhir_type: str, change: OutgoingChange) -> bytes:
