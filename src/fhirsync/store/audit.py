@@ -101,11 +101,9 @@ def insert_many(
 
     Returns the stored entries (with their uuids) in input order.
     """
-    kept = [e for e in entries if policy.keeps(e)]
+    kept = [e.with_uuid() for e in entries if policy.keeps(e)]
     if not kept:
         return []
-    fresh = iter(bulk.random_uuids(sum(1 for e in kept if not e.uuid)))
-    kept = [e if e.uuid else replace(e, uuid=next(fresh)) for e in kept]
     created = bulk.db_time(conn, now)
     bulk.insert_rows(
         conn,

@@ -30,12 +30,7 @@ from fhirsync.sync.apply import Change, Fail, Outcome, Write
 from fhirsync.sync.checking import Checked, Pending, make_checker
 from fhirsync.sync.committer import PageCommitter
 from fhirsync.sync.filters import FilterChain, load_plugins
-from fhirsync.sync.pull_context import (
-    OPERATION,
-    Plan,
-    PullContext,
-    Totals,
-)
+from fhirsync.sync.pull_context import OPERATION, Plan, PullContext, Totals
 from fhirsync.sync.pull_outcome import page_commit, warning
 from fhirsync.sync.reconcile import conflict_hook
 from fhirsync.sync.retry import RetryPolicy
@@ -279,9 +274,7 @@ def _target(ctx: PullContext, entry: FeedEntry) -> tuple[Category, str] | None:
 
 
 def _outcomes(
-    ctx: PullContext,
-    plan: Plan,
-    ready: _Ready | None = None,
+    ctx: PullContext, plan: Plan, ready: _Ready | None = None
 ) -> dict[tuple[str, str], Outcome]:
     """Decide every change of the plan: fetch what is needed in batches and validate the bodies
     (``ctx.checker``) unless ``ready`` holds them already, then apply the rules."""
