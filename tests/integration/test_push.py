@@ -297,6 +297,38 @@ def test_unknown_parent_credentials_stop_the_run(node_factory: NodeFactory) -> N
     assert snapshot(parent) == {}
 
 
+def test_greeting_a_parent_that_is_down_leaves_the_error_to_the_first_batch(
+    node_factory: NodeFactory,
+) -> None:
+    parent, child = make_pair(node_factory)
+    uuids = create_patients(child, 2)
+    parent.stop()
+    finished = push(child)
+    assert finished.outcome == "unreachable"
+    assert "connect" in (finished.error or "").lower()
+    parent.start()
+    assert push(child).outcome == "ok"
+    assert set(snapshot(parent)) == set(uuids)
+
+
+def test_a_greeted_sender_sends_after_its_greeting(node_factory: NodeFactory) -> None:
+    parent, child = make_pair(node_factory)
+    uuids = create_patients(child, 3)
+    config, db = child.open()
+    try:
+        sender = http_sender(config)
+        try:
+            assert sender._greeting is not None  # started by http_sender
+            finished = run_push(config, db, sender_factory=lambda _config: sender)
+            assert sender._greeting is None  # the first send waited for it
+        finally:
+            sender.close()
+    finally:
+        db.dispose()
+    assert (finished.outcome, finished.applied) == ("ok", 3)
+    assert set(snapshot(parent)) == set(uuids)
+
+
 def test_cli_push_exit_codes(node_factory: NodeFactory) -> None:
     from typer.testing import CliRunner
 

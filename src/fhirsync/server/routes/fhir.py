@@ -64,11 +64,18 @@ async def _bundle(request: Request, node: NodeContext, user: User) -> Response:
         max_count=node.config.settings.search_max_count,
         status_for=status_for,
     )
-    body = await run_in_threadpool(bundles.process, raw, ctx)
+    body = await run_in_threadpool(_process_bundle, raw, ctx, node)
+    return _fhir_response(body)
+
+
+def _process_bundle(raw: bytes, ctx: bundles.BundleContext, node: NodeContext) -> bytes:
+    """The Bundle's answer, and its records' open conflicts decided again (one worker-thread
+    hop for both: a pushed batch waits for its answer)."""
+    body = bundles.process(raw, ctx)
     if ctx.can_write:
         # Any record of the bundle may hold an open conflict with the parent: decide them again.
-        await run_in_threadpool(recheck_local, node.db, reconciler_for(node.config))
-    return _fhir_response(body)
+        recheck_local(node.db, reconciler_for(node.config))
+    return body
 
 
 @router.post("")
