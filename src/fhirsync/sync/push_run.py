@@ -17,7 +17,7 @@ from fhirsync.clients.base import RecordRef
 from fhirsync.clients.facade import ClientFacade
 from fhirsync.clients.push_http import HttpPushSender
 from fhirsync.errors import AuthError, ConfigurationError, RequestError, TransientError
-from fhirsync.runtime import bulk_settings
+from fhirsync.runtime import bulk_settings, quick_handoffs
 from fhirsync.settings import NodeConfig
 from fhirsync.store import locks, runs
 from fhirsync.store.audit import AuditPolicy
@@ -146,8 +146,9 @@ def run_push(
         try:
             ctx = build_context(config, db, sender, listener, parent_fetcher(facade))
             # As pull: batches of records in flight make the default gc walk the heap again
-            # and again.
-            with bulk_settings():
+            # and again. The sender thread must win the interpreter lock back quickly when the
+            # parent answers, or the parent idles.
+            with bulk_settings(), quick_handoffs():
                 totals = push_categories(ctx, categories)
         except (TransientError, AuthError) as exc:
             return _finish(db, listener, "unreachable", totals, started=started, error=str(exc))
