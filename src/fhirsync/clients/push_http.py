@@ -18,7 +18,6 @@ is reported per uuid as RemoteRejected/InvalidResource with the parent's message
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
@@ -39,6 +38,7 @@ from fhirsync.errors import (
     RemoteRejected,
     RequestError,
     ServerUnavailable,
+    TransientError,
     Unauthenticated,
 )
 
@@ -93,30 +93,43 @@ class HttpPushSender:
             self.parent_url, auth, connect_timeout=connect_timeout, read_timeout=read_timeout
         )
         self._greeting: threading.Thread | None = None
+        self._unreachable: TransientError | None = None
 
     def greet(self) -> None:
         """Start an authenticated request to the parent in the background.
 
         The parent verifies a password with argon2 (about 0.1 s) on the first request of a
         session; greeting it while the first batch is read locally takes that off the run's
-        time. The first :meth:`send` waits for the greeting, so the parent verifies once; a
-        failure here is left for that send to meet and report.
+        time. The first :meth:`send` waits for the greeting, so the parent verifies once. A
+        parent the greeting could not reach (refused, timed out) fails that send at once with
+        the same error, rather than after a second wait; any other outcome is left for the send
+        to meet and report.
         """
         self._greeting = threading.Thread(target=self._greet, name="push-greet", daemon=True)
         self._greeting.start()
 
     def _greet(self) -> None:
-        with contextlib.suppress(FhirsyncError):
+        try:
             self._request("GET", f"{FHIR_BASE}/metadata")
+        except TransientError as exc:
+            self._unreachable = exc
+        except FhirsyncError:
+            pass  # e.g. an unusable answer: the first send meets it again and reports it
 
-    def _greeted(self) -> None:
+    def _join_greeting(self) -> None:
         greeting, self._greeting = self._greeting, None
         if greeting is not None:
             greeting.join()
 
+    def _greeted(self) -> None:
+        self._join_greeting()
+        unreachable, self._unreachable = self._unreachable, None
+        if unreachable is not None:
+            raise unreachable
+
     def close(self) -> None:
-        """Release the connection pool."""
-        self._greeted()
+        """Release the connection pool (after the greeting, whatever it met)."""
+        self._join_greeting()
         self._http.close()
 
     def send(
