@@ -55,11 +55,24 @@ class RawBody(Mapping[str, Any]):
     serialised again on the way out; anything else that reads it as a Mapping parses it then.
     """
 
-    __slots__ = ("_value", "raw")
+    __slots__ = ("_entry", "_value", "raw")
 
     def __init__(self, raw: bytes) -> None:
         self.raw = raw
         self._value: dict[str, Any] | None = None
+        self._entry: tuple[tuple[str, str, str | None], bytes | None] | None = None
+
+    def entry(self, fhir_type: str, uuid: str, base_version: str | None) -> bytes | None:
+        """The Bundle entry that PUTs this body as ``{fhir_type}/{uuid}`` (If-Match the base),
+        as JSON bytes with the body spliced in; None when the stored id is not ``uuid``.
+
+        Kept once made: the push engine makes it while it prepares a batch, so the thread that
+        sends the batch (waiting for the parent's answer to the one before) only joins bytes.
+        """
+        key = (fhir_type, uuid, base_version)
+        if self._entry is None or self._entry[0] != key:
+            self._entry = (key, _spliced(self.raw, fhir_type, uuid, base_version))
+        return self._entry[1]
 
     def _parsed(self) -> dict[str, Any]:
         if self._value is None:
@@ -242,14 +255,26 @@ class HttpPushSender:
 def _entry_bytes(fhir_type: str, change: OutgoingChange) -> bytes:
     """One Bundle entry as JSON bytes; a stored body (its id already the uuid) goes as it is."""
     body = change.body
-    if (
-        change.state == "active"
-        and isinstance(body, RawBody)
-        and b'"id":"' + change.uuid.encode() + b'"' in body.raw
-    ):
-        request = orjson.dumps(_put_request(fhir_type, change))
-        return b'{"resource":' + body.raw + b',"request":' + request + b"}"
+    if change.state == "active" and isinstance(body, RawBody):
+        entry = body.entry(fhir_type, change.uuid, change.base_version)
+        if entry is not None:
+            return entry
     return orjson.dumps(_bundle_entry(fhir_type, change))
+
+
+def _spliced(raw: bytes, fhir_type: str, uuid: str, base_version: str | None) -> bytes | None:
+    """The PUT entry around stored bytes ``raw`` whose top-level id is ``uuid``, else None.
+
+    The url is written without a JSON encoder: canonical JSON holds ``"id":"<uuid>"`` as the
+    uuid's own UTF-8 bytes only when the uuid has nothing to escape.
+    """
+    if b'"id":"' + uuid.encode() + b'"' not in raw:
+        return None
+    request = b'{"method":"PUT","url":"' + f"{fhir_type}/{uuid}".encode() + b'"'
+    if base_version is not None:
+        # The parent refuses a stale base with 412: the child handles it as a conflict.
+        request += b',"ifMatch":' + orjson.dumps(f'W/"{base_version}"')
+    return b'{"resource":' + raw + b',"request":' + request + b"}}"
 
 
 def _put_request(fhir_type: str, change: OutgoingChange) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from fhirsync.categories import Category
 from fhirsync.clients.base import OutgoingChange, SendResult
@@ -164,14 +165,22 @@ def _outgoing(category: Category, record: Record, base: Agreed | None = None) ->
 
     A FHIR body goes as stored (its ``id`` is the uuid): the sender splices the bytes."""
     action: Action = STATE_ACTIONS.get(record.state, "UPDATED")
-    body = RawBody(record.body) if category.is_fhir else record.resource()
+    base_version = _base_tag(category, base)
+    body: Mapping[str, Any]
+    if category.fhir_type is not None:
+        body = RawBody(record.body)
+        if record.state == "active":
+            # Made here, on the thread that prepares batches, not on the one that sends them.
+            body.entry(category.fhir_type, record.uuid, base_version)
+    else:
+        body = record.resource()
     return OutgoingChange(
         category=record.category,
         uuid=record.uuid,
         action=action,
         body=body,
         state=record.state,
-        base_version=_base_tag(category, base),
+        base_version=base_version,
     )
 
 
