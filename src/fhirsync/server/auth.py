@@ -33,25 +33,31 @@ class Authenticator:
 
     def authenticate_header(self, header: str | None) -> User:
         """The user named by an ``Authorization: Basic ...`` header."""
-        if not header or not header.lower().startswith("basic "):
-            raise Unauthenticated("Authentication required")
+        return self.authenticate(*_credentials(header))
+
+    def remembered(self, header: str | None) -> User | None:
+        """The user of ``header`` if its credentials were verified within the last minute, else
+        None (unverified, wrong or malformed). Never blocks: no database, no argon2."""
         try:
-            decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError) as exc:
-            raise Unauthenticated("Authentication required") from exc
-        name, sep, password = decoded.partition(":")
-        if not sep:
-            raise Unauthenticated("Authentication required")
-        return self.authenticate(name, password)
+            name, password = _credentials(header)
+        except Unauthenticated:
+            return None
+        return self._remembered(_key(name, password))
+
+    def _remembered(self, key: str) -> User | None:
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        return None
 
     def authenticate(self, name: str, password: str) -> User:
         """The user if the password is right; Unauthenticated otherwise."""
-        key = hashlib.sha256(f"{name}\0{password}".encode()).hexdigest()
+        key = _key(name, password)
         now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(key)
-        if hit is not None and hit[1] > now:
-            return hit[0]
+        hit = self._remembered(key)
+        if hit is not None:
+            return hit
         with self._db.read() as conn:
             user = users.verify(conn, name, password)
         if user is None:
@@ -61,6 +67,24 @@ class Authenticator:
                 self._cache.clear()
             self._cache[key] = (user, now + _TTL_SECONDS)
         return user
+
+
+def _credentials(header: str | None) -> tuple[str, str]:
+    """(name, password) of an ``Authorization: Basic ...`` header; Unauthenticated if none."""
+    if not header or not header.lower().startswith("basic "):
+        raise Unauthenticated("Authentication required")
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise Unauthenticated("Authentication required") from exc
+    name, sep, password = decoded.partition(":")
+    if not sep:
+        raise Unauthenticated("Authentication required")
+    return name, password
+
+
+def _key(name: str, password: str) -> str:
+    return hashlib.sha256(f"{name}\0{password}".encode()).hexdigest()
 
 
 def require_role(user: User, *roles: Role) -> User:

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fhirsync.errors import Forbidden, Unauthenticated
+from fhirsync.server.deps import NodeContext
 from fhirsync.server.error_responses import render
 from fhirsync.settings import NodeConfig
 from fhirsync.store import children
@@ -87,18 +88,21 @@ class ChildGuard:
         if header is None or node is None:
             await self.app(scope, receive, send)
             return
+        claimed = _header(scope, ORIGIN_HEADER)
         try:
-            # Cached by the authenticator, so the route's own check costs nothing more.
-            user: User = await run_in_threadpool(node.authenticator.authenticate_header, header)
+            # One worker-thread hop for both (a pushed batch waits for them). The verification is
+            # cached by the authenticator, so the route's own check costs nothing more.
+            await run_in_threadpool(_check, node, header, claimed.strip() if claimed else None)
         except Unauthenticated:
             await self.app(scope, receive, send)
             return
-        claimed = _header(scope, ORIGIN_HEADER)
-        try:
-            await run_in_threadpool(
-                check_child_write, user, node.config, node.db, claimed.strip() if claimed else None
-            )
         except Forbidden as exc:
             await render(str(scope["path"]), 403, exc.message)(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+def _check(node: NodeContext, header: str, claimed: str | None) -> None:
+    """Authenticate ``header`` and apply the binding rules: Unauthenticated or Forbidden."""
+    user = node.authenticator.authenticate_header(header)
+    check_child_write(user, node.config, node.db, claimed)

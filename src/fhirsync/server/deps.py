@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from fhirsync.server.auth import Authenticator, require_role
 from fhirsync.settings import NodeConfig
@@ -28,9 +29,17 @@ def get_node(request: Request) -> NodeContext:
     return node
 
 
-def get_user(request: Request, node: Annotated[NodeContext, Depends(get_node)]) -> User:
-    """The authenticated user (HTTP Basic); Unauthenticated if missing or wrong."""
-    return node.authenticator.authenticate_header(request.headers.get("authorization"))
+async def get_user(request: Request, node: Annotated[NodeContext, Depends(get_node)]) -> User:
+    """The authenticated user (HTTP Basic); Unauthenticated if missing or wrong.
+
+    Credentials verified within the last minute are answered on the event loop; anything else
+    (argon2, a database read) goes to a worker thread, as a plain ``def`` dependency would.
+    """
+    header = request.headers.get("authorization")
+    user = node.authenticator.remembered(header)
+    if user is not None:
+        return user
+    return await run_in_threadpool(node.authenticator.authenticate_header, header)
 
 
 def get_admin(user: Annotated[User, Depends(get_user)]) -> User:

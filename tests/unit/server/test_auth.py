@@ -60,3 +60,20 @@ def test_account_rules(db_url: str) -> None:
     with pytest.raises(Forbidden):
         require_role(viewer, "admin")
     db.dispose()
+
+
+def test_only_verified_credentials_are_remembered(db_url: str) -> None:
+    db = open_database(db_url)
+    with db.write() as conn:
+        users.add(conn, "alice", "correct-horse", "admin")
+    auth = Authenticator(db)
+    right, wrong = _header("alice", "correct-horse"), _header("alice", "wrong-password")
+    assert auth.remembered(right) is None  # never verified: the caller must verify
+    assert auth.authenticate_header(right).name == "alice"
+    remembered = auth.remembered(right)
+    assert remembered is not None and remembered.name == "alice"
+    with pytest.raises(Unauthenticated):
+        auth.authenticate_header(wrong)
+    for header in (wrong, None, "Bearer x", "Basic !!!"):
+        assert auth.remembered(header) is None
+    db.dispose()
