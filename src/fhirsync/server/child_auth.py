@@ -40,9 +40,14 @@ def check_whitelist(user: User, config: NodeConfig) -> None:
         raise Forbidden(f"instance {user.instance_id!r} is not on this node's whitelist")
 
 
+def claim_needs_lookup(user: User, claimed: str | None) -> bool:
+    """True when :func:`check_claim` may read the database (a child naming another origin)."""
+    return user.role == "child" and bool(claimed) and claimed != user.instance_id
+
+
 def check_claim(user: User, config: NodeConfig, db: Database, claimed: str | None) -> None:
     """Forbidden when child ``user`` claims this node's id or another child account's id."""
-    if user.role != "child" or not claimed or claimed == user.instance_id:
+    if not claimed or not claim_needs_lookup(user, claimed):
         return
     if claimed == config.instance_id:
         raise Forbidden(f"a child may not act as this node ({claimed!r})")
@@ -88,11 +93,16 @@ class ChildGuard:
         if header is None or node is None:
             await self.app(scope, receive, send)
             return
-        claimed = _header(scope, ORIGIN_HEADER)
+        raw_claim = _header(scope, ORIGIN_HEADER)
+        claimed = raw_claim.strip() if raw_claim else None
+        user = node.authenticator.remembered(header)
         try:
-            # One worker-thread hop for both (a pushed batch waits for them). The verification is
-            # cached by the authenticator, so the route's own check costs nothing more.
-            await run_in_threadpool(_check, node, header, claimed.strip() if claimed else None)
+            if user is not None and not claim_needs_lookup(user, claimed):
+                check_whitelist(user, node.config)  # no I/O: answered on the event loop
+            else:
+                # One worker-thread hop for both (a pushed batch waits for it). The verification
+                # is cached by the authenticator, so the route's own check costs nothing more.
+                await run_in_threadpool(_check, node, header, claimed)
         except Unauthenticated:
             await self.app(scope, receive, send)
             return
