@@ -81,6 +81,8 @@ def push_category(ctx: PushContext, category: Category, preferred: str | None) -
     key = marker_key(ctx, category.name)
     after = ctx.local.marker(key).last_page or 0
     total = ctx.local.outbox_head(category) - after
+    if total <= 0:
+        return totals  # nothing new in the log: no committer or sender threads to start
     committer = PageCommitter(ctx.local)
     try:
         pusher = FeedPusher(
