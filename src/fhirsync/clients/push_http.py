@@ -263,25 +263,18 @@ def _entry_bytes(fhir_type: str, change: OutgoingChange) -> bytes:
 
 
 def _spliced(raw: bytes, fhir_type: str, uuid: str, base_version: str | None) -> bytes | None:
-    """The PUT entry around stored bytes ``raw`` whose top-level id is ``uuid``, else None.
-
-    The url is written without a JSON encoder: canonical JSON holds ``"id":"<uuid>"`` as the
-    uuid's own UTF-8 bytes only when the uuid has nothing to escape.
-    """
+    """The PUT entry around stored bytes ``raw`` whose top-level id is ``uuid``, else None."""
     if b'"id":"' + uuid.encode() + b'"' not in raw:
         return None
-    request = b'{"method":"PUT","url":"' + f"{fhir_type}/{uuid}".encode() + b'"'
+    request = orjson.dumps(_put_request(fhir_type, uuid, base_version))
+    return b'{"resource":' + raw + b',"request":' + request + b"}"
+
+
+def _put_request(fhir_type: str, uuid: str, base_version: str | None) -> dict[str, Any]:
+    request: dict[str, Any] = {"method": "PUT", "url": f"{fhir_type}/{uuid}"}
     if base_version is not None:
         # The parent refuses a stale base with 412: the child handles it as a conflict.
-        request += b',"ifMatch":' + orjson.dumps(f'W/"{base_version}"')
-    return b'{"resource":' + raw + b',"request":' + request + b"}}"
-
-
-def _put_request(fhir_type: str, change: OutgoingChange) -> dict[str, Any]:
-    request: dict[str, Any] = {"method": "PUT", "url": f"{fhir_type}/{change.uuid}"}
-    if change.base_version is not None:
-        # The parent refuses a stale base with 412: the child handles it as a conflict.
-        request["ifMatch"] = f'W/"{change.base_version}"'
+        request["ifMatch"] = f'W/"{base_version}"'
     return request
 
 
@@ -290,7 +283,10 @@ def _bundle_entry(fhir_type: str, change: OutgoingChange) -> dict[str, Any]:
     if change.state == "active":
         body = dict(change.body or {})
         body["id"] = change.uuid
-        return {"resource": body, "request": _put_request(fhir_type, change)}
+        return {
+            "resource": body,
+            "request": _put_request(fhir_type, change.uuid, change.base_version),
+        }
     request = {"method": "DELETE", "url": url}
     if change.base_version is not None:
         # A void against an edit the parent made since the base is a conflict too, not a silent
