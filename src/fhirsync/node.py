@@ -65,8 +65,8 @@ def init_node(
     extra_settings: dict[str, object] | None = None,
 ) -> InitResult:
     """Write ``sync2.json`` and ``fhirsync.json``, create and migrate the database, add admin."""
-    # Imported here: store.users hashes a password as it loads (argon2, ~100 ms), and opening a
-    # node (every other command) adds no user.
+    # Imported here: store.users loads argon2, and opening a node (every other command) adds
+    # no user.
     from fhirsync.store import users
 
     if not instance_id.strip():

@@ -24,8 +24,8 @@ def add(
     password: Annotated[str | None, typer.Option(help="Password (generated if omitted).")] = None,
 ) -> None:
     """Create a user; a child account is bound to its instance id."""
-    # Imported here: store.users hashes a password as it loads (argon2, ~100 ms); only this
-    # command and init need it (see the package docstring: start-up time).
+    # Imported here: store.users loads argon2 and the account tables; only this
+    # command and init need them (see the package docstring: start-up time).
     from fhirsync.node import open_node
     from fhirsync.store import users
 

@@ -111,7 +111,7 @@ class HttpPushSender:
     def greet(self) -> None:
         """Start an authenticated request to the parent in the background.
 
-        The parent verifies a password with argon2 (about 0.1 s) on the first request of a
+        The parent verifies a password with argon2 (about 16 ms) on the first request of a
         session; greeting it while the first batch is read locally takes that off the run's
         time. The first :meth:`send` waits for the greeting, so the parent verifies once. A
         parent the greeting could not reach (refused, timed out) fails that send at once with

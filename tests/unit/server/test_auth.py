@@ -30,6 +30,35 @@ def test_passwords_are_stored_hashed_and_verified(db_url: str) -> None:
     db.dispose()
 
 
+def test_new_hashes_use_the_owasp_parameters_and_old_ones_still_verify(db_url: str) -> None:
+    from argon2 import PasswordHasher, extract_parameters
+
+    db = open_database(db_url)
+    with db.write() as conn:
+        users.add(conn, "alice", "correct-horse", "admin")
+        users.add(conn, "bob", "battery-staple", "child", "bob-node")
+        # An account hashed under argon2-cffi's default parameters (before the change).
+        conn.execute(
+            users_table.update()
+            .where(users_table.c.name == "bob")
+            .values(password_hash=PasswordHasher().hash("battery-staple"))
+        )
+    with db.read() as conn:
+        rows = {r.name: r.password_hash for r in conn.execute(users_table.select())}
+    params = extract_parameters(rows["alice"])
+    assert (params.type.name, params.memory_cost, params.time_cost, params.parallelism) == (
+        "ID",
+        19 * 1024,
+        2,
+        1,
+    )
+    assert extract_parameters(rows["bob"]).memory_cost == 65536
+    with db.read() as conn:
+        assert users.verify(conn, "bob", "battery-staple") is not None
+        assert users.verify(conn, "bob", "wrong-staple") is None
+    db.dispose()
+
+
 def test_unknown_user_and_wrong_password_look_the_same(db_url: str) -> None:
     db = open_database(db_url)
     with db.write() as conn:
