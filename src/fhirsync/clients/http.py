@@ -26,7 +26,8 @@ from __future__ import annotations
 import functools
 import socket
 import ssl
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -70,13 +71,8 @@ def make_http_client(
 
     Redirects are not followed (as in Sync 2.0: a redirect means a misconfigured base URL), and
     proxy environment variables are ignored so a loopback parent is always reached directly.
+    ``https://`` URLs go through a verifying transport made on the first such request.
     """
-    transport = httpx.HTTPTransport(
-        verify=_tls_context(),
-        limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
-        trust_env=False,
-        socket_options=[(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)],
-    )
     return httpx.Client(
         base_url=base_url.rstrip("/"),
         auth=auth,
@@ -84,8 +80,52 @@ def make_http_client(
         headers={"Accept": ACCEPT, "User-Agent": USER_AGENT},
         follow_redirects=False,
         trust_env=False,
-        transport=transport,
+        # ``verify=False`` is inert here: this transport only carries http:// URLs (https ones
+        # are mounted below), and it spares building a verifying context nobody would use.
+        transport=_transport(pool_size, verify=False),
+        mounts={"https://": LazyTransport(lambda: _transport(pool_size, verify=_tls_context()))},
     )
+
+
+def _transport(pool_size: int, *, verify: ssl.SSLContext | bool) -> httpx.HTTPTransport:
+    return httpx.HTTPTransport(
+        verify=verify,
+        limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
+        trust_env=False,
+        socket_options=[(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)],
+    )
+
+
+class LazyTransport(httpx.BaseTransport):
+    """A transport made by ``make`` on the first request it carries (then kept).
+
+    The verifying TLS context loads certifi's CA bundle (~18 ms, once per process): a run whose
+    parent is an http:// URL never needs it, and every command is a new process.
+    """
+
+    def __init__(self, make: Callable[[], httpx.BaseTransport]) -> None:
+        self._make = make
+        self._made: httpx.BaseTransport | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def made(self) -> bool:
+        """True once the real transport exists."""
+        return self._made is not None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Carry ``request`` through the real transport, making it first if need be."""
+        with self._lock:
+            if self._made is None:
+                self._made = self._make()
+            made = self._made
+        return made.handle_request(request)
+
+    def close(self) -> None:
+        """Close the real transport, if it was ever made."""
+        with self._lock:
+            if self._made is not None:
+                self._made.close()
 
 
 @functools.cache
