@@ -19,7 +19,8 @@ is reported per uuid as RemoteRejected/InvalidResource with the parent's message
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, cast
 
 import httpx
@@ -198,11 +199,13 @@ class HttpPushSender:
 
     def _post_bundle(self, kind: str, entries: list[bytes], origin: str) -> httpx.Response:
         head = orjson.dumps({"resourceType": "Bundle", "type": kind})
+        written = getattr(_on_written, "callback", None)
         return self._request(
             "POST",
             FHIR_BASE,
             content=head[:-1] + b',"entry":[' + b",".join(entries) + b"]}",
             headers={"Content-Type": FHIR_JSON, ORIGIN_HEADER: origin},
+            extensions={"trace": _body_written(written)} if written is not None else None,
         )
 
     # --- REST -------------------------------------------------------------------------------
@@ -250,6 +253,33 @@ class HttpPushSender:
         # The one translation of httpx failures into fhirsync errors (``clients.http``).
         with translated(self.parent_url):
             return self._http.request(method, url, **kwargs)
+
+
+_on_written = threading.local()
+
+
+@contextmanager
+def signalling_written(callback: Callable[[], None]) -> Iterator[None]:
+    """Within this block, on this thread, ``callback`` is called as soon as the body of each
+    Bundle posted is written to the parent's socket (before its answer is awaited).
+
+    The push engine's main thread waits for that before it settles the batch before: a thread
+    busy with Python delays the sending thread's hold on the interpreter lock, while the parent,
+    the run's bottleneck, waits for the Bundle.
+    """
+    _on_written.callback = callback
+    try:
+        yield
+    finally:
+        _on_written.callback = None
+
+
+def _body_written(callback: Callable[[], None]) -> Callable[[str, dict[str, Any]], None]:
+    def trace(event: str, _info: dict[str, Any]) -> None:
+        if event in ("http11.send_request_body.complete", "http11.send_request_body.failed"):
+            callback()
+
+    return trace
 
 
 def _entry_bytes(fhir_type: str, change: OutgoingChange) -> bytes:

@@ -23,12 +23,14 @@ order. The rules this keeps:
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 
 from fhirsync.categories import Category
 from fhirsync.clients.base import SendResult
+from fhirsync.clients.push_http import signalling_written
 from fhirsync.records import MarkerKey
 from fhirsync.store.local import MarkerMove
 from fhirsync.store.outbox import OutboxBatch
@@ -47,6 +49,8 @@ class _Flight:
     move: MarkerMove
     events: int
     answer: Future[SendResult]
+    on_wire: threading.Event
+    """Set once the batch's request is written to the parent (or its job ended without)."""
 
 
 class FeedPusher:
@@ -133,13 +137,16 @@ class FeedPusher:
             return self._settle(prepared, move, events, send(self.ctx, prepared))
         previous = self._flight
         before = previous.answer if previous is not None else None
-        self._flight = _Flight(
-            prepared, move, events, self._sender.submit(_send_after, self.ctx, prepared, before)
-        )
+        on_wire = threading.Event()
+        job = self._sender.submit(_send_after, self.ctx, prepared, before, on_wire)
+        self._flight = _Flight(prepared, move, events, job, on_wire)
         if previous is None:
             return False
         # An exception here (parent down) leaves ``prepared`` unsent: its job sees the failure.
         answer = previous.answer.result()
+        # The sender thread starts on ``prepared`` the moment that answer came: settling takes
+        # the interpreter lock for milliseconds, so it waits until the request is out.
+        on_wire.wait()
         return self._settle(previous.prepared, previous.move, previous.events, answer)
 
     def _settle(
@@ -173,10 +180,18 @@ class _NotSent(Exception):
 
 
 def _send_after(
-    ctx: PushContext, prepared: Prepared, before: Future[SendResult] | None
+    ctx: PushContext,
+    prepared: Prepared,
+    before: Future[SendResult] | None,
+    on_wire: threading.Event,
 ) -> SendResult:
     """Send ``prepared`` unless ``before`` (the batch sent just before it, on this same single
-    sender thread, so already answered) failed: nothing after a failure is sent."""
-    if before is not None and before.exception() is not None:
-        raise _NotSent
-    return send(ctx, prepared)
+    sender thread, so already answered) failed: nothing after a failure is sent. ``on_wire`` is
+    set when the first request is written, and in any case when this ends."""
+    try:
+        if before is not None and before.exception() is not None:
+            raise _NotSent
+        with signalling_written(on_wire.set):
+            return send(ctx, prepared)
+    finally:
+        on_wire.set()
