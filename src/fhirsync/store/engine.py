@@ -19,6 +19,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _MIGRATIONS = Path(__file__).parent / "migrations"
+WAL_AUTOCHECKPOINT_PAGES = 10_000
+"""A commit that leaves this many pages in the WAL (~40 MB) copies them into the database.
+
+SQLite's default (1,000 pages, ~4 MB) made every third pushed Bundle of 500 Patients, or a pulled
+page, wait 10-14 ms for a checkpoint, and copied the same index pages again and again: pushing
+40,000 Patients took 3.9-4.0 s with it and 3.2-3.5 s with this (less CPU on both sides), a
+50,000 pull 9.0-9.7 s against 8.3-8.7 s. A server also checkpoints when it is idle
+(``store.checkpoints``), so bursts of sync rarely meet one."""
+WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+"""The WAL file is cut back to this size when it is reset (it otherwise keeps its largest size)."""
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -36,6 +46,8 @@ def _sqlite_setup(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=60000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+        cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

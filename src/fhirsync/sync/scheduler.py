@@ -21,6 +21,7 @@ from typing import Any
 from fhirsync.errors import FhirsyncError
 from fhirsync.settings import NodeConfig, SyncMethodConfig
 from fhirsync.store import runs
+from fhirsync.store.checkpoints import IdleCheckpointer
 from fhirsync.store.engine import Database
 from fhirsync.sync import pull_context, push
 from fhirsync.sync.push_run import run_push
@@ -124,16 +125,18 @@ def push_scheduler(config: NodeConfig, db: Database) -> Scheduler:
 
 
 def lifespan(config: NodeConfig, db: Database) -> Lifespan:
-    """An ASGI lifespan that runs the pull and push schedulers while the app serves."""
+    """An ASGI lifespan that runs the pull and push schedulers, and the idle WAL checkpointer
+    of a SQLite node, while the app serves."""
 
     @asynccontextmanager
     async def run(_app: Any) -> AsyncIterator[None]:
         schedulers = [pull_scheduler(config, db), push_scheduler(config, db)]
-        for scheduler in schedulers:
-            scheduler.start()
+        background: list[Scheduler | IdleCheckpointer] = [*schedulers, IdleCheckpointer(db)]
+        for task in background:
+            task.start()
         try:
             yield
         finally:
-            await asyncio.gather(*(asyncio.to_thread(s.stop) for s in schedulers))
+            await asyncio.gather(*(asyncio.to_thread(t.stop) for t in background))
 
     return run
