@@ -111,6 +111,7 @@ def test_a_checkpoint_does_not_wait_for_a_long_reader(sqlite_db: Database) -> No
     sqlite_db.dispose()
 
 
+@pytest.mark.postgres
 def test_postgresql_is_left_to_its_own_log(db_url: str) -> None:
     if db_url.startswith("sqlite"):
         pytest.skip("the PostgreSQL run checks this (FHIRSYNC_TEST_DB=postgresql)")
