@@ -199,13 +199,11 @@ class HttpPushSender:
 
     def _post_bundle(self, kind: str, entries: list[bytes], origin: str) -> httpx.Response:
         head = orjson.dumps({"resourceType": "Bundle", "type": kind})
-        written = getattr(_on_written, "callback", None)
         return self._request(
             "POST",
             FHIR_BASE,
             content=head[:-1] + b',"entry":[' + b",".join(entries) + b"]}",
             headers={"Content-Type": FHIR_JSON, ORIGIN_HEADER: origin},
-            extensions={"trace": _body_written(written)} if written is not None else None,
         )
 
     # --- REST -------------------------------------------------------------------------------
@@ -250,6 +248,9 @@ class HttpPushSender:
     # --- plumbing ---------------------------------------------------------------------------
 
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        written = getattr(_on_written, "callback", None)
+        if written is not None:
+            kwargs["extensions"] = {"trace": _body_written(written)}
         # The one translation of httpx failures into fhirsync errors (``clients.http``).
         with translated(self.parent_url):
             return self._http.request(method, url, **kwargs)
@@ -260,8 +261,8 @@ _on_written = threading.local()
 
 @contextmanager
 def signalling_written(callback: Callable[[], None]) -> Iterator[None]:
-    """Within this block, on this thread, ``callback`` is called as soon as the body of each
-    Bundle posted is written to the parent's socket (before its answer is awaited).
+    """Within this block, on this thread, ``callback`` is called as soon as each request to the
+    parent (a Bundle, or a REST write) is written to its socket, before its answer is awaited.
 
     The push engine's main thread waits for that before it settles the batch before: a thread
     busy with Python delays the sending thread's hold on the interpreter lock, while the parent,

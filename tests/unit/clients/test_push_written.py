@@ -23,17 +23,21 @@ ANSWER_DELAY = 0.6
 
 
 class _SlowParent(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as a real parent
     received: list[float]
 
     def do_POST(self) -> None:
         length = int(self.headers["Content-Length"])
-        bundle = orjson.loads(self.rfile.read(length))
+        posted = orjson.loads(self.rfile.read(length))
         self.received.append(time.monotonic())
         time.sleep(ANSWER_DELAY)
-        entries = [{"response": {"status": "200 OK", "etag": 'W/"1"'}} for _ in bundle["entry"]]
-        body = orjson.dumps(
-            {"resourceType": "Bundle", "type": "transaction-response", "entry": entries}
-        )
+        if posted.get("resourceType") == "Bundle":
+            answers = [{"response": {"status": "200 OK", "etag": 'W/"1"'}} for _ in posted["entry"]]
+            body = orjson.dumps(
+                {"resourceType": "Bundle", "type": "transaction-response", "entry": answers}
+            )
+        else:  # a REST write: the representation back
+            body = orjson.dumps(posted)
         self.send_response(200)
         self.send_header("Content-Type", "application/fhir+json")
         self.send_header("Content-Length", str(len(body)))
@@ -85,6 +89,28 @@ def test_the_callback_comes_when_the_bundle_is_written_not_when_it_is_answered(
     # Written before the parent had even finished reading it, and long before the answer.
     assert written[0] <= received[0] + 0.05
     assert answered - written[0] >= ANSWER_DELAY * 0.9
+
+
+def test_each_rest_write_is_signalled_before_its_answer(
+    parent: tuple[int, list[float]],
+) -> None:
+    port, received = parent
+    written: list[float] = []
+    changes = [
+        OutgoingChange("visittype", f"v-{n}", "UPDATED", {"name": f"Visit {n}"}, "active")
+        for n in range(2)
+    ]
+    sender = HttpPushSender(f"http://127.0.0.1:{port}", None)
+    try:
+        with signalling_written(lambda: written.append(time.monotonic())):
+            result = sender.send(cats.get("visittype"), changes, origin="child-a")
+    finally:
+        sender.close()
+    assert result.sent == {"v-0", "v-1"}
+    assert len(written) == 2 and len(received) == 2
+    # The second request was written after the first was answered, each before its own answer.
+    assert written[0] <= received[0] + 0.05
+    assert received[0] + ANSWER_DELAY * 0.9 <= written[1] <= received[1] + 0.05
 
 
 def test_no_callback_outside_the_block_or_on_another_thread(
