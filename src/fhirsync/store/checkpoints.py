@@ -1,22 +1,22 @@
-"""Checkpointing a server's SQLite WAL while the server is idle.
+"""Checkpointing a server's SQLite WAL while the database is idle.
 
 A commit that leaves ``WAL_AUTOCHECKPOINT_PAGES`` in the WAL copies them into the database file
-there and then, on the request that made the commit. A server copies them sooner, when nothing
+there and then, on the request that made the commit. A server copies them sooner, once nothing
 has been committed for a while, so a burst of pushed Bundles or served pages starts with an
-empty WAL and rarely reaches that limit. A PASSIVE checkpoint never waits for readers or
-writers: what it cannot copy now, a later one copies.
+empty WAL and rarely reaches that limit. "Committed" is read off the WAL file's modification
+time, so commits by other processes (a ``fhirsync pull`` beside ``serve``) count too. A PASSIVE
+checkpoint never waits for readers or writers: what it cannot copy now, a later one copies.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 
 from fhirsync.store.engine import Database
@@ -35,25 +35,22 @@ class Checkpoint:
 
 
 class IdleCheckpointer:
-    """A daemon thread that checkpoints ``db`` after ``idle`` seconds without a commit."""
+    """A daemon thread that checkpoints ``db`` once its WAL was last written ``idle`` seconds
+    ago, and not again until it is written again."""
 
     def __init__(self, db: Database, *, idle: float = 1.0, poll: float = 0.5) -> None:
         self.db, self.idle, self.poll = db, idle, poll
         self.done: list[Checkpoint] = []
         """The checkpoints made, oldest first (the last few)."""
-        self._last_commit = time.monotonic()
-        self._dirty = False
+        path = db.engine.url.database if db.is_sqlite else None
+        self._wal = f"{path}-wal" if path else None
+        self._copied: int | None = None  # the WAL's modification time at the last checkpoint
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        event.listen(db.engine, "commit", self._committed)
-
-    def _committed(self, _conn: Any) -> None:
-        self._last_commit = time.monotonic()
-        self._dirty = True
 
     def start(self) -> None:
         """Start checkpointing (a no-op for PostgreSQL, which manages its own log)."""
-        if not self.db.is_sqlite or self._thread is not None:
+        if self._wal is None or self._thread is not None:
             return
         self._thread = threading.Thread(target=self._loop, name="wal-checkpoint", daemon=True)
         self._thread.start()
@@ -64,17 +61,28 @@ class IdleCheckpointer:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        event.remove(self.db.engine, "commit", self._committed)
+
+    def _written(self) -> int | None:
+        """The WAL file's modification time (ns), None when there is no WAL file."""
+        assert self._wal is not None
+        try:
+            return os.stat(self._wal).st_mtime_ns
+        except FileNotFoundError:
+            return None
 
     def _loop(self) -> None:
         while not self._stop.wait(self.poll):
-            if self._dirty and time.monotonic() - self._last_commit >= self.idle:
-                self._dirty = False
-                try:
-                    self._checkpoint()
-                except (sqlite3.Error, SQLAlchemyError):  # retried on the next idle spell
-                    log.warning("WAL checkpoint failed; retried when idle again", exc_info=True)
-                    self._dirty = True
+            written = self._written()
+            if written is None or written == self._copied:
+                continue
+            if time.time() - written / 1e9 < self.idle:
+                continue
+            try:
+                self._checkpoint()
+            except (sqlite3.Error, SQLAlchemyError):  # tried again on the next poll
+                log.warning("WAL checkpoint failed; tried again when idle", exc_info=True)
+                continue
+            self._copied = written
 
     def _checkpoint(self) -> None:
         # A raw connection in autocommit mode: inside a transaction the checkpoint could not
