@@ -59,15 +59,12 @@ def _current(conn: Connection, category: Category, uuid: str) -> Record | None:
     """The record in a write transaction, its row locked until commit.
 
     On PostgreSQL (read committed) two concurrent merges would otherwise both start from the same
-    version and the later would drop the earlier's fields. SQLite write transactions are already
-    serialised by BEGIN IMMEDIATE, and SQLAlchemy renders no FOR UPDATE there.
+    version and the later would drop the earlier's fields. The lock and the read are one
+    statement: locking first and reading after let a record created in between be read unlocked,
+    and a merge from it then failed with 412 against a concurrent one (no If-Match was given).
+    SQLite write transactions are already serialised by BEGIN IMMEDIATE.
     """
-    conn.execute(
-        select(records_table.c.id)
-        .where(records_table.c.category == category.name, records_table.c.uuid == uuid)
-        .with_for_update()
-    )
-    return records.get(conn, category.name, uuid)
+    return records.get_many(conn, [category.name], [uuid], for_update=True).get(uuid)
 
 
 def _live(conn: Connection, category: Category, uuid: str, *, lock: bool = False) -> Record:
