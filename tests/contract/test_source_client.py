@@ -6,11 +6,9 @@ pointed at a real node on loopback. A client is done when this suite passes.
 
 from __future__ import annotations
 
-import threading
 import uuid as uuid_lib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -36,6 +34,7 @@ from fhirsync.errors import (
 )
 from fhirsync.testing.proxy import FaultProxy
 from fhirsync.testing.servers import NodeHandle, free_port
+from fhirsync.testing.stub_http import QuietHandler, serving
 
 NodeFactory = Callable[..., NodeHandle]
 BATCH = 7
@@ -246,32 +245,17 @@ def test_send_then_fetch_round_trip(kit: Kit) -> None:
 # --- a remote that always fails -----------------------------------------------------------------
 
 
-class _Failing(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
+class _Failing(QuietHandler):
     def _fail(self) -> None:
-        body = b'{"error": {"message": "database is down"}}'
-        self.send_response(500)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.answer(500, b'{"error": {"message": "database is down"}}')
 
     do_GET = do_POST = do_PUT = do_DELETE = _fail
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
 def failing_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_Failing) as server:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
 
 
 def test_send_errors_follow_the_contract(kit: Kit, failing_server: str) -> None:

@@ -24,13 +24,14 @@ import uuid as uuid_lib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape, quoteattr
 
 from fhirsync import categories
+from fhirsync.testing.stub_http import QuietHandler
 
 CONTEXT = "/openmrs"
 PUBLIC_HOST = "openmrs-parent.example.invalid:8081"
@@ -275,18 +276,14 @@ class JavaFeedServer:
         return 404, _rest_error("not found")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out as two writes: without TCP_NODELAY each keep-alive answer waits
-    # for the client's delayed ACK (~40 ms), which made a 30-category pull take seconds.
-    disable_nagle_algorithm = True
+class _Handler(QuietHandler):
     server_owner: JavaFeedServer
 
     def do_GET(self) -> None:
         owner = self.server_owner
         url = urlsplit(self.path)
         if not url.path.startswith(CONTEXT + "/"):
-            self._send(404, "text/plain", b"Not Found")
+            self.answer(404, b"Not Found", "text/plain")
             return
         path = url.path.removeprefix(CONTEXT)
         with owner._lock:
@@ -295,20 +292,10 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/ws/atomfeed/") and len(parts) == 4:
             status, text = owner.page(parts[2], parts[3])
             kind = "application/atom+xml" if status == 200 else "text/plain"
-            self._send(status, kind, text.encode())
+            self.answer(status, text.encode(), kind)
             return
         status, body = owner.record(path, url.query)
-        self._send(status, "application/json", json.dumps(body).encode())
-
-    def _send(self, status: int, content_type: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # tests read ``requests`` instead
+        self.answer(status, json.dumps(body).encode())
 
 
 def _stamp(moment: datetime) -> str:

@@ -6,11 +6,9 @@ certificate made by the ``openssl`` command).
 
 from __future__ import annotations
 
-import http.server
 import shutil
 import ssl
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,35 +17,18 @@ import pytest
 
 from fhirsync.clients.http import LazyTransport, make_http_client, request
 from fhirsync.errors import ConnectionFailed
+from fhirsync.testing.stub_http import QuietHandler, serving
 
 
-class _Ok(http.server.BaseHTTPRequestHandler):
+class _Ok(QuietHandler):
     def do_GET(self) -> None:
-        body = b"{}"
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        return
-
-
-def _serve(tls: ssl.SSLContext | None) -> tuple[http.server.ThreadingHTTPServer, int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, server.server_address[1]
+        self.answer(200, b"{}")
 
 
 @pytest.fixture
 def plain_port() -> Iterator[int]:
-    server, port = _serve(None)
-    yield port
-    server.shutdown()
-    server.server_close()
+    with serving(_Ok) as server:
+        yield server.server_address[1]
 
 
 @pytest.fixture
@@ -65,10 +46,8 @@ def self_signed_port(tmp_path: Path) -> Iterator[int]:
     )
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
-    server, port = _serve(tls)
-    yield port
-    server.shutdown()
-    server.server_close()
+    with serving(_Ok, tls) as server:
+        yield server.server_address[1]
 
 
 def _lazy(client: httpx.Client) -> LazyTransport:

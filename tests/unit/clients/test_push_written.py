@@ -7,7 +7,6 @@ answer came are far apart.
 
 from __future__ import annotations
 
-import http.server
 import threading
 import time
 from collections.abc import Iterator
@@ -18,12 +17,12 @@ import pytest
 from fhirsync import categories as cats
 from fhirsync.clients.base import OutgoingChange
 from fhirsync.clients.push_http import HttpPushSender, signalling_written
+from fhirsync.testing.stub_http import QuietHandler, serving
 
 ANSWER_DELAY = 0.6
 
 
-class _SlowParent(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as a real parent
+class _SlowParent(QuietHandler):
     received: list[float]
 
     def do_POST(self) -> None:
@@ -38,25 +37,15 @@ class _SlowParent(http.server.BaseHTTPRequestHandler):
             )
         else:  # a REST write: the representation back
             body = orjson.dumps(posted)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/fhir+json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        return
+        self.answer(200, body, "application/fhir+json")
 
 
 @pytest.fixture
 def parent() -> Iterator[tuple[int, list[float]]]:
     received: list[float] = []
     handler = type("Handler", (_SlowParent,), {"received": received})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1], received
-    server.shutdown()
-    server.server_close()
+    with serving(handler) as server:
+        yield server.server_address[1], received
 
 
 def _changes(count: int) -> list[OutgoingChange]:
