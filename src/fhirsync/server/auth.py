@@ -10,13 +10,18 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import threading
 import time
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from fhirsync.errors import Forbidden, Unauthenticated
 from fhirsync.store import users
 from fhirsync.store.engine import Database
 from fhirsync.store.users import Role, User
+
+log = logging.getLogger(__name__)
 
 _TTL_SECONDS = 60.0
 _CACHE_MAX = 1024
@@ -59,14 +64,29 @@ class Authenticator:
         if hit is not None:
             return hit
         with self._db.read() as conn:
-            user = users.verify(conn, name, password)
-        if user is None:
+            verified = users.verify(conn, name, password)
+        if verified is None:
             raise Unauthenticated("Invalid credentials")
+        user = verified.user
+        if verified.outdated_hash is not None:
+            self._upgrade(name, password, verified.outdated_hash)
         with self._lock:
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
             self._cache[key] = (user, now + _TTL_SECONDS)
         return user
+
+    def _upgrade(self, name: str, password: str, outdated: str) -> None:
+        # Once per account hashed under older parameters. A failed write (a busy database) only
+        # postpones the upgrade to a later login: the login itself has succeeded.
+        try:
+            with self._db.write() as conn:
+                upgraded = users.upgrade_hash(conn, name, password, outdated)
+        except SQLAlchemyError as exc:
+            log.warning("user %s: could not store the upgraded password hash: %s", name, exc)
+            return
+        if upgraded:
+            log.info("user %s: password hash upgraded to the current parameters", name)
 
 
 def _credentials(header: str | None) -> tuple[str, str]:

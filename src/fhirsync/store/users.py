@@ -10,7 +10,7 @@ from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, select, update
 
 from fhirsync.errors import ConfigurationError
 from fhirsync.store.tables import users
@@ -22,7 +22,8 @@ ROLES: tuple[Role, ...] = ("admin", "viewer", "child")
 # CPU on both cores of a 2-core parent). A child's every sync run begins with one verification,
 # and a failed login costs the server the same, so the default made each run start late and each
 # wrong password a bigger lever against a small parent. The parameters are stored in each hash:
-# accounts hashed under the old default still verify (at the old cost).
+# accounts hashed under other parameters still verify, and a server stores a new hash for them on
+# their next successful login (:func:`upgrade_hash`).
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 
 
@@ -79,8 +80,17 @@ def add(
     return User(name, role, instance_id)
 
 
-def verify(conn: Connection, name: str, password: str) -> User | None:
-    """The user if ``password`` is right; None otherwise (equal time whether or not they exist)."""
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """A right password: its user, and the stored hash if it was made with other parameters."""
+
+    user: User
+    outdated_hash: str | None
+
+
+def verify(conn: Connection, name: str, password: str) -> Verification | None:
+    """The verification if ``password`` is right; None otherwise (equal time whether or not the
+    user exists)."""
     row = conn.execute(select(users).where(users.c.name == name)).first()
     stored = row.password_hash if row is not None else _dummy_hash()
     try:
@@ -89,7 +99,22 @@ def verify(conn: Connection, name: str, password: str) -> User | None:
         return None
     if row is None:
         return None
-    return User(row.name, row.role, row.instance_id)
+    outdated = stored if _hasher.check_needs_rehash(stored) else None
+    return Verification(User(row.name, row.role, row.instance_id), outdated)
+
+
+def upgrade_hash(conn: Connection, name: str, password: str, outdated: str) -> bool:
+    """Replace ``name``'s ``outdated`` hash by one made with the current parameters.
+
+    ``password`` must be the one just verified against ``outdated``. Nothing changes (False) if the
+    stored hash is no longer ``outdated``: a password set meanwhile is never overwritten.
+    """
+    result = conn.execute(
+        update(users)
+        .where(users.c.name == name, users.c.password_hash == outdated)
+        .values(password_hash=_hasher.hash(password))
+    )
+    return result.rowcount == 1
 
 
 def list_all(conn: Connection) -> list[User]:

@@ -9,7 +9,7 @@ import pytest
 from fhirsync.errors import ConfigurationError, Forbidden, Unauthenticated
 from fhirsync.server.auth import Authenticator, require_role
 from fhirsync.store import users
-from fhirsync.store.engine import open_database
+from fhirsync.store.engine import Database, open_database
 from fhirsync.store.tables import users as users_table
 
 
@@ -54,8 +54,51 @@ def test_new_hashes_use_the_owasp_parameters_and_old_ones_still_verify(db_url: s
     )
     assert extract_parameters(rows["bob"]).memory_cost == 65536
     with db.read() as conn:
-        assert users.verify(conn, "bob", "battery-staple") is not None
+        verified = users.verify(conn, "bob", "battery-staple")
+        assert verified is not None and verified.outdated_hash == rows["bob"]
         assert users.verify(conn, "bob", "wrong-staple") is None
+        fresh = users.verify(conn, "alice", "correct-horse")
+        assert fresh is not None and fresh.outdated_hash is None
+    db.dispose()
+
+
+def _stored_hash(db: Database, name: str) -> str:
+    with db.read() as conn:
+        row = conn.execute(users_table.select().where(users_table.c.name == name)).one()
+    return str(row.password_hash)
+
+
+def test_an_old_hash_is_upgraded_on_the_next_successful_login(db_url: str) -> None:
+    from argon2 import PasswordHasher, extract_parameters
+
+    db = open_database(db_url)
+    with db.write() as conn:
+        users.add(conn, "bob", "battery-staple", "child", "bob-node")
+        conn.execute(
+            users_table.update()
+            .where(users_table.c.name == "bob")
+            .values(password_hash=PasswordHasher().hash("battery-staple"))
+        )
+    old = _stored_hash(db, "bob")
+    with pytest.raises(Unauthenticated):
+        Authenticator(db).authenticate_header(_header("bob", "wrong-staple"))
+    assert _stored_hash(db, "bob") == old  # a wrong password changes nothing
+    assert Authenticator(db).authenticate_header(_header("bob", "battery-staple")).name == "bob"
+    new = _stored_hash(db, "bob")
+    assert new != old and extract_parameters(new).memory_cost == 19 * 1024
+    # A fresh process (no remembered credentials) verifies the new hash.
+    assert Authenticator(db).authenticate_header(_header("bob", "battery-staple")).name == "bob"
+    # A password set after the old hash was verified is never overwritten by the upgrade.
+    with db.write() as conn:
+        conn.execute(
+            users_table.update()
+            .where(users_table.c.name == "bob")
+            .values(password_hash=PasswordHasher().hash("new-password"))
+        )
+    changed = _stored_hash(db, "bob")
+    with db.write() as conn:
+        assert not users.upgrade_hash(conn, "bob", "battery-staple", old)
+    assert _stored_hash(db, "bob") == changed
     db.dispose()
 
 
