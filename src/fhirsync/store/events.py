@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, func, select, text
 
 from fhirsync.records import Action, ChangeEvent
 from fhirsync.store import bulk
@@ -27,22 +27,23 @@ class NewEvent:
     via: str | None
 
 
+_RESERVE = text(
+    "INSERT INTO feed_counters (category, last_seq) VALUES (:category, :count) "
+    "ON CONFLICT (category) DO UPDATE SET last_seq = feed_counters.last_seq + excluded.last_seq "
+    "RETURNING last_seq"
+)
+
+
 def _reserve(conn: Connection, category: str, count: int) -> int:
     """Reserve ``count`` sequence numbers of ``category``; returns the first one.
 
-    The counter row is updated inside the caller's transaction, so concurrent writers of one
-    category serialise here and sequence numbers stay gap-free and unique.
+    The counter row is created or advanced by one statement inside the caller's transaction, so
+    concurrent writers of one category serialise on it and sequence numbers stay gap-free and
+    unique, also for a category's very first events (an update, then an insert when it found no
+    row, let two first writers both insert: on PostgreSQL the second failed on the unique key).
     """
-    row = conn.execute(
-        update(feed_counters)
-        .where(feed_counters.c.category == category)
-        .values(last_seq=feed_counters.c.last_seq + count)
-        .returning(feed_counters.c.last_seq)
-    ).first()
-    if row is None:
-        conn.execute(insert(feed_counters).values(category=category, last_seq=count))
-        return 1
-    return int(row[0]) - count + 1
+    last = conn.execute(_RESERVE, {"category": category, "count": count}).scalar_one()
+    return int(last) - count + 1
 
 
 def append(conn: Connection, new_events: Sequence[NewEvent]) -> list[ChangeEvent]:

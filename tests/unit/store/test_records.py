@@ -83,3 +83,40 @@ def test_fhir_body_gets_id_and_meta(db_url: str) -> None:
     assert body["meta"]["versionId"] == "1"
     assert body["meta"]["lastUpdated"].endswith("Z")
     db.dispose()
+
+
+def test_concurrent_first_events_of_a_category_all_commit_with_distinct_seqs(db_url: str) -> None:
+    # The first event of a category creates its counter row. Writers that start together must
+    # not both try to create it: on PostgreSQL the loser's transaction failed on the unique key.
+    import threading
+    from datetime import UTC, datetime
+
+    db = open_database(db_url)
+    writers = 6
+    errors: list[BaseException] = []
+
+    def write_one(category: str, barrier: threading.Barrier, n: int) -> None:
+        barrier.wait(timeout=30)
+        try:
+            with db.write() as conn:
+                new = events.NewEvent(category, f"r{n}", "CREATED", datetime.now(UTC), "n1", None)
+                events.append(conn, [new])
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    for round_ in range(5):
+        category = f"newcat{round_}"
+        barrier = threading.Barrier(writers)
+        threads = [
+            threading.Thread(target=write_one, args=(category, barrier, n)) for n in range(writers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        with db.read() as conn:
+            seqs = sorted(e.seq for e in events.between(conn, category, 1, 100))
+            assert seqs == list(range(1, writers + 1))
+            assert events.latest_seq(conn, category) == writers
+    db.dispose()
