@@ -110,3 +110,50 @@ def test_serve_and_user_add(tmp_path: Path) -> None:
         assert password
     finally:
         handle.stop()
+
+
+def test_user_list_password_and_remove(tmp_path: Path) -> None:
+    port = free_port()
+    node_dir = tmp_path / "n"
+    init = ("init", str(node_dir), "--instance-id", "n", "--port", str(port))
+    assert run(*init, "--admin-password", "long-enough-pw").returncode == 0
+    for name in ("clinic-b", "clinic-c"):
+        added = run(
+            "user", "add", str(node_dir), name, "--role", "child", "--instance-id", name,
+            "--password", f"{name}-first-pw",
+        )  # fmt: skip
+        assert added.returncode == 0, added.stderr
+    listed = run("user", "list", str(node_dir))
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[1]: line.split()[2:] for line in listed.stdout.splitlines() if "│" in line}
+    assert rows["admin"][1] == "admin"
+    assert rows["clinic-b"][1:4:2] == ["child", "clinic-b"]
+    assert "first-pw" not in listed.stdout
+
+    changed = run("user", "password", str(node_dir), "clinic-b")
+    assert changed.returncode == 0, changed.stderr
+    new_password = changed.stdout.strip().rsplit(" ", 1)[1]
+    short = run("user", "password", str(node_dir), "clinic-b", "--password", "short")
+    assert short.returncode == 2 and "8 characters" in short.stderr
+    missing = run("user", "password", str(node_dir), "nobody", "--password", "long-enough-pw")
+    assert missing.returncode == 2 and "no user 'nobody'" in missing.stderr
+
+    handle = NodeHandle(
+        node_dir=node_dir, instance_id="n", port=port, admin_password="long-enough-pw"
+    ).start_process()
+    try:
+        url = f"{handle.base_url}/ws/atomfeed/patient/recent"
+        assert httpx.get(url, auth=("clinic-b", "clinic-b-first-pw")).status_code == 401
+        assert httpx.get(url, auth=("clinic-b", new_password)).status_code == 200
+        # Removed while the server runs: credentials it has not seen yet are refused at once.
+        removed = run("user", "remove", str(node_dir), "clinic-c")
+        assert removed.returncode == 0, removed.stderr
+        assert httpx.get(url, auth=("clinic-c", "clinic-c-first-pw")).status_code == 401
+    finally:
+        handle.stop()
+    last_admin = run("user", "remove", str(node_dir), "admin")
+    assert last_admin.returncode == 2 and "last admin" in last_admin.stderr
+    again = run("user", "remove", str(node_dir), "clinic-c")
+    assert again.returncode == 2 and "no user 'clinic-c'" in again.stderr
+    names = run("user", "list", str(node_dir)).stdout
+    assert "admin" in names and "clinic-b" in names and "clinic-c" not in names

@@ -1,13 +1,18 @@
-"""``fhirsync user add``."""
+"""``fhirsync user add|list|password|remove``: the accounts of a node."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fhirsync.cli.common import console, handle_errors, node_path
+
+if TYPE_CHECKING:
+    from fhirsync.store.engine import Database
 
 user_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 
@@ -24,20 +29,79 @@ def add(
     password: Annotated[str | None, typer.Option(help="Password (generated if omitted).")] = None,
 ) -> None:
     """Create a user; a child account is bound to its instance id."""
-    # Imported here: store.users loads argon2 and the account tables; only this
-    # command and init need them (see the package docstring: start-up time).
-    from fhirsync.node import open_node
+    # Imported here: store.users loads argon2 and the account tables; only the user commands
+    # and init need them (see the package docstring: start-up time).
     from fhirsync.store import users
 
-    _config, db = open_node(node_path(node_dir))
     secret = password or users.generate_password()
+    with _database(node_dir) as db, db.write() as conn:
+        users.add(conn, name, secret, role, instance_id)  # type: ignore[arg-type]
+    console.print(f"Created {role} user [bold]{name}[/bold]")
+    _show_generated(password, secret)
+
+
+@user_app.command("list")
+@handle_errors
+def list_users(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]) -> None:
+    """Every account: name, role and, for a child account, its instance id."""
+    from rich.table import Table
+
+    from fhirsync.store import users
+
+    with _database(node_dir) as db, db.read() as conn:
+        accounts = users.list_all(conn)
+    table = Table("name", "role", "instance id")
+    for user in accounts:
+        table.add_row(user.name, user.role, user.instance_id or "")
+    console.print(table)
+
+
+@user_app.command("password")
+@handle_errors
+def password(
+    node_dir: Annotated[Path, typer.Argument(help="The node directory.")],
+    name: Annotated[str, typer.Argument(help="User name.")],
+    new_password: Annotated[
+        str | None, typer.Option("--password", help="The new password (generated if omitted).")
+    ] = None,
+) -> None:
+    """Set a new password (a running server still accepts the old one for up to a minute)."""
+    from fhirsync.store import users
+
+    secret = new_password or users.generate_password()
+    with _database(node_dir) as db, db.write() as conn:
+        users.set_password(conn, name, secret)
+    console.print(f"New password set for [bold]{name}[/bold]")
+    _show_generated(new_password, secret)
+
+
+@user_app.command("remove")
+@handle_errors
+def remove(
+    node_dir: Annotated[Path, typer.Argument(help="The node directory.")],
+    name: Annotated[str, typer.Argument(help="User name.")],
+) -> None:
+    """Delete an account (a running server refuses it within a minute; the last admin stays)."""
+    from fhirsync.store import users
+
+    with _database(node_dir) as db, db.write() as conn:
+        user = users.remove(conn, name)
+    console.print(f"Removed {user.role} user [bold]{name}[/bold]")
+
+
+@contextmanager
+def _database(node_dir: Path) -> Iterator[Database]:
+    from fhirsync.node import open_node
+
+    _config, db = open_node(node_path(node_dir))
     try:
-        with db.write() as conn:
-            users.add(conn, name, secret, role, instance_id)  # type: ignore[arg-type]
+        yield db
     finally:
         db.dispose()
-    console.print(f"Created {role} user [bold]{name}[/bold]")
-    if password is None:
+
+
+def _show_generated(given: str | None, secret: str) -> None:
+    if given is None:
         console.print(f"Password (shown once, store it now): [bold]{secret}[/bold]")
 
 

@@ -10,7 +10,7 @@ from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from fhirsync.errors import ConfigurationError
 from fhirsync.store.tables import users
@@ -62,8 +62,7 @@ def add(
         raise ConfigurationError(
             f"unknown role {role!r} (use admin, viewer or child)", field="role"
         )
-    if len(password) < 8:
-        raise ConfigurationError("passwords must have at least 8 characters", field="password")
+    _check_password(password)
     if role == "child" and not instance_id:
         raise ConfigurationError("a child account needs --instance-id", field="instance_id")
     if conn.execute(select(users.c.id).where(users.c.name == name)).first() is not None:
@@ -86,6 +85,46 @@ class Verification:
 
     user: User
     outdated_hash: str | None
+
+
+def _check_password(password: str) -> None:
+    if len(password) < 8:
+        raise ConfigurationError("passwords must have at least 8 characters", field="password")
+
+
+def _row(conn: Connection, name: str) -> User:
+    row = conn.execute(select(users).where(users.c.name == name)).first()
+    if row is None:
+        raise ConfigurationError(f"there is no user {name!r}", field="name")
+    return User(row.name, row.role, row.instance_id)
+
+
+def set_password(conn: Connection, name: str, password: str) -> User:
+    """Give ``name`` a new password; ConfigurationError if there is no such user or the password
+    is unusable. A running server still accepts the old one for up to a minute (its cache)."""
+    _check_password(password)
+    user = _row(conn, name)
+    conn.execute(
+        update(users).where(users.c.name == name).values(password_hash=_hasher.hash(password))
+    )
+    return user
+
+
+def remove(conn: Connection, name: str) -> User:
+    """Delete the account ``name``; ConfigurationError if there is none, or if it is the last
+    admin (nobody could then sign in to the admin pages)."""
+    user = _row(conn, name)
+    if user.role == "admin":
+        admins = conn.execute(
+            select(func.count()).select_from(users).where(users.c.role == "admin")
+        ).scalar_one()
+        if admins <= 1:
+            raise ConfigurationError(
+                f"{name!r} is the last admin account: add another admin before removing it",
+                field="name",
+            )
+    conn.execute(delete(users).where(users.c.name == name))
+    return user
 
 
 def verify(conn: Connection, name: str, password: str) -> Verification | None:

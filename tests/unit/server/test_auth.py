@@ -134,6 +134,22 @@ def test_account_rules(db_url: str) -> None:
     db.dispose()
 
 
+def test_an_admin_may_be_removed_while_another_admin_remains(db_url: str) -> None:
+    db = open_database(db_url)
+    with db.write() as conn:
+        users.add(conn, "alice", "correct-horse", "admin")
+        users.add(conn, "bob", "battery-staple", "admin")
+        assert users.remove(conn, "alice").role == "admin"
+        with pytest.raises(ConfigurationError, match="last admin"):
+            users.remove(conn, "bob")
+        users.set_password(conn, "bob", "new-battery")
+    with db.read() as conn:
+        assert [u.name for u in users.list_all(conn)] == ["bob"]
+        assert users.verify(conn, "bob", "new-battery") is not None
+        assert users.verify(conn, "bob", "battery-staple") is None
+    db.dispose()
+
+
 def test_only_verified_credentials_are_remembered(db_url: str) -> None:
     db = open_database(db_url)
     with db.write() as conn:
