@@ -142,6 +142,10 @@ def test_an_admin_may_be_removed_while_another_admin_remains(db_url: str) -> Non
         assert users.remove(conn, "alice").role == "admin"
         with pytest.raises(ConfigurationError, match="last admin"):
             users.remove(conn, "bob")
+        with pytest.raises(ConfigurationError, match="8 characters"):
+            users.set_password(conn, "bob", "short")
+        with pytest.raises(ConfigurationError, match="no user 'alice'"):
+            users.remove(conn, "alice")
         users.set_password(conn, "bob", "new-battery")
     with db.read() as conn:
         assert [u.name for u in users.list_all(conn)] == ["bob"]
