@@ -12,6 +12,8 @@ from fhirsync.store import users
 from fhirsync.store.engine import Database, open_database
 from fhirsync.store.tables import users as users_table
 
+pytestmark = pytest.mark.postgres
+
 
 def _header(name: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
