@@ -99,15 +99,15 @@ def _row(conn: Connection, name: str) -> User:
     return User(row.name, row.role, row.instance_id)
 
 
-def set_password(conn: Connection, name: str, password: str) -> User:
+def set_password(conn: Connection, name: str, password: str) -> None:
     """Give ``name`` a new password; ConfigurationError if there is no such user or the password
     is unusable. A running server still accepts the old one for up to a minute (its cache)."""
     _check_password(password)
-    user = _row(conn, name)
-    conn.execute(
+    done = conn.execute(
         update(users).where(users.c.name == name).values(password_hash=_hasher.hash(password))
     )
-    return user
+    if done.rowcount == 0:
+        raise ConfigurationError(f"there is no user {name!r}", field="name")
 
 
 def remove(conn: Connection, name: str) -> User:

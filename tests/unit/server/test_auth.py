@@ -15,6 +15,22 @@ from fhirsync.store.tables import users as users_table
 pytestmark = pytest.mark.postgres
 
 
+def _store_hash(db: Database, name: str, password_hash: str) -> None:
+    """Put ``password_hash`` in ``name``'s row directly (as another fhirsync version wrote it)."""
+    with db.write() as conn:
+        conn.execute(
+            users_table.update()
+            .where(users_table.c.name == name)
+            .values(password_hash=password_hash)
+        )
+
+
+def _stored_hash(db: Database, name: str) -> str:
+    with db.read() as conn:
+        row = conn.execute(users_table.select().where(users_table.c.name == name)).one()
+    return str(row.password_hash)
+
+
 def _header(name: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
 
@@ -39,12 +55,8 @@ def test_new_hashes_use_the_owasp_parameters_and_old_ones_still_verify(db_url: s
     with db.write() as conn:
         users.add(conn, "alice", "correct-horse", "admin")
         users.add(conn, "bob", "battery-staple", "child", "bob-node")
-        # An account hashed under argon2-cffi's default parameters (before the change).
-        conn.execute(
-            users_table.update()
-            .where(users_table.c.name == "bob")
-            .values(password_hash=PasswordHasher().hash("battery-staple"))
-        )
+    # An account hashed under argon2-cffi's default parameters (before the change).
+    _store_hash(db, "bob", PasswordHasher().hash("battery-staple"))
     with db.read() as conn:
         rows = {r.name: r.password_hash for r in conn.execute(users_table.select())}
     params = extract_parameters(rows["alice"])
@@ -64,23 +76,13 @@ def test_new_hashes_use_the_owasp_parameters_and_old_ones_still_verify(db_url: s
     db.dispose()
 
 
-def _stored_hash(db: Database, name: str) -> str:
-    with db.read() as conn:
-        row = conn.execute(users_table.select().where(users_table.c.name == name)).one()
-    return str(row.password_hash)
-
-
 def test_an_old_hash_is_upgraded_on_the_next_successful_login(db_url: str) -> None:
     from argon2 import PasswordHasher, extract_parameters
 
     db = open_database(db_url)
     with db.write() as conn:
         users.add(conn, "bob", "battery-staple", "child", "bob-node")
-        conn.execute(
-            users_table.update()
-            .where(users_table.c.name == "bob")
-            .values(password_hash=PasswordHasher().hash("battery-staple"))
-        )
+    _store_hash(db, "bob", PasswordHasher().hash("battery-staple"))
     old = _stored_hash(db, "bob")
     with pytest.raises(Unauthenticated):
         Authenticator(db).authenticate_header(_header("bob", "wrong-staple"))
@@ -91,12 +93,7 @@ def test_an_old_hash_is_upgraded_on_the_next_successful_login(db_url: str) -> No
     # A fresh process (no remembered credentials) verifies the new hash.
     assert Authenticator(db).authenticate_header(_header("bob", "battery-staple")).name == "bob"
     # A password set after the old hash was verified is never overwritten by the upgrade.
-    with db.write() as conn:
-        conn.execute(
-            users_table.update()
-            .where(users_table.c.name == "bob")
-            .values(password_hash=PasswordHasher().hash("new-password"))
-        )
+    _store_hash(db, "bob", PasswordHasher().hash("new-password"))
     changed = _stored_hash(db, "bob")
     with db.write() as conn:
         assert not users.upgrade_hash(conn, "bob", "battery-staple", old)
