@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 
+from fhirsync.server.auth import RECHECK_SECONDS
 from fhirsync.store import users
 from fhirsync.testing.servers import NodeHandle, free_port
 
@@ -144,10 +146,16 @@ def test_user_list_password_and_remove(tmp_path: Path) -> None:
         url = f"{handle.base_url}/ws/atomfeed/patient/recent"
         assert httpx.get(url, auth=("clinic-b", "clinic-b-first-pw")).status_code == 401
         assert httpx.get(url, auth=("clinic-b", new_password)).status_code == 200
-        # Removed while the server runs: credentials it has not seen yet are refused at once.
+        # Changed and removed while the server runs, after it has verified (and remembered) the
+        # credentials: refused within seconds, not after the remembered verification expires.
+        assert httpx.get(url, auth=("clinic-c", "clinic-c-first-pw")).status_code == 200
+        rotated = run("user", "password", str(node_dir), "clinic-b", "--password", "third-pw-b")
+        assert rotated.returncode == 0, rotated.stderr
+        assert _refused_soon(url, ("clinic-b", new_password))
+        assert httpx.get(url, auth=("clinic-b", "third-pw-b")).status_code == 200
         removed = run("user", "remove", str(node_dir), "clinic-c")
         assert removed.returncode == 0, removed.stderr
-        assert httpx.get(url, auth=("clinic-c", "clinic-c-first-pw")).status_code == 401
+        assert _refused_soon(url, ("clinic-c", "clinic-c-first-pw"))
     finally:
         handle.stop()
     last_admin = run("user", "remove", str(node_dir), "admin")
@@ -158,3 +166,13 @@ def test_user_list_password_and_remove(tmp_path: Path) -> None:
             assert [u.name for u in users.list_all(conn)] == ["admin", "clinic-b"]
     finally:
         db.dispose()
+
+
+def _refused_soon(url: str, auth: tuple[str, str]) -> bool:
+    """Whether ``auth`` gets 401 within a few times the server's recheck interval."""
+    deadline = time.monotonic() + 5 * RECHECK_SECONDS
+    while time.monotonic() < deadline:
+        if httpx.get(url, auth=auth).status_code == 401:
+            return True
+        time.sleep(0.1)
+    return False

@@ -65,7 +65,7 @@ def password(
         str | None, typer.Option("--password", help="The new password (generated if omitted).")
     ] = None,
 ) -> None:
-    """Set a new password (a running server still accepts the old one for up to a minute)."""
+    """Set a new password (a running server refuses the old one within seconds)."""
     from fhirsync.store import users
 
     secret = new_password or users.generate_password()
@@ -81,7 +81,7 @@ def remove(
     node_dir: Annotated[Path, typer.Argument(help="The node directory.")],
     name: Annotated[str, typer.Argument(help="User name.")],
 ) -> None:
-    """Delete an account (a running server refuses it within a minute; the last admin stays)."""
+    """Delete an account (a running server refuses it within seconds; the last admin stays)."""
     from fhirsync.store import users
 
     with _database(node_dir) as db, db.write() as conn:

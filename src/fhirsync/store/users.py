@@ -81,10 +81,21 @@ def add(
 
 @dataclass(frozen=True, slots=True)
 class Verification:
-    """A right password: its user, and the stored hash if it was made with other parameters."""
+    """A right password: its user and the stored hash it matched (``outdated`` if that hash was
+    made with other parameters)."""
 
     user: User
-    outdated_hash: str | None
+    password_hash: str
+    outdated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """An account as stored now: the user and its password hash (for callers that remember a
+    verification and must notice when the password changes or the account goes)."""
+
+    user: User
+    password_hash: str
 
 
 def _check_password(password: str) -> None:
@@ -92,16 +103,9 @@ def _check_password(password: str) -> None:
         raise ConfigurationError("passwords must have at least 8 characters", field="password")
 
 
-def _row(conn: Connection, name: str) -> User:
-    row = conn.execute(select(users).where(users.c.name == name)).first()
-    if row is None:
-        raise ConfigurationError(f"there is no user {name!r}", field="name")
-    return User(row.name, row.role, row.instance_id)
-
-
 def set_password(conn: Connection, name: str, password: str) -> None:
     """Give ``name`` a new password; ConfigurationError if there is no such user or the password
-    is unusable. A running server still accepts the old one for up to a minute (its cache)."""
+    is unusable. A running server notices within seconds (:mod:`fhirsync.server.auth`)."""
     _check_password(password)
     done = conn.execute(
         update(users).where(users.c.name == name).values(password_hash=_hasher.hash(password))
@@ -113,7 +117,10 @@ def set_password(conn: Connection, name: str, password: str) -> None:
 def remove(conn: Connection, name: str) -> User:
     """Delete the account ``name``; ConfigurationError if there is none, or if it is the last
     admin (nobody could then sign in to the admin pages)."""
-    user = _row(conn, name)
+    found = account(conn, name)
+    if found is None:
+        raise ConfigurationError(f"there is no user {name!r}", field="name")
+    user = found.user
     if user.role == "admin":
         admins = conn.execute(
             select(func.count()).select_from(users).where(users.c.role == "admin")
@@ -130,30 +137,38 @@ def remove(conn: Connection, name: str) -> User:
 def verify(conn: Connection, name: str, password: str) -> Verification | None:
     """The verification if ``password`` is right; None otherwise (equal time whether or not the
     user exists)."""
-    row = conn.execute(select(users).where(users.c.name == name)).first()
-    stored = row.password_hash if row is not None else _dummy_hash()
+    found = account(conn, name)
+    stored = found.password_hash if found is not None else _dummy_hash()
     try:
         _hasher.verify(stored, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return None
+    if found is None:
+        return None
+    return Verification(found.user, stored, _hasher.check_needs_rehash(stored))
+
+
+def account(conn: Connection, name: str) -> Account | None:
+    """The account ``name`` as stored now, or None if there is none (no password check)."""
+    row = conn.execute(select(users).where(users.c.name == name)).first()
     if row is None:
         return None
-    outdated = stored if _hasher.check_needs_rehash(stored) else None
-    return Verification(User(row.name, row.role, row.instance_id), outdated)
+    return Account(User(row.name, row.role, row.instance_id), row.password_hash)
 
 
-def upgrade_hash(conn: Connection, name: str, password: str, outdated: str) -> bool:
-    """Replace ``name``'s ``outdated`` hash by one made with the current parameters.
+def upgrade_hash(conn: Connection, name: str, password: str, outdated: str) -> str | None:
+    """Replace ``name``'s ``outdated`` hash by one made with the current parameters; the new hash.
 
-    ``password`` must be the one just verified against ``outdated``. Nothing changes (False) if the
+    ``password`` must be the one just verified against ``outdated``. Nothing changes (None) if the
     stored hash is no longer ``outdated``: a password set meanwhile is never overwritten.
     """
+    new_hash = _hasher.hash(password)
     result = conn.execute(
         update(users)
         .where(users.c.name == name, users.c.password_hash == outdated)
-        .values(password_hash=_hasher.hash(password))
+        .values(password_hash=new_hash)
     )
-    return result.rowcount == 1
+    return new_hash if result.rowcount == 1 else None
 
 
 def list_all(conn: Connection) -> list[User]:

@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from fhirsync.errors import ConfigurationError, Forbidden, Unauthenticated
-from fhirsync.server.auth import Authenticator, require_role
+from fhirsync.server.auth import RECHECK_SECONDS, Authenticator, require_role
 from fhirsync.store import users
 from fhirsync.store.engine import Database, open_database
 from fhirsync.store.tables import users as users_table
@@ -69,10 +69,10 @@ def test_new_hashes_use_the_owasp_parameters_and_old_ones_still_verify(db_url: s
     assert extract_parameters(rows["bob"]).memory_cost == 65536
     with db.read() as conn:
         verified = users.verify(conn, "bob", "battery-staple")
-        assert verified is not None and verified.outdated_hash == rows["bob"]
+        assert verified is not None and verified.outdated and verified.password_hash == rows["bob"]
         assert users.verify(conn, "bob", "wrong-staple") is None
         fresh = users.verify(conn, "alice", "correct-horse")
-        assert fresh is not None and fresh.outdated_hash is None
+        assert fresh is not None and not fresh.outdated
     db.dispose()
 
 
@@ -96,7 +96,7 @@ def test_an_old_hash_is_upgraded_on_the_next_successful_login(db_url: str) -> No
     _store_hash(db, "bob", PasswordHasher().hash("new-password"))
     changed = _stored_hash(db, "bob")
     with db.write() as conn:
-        assert not users.upgrade_hash(conn, "bob", "battery-staple", old)
+        assert users.upgrade_hash(conn, "bob", "battery-staple", old) is None
     assert _stored_hash(db, "bob") == changed
     db.dispose()
 
@@ -167,4 +167,60 @@ def test_only_verified_credentials_are_remembered(db_url: str) -> None:
         auth.authenticate_header(wrong)
     for header in (wrong, None, "Bearer x", "Basic !!!"):
         assert auth.remembered(header) is None
+    db.dispose()
+
+
+def test_remembered_credentials_follow_the_account(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A password change or removal made elsewhere (``fhirsync user``) is seen at the next
+    recheck, and an unchanged account is confirmed by reading it, without argon2 again."""
+    db = open_database(db_url)
+    with db.write() as conn:
+        users.add(conn, "alice", "correct-horse", "admin")
+        users.add(conn, "carol", "carol-secret", "admin")
+    auth = Authenticator(db)
+    verifications: list[str] = []
+    real_verify = users.verify
+
+    def counting_verify(conn: object, name: str, password: str) -> object:
+        verifications.append(name)
+        return real_verify(conn, name, password)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(users, "verify", counting_verify)
+    monkeypatch.setattr("fhirsync.server.auth.RECHECK_SECONDS", 0.0)  # every call rechecks
+    alice, carol = _header("alice", "correct-horse"), _header("carol", "carol-secret")
+    for _ in range(3):
+        assert auth.authenticate_header(alice).name == "alice"
+        assert auth.authenticate_header(carol).name == "carol"
+    assert verifications == ["alice", "carol"]  # the later calls only read the accounts
+
+    with db.write() as conn:
+        users.set_password(conn, "alice", "battery-staple")
+        users.remove(conn, "carol")
+    for old in (alice, carol):
+        with pytest.raises(Unauthenticated):
+            auth.authenticate_header(old)
+        assert auth.remembered(old) is None
+    assert auth.authenticate_header(_header("alice", "battery-staple")).name == "alice"
+    db.dispose()
+
+
+def test_remembered_credentials_are_trusted_only_between_rechecks(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = open_database(db_url)
+    with db.write() as conn:
+        users.add(conn, "alice", "correct-horse", "admin")
+    auth = Authenticator(db)
+    clock = [1000.0]
+    monkeypatch.setattr("fhirsync.server.auth.monotonic", lambda: clock[0])
+    header = _header("alice", "correct-horse")
+    auth.authenticate_header(header)
+    clock[0] += RECHECK_SECONDS / 2
+    assert auth.remembered(header) is not None
+    clock[0] += RECHECK_SECONDS
+    assert auth.remembered(header) is None  # the event loop must hand it to a thread now
+    assert auth.authenticate_header(header).name == "alice"
+    assert auth.remembered(header) is not None
     db.dispose()
