@@ -120,7 +120,7 @@ def migrate(url: str) -> None:
         ) from exc
 
 
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 """The newest migration (a unit test checks it against the migration scripts)."""
 
 

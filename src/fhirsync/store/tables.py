@@ -207,3 +207,13 @@ conflicts = Table(
 )
 Index("ix_conflicts_record", conflicts.c.category, conflicts.c.record_uuid, conflicts.c.status)
 Index("ix_conflicts_status", conflicts.c.status)
+# One open conflict per record (migration 0004): the write paths lock the record rows first, and
+# this holds even for a path that forgot to.
+Index(
+    "ux_conflicts_open_record",
+    conflicts.c.category,
+    conflicts.c.record_uuid,
+    unique=True,
+    sqlite_where=conflicts.c.status == "open",
+    postgresql_where=conflicts.c.status == "open",
+)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import Connection, insert, select, text
+from sqlalchemy.exc import IntegrityError
 
 from fhirsync.store.engine import HEAD_REVISION, alembic_config, open_database
+from fhirsync.store.tables import conflicts
 
 
 def test_head_revision_names_the_newest_migration(db_url: str) -> None:
@@ -48,3 +51,51 @@ def test_a_database_at_the_newest_revision_is_opened_without_alembic(tmp_path: P
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _conflict(conn: Connection, uuid: str, record_uuid: str, status: str) -> None:
+    moment = datetime(2026, 11, 29, 12, 0)
+    body, state = b"{}", "CREATED"
+    conn.execute(
+        insert(conflicts).values(
+            uuid=uuid, category="patient", record_uuid=record_uuid, status=status,
+            operation="pull", local_body=body, local_state=state, remote_body=body,
+            remote_state=state, paths="[]", detected_at=moment, updated_at=moment,
+        )
+    )  # fmt: skip
+
+
+@pytest.mark.postgres
+def test_a_record_has_at_most_one_open_conflict_and_older_duplicates_are_superseded(
+    db_url: str,
+) -> None:
+    db = open_database(db_url)
+    with db.write() as conn:
+        # A database from before migration 0004, holding two open conflicts for one record.
+        conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+        conn.execute(text("DROP INDEX ux_conflicts_open_record"))
+        _conflict(conn, "c-old", "rec-a", "open")
+        _conflict(conn, "c-new", "rec-a", "open")
+        _conflict(conn, "c-done", "rec-b", "resolved")
+        _conflict(conn, "c-b", "rec-b", "open")
+    db.dispose()
+    again = open_database(db_url)
+    try:
+        with again.read() as conn:
+            rows = {
+                r.uuid: (r.status, r.resolution, r.resolved_by)
+                for r in conn.execute(select(conflicts))
+            }
+        assert rows == {
+            "c-old": ("resolved", "superseded", "migration 0004"),
+            "c-new": ("open", None, None),
+            "c-done": ("resolved", None, None),
+            "c-b": ("open", None, None),
+        }
+        with pytest.raises(IntegrityError), again.write() as conn:
+            _conflict(conn, "c-third", "rec-a", "open")
+        with again.write() as conn:  # closed ones may pile up; another record is its own
+            _conflict(conn, "c-closed", "rec-a", "resolved")
+            _conflict(conn, "c-other", "rec-c", "open")
+    finally:
+        again.dispose()
