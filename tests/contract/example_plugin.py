@@ -53,15 +53,18 @@ class OneByOneClient:
                     result.failed[ref.uuid] = InvalidResource("not a JSON object", uuid=ref.uuid)
         return result
 
-    def send(self, category: Category, changes: Sequence[OutgoingChange]) -> SendResult:
+    def send(
+        self, category: Category, changes: Sequence[OutgoingChange], *, origin: str | None = None
+    ) -> SendResult:
         result = SendResult()
+        stamp = {"X-Fhirsync-Origin": origin} if origin else {}
         for change in changes:
             url = f"{FHIR_BASE}/{category.fhir_type}/{change.uuid}"
             if change.action in ("VOIDED", "RETIRED", "DELETED"):
-                response = request(self._http, "DELETE", url)
+                response = request(self._http, "DELETE", url, headers=stamp)
             else:
                 body = {**(change.body or {}), "id": change.uuid}
-                headers = {"Content-Type": "application/fhir+json"}
+                headers = {"Content-Type": "application/fhir+json", **stamp}
                 response = request(
                     self._http, "PUT", url, content=orjson.dumps(body), headers=headers
                 )

@@ -32,6 +32,7 @@ from fhirsync.errors import (
     TransientError,
     Unauthenticated,
 )
+from fhirsync.store import records, users
 from fhirsync.testing.proxy import FaultProxy
 from fhirsync.testing.servers import NodeHandle, free_port
 from fhirsync.testing.stub_http import QuietHandler, serving
@@ -240,6 +241,31 @@ def test_send_then_fetch_round_trip(kit: Kit) -> None:
     assert voided.sent == {uuids[0]}
     after = client.fetch(kit.category, _refs(uuids[:1]))
     assert uuids[0] in after.absent or after.found[uuids[0]].get("retired") is True
+
+
+def test_send_stamps_the_first_origin(kit: Kit) -> None:
+    """A change relayed from a node below the sender keeps that node as its origin."""
+    _config, db = kit.node.open()
+    try:
+        with db.write() as conn:
+            if not any(u.name == "contract-child" for u in users.list_all(conn)):
+                users.add(conn, "contract-child", "contract-child-pw", "child", "contract-child")
+    finally:
+        db.dispose()
+    client = kit.client(auth=("contract-child", "contract-child-pw"))
+    relayed, own = str(uuid_lib.uuid4()), str(uuid_lib.uuid4())
+    change = OutgoingChange(kit.category.name, relayed, "CREATED", kit.body(0), "active")
+    assert client.send(kit.category, [change], origin="clinic-below").sent == {relayed}
+    change = OutgoingChange(kit.category.name, own, "CREATED", kit.body(1), "active")
+    assert client.send(kit.category, [change]).sent == {own}
+    _config, db = kit.node.open()
+    try:
+        with db.read() as conn:
+            held = records.get_many(conn, [kit.category.name], [relayed, own])
+    finally:
+        db.dispose()
+    assert held[relayed].origin == "clinic-below"
+    assert held[own].origin == "contract-child"
 
 
 # --- a remote that always fails -----------------------------------------------------------------

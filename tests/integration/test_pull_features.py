@@ -133,8 +133,8 @@ class CountingClient:
         CountingClient.fetched.extend(r.uuid for r in refs)
         return self.inner.fetch(category, refs)
 
-    def send(self, category: Category, changes: Sequence[Any]) -> Any:
-        return self.inner.send(category, changes)
+    def send(self, category: Category, changes: Sequence[Any], *, origin: str | None = None) -> Any:
+        return self.inner.send(category, changes, origin=origin)
 
     def close(self) -> None:
         self.inner.close()

@@ -83,8 +83,17 @@ class SourceClient(Protocol):
         """Fetch records in as few requests as the transport allows. Idempotent; no side effects."""
         ...
 
-    def send(self, category: Category, changes: Sequence[OutgoingChange]) -> SendResult:
-        """Write changes to the remote (create/update keep the uuid; voids and deletes too)."""
+    def send(
+        self,
+        category: Category,
+        changes: Sequence[OutgoingChange],
+        *,
+        origin: str | None = None,
+    ) -> SendResult:
+        """Write changes to the remote (create/update keep the uuid; voids and deletes too).
+
+        ``origin`` is the node the changes came from first (push gives it): a client writing to
+        a fhirsync node sends it as ``X-Fhirsync-Origin``, so the change never travels back."""
         ...
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ from fhirsync.categories import Category
 from fhirsync.clients.base import RecordRef
 from fhirsync.clients.facade import ClientFacade
 from fhirsync.clients.push_http import HttpPushSender
+from fhirsync.clients.push_route import PluginRoutedSender
 from fhirsync.errors import AuthError, ConfigurationError, RequestError, TransientError
 from fhirsync.runtime import bulk_settings, quick_handoffs
 from fhirsync.settings import NodeConfig
@@ -144,7 +145,8 @@ def run_push(
         facade = ClientFacade.for_parent(config)
         totals: dict[str, Totals] = {}
         try:
-            ctx = build_context(config, db, sender, listener, parent_fetcher(facade))
+            routed = PluginRoutedSender(sender, facade.clients, facade.global_preferred)
+            ctx = build_context(config, db, routed, listener, parent_fetcher(facade))
             # As pull: batches of records in flight make the default gc walk the heap again
             # and again. The sender thread must win the interpreter lock back quickly when the
             # parent answers, or the parent idles.
