@@ -9,6 +9,7 @@ from pathlib import Path
 from fhirsync import categories
 from fhirsync.errors import ConfigurationError
 from fhirsync.settings import (
+    DB_FILE,
     SETTINGS_FILE,
     SYNC2_FILE,
     ClassConfig,
@@ -73,40 +74,61 @@ def init_node(
         raise ConfigurationError("--instance-id must not be blank", field="instance_id")
     if (node_dir / SYNC2_FILE).exists():
         raise ConfigurationError(f"{node_dir} already holds a node (sync2.json exists)")
+    if admin_password is not None:
+        users.check_password(admin_password)
+    made_dir = not node_dir.exists()
     node_dir.mkdir(parents=True, exist_ok=True)
-    data: dict[str, object] = {"port": port, "host": host}
-    if db_url:
-        data["db_url"] = db_url
-    if parent_user:
-        data["parent_user"] = parent_user
-    if parent_password:
-        data["parent_password"] = parent_password
-    data.update(extra_settings or {})
-    settings: NodeSettings = parse_node_settings(data, SETTINGS_FILE)
-    base = settings.base_url or f"http://{host}:{port}"
-    sync2 = Sync2Config(
-        general=GeneralConfig(
-            parent_feed_location=parent.rstrip("/") if parent else None,
-            local_feed_location=base,
-            local_instance_id=instance_id,
-            persist_success_audit=True,
-            persist_failure_audit=True,
-        ),
-        push=SyncMethodConfig(enabled=False, schedule=DEFAULT_SCHEDULE, classes=default_classes()),
-        pull=SyncMethodConfig(enabled=False, schedule=DEFAULT_SCHEDULE, classes=default_classes()),
-    )
-    write_node_settings(node_dir, settings)
-    write_sync2(node_dir, sync2)
-    config = load_node(node_dir)
-    generated = admin_password is None
-    password = admin_password or users.generate_password()
-    db = open_database(config.db_url)
+    ours = [
+        path
+        for name in (SETTINGS_FILE, SYNC2_FILE, DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm")
+        if not (path := node_dir / name).exists()
+    ]
     try:
-        with db.write() as conn:
-            users.add(conn, "admin", password, "admin")
-    finally:
-        db.dispose()
-    return InitResult(config=config, admin_password=password, password_generated=generated)
+        data: dict[str, object] = {"port": port, "host": host}
+        if db_url:
+            data["db_url"] = db_url
+        if parent_user:
+            data["parent_user"] = parent_user
+        if parent_password:
+            data["parent_password"] = parent_password
+        data.update(extra_settings or {})
+        settings: NodeSettings = parse_node_settings(data, SETTINGS_FILE)
+        base = settings.base_url or f"http://{host}:{port}"
+        sync2 = Sync2Config(
+            general=GeneralConfig(
+                parent_feed_location=parent.rstrip("/") if parent else None,
+                local_feed_location=base,
+                local_instance_id=instance_id,
+                persist_success_audit=True,
+                persist_failure_audit=True,
+            ),
+            push=SyncMethodConfig(
+                enabled=False, schedule=DEFAULT_SCHEDULE, classes=default_classes()
+            ),
+            pull=SyncMethodConfig(
+                enabled=False, schedule=DEFAULT_SCHEDULE, classes=default_classes()
+            ),
+        )
+        write_node_settings(node_dir, settings)
+        write_sync2(node_dir, sync2)
+        config = load_node(node_dir)
+        generated = admin_password is None
+        password = admin_password or users.generate_password()
+        db = open_database(config.db_url)
+        try:
+            with db.write() as conn:
+                users.add(conn, "admin", password, "admin")
+        finally:
+            db.dispose()
+        return InitResult(config=config, admin_password=password, password_generated=generated)
+    except BaseException:
+        # A failed init (the database unreachable, say) leaves nothing behind, so running it
+        # again once the problem is fixed is not refused as "already holds a node".
+        for path in ours:
+            path.unlink(missing_ok=True)
+        if made_dir and not any(node_dir.iterdir()):
+            node_dir.rmdir()
+        raise
 
 
 def open_node(node_dir: Path) -> tuple[NodeConfig, Database]:

@@ -266,11 +266,31 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
 def _error_from_validation(exc: ValidationError, source: str) -> ConfigurationError:
     first = exc.errors()[0]
     where = _field_path(first["loc"]) or "(top level)"
-    value = first.get("input")
-    shown = "" if isinstance(value, dict | list) else f" (got {value!r})"
+    shown = _shown_input(where, first.get("input"))
     return ConfigurationError(
         f"{source}: field '{where}': {first['msg']}{shown}", field=where, source=source
     )
+
+
+def _shown_input(where: str, value: Any) -> str:
+    """The rejected value for an error message: never a secret, nor a password in a URL."""
+    if isinstance(value, dict | list) or any(w in where.lower() for w in ("password", "secret")):
+        return ""
+    return f" (got {redacted_url(value) if isinstance(value, str) else value!r})"
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with the password of its user part replaced by ``***`` (for messages and output);
+    any other string unchanged."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, host = netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}{slash}{path}"
 
 
 def _read_json(path: Path) -> Any:

@@ -66,6 +66,28 @@ def test_init_refuses_an_existing_node_and_blank_id(tmp_path: Path) -> None:
     assert run("init", str(tmp_path / "m"), "--instance-id", " ").returncode == 2
 
 
+def test_a_failed_init_leaves_nothing_behind_and_hides_the_database_password(
+    tmp_path: Path,
+) -> None:
+    node_dir = tmp_path / "clinic"
+    unreachable = f"postgresql+psycopg://postgres:Hunter2-pw@127.0.0.1:{free_port()}/test"
+    failed = run("init", str(node_dir), "--instance-id", "c", "--db", unreachable)
+    assert failed.returncode == 2
+    assert "cannot open database" in failed.stderr and "postgres:***@127.0.0.1" in failed.stderr
+    assert "Hunter2" not in failed.stdout + failed.stderr
+    assert not node_dir.exists()
+    # A weak admin password is refused before anything is written, in an existing directory too.
+    node_dir.mkdir()
+    (node_dir / "notes.txt").write_text("kept")
+    weak = run("init", str(node_dir), "--instance-id", "c", "--admin-password", "short")
+    assert weak.returncode == 2 and "at least 8 characters" in weak.stderr
+    assert [p.name for p in node_dir.iterdir()] == ["notes.txt"]
+    # Once the problem is fixed, init simply works.
+    fixed = run("init", str(node_dir), "--instance-id", "c", "--admin-password", "long-enough-pw")
+    assert fixed.returncode == 0, fixed.stderr
+    assert (node_dir / "sync2.json").exists() and (node_dir / "notes.txt").read_text() == "kept"
+
+
 def test_serve_refuses_an_invalid_config_and_names_the_field(tmp_path: Path) -> None:
     node_dir = tmp_path / "n"
     run("init", str(node_dir), "--instance-id", "n", "--admin-password", "long-enough-pw")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fhirsync.errors import ConfigurationError
-from fhirsync.settings import load_sync2, parse_node_settings, parse_sync2
+from fhirsync.settings import load_sync2, parse_node_settings, parse_sync2, redacted_url
 
 SAMPLES = (
     "defaultSyncConfiguration",
@@ -77,6 +77,35 @@ def test_node_settings_errors_name_the_field() -> None:
     assert info.value.field == "no_such_setting"
     with pytest.raises(ConfigurationError):
         parse_node_settings({"db_url": "mysql://x"})
+
+
+def test_errors_never_show_a_password() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_node_settings({"db_url": "mysql://sync:Hunter2-pw@db.example/clinic"})
+    assert info.value.field == "db_url"
+    assert "Hunter2" not in str(info.value)
+    assert "'mysql://sync:***@db.example/clinic'" in str(info.value)  # the rest still helps
+    with pytest.raises(ConfigurationError) as info:
+        parse_node_settings({"parent_password": 12345678})
+    assert info.value.field == "parent_password"
+    assert "12345678" not in str(info.value)
+    with pytest.raises(ConfigurationError) as info:
+        parse_sync2({"general": {"clients": {"fhir": {"password": ["Hunter2"]}}}})
+    assert "Hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql+psycopg://sync:s3cr%40t@db:5432/n", "postgresql+psycopg://sync:***@db:5432/n"),
+        ("postgresql+psycopg://sync@db/n", "postgresql+psycopg://sync@db/n"),
+        ("postgresql+psycopg://u:p@w@db/n", "postgresql+psycopg://u:***@db/n"),
+        ("sqlite:////srv/node/fhirsync.db", "sqlite:////srv/node/fhirsync.db"),
+        ("not a url", "not a url"),
+    ],
+)
+def test_redacted_url(url: str, shown: str) -> None:
+    assert redacted_url(url) == shown
 
 
 def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch) -> None:

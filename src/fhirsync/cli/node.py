@@ -26,6 +26,7 @@ def init(
     """Create a node: sync2.json, fhirsync.json, the database and the admin user."""
     # Imported here, as every command's work is (see the package docstring: start-up time).
     from fhirsync.node import init_node
+    from fhirsync.settings import redacted_url
 
     result = init_node(
         node_path(node_dir),
@@ -38,7 +39,7 @@ def init(
         db_url=db,
     )
     console.print(f"Created node [bold]{instance_id}[/bold] in {result.config.node_dir}")
-    console.print(f"Database: {result.config.db_url}")
+    console.print(f"Database: {redacted_url(result.config.db_url)}")
     if result.password_generated:
         console.print("Admin user: [bold]admin[/bold]")
         console.print(

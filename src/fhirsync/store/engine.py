@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from fhirsync.errors import ConfigurationError
+from fhirsync.settings import redacted_url
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -109,14 +110,27 @@ def alembic_config(url: str) -> Config:
 
 
 def migrate(url: str) -> None:
-    """Bring the database at ``url`` to the newest schema (idempotent)."""
+    """Bring the database at ``url`` to the newest schema (idempotent).
+
+    ConfigurationError when the database cannot be reached, or when a newer fhirsync has
+    migrated it past what this version knows (after a rolled-back upgrade): migrating it "down"
+    could lose what the newer version stored, so nothing is changed.
+    """
     from alembic import command
+    from alembic.util.exc import CommandError
 
     try:
         command.upgrade(alembic_config(url), "head")
     except OperationalError as exc:
         raise ConfigurationError(
-            f"cannot open database {url!r}: {exc.orig}", field="db_url"
+            f"cannot open database {redacted_url(url)!r}: {exc.orig}", field="db_url"
+        ) from exc
+    except CommandError as exc:
+        raise ConfigurationError(
+            f"database {redacted_url(url)!r} has a schema this fhirsync does not know ({exc}; "
+            f"the newest it knows is {HEAD_REVISION}). A newer fhirsync has used it: run that "
+            "version again, or restore a backup taken before the upgrade",
+            field="db_url",
         ) from exc
 
 

@@ -62,7 +62,7 @@ def add(
         raise ConfigurationError(
             f"unknown role {role!r} (use admin, viewer or child)", field="role"
         )
-    _check_password(password)
+    check_password(password)
     if role == "child" and not instance_id:
         raise ConfigurationError("a child account needs --instance-id", field="instance_id")
     if conn.execute(select(users.c.id).where(users.c.name == name)).first() is not None:
@@ -98,7 +98,8 @@ class Account:
     password_hash: str
 
 
-def _check_password(password: str) -> None:
+def check_password(password: str) -> None:
+    """ConfigurationError when ``password`` is too weak to be set."""
     if len(password) < 8:
         raise ConfigurationError("passwords must have at least 8 characters", field="password")
 
@@ -106,7 +107,7 @@ def _check_password(password: str) -> None:
 def set_password(conn: Connection, name: str, password: str) -> None:
     """Give ``name`` a new password; ConfigurationError if there is no such user or the password
     is unusable. A running server notices within seconds (:mod:`fhirsync.server.auth`)."""
-    _check_password(password)
+    check_password(password)
     done = conn.execute(
         update(users).where(users.c.name == name).values(password_hash=_hasher.hash(password))
     )

@@ -12,8 +12,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
+from fhirsync.errors import ConfigurationError
 from fhirsync.store.engine import HEAD_REVISION, alembic_config, open_database
 from fhirsync.store.tables import conflicts
+from fhirsync.testing.servers import free_port
 
 
 def test_head_revision_names_the_newest_migration(db_url: str) -> None:
@@ -99,3 +101,29 @@ def test_a_record_has_at_most_one_open_conflict_and_older_duplicates_are_superse
             _conflict(conn, "c-other", "rec-c", "open")
     finally:
         again.dispose()
+
+
+@pytest.mark.postgres
+def test_a_database_from_a_newer_fhirsync_is_refused_and_left_unchanged(db_url: str) -> None:
+    db = open_database(db_url)
+    with db.write() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    db.dispose()
+    with pytest.raises(ConfigurationError) as info:
+        open_database(db_url)
+    assert info.value.field == "db_url"
+    assert "0099" in str(info.value) and "newer fhirsync" in str(info.value)
+    check = open_database(db_url, migrate_first=False)
+    try:
+        with check.read() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0099"
+    finally:
+        check.dispose()
+
+
+def test_an_unreachable_database_is_named_without_its_password() -> None:
+    url = f"postgresql+psycopg://postgres:Hunter2-pw@127.0.0.1:{free_port()}/test"
+    with pytest.raises(ConfigurationError) as info:
+        open_database(url)
+    assert info.value.field == "db_url"
+    assert "Hunter2" not in str(info.value) and "postgres:***@127.0.0.1" in str(info.value)
