@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -198,3 +199,17 @@ def _refused_soon(url: str, auth: tuple[str, str]) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_serve_on_a_port_in_use_names_the_setting_and_exits_2(tmp_path: Path) -> None:
+    port = free_port()
+    node_dir = tmp_path / "n"
+    init = ("init", str(node_dir), "--instance-id", "n", "--port", str(port))
+    assert run(*init, "--admin-password", "long-enough-pw").returncode == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        refused = run("serve", str(node_dir))
+    # Not uvicorn's start-up status 3, which would read as "parent unreachable".
+    assert refused.returncode == 2, refused.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in refused.stderr and "'port'" in refused.stderr

@@ -134,3 +134,20 @@ def test_health_metrics_and_status_show_schedulers_and_lag(node_factory: NodeFac
     down = CliRunner(env={"COLUMNS": "200"}).invoke(build_app(), ["status", str(child.node_dir)])
     assert down.exit_code == 0, down.output
     assert "parent lag unreachable" in down.stdout
+
+
+def test_status_tells_refused_credentials_from_an_unreachable_parent(
+    node_factory: NodeFactory,
+) -> None:
+    parent = node_factory("parent")
+    child = node_factory(
+        "child", parent=parent, parent_user="admin", parent_password="not-the-password"
+    )
+    lag.clear_cache()
+    found = _lag(child)
+    assert found.parent_label == lag.CREDENTIALS_REFUSED
+    result = CliRunner(env={"COLUMNS": "250"}).invoke(build_app(), ["status", str(child.node_dir)])
+    assert result.exit_code == 0, result.output
+    assert "parent reachable: yes, but it refuses this node's credentials" in result.stdout
+    patient_line = next(line for line in result.stdout.splitlines() if "│ patient " in line)
+    assert patient_line.split("│")[2].strip() == "credentials refused", patient_line

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from fhirsync.cli.common import console, handle_errors, node_path, setup_logging
+from fhirsync.errors import ConfigurationError
 
 
 @handle_errors
@@ -64,18 +66,43 @@ def serve(node_dir: Annotated[Path, typer.Argument(help="The node directory.")])
     # Before the first request, not during it: ~0.1 s a resource type.
     validation.prepare(c.fhir_type for c in categories.all_categories() if c.fhir_type)
     try:
-        uvicorn.run(
-            app,
-            host=config.settings.host,
-            port=config.settings.port,
-            log_level=config.settings.log_level.lower(),
-            access_log=False,
-            # Forwarded headers are honoured by our own trusted_proxies check; uvicorn's would
-            # replace the proxy's address with X-Forwarded-For before that check sees it.
-            proxy_headers=False,
+        # Bound here rather than by uvicorn, which reports a port in use with its own exit
+        # status 3: that code means "parent unreachable" in our command line (DESIGN §3).
+        listening = _listening_socket(config.settings.host, config.settings.port)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                log_level=config.settings.log_level.lower(),
+                access_log=False,
+                # Forwarded headers are honoured by our own trusted_proxies check; uvicorn's
+                # would replace the proxy's address with X-Forwarded-For before that check.
+                proxy_headers=False,
+            )
         )
+        with listening:
+            host, port = config.settings.host, config.settings.port
+            console.print(f"Node {config.instance_id} listening on http://{host}:{port}")
+            server.run(sockets=[listening])
     finally:
         db.dispose()
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``; ConfigurationError naming the setting if it cannot be."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}. Another program (or "
+            "another 'fhirsync serve') may be using the port: stop it, or change 'port' or "
+            "'host' in fhirsync.json",
+            field="port",
+        ) from exc
+    return sock
 
 
 def register(app: typer.Typer) -> None:

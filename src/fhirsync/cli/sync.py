@@ -13,8 +13,7 @@ from fhirsync.cli.progress import RunView
 
 # The work is imported inside each command (see the package docstring: start-up time).
 if TYPE_CHECKING:
-    from fhirsync.settings import NodeConfig
-    from fhirsync.store.engine import Database
+    from fhirsync.sync.lag import Lag
 
 _VIEW = RunView("pull", "applied", stops_live=True)
 
@@ -43,12 +42,19 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
     """Parent reachability, feed position per category, failures and the last run."""
     from fhirsync.node import open_node
     from fhirsync.store import failures, markers, runs
+    from fhirsync.sync import lag
 
     config, db = open_node(node_path(node_dir))
     try:
         parent = config.parent_url
         console.print(f"node [bold]{config.instance_id}[/bold]  parent {parent or '(none)'}")
         reachable = _reachable(parent) if parent else "no parent"
+        found = lag.gather(config, db, ask_parent=reachable == "yes")
+        if found.parent_label == lag.CREDENTIALS_REFUSED:
+            reachable = (
+                "yes, but it refuses this node's credentials (parent_user and parent_password "
+                "in fhirsync.json; the parent's 'fhirsync user' account)"
+            )
         if parent:
             console.print(f"parent reachable: {reachable}")
         with db.read() as conn:
@@ -61,7 +67,7 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
                 category, str(marker.last_page), marker.last_entry_id or "", str(marker.updated_at)
             )
         console.print(table)
-        _print_lag(config, db, ask_parent=reachable == "yes")
+        _print_lag(found)
         console.print(
             f"last pull: {state.outcome or 'never'} started {state.started_at} finished "
             f"{state.finished_at}; read {state.events_read}, applied {state.applied}, "
@@ -87,18 +93,15 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
         db.dispose()
 
 
-def _print_lag(config: NodeConfig, db: Database, *, ask_parent: bool) -> None:
+def _print_lag(found: Lag) -> None:
     """Per category: events behind the parent's feed and local events not yet pushed."""
-    from fhirsync.sync import lag
-
-    found = lag.gather(config, db, ask_parent=ask_parent)
     if not found.categories:
         return
     table = Table("category", "behind parent", "not yet pushed")
     for row in found.categories:
         remote = row.parent_text if row.pulled else "not pulled"
-        if row.pulled and found.parent_error:
-            remote = "unreachable"
+        if row.pulled and found.parent_label:
+            remote = found.parent_label
         table.add_row(
             row.category, remote, "not pushed" if row.unpushed is None else str(row.unpushed)
         )
@@ -112,6 +115,10 @@ def _reachable(parent: str) -> str:
 
     try:
         response = httpx.get(f"{parent}/health", timeout=5.0)
+    except httpx.TimeoutException:
+        return "no (no answer within 5 seconds)"
+    except httpx.ConnectError as exc:
+        return f"no (cannot connect: {exc})"
     except httpx.HTTPError as exc:
         return f"no ({type(exc).__name__})"
     return "yes" if response.status_code == 200 else f"no (HTTP {response.status_code})"

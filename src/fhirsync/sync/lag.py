@@ -20,7 +20,7 @@ import orjson
 
 from fhirsync import categories
 from fhirsync.clients.http import error_for_response, make_http_client, request
-from fhirsync.errors import FhirsyncError, RecordNotFound
+from fhirsync.errors import AuthError, FhirsyncError, RecordNotFound
 from fhirsync.feed.parse import parse_page
 from fhirsync.settings import NodeConfig
 from fhirsync.store import backlog, markers
@@ -63,10 +63,18 @@ class Lag:
 
     categories: list[CategoryLag] = field(default_factory=list)
     parent_error: str | None = None
-    """Why the parent's side is unknown ("unreachable: ..."), or None."""
+    """Why the parent's side is unknown ("unreachable: ..." or "credentials refused: ..."), or
+    None."""
     source: str | None = None
     """How the parent's side was learnt: "feedstate", "recent pages" or None."""
 
+    @property
+    def parent_label(self) -> str | None:
+        """The short reason for a table cell ("unreachable", "credentials refused"), or None."""
+        return self.parent_error.split(":", 1)[0] if self.parent_error else None
+
+
+CREDENTIALS_REFUSED = "credentials refused"
 
 _cache: dict[tuple[object, ...], tuple[float, tuple[dict[str, tuple[int | None, bool]], str]]] = {}
 _cache_lock = threading.Lock()
@@ -205,6 +213,8 @@ def gather(config: NodeConfig, db: Database, *, ask_parent: bool = True) -> Lag:
     else:
         try:
             remote, source = parent_lag(config, db)
+        except AuthError as exc:
+            error = f"{CREDENTIALS_REFUSED}: {exc.message}"
         except FhirsyncError as exc:
             error = f"unreachable: {exc.message}"
     names = list(dict.fromkeys([*_pulled(config), *local]))
