@@ -155,3 +155,44 @@ def test_child_accounts_cannot_sign_in(page: Page, central: NodeHandle) -> None:
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_contain_text("child node's account")
     assert httpx.get(f"{central.base_url}/sync2/", follow_redirects=False).status_code == 303
+
+
+def test_many_parked_failures_are_counted_and_the_page_shows_the_most_urgent(
+    page: Page, central: NodeHandle
+) -> None:
+    from fhirsync.server.routes.admin_failures import SHOWN
+    from fhirsync.store import failures
+    from fhirsync.store.failures import FailureNote
+
+    total = SHOWN + 3
+    now = datetime.now(UTC)
+    notes = [
+        FailureNote(
+            "pull",
+            "marker",
+            "patient",
+            str(uuid.uuid4()),
+            f"tag:{n}",
+            "CREATED",
+            {},
+            "InvalidResource",
+            f"broken record {n}",
+            "parked",
+            3,
+        )  # fmt: skip
+        for n in range(total)
+    ]
+    _config, db = central.open()
+    try:
+        with db.write() as conn:
+            failures.record(conn, notes, now=now)
+    finally:
+        db.dispose()
+    log_in(page, central.base_url, "admin", central.admin_password)
+    parked = page.locator("#live a[href='/sync2/failures']").first
+    expect(parked).to_have_text(str(total))
+    parked.click()
+    expect(page.locator("#failures-shown")).to_contain_text(
+        f"Showing the {SHOWN} most urgent of {total} open failures"
+    )
+    expect(page.locator("tbody tr")).to_have_count(SHOWN)

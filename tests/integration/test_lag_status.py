@@ -151,3 +151,41 @@ def test_status_tells_refused_credentials_from_an_unreachable_parent(
     assert "parent reachable: yes, but it refuses this node's credentials" in result.stdout
     patient_line = next(line for line in result.stdout.splitlines() if "│ patient " in line)
     assert patient_line.split("│")[2].strip() == "credentials refused", patient_line
+
+
+def test_status_counts_pull_and_push_failures_and_lists_the_most_urgent(
+    node_factory: NodeFactory,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from fhirsync.store import failures
+    from fhirsync.store.failures import FailureNote
+
+    node = node_factory("clinic", start=False)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+
+    def note(operation: str, n: int, status: failures.FailureStatus) -> FailureNote:
+        return FailureNote(
+            operation, "marker", "patient", f"{operation}-{n:03d}", f"tag:{n}", "UPDATED", {},
+            "InvalidResource", f"reason {n}", status, 3,
+        )  # fmt: skip
+
+    _config, db = node.open()
+    try:
+        with db.write() as conn:
+            for n in range(23):
+                failures.record(conn, [note("pull", n, "parked")], now=start + timedelta(hours=n))
+            failures.record(conn, [note("push", 0, "parked")], now=start)
+            failures.record(conn, [note("push", 1, "retrying")], now=start)
+    finally:
+        db.dispose()
+    result = CliRunner(env={"COLUMNS": "250"}).invoke(build_app(), ["status", str(node.node_dir)])
+    assert result.exit_code == 0, result.output
+    assert "failures: pull: 23 parked; push: 1 parked, 1 retrying" in result.stdout
+    listed = [line.split()[1:4] for line in result.stdout.splitlines() if line.startswith("  #")]
+    assert len(listed) == 20
+    # Parked first, newest first: the newest pull failures, then the parked push one would follow.
+    assert listed[0] == ["pull", "parked", "patient/pull-022"]
+    assert listed[-1] == ["pull", "parked", "patient/pull-003"]
+    assert "... and 5 more" in result.stdout and "audit" in result.stdout
+    assert "last push: never" in result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,9 +14,12 @@ from fhirsync.cli.progress import RunView
 
 # The work is imported inside each command (see the package docstring: start-up time).
 if TYPE_CHECKING:
+    from fhirsync.store.runs import RunState
     from fhirsync.sync.lag import Lag
 
 _VIEW = RunView("pull", "applied", stops_live=True)
+_FAILURES_SHOWN = 20
+_DONE_WORD = {"pull": "applied", "push": "sent"}
 
 
 @handle_errors
@@ -58,9 +62,10 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
         if parent:
             console.print(f"parent reachable: {reachable}")
         with db.read() as conn:
-            state = runs.get(conn, "pull")
+            states = {op: runs.get(conn, op) for op in ("pull", "push")}
             positions = markers.for_feed(conn, parent) if parent else {}
-            open_rows = failures.list_open(conn, "pull")
+            open_counts = failures.open_counts(conn)
+            shown = failures.for_review(conn, _FAILURES_SHOWN)
         table = Table("category", "last page", "last entry", "updated")
         for category, marker in positions.items():
             table.add_row(
@@ -68,29 +73,59 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
             )
         console.print(table)
         _print_lag(found)
-        console.print(
-            f"last pull: {state.outcome or 'never'} started {state.started_at} finished "
-            f"{state.finished_at}; read {state.events_read}, applied {state.applied}, "
-            f"failed {state.failed}"
-        )
-        if state.last_error and not state.backoff_seconds:
-            console.print(f"last error: {state.last_error}")
-        if state.backoff_seconds:
+        for operation, state in states.items():
+            _print_run(operation, state)
+        console.print(f"failures: {_failure_counts(open_counts) or 'none'}")
+        for f in shown:
             console.print(
-                f"scheduler backing off {state.backoff_seconds:.0f}s after "
-                f"{state.consecutive_failures} failure(s): {state.last_error}"
-            )
-        counts: dict[str, int] = {}
-        for f in open_rows:
-            counts[f.status] = counts.get(f.status, 0) + 1
-        console.print(f"failures: {counts or 'none'}")
-        for f in open_rows:
-            console.print(
-                f"  #{f.id} {f.status} {f.category}/{f.record_uuid} {f.action} "
+                f"  #{f.id} {f.operation} {f.status} {f.category}/{f.record_uuid} {f.action} "
                 f"attempts={f.attempts} {f.error_message}"
+            )
+        hidden = sum(open_counts.values()) - len(shown)
+        if hidden > 0:
+            console.print(
+                f"  ... and {hidden} more (parked first, newest first above): "
+                f"fhirsync audit {node_dir} list --failed"
             )
     finally:
         db.dispose()
+
+
+def _print_run(operation: str, state: RunState) -> None:
+    """The last run of ``operation``: when, what it did, and why it stopped if it did."""
+    if state.started_at is None:
+        console.print(f"last {operation}: never")
+        return
+    if state.outcome is None or state.finished_at is None:
+        console.print(
+            f"last {operation}: started {_when(state.started_at)}, not finished (running now, "
+            "or its process was stopped; the next run resumes from the marker)"
+        )
+        return
+    console.print(
+        f"last {operation}: {state.outcome}, started {_when(state.started_at)}, finished "
+        f"{_when(state.finished_at)}; read {state.events_read}, {_DONE_WORD[operation]} "
+        f"{state.applied}, failed {state.failed}"
+    )
+    if state.backoff_seconds:
+        console.print(
+            f"  scheduler backing off {state.backoff_seconds:.0f}s after "
+            f"{state.consecutive_failures} failure(s): {state.last_error}"
+        )
+    elif state.last_error:
+        console.print(f"  last error: {state.last_error}")
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _failure_counts(counts: dict[tuple[str, str], int]) -> str:
+    """``pull: 3 parked, 1 retrying; push: 2 parked`` (empty when there are none)."""
+    by_operation: dict[str, list[str]] = {}
+    for (operation, status), count in sorted(counts.items()):
+        by_operation.setdefault(operation, []).append(f"{count} {status}")
+    return "; ".join(f"{op}: {', '.join(parts)}" for op, parts in by_operation.items())
 
 
 def _print_lag(found: Lag) -> None:

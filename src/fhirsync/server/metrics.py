@@ -34,7 +34,7 @@ class SyncCollector(Collector):
         with self._db.read() as conn:
             by_operation = audit_query.counts_by_operation(conn)
             failed_by_category = audit_query.counts_by_category(conn, success=False)
-            open_failures = failures.list_open(conn)
+            open_failures = failures.open_counts(conn)
             states = [runs.get(conn, op) for op in ("pull", "push")]
         records = GaugeMetricFamily(
             "fhirsync_audit_records",
@@ -57,12 +57,8 @@ class SyncCollector(Collector):
             "Records that failed and are not applied yet, by status.",
             labels=["operation", "status"],
         )
-        counted: dict[tuple[str, str], int] = {}
-        for failure in open_failures:
-            key = (failure.operation.lower(), failure.status)
-            counted[key] = counted.get(key, 0) + 1
-        for (operation, status), count in sorted(counted.items()):
-            open_gauge.add_metric([operation, status], count)
+        for (operation, status), count in sorted(open_failures.items()):
+            open_gauge.add_metric([operation.lower(), status], count)
         yield open_gauge
         yield from _run_metrics(states)
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import orjson
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, case, func, insert, select, update
 
 from fhirsync.store.tables import failures
 
@@ -201,6 +201,28 @@ def list_open(
     if status:
         query = query.where(failures.c.status == status)
     return [_failure(r) for r in conn.execute(query.order_by(failures.c.id))]
+
+
+def for_review(conn: Connection, limit: int, operation: str | None = None) -> list[Failure]:
+    """At most ``limit`` open failures as a person reviews them: parked first (they need
+    someone), newest first within each status. Pages and commands show these, not every row:
+    a broken category can park tens of thousands."""
+    query = select(failures).where(failures.c.status.in_(OPEN))
+    if operation:
+        query = query.where(failures.c.operation == operation)
+    parked_first = case((failures.c.status == "parked", 0), else_=1)
+    query = query.order_by(parked_first, failures.c.last_failed_at.desc(), failures.c.id.desc())
+    return [_failure(r) for r in conn.execute(query.limit(limit))]
+
+
+def open_counts(conn: Connection) -> dict[tuple[str, str], int]:
+    """Open failures by (operation, status), counted by the database."""
+    rows = conn.execute(
+        select(failures.c.operation, failures.c.status, func.count())
+        .where(failures.c.status.in_(OPEN))
+        .group_by(failures.c.operation, failures.c.status)
+    )
+    return {(str(op), str(status)): int(n) for op, status, n in rows}
 
 
 def requeue(conn: Connection, ids: Sequence[int] | None = None) -> int:

@@ -78,6 +78,33 @@ def test_failures_upsert_due_resolve_requeue(db: Database) -> None:
         assert [(f.record_uuid, f.status, f.attempts) for f in due] == [("u1", "retrying", 0)]
 
 
+def test_failures_for_review_put_parked_and_newest_first_and_counts_come_from_sql(
+    db: Database,
+) -> None:
+    with db.write() as conn:
+        for minute, (uuid, status) in enumerate(
+            [("old-parked", "parked"), ("retry", "retrying"), ("new-parked", "parked")]
+        ):
+            failures.record(conn, [_note(uuid, status)], now=NOW + timedelta(minutes=minute))
+        push = FailureNote(
+            "push", "push:patient", "patient", "pushed", "tag:p", "UPDATED", {}, "X", "m",
+            "parked", 3,
+        )  # fmt: skip
+        failures.record(conn, [push], now=NOW - timedelta(minutes=1))
+        failures.record(conn, [_note("gone", "parked")], now=NOW + timedelta(hours=1))
+        failures.resolve(conn, "pull", "patient", ["gone"])
+    with db.read() as conn:
+        review = failures.for_review(conn, 10)
+        assert [f.record_uuid for f in review] == ["new-parked", "old-parked", "pushed", "retry"]
+        assert failures.for_review(conn, 2) == review[:2]
+        assert [f.record_uuid for f in failures.for_review(conn, 10, "push")] == ["pushed"]
+        assert failures.open_counts(conn) == {
+            ("pull", "parked"): 2,
+            ("pull", "retrying"): 1,
+            ("push", "parked"): 1,
+        }
+
+
 def test_commit_is_one_transaction_and_skips_unchanged_audit(db: Database) -> None:
     local = StoreLocalSide(db, "child", AuditPolicy(True, True))
     body = {"resourceType": "Patient", "gender": "male"}

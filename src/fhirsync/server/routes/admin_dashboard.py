@@ -116,7 +116,7 @@ def gather(node: NodeContext) -> Facts:
         last_push = audit_query.latest(conn, "PUSH")
         failed = audit_query.counts_by_category(conn, success=False)
         pull_run, push_run = runs.get(conn, "pull"), runs.get(conn, "push")
-        open_failures = failures.list_open(conn)
+        open_failures = failures.open_counts(conn)
         open_conflicts = conflicts.count_open(conn)
     return Facts(
         parent=parent,
@@ -124,8 +124,8 @@ def gather(node: NodeContext) -> Facts:
         last_push=last_push,
         pull_run=pull_run,
         push_run=push_run,
-        parked=sum(1 for f in open_failures if f.status == "parked"),
-        waiting=sum(1 for f in open_failures if f.status != "parked"),
+        parked=sum(n for (_op, status), n in open_failures.items() if status == "parked"),
+        waiting=sum(n for (_op, status), n in open_failures.items() if status != "parked"),
         failed_by_category=failed,
         pull_blocked=admin_actions.pull_unavailable_reason(node),
         push_blocked=admin_actions.push_unavailable_reason(node),

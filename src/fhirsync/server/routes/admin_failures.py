@@ -24,22 +24,29 @@ STATUS_WORDS = {
 }
 
 
-def _open_failures(node: NodeContext) -> list[Failure]:
+SHOWN = 500
+"""Rows on the page at most: a broken category can park tens of thousands."""
+
+
+def _open_failures(node: NodeContext) -> tuple[list[Failure], int]:
+    """The rows to show (parked first, newest first) and how many failures are open in all."""
     with node.db.read() as conn:
-        found = failures.list_open(conn)
-    # Parked first (they need a person), newest first within each status.
-    return sorted(found, key=lambda f: (f.status != "parked", -f.last_failed_at.timestamp()))
+        shown = failures.for_review(conn, SHOWN)
+        total = sum(failures.open_counts(conn).values())
+    return shown, total
 
 
 @router.get("")
 def failures_page(request: Request, node: NodeDep, session: PageSession) -> Response:
     """Parked failures, newest first, with the reason in plain words."""
+    rows, total = _open_failures(node)
     return page(
         request,
         "failures.html",
         {
             "nav": "failures",
-            "rows": _open_failures(node),
+            "rows": rows,
+            "total": total,
             "status_words": STATUS_WORDS,
             "retry_blocked": admin_actions.failure_actions_unavailable_reason(),
         },
