@@ -166,22 +166,14 @@ def test_many_parked_failures_are_counted_and_the_page_shows_the_most_urgent(
 
     total = SHOWN + 3
     now = datetime.now(UTC)
-    notes = [
-        FailureNote(
-            "pull",
-            "marker",
-            "patient",
-            str(uuid.uuid4()),
-            f"tag:{n}",
-            "CREATED",
-            {},
-            "InvalidResource",
-            f"broken record {n}",
-            "parked",
-            3,
+
+    def note(n: int) -> FailureNote:
+        return FailureNote(
+            "pull", "marker", "patient", str(uuid.uuid4()), f"tag:{n}", "CREATED", {},
+            "InvalidResource", f"broken record {n}", "parked", 3,
         )  # fmt: skip
-        for n in range(total)
-    ]
+
+    notes = [note(n) for n in range(total)]
     _config, db = central.open()
     try:
         with db.write() as conn:
