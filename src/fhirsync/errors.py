@@ -21,7 +21,8 @@
     ├── AuthError                 missing/wrong credentials or not allowed
     │   ├── Unauthenticated
     │   └── Forbidden
-    └── ConfigurationError        an invalid settings or sync2.json file (exit code 2)
+    ├── ConfigurationError        an invalid settings or sync2.json file (exit code 2)
+    └── BackupFailed              a copy of a node's database could not be made or checked
 
 No HTTP status lives here; ``server/error_responses.py`` is the only mapping to HTTP.
 """
@@ -160,3 +161,7 @@ class ConfigurationError(FhirsyncError):
         super().__init__(message)
         self.field = field
         self.source = source
+
+
+class BackupFailed(FhirsyncError):
+    """Raised when a node's database cannot be copied, or the copy fails its check."""

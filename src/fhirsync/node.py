@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy.engine import make_url
 
 from fhirsync import categories
 from fhirsync.errors import ConfigurationError
@@ -23,6 +27,7 @@ from fhirsync.settings import (
     write_node_settings,
     write_sync2,
 )
+from fhirsync.store.backup import Copied, copy_sqlite
 from fhirsync.store.engine import Database, open_database
 
 DEFAULT_SCHEDULE = 300
@@ -154,3 +159,41 @@ def _deep_merge(into: dict[str, object], changes: dict[str, object]) -> None:
             _deep_merge(current, value)
         else:
             into[key] = value
+
+
+def backup_node(node_dir: Path, dest: Path) -> Copied:
+    """Copy the node at ``node_dir`` into the new directory ``dest``: its two settings files and
+    a consistent copy of its SQLite database, taken while the node may be serving. ``dest`` is a
+    complete node directory (serve it, or move it in place of ``node_dir``, to restore).
+
+    ConfigurationError when ``dest`` exists or the database is not SQLite; BackupFailed when the
+    copy cannot be made. Nothing is left at ``dest`` unless the whole copy succeeded.
+    """
+    config = load_node(node_dir)
+    url = make_url(config.db_url)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        raise ConfigurationError(
+            "this node's database is PostgreSQL: back it up with pg_dump (and copy sync2.json "
+            "and fhirsync.json beside it)",
+            field="db_url",
+        )
+    if dest.exists():
+        raise ConfigurationError(f"{dest} already exists: name a new directory for the backup")
+    partial = dest.with_name(f"{dest.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted backup
+    partial.mkdir(mode=0o700, parents=True)
+    try:
+        settings = json.loads((node_dir / SETTINGS_FILE).read_text(encoding="utf-8"))
+        # The copy uses the database beside it, wherever the original's was configured to be.
+        settings.pop("db_url", None)
+        (partial / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+        shutil.copyfile(node_dir / SYNC2_FILE, partial / SYNC2_FILE)
+        for name in (SETTINGS_FILE, SYNC2_FILE):
+            os.chmod(partial / name, 0o600)
+        copied = copy_sqlite(Path(url.database), partial / DB_FILE)
+        os.chmod(partial / DB_FILE, 0o600)
+        partial.rename(dest)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return copied

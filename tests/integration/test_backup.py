@@ -1,0 +1,155 @@
+"""`fhirsync backup`: a consistent copy of a serving node that can be served in its place."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import uuid as uuidlib
+from pathlib import Path
+
+import httpx
+from sqlalchemy import select
+from tests.conftest import NodeFactory
+from tests.integration.pull_support import held, new_uuid, patient, pull, put
+
+from fhirsync.node import backup_node
+from fhirsync.store.tables import records
+from fhirsync.testing.network import event_count
+from fhirsync.testing.servers import NodeHandle, free_port
+
+FHIR = "/ws/fhir2/R4"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fhirsync", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _held(node_dir: Path) -> dict[str, str]:
+    handle = NodeHandle(node_dir=node_dir, instance_id="n", port=0, admin_password="")
+    _config, db = handle.open()
+    try:
+        with db.read() as conn:
+            rows = conn.execute(select(records.c.uuid, records.c.content_hash))
+            return {r.uuid: r.content_hash for r in rows}
+    finally:
+        db.dispose()
+
+
+def test_a_backup_taken_while_serving_and_writing_can_be_served_in_its_place(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    node_dir, copy = tmp_path / "clinic", tmp_path / "backups" / "monday"
+    init = ("init", str(node_dir), "--instance-id", "n", "--port", str(port))
+    assert run(*init, "--admin-password", "long-enough-pw").returncode == 0
+    node = NodeHandle(node_dir, "n", port, "long-enough-pw").start_process()
+    before = [str(uuidlib.uuid4()) for _ in range(30)]
+    during: list[str] = []
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        with node.client() as client:
+            while not stop.is_set():
+                uuid = str(uuidlib.uuid4())
+                answer = client.put(f"{FHIR}/Patient/{uuid}", json=patient(uuid, "During"))
+                assert answer.status_code == 201
+                during.append(uuid)
+
+    try:
+        with node.client() as client:
+            for uuid in before:
+                assert client.put(f"{FHIR}/Patient/{uuid}", json=patient(uuid, "Before")).is_success
+        writer = threading.Thread(target=keep_writing)
+        writer.start()
+        try:
+            done = run("backup", str(node_dir), str(copy))
+        finally:
+            stop.set()
+            writer.join()
+        assert done.returncode == 0, done.stderr
+        assert during, "the node was written to while the backup ran"
+    finally:
+        node.stop()
+
+    original, copied = _held(node_dir), _held(copy)
+    assert set(before) <= set(copied) <= set(original)
+    assert all(copied[u] == original[u] for u in copied)
+    assert f"Backed up {len(copied):,} records" in done.stdout
+    assert sorted(p.name for p in copy.iterdir()) == ["fhirsync.db", "fhirsync.json", "sync2.json"]
+    assert not (copy.parent / "monday.partial").exists()
+
+    # Restore: the node is stopped and the copy is served in its place.
+    restored = NodeHandle(copy, "n", port, "long-enough-pw").start_process()
+    try:
+        assert httpx.get(f"{restored.base_url}/health").json()["instanceId"] == "n"
+        with restored.client() as client:  # the admin account came with the database
+            answer = client.get(f"{FHIR}/Patient/{before[0]}")
+            assert answer.status_code == 200 and answer.json()["name"][0]["family"] == "Before"
+    finally:
+        restored.stop()
+
+
+def test_backup_refuses_an_existing_destination_and_a_postgresql_node(tmp_path: Path) -> None:
+    node_dir = tmp_path / "clinic"
+    init = ("init", str(node_dir), "--instance-id", "n", "--admin-password", "long-enough-pw")
+    assert run(*init).returncode == 0
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    refused = run("backup", str(node_dir), str(taken))
+    assert refused.returncode == 2 and "already exists" in refused.stderr
+    assert list(taken.iterdir()) == []
+
+    settings = node_dir / "fhirsync.json"
+    data = json.loads(settings.read_text())
+    data["db_url"] = "postgresql+psycopg://postgres:Hunter2-pw@127.0.0.1:5432/clinic"
+    settings.write_text(json.dumps(data))
+    postgres = run("backup", str(node_dir), str(tmp_path / "pg-copy"))
+    assert postgres.returncode == 2 and "pg_dump" in postgres.stderr
+    assert "Hunter2" not in postgres.stderr
+    assert not (tmp_path / "pg-copy").exists()
+
+
+def test_a_database_that_cannot_be_copied_fails_and_leaves_nothing(tmp_path: Path) -> None:
+    node_dir = tmp_path / "clinic"
+    init = ("init", str(node_dir), "--instance-id", "n", "--admin-password", "long-enough-pw")
+    assert run(*init).returncode == 0
+    (node_dir / "fhirsync.db").write_bytes(b"this is not a SQLite database" * 200)
+    failed = run("backup", str(node_dir), str(tmp_path / "copy"))
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "cannot copy the database" in failed.stderr
+    assert not (tmp_path / "copy").exists() and not (tmp_path / "copy.partial").exists()
+
+
+def test_a_child_restored_from_a_backup_catches_up_without_writing_twice(
+    node_factory: NodeFactory,
+) -> None:
+    parent = node_factory("parent")
+    child = node_factory("child", parent=parent, start=False)
+    first = [new_uuid() for _ in range(5)]
+    for n, uuid in enumerate(first):
+        put(parent, patient(uuid, f"First{n}"))
+    assert pull(child).applied == 5
+    copy = child.node_dir.parent / "child-backup"
+    backup_node(child.node_dir, copy)
+    later = [new_uuid() for _ in range(3)]
+    for n, uuid in enumerate(later):
+        put(parent, patient(uuid, f"Later{n}"))
+    assert pull(child).applied == 3
+
+    # The child's directory is lost; the backup takes its place.
+    shutil.rmtree(child.node_dir)
+    copy.rename(child.node_dir)
+    assert {u for (_c, u) in held(child)} == set(first)
+    again = pull(child)
+    assert (again.outcome, again.applied) == ("ok", 3), again
+    assert held(child) == held(parent)
+    assert event_count(child) == 8  # the five it had were not written again
