@@ -14,6 +14,7 @@ from fhirsync import categories
 from fhirsync.errors import ConfigurationError
 from fhirsync.settings import (
     DB_FILE,
+    RECOVERY_FILE,
     SETTINGS_FILE,
     SYNC2_FILE,
     ClassConfig,
@@ -192,6 +193,11 @@ def backup_node(node_dir: Path, dest: Path) -> Copied:
             os.chmod(partial / name, 0o600)
         copied = copy_sqlite(Path(url.database), partial / DB_FILE)
         os.chmod(partial / DB_FILE, 0o600)
+        (partial / RECOVERY_FILE).write_text(
+            "This node was restored from a backup: its next pull also applies the changes that\n"
+            "began on it and reached the parent after the backup, then deletes this file.\n",
+            encoding="utf-8",
+        )
         partial.rename(dest)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)

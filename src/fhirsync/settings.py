@@ -24,6 +24,10 @@ from fhirsync.errors import ConfigurationError
 SYNC2_FILE = "sync2.json"
 SETTINGS_FILE = "fhirsync.json"
 DB_FILE = "fhirsync.db"
+RECOVERY_FILE = "recover-own-changes"
+"""Written by ``fhirsync backup`` into the copy: the first complete pull of a node restored from
+it also applies changes that began on the node (they reached the parent after the backup), then
+deletes the file."""
 
 
 class _Strict(BaseModel):

@@ -13,9 +13,11 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 from tests.conftest import NodeFactory
-from tests.integration.pull_support import held, new_uuid, patient, pull, put
+from tests.integration.pull_support import cli, held, new_uuid, patient, pull, put
+from tests.integration.test_push import create_patients, make_pair, push
 
 from fhirsync.node import backup_node
+from fhirsync.settings import RECOVERY_FILE
 from fhirsync.store.tables import records
 from fhirsync.testing.network import event_count
 from fhirsync.testing.servers import NodeHandle, free_port
@@ -84,7 +86,12 @@ def test_a_backup_taken_while_serving_and_writing_can_be_served_in_its_place(
     assert set(before) <= set(copied) <= set(original)
     assert all(copied[u] == original[u] for u in copied)
     assert f"Backed up {len(copied):,} records" in done.stdout
-    assert sorted(p.name for p in copy.iterdir()) == ["fhirsync.db", "fhirsync.json", "sync2.json"]
+    assert sorted(p.name for p in copy.iterdir()) == [
+        "fhirsync.db",
+        "fhirsync.json",
+        "recover-own-changes",
+        "sync2.json",
+    ]
     assert not (copy.parent / "monday.partial").exists()
 
     # Restore: the node is stopped and the copy is served in its place.
@@ -132,8 +139,7 @@ def test_a_database_that_cannot_be_copied_fails_and_leaves_nothing(tmp_path: Pat
 def test_a_child_restored_from_a_backup_catches_up_without_writing_twice(
     node_factory: NodeFactory,
 ) -> None:
-    parent = node_factory("parent")
-    child = node_factory("child", parent=parent, start=False)
+    parent, child = make_pair(node_factory)
     first = [new_uuid() for _ in range(5)]
     for n, uuid in enumerate(first):
         put(parent, patient(uuid, f"First{n}"))
@@ -144,12 +150,64 @@ def test_a_child_restored_from_a_backup_catches_up_without_writing_twice(
     for n, uuid in enumerate(later):
         put(parent, patient(uuid, f"Later{n}"))
     assert pull(child).applied == 3
+    # A change made on the child after the backup, which reached the parent.
+    own = create_patients(child, 1)[0]
+    assert push(child).applied == 1
 
     # The child's directory is lost; the backup takes its place.
+    child.stop()
     shutil.rmtree(child.node_dir)
     copy.rename(child.node_dir)
+    child.start()
     assert {u for (_c, u) in held(child)} == set(first)
+    # The first pull catches up from the backup's markers: what the parent published since, and
+    # the change that began here (a node otherwise never pulls back its own changes).
     again = pull(child)
-    assert (again.outcome, again.applied) == ("ok", 3), again
+    assert (again.outcome, again.applied) == ("ok", 4), again
+    assert held(child) == held(parent) and own in {u for (_c, u) in held(child)}
+    assert event_count(child) == 9  # the five it had were not written again
+    assert not (child.node_dir / RECOVERY_FILE).exists()
+    # Nothing is sent up again, and later runs skip this node's own changes as usual.
+    assert push(child).applied == 0
+    own_again = create_patients(child, 1)[0]
+    assert push(child).applied == 1
+    quiet = pull(child)
+    assert quiet.applied == 0 and own_again in {u for (_c, u) in held(parent)}
+
+
+def test_a_recovery_pull_stopped_by_the_parent_is_asked_for_again(
+    node_factory: NodeFactory,
+) -> None:
+    parent, child = make_pair(node_factory)
+    copy = child.node_dir.parent / "child-backup"
+    backup_node(child.node_dir, copy)
+    own = create_patients(child, 1)[0]
+    assert push(child).applied == 1
+    child.stop()
+    shutil.rmtree(child.node_dir)
+    copy.rename(child.node_dir)
+    parent.stop()
+    assert pull(child).outcome == "unreachable"
+    assert (child.node_dir / RECOVERY_FILE).exists()
+    parent.start()
+    recovered = pull(child)
+    assert (recovered.outcome, recovered.applied) == ("ok", 1), recovered
+    assert own in {u for (_c, u) in held(child)}
+    assert not (child.node_dir / RECOVERY_FILE).exists()
+
+
+def test_the_recovery_pull_can_be_asked_for_by_hand(node_factory: NodeFactory) -> None:
+    # A copy made some other way (a pg_dump, a file copy of a stopped node) has no recovery file.
+    parent, child = make_pair(node_factory)
+    copy = child.node_dir.parent / "child-backup"
+    backup_node(child.node_dir, copy)
+    (copy / RECOVERY_FILE).unlink()
+    own = create_patients(child, 1)[0]
+    assert push(child).applied == 1
+    child.stop()
+    shutil.rmtree(child.node_dir)
+    copy.rename(child.node_dir)
+    done = cli("pull", str(child.node_dir), "--include-own-changes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert own in {u for (_c, u) in held(child)}
     assert held(child) == held(parent)
-    assert event_count(child) == 8  # the five it had were not written again

@@ -28,6 +28,14 @@ def pull(
     wait: Annotated[
         float, typer.Option(help="Seconds to wait for a pull run already in progress.")
     ] = 300.0,
+    include_own_changes: Annotated[
+        bool,
+        typer.Option(
+            "--include-own-changes",
+            help="After restoring this node from a backup: also apply changes that began on "
+            "this node and reached the parent after the backup (normally skipped: no echo).",
+        ),
+    ] = False,
 ) -> None:
     """Pull from the parent once. Exit 0 ok, 1 failures recorded, 2 configuration, 3 unreachable."""
     from fhirsync.node import open_node
@@ -35,7 +43,11 @@ def pull(
 
     config, db = open_node(node_path(node_dir))
     try:
-        result = _VIEW.run(lambda listener: run_pull(config, db, listener=listener, wait=wait))
+        result = _VIEW.run(
+            lambda listener: run_pull(
+                config, db, listener=listener, wait=wait, include_own=include_own_changes
+            )
+        )
     finally:
         db.dispose()
     _VIEW.finish(result)
@@ -96,7 +108,7 @@ def _print_run(operation: str, state: RunState) -> None:
     if state.started_at is None:
         console.print(f"last {operation}: never")
         return
-    if state.outcome is None or state.finished_at is None:
+    if state.outcome in (None, "running") or state.finished_at is None:
         console.print(
             f"last {operation}: started {_when(state.started_at)}, not finished (running now, "
             "or its process was stopped; the next run resumes from the marker)"

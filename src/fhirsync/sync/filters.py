@@ -2,7 +2,8 @@
 
 An entry passes when every filter accepts it:
 
-1. it did not start on this node (its ``origin`` is not our instance id: no echo);
+1. it did not start on this node (its ``origin`` is not our instance id: no echo), unless a
+   recovery run after a restore asks for those too;
 2. every location filter tag matches the node's ``location_filter`` setting (spec §3.6; a tag of a
    filter bean this node does not know is accepted, as in OpenMRS);
 3. every plug-in filter (entry-point group ``fhirsync.filters``) accepts it.
@@ -80,10 +81,14 @@ class FilterChain:
     instance_id: str
     location_filter: str = "*%*%*%*%*"
     plugins: Sequence[EntryFilter] = field(default_factory=tuple)
+    skip_own: bool = True
+    """False for one recovery run after a restore: changes that began on this node and reached
+    the parent after the backup come back. Not part of :meth:`settings_hash`: the run continues
+    from the markers it has."""
 
     def accepts(self, entry: FeedEntry) -> bool:
         """True when ``entry`` is to be applied."""
-        if entry.origin is not None and entry.origin == self.instance_id:
+        if self.skip_own and entry.origin is not None and entry.origin == self.instance_id:
             return False
         for term in entry.filter_tags:
             parsed = parse_filter_tag(term)

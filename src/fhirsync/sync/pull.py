@@ -368,9 +368,16 @@ def connect_parent(config: NodeConfig) -> tuple[FeedReader, ClientFacade]:
 
 
 def build_context(
-    config: NodeConfig, db: Database, feed: Any, transport: Any, listener: Listener
+    config: NodeConfig,
+    db: Database,
+    feed: Any,
+    transport: Any,
+    listener: Listener,
+    *,
+    include_own: bool = False,
 ) -> PullContext:
-    """The context of one pull run of ``config``'s node from its parent."""
+    """The context of one pull run of ``config``'s node from its parent (``include_own``: also
+    apply changes that began on this node, see :attr:`FilterChain.skip_own`)."""
     settings = config.settings
     instance_id, parent = config.instance_id, config.parent_url or ""
     policy = AuditPolicy(
@@ -380,7 +387,12 @@ def build_context(
         local=StoreLocalSide(db, instance_id, policy, conflict_hook(config)),
         feed=feed,
         transport=transport,
-        filters=FilterChain(instance_id, settings.location_filter, tuple(load_plugins())),
+        filters=FilterChain(
+            instance_id,
+            settings.location_filter,
+            tuple(load_plugins()),
+            skip_own=not include_own,
+        ),
         policy=RetryPolicy.from_settings(settings),
         parent_url=parent,
         local_url=config.base_url,

@@ -6,13 +6,14 @@ stops the run (markers stay); a broken feed stops only its category; record fail
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from fhirsync.errors import AuthError, ConfigurationError, RequestError, TransientError
 from fhirsync.runtime import bulk_settings
-from fhirsync.settings import NodeConfig
+from fhirsync.settings import RECOVERY_FILE, NodeConfig
 from fhirsync.store import locks, runs
 from fhirsync.store.engine import Database
 from fhirsync.sync.checking import BodyChecker
@@ -29,33 +30,50 @@ from fhirsync.sync.status import (
     ignore,
 )
 
+log = logging.getLogger(__name__)
 LOCK_TTL = 120.0
 
 
 def run_pull(
-    config: NodeConfig, db: Database, *, listener: Listener = ignore, wait: float = 0.0
+    config: NodeConfig,
+    db: Database,
+    *,
+    listener: Listener = ignore,
+    wait: float = 0.0,
+    include_own: bool = False,
 ) -> RunFinished:
-    """Pull every enabled category once; ConfigurationError if the node cannot sync at all."""
+    """Pull every enabled category once; ConfigurationError if the node cannot sync at all.
+
+    ``include_own`` also applies changes that began on this node: a recovery run after the node
+    was restored from a backup. A copy made by ``fhirsync backup`` asks for one by itself
+    (:data:`~fhirsync.settings.RECOVERY_FILE`), until a run has read every category.
+    """
     _validate(config)
     owner = locks.new_owner()
     if not _acquire(db, owner, wait):
         return RunFinished(OPERATION, "busy", 0, 0, 0, 0.0, "another pull run is in progress")
     with bulk_settings():
-        return _run(config, db, listener, owner)
+        return _run(config, db, listener, owner, include_own)
 
 
-def _run(config: NodeConfig, db: Database, listener: Listener, owner: str) -> RunFinished:
+def _run(
+    config: NodeConfig, db: Database, listener: Listener, owner: str, include_own: bool
+) -> RunFinished:
     started = time.monotonic()
     totals, error = Totals(), None
     stopped: list[str] = []
     outcome: Outcome = "ok"
     feed, transport = connect_parent(config)  # no I/O yet: errors come from reading
     checker: BodyChecker | None = None
+    recovery = config.node_dir / RECOVERY_FILE
+    include_own = include_own or recovery.exists()
     try:
         _save(db, started_at=datetime.now(UTC), outcome="running")
         classes = [c for c in config.sync2.pull.classes if c.enabled]
         listener(RunStarted(OPERATION, tuple(c.category.lower() for c in classes)))
-        ctx = build_context(config, db, feed, transport, _refreshing(db, owner, listener))
+        ctx = build_context(
+            config, db, feed, transport, _refreshing(db, owner, listener), include_own=include_own
+        )
         checker = ctx.checker
         for cls in classes:
             try:
@@ -71,6 +89,9 @@ def _run(config: NodeConfig, db: Database, listener: Listener, owner: str) -> Ru
         outcome = "failures" if totals.failed else "ok"
         # A stopped category is kept as the run's error, so `fhirsync status` shows it.
         error = "; ".join(stopped) or None
+        if not stopped and recovery.exists():
+            recovery.unlink()
+            log.info("node %s: recovery pull after a restore done", config.instance_id)
     except (TransientError, AuthError) as exc:
         outcome, error = "unreachable", f"{type(exc).__name__}: {exc}"
     finally:
