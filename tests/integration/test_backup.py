@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import threading
 import uuid as uuidlib
 from pathlib import Path
@@ -25,16 +23,6 @@ from fhirsync.testing.servers import NodeHandle, free_port
 FHIR = "/ws/fhir2/R4"
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "fhirsync", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def _held(node_dir: Path) -> dict[str, str]:
     handle = NodeHandle(node_dir=node_dir, instance_id="n", port=0, admin_password="")
     _config, db = handle.open()
@@ -52,7 +40,7 @@ def test_a_backup_taken_while_serving_and_writing_can_be_served_in_its_place(
     port = free_port()
     node_dir, copy = tmp_path / "clinic", tmp_path / "backups" / "monday"
     init = ("init", str(node_dir), "--instance-id", "n", "--port", str(port))
-    assert run(*init, "--admin-password", "long-enough-pw").returncode == 0
+    assert cli(*init, "--admin-password", "long-enough-pw").returncode == 0
     node = NodeHandle(node_dir, "n", port, "long-enough-pw").start_process()
     before = [str(uuidlib.uuid4()) for _ in range(30)]
     during: list[str] = []
@@ -73,7 +61,7 @@ def test_a_backup_taken_while_serving_and_writing_can_be_served_in_its_place(
         writer = threading.Thread(target=keep_writing)
         writer.start()
         try:
-            done = run("backup", str(node_dir), str(copy))
+            done = cli("backup", str(node_dir), str(copy))
         finally:
             stop.set()
             writer.join()
@@ -108,10 +96,10 @@ def test_a_backup_taken_while_serving_and_writing_can_be_served_in_its_place(
 def test_backup_refuses_an_existing_destination_and_a_postgresql_node(tmp_path: Path) -> None:
     node_dir = tmp_path / "clinic"
     init = ("init", str(node_dir), "--instance-id", "n", "--admin-password", "long-enough-pw")
-    assert run(*init).returncode == 0
+    assert cli(*init).returncode == 0
     taken = tmp_path / "taken"
     taken.mkdir()
-    refused = run("backup", str(node_dir), str(taken))
+    refused = cli("backup", str(node_dir), str(taken))
     assert refused.returncode == 2 and "already exists" in refused.stderr
     assert list(taken.iterdir()) == []
 
@@ -119,7 +107,7 @@ def test_backup_refuses_an_existing_destination_and_a_postgresql_node(tmp_path: 
     data = json.loads(settings.read_text())
     data["db_url"] = "postgresql+psycopg://postgres:Hunter2-pw@127.0.0.1:5432/clinic"
     settings.write_text(json.dumps(data))
-    postgres = run("backup", str(node_dir), str(tmp_path / "pg-copy"))
+    postgres = cli("backup", str(node_dir), str(tmp_path / "pg-copy"))
     assert postgres.returncode == 2 and "pg_dump" in postgres.stderr
     assert "Hunter2" not in postgres.stderr
     assert not (tmp_path / "pg-copy").exists()
@@ -128,9 +116,9 @@ def test_backup_refuses_an_existing_destination_and_a_postgresql_node(tmp_path: 
 def test_a_database_that_cannot_be_copied_fails_and_leaves_nothing(tmp_path: Path) -> None:
     node_dir = tmp_path / "clinic"
     init = ("init", str(node_dir), "--instance-id", "n", "--admin-password", "long-enough-pw")
-    assert run(*init).returncode == 0
+    assert cli(*init).returncode == 0
     (node_dir / "fhirsync.db").write_bytes(b"this is not a SQLite database" * 200)
-    failed = run("backup", str(node_dir), str(tmp_path / "copy"))
+    failed = cli("backup", str(node_dir), str(tmp_path / "copy"))
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "cannot copy the database" in failed.stderr
     assert not (tmp_path / "copy").exists() and not (tmp_path / "copy.partial").exists()

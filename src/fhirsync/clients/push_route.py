@@ -11,26 +11,11 @@ travelling back down (DESIGN §5.4).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
 
 from fhirsync.categories import Category
 from fhirsync.clients.base import OutgoingChange, SendResult, SourceClient
+from fhirsync.clients.push_http import HttpPushSender
 from fhirsync.clients.registry import BUILT_INS
-
-
-class BatchSender(Protocol):
-    """What push sends with (``clients.push_http.HttpPushSender``)."""
-
-    def send(
-        self,
-        category: Category,
-        changes: Sequence[OutgoingChange],
-        *,
-        origin: str,
-        preferred: str | None = None,
-    ) -> SendResult:
-        """Write ``changes`` to the parent as coming from ``origin``."""
-        ...
 
 
 class PluginRoutedSender:
@@ -38,7 +23,7 @@ class PluginRoutedSender:
 
     def __init__(
         self,
-        http: BatchSender,
+        http: HttpPushSender,
         clients: Mapping[str, SourceClient],
         global_preferred: str | None = None,
     ) -> None:
