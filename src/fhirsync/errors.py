@@ -17,7 +17,8 @@
     ├── RequestError              a caller's request is malformed (not about one stored record)
     │   ├── UnknownResourceType   a type or category this node does not serve
     │   ├── PayloadTooLarge       a body over the configured limit
-    │   └── MalformedFeed         a feed page that cannot be parsed
+    │   ├── MalformedFeed         a feed page that cannot be parsed
+    │   └── FeedNotFound          the parent has no feed at the expected URL (404)
     ├── AuthError                 missing/wrong credentials or not allowed
     │   ├── Unauthenticated
     │   └── Forbidden
@@ -138,6 +139,10 @@ class PayloadTooLarge(RequestError):
 
 class MalformedFeed(RequestError):
     """Raised when an Atom feed page cannot be parsed or lacks required parts."""
+
+
+class FeedNotFound(RequestError):
+    """Raised when the parent answers 404 for a category's ``recent`` feed page."""
 
 
 class AuthError(FhirsyncError):

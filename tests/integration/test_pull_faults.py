@@ -135,6 +135,46 @@ def test_a_malformed_page_stops_its_category_only(node_factory: NodeFactory) -> 
     assert {u for (_c, u) in held(child)} == set(patients) | set(locations)
 
 
+# --- feeds the parent does not have ------------------------------------------------------------
+
+
+def test_a_feed_the_parent_does_not_publish_stops_its_category_only(
+    node_factory: NodeFactory,
+) -> None:
+    patients, locations = [new_uuid() for _ in range(3)], [new_uuid() for _ in range(2)]
+    feed = [JavaEvent("patient", u) for u in patients]
+    feed += [JavaEvent("location", u) for u in locations]
+    bodies = [patient(u, f"F{n}") for n, u in enumerate(patients)]
+    bodies += [{"resourceType": "Location", "id": u, "name": f"W{u[:4]}"} for u in locations]
+    with JavaFeedServer(feed, fhir=bodies).start() as java:
+        java.absent_feeds.add("location")
+        child = node_factory("child", start=False)
+        edit_sync2(child, parentFeedLocation=java.base_url)
+        result = pull(child)
+    assert result.outcome == "failures", result
+    assert result.error is not None and "location feed:" in result.error
+    assert "FeedNotFound" in result.error and "answered 404" in result.error
+    assert {u for (_c, u) in held(child)} == set(patients)
+
+
+def test_a_parent_url_without_any_feed_is_reported_once_as_the_setting_to_check(
+    node_factory: NodeFactory,
+) -> None:
+    with JavaFeedServer([JavaEvent("patient", new_uuid())]).start() as java:
+        child = node_factory("child", start=False)
+        # The Java parent's context path left out: every feed answers 404.
+        edit_sync2(child, parentFeedLocation=java.base_url.removesuffix("/openmrs"))
+        result = pull(child)
+        assert result.outcome == "unreachable", result
+        assert result.error is not None and "check general.parentFeedLocation" in result.error
+        shown = cli("pull", str(child.node_dir))
+    assert shown.returncode == 3, shown.stdout + shown.stderr
+    assert shown.stderr.count("stopped: FeedNotFound") == 3
+    assert "more categories stopped with FeedNotFound" in shown.stderr
+    assert "publishes none of the" in shown.stderr
+    assert record_count(child) == 0
+
+
 # --- an invalid record, and one that depends on it ---------------------------------------------
 
 

@@ -19,6 +19,9 @@ from fhirsync.sync.status import (
     RunProgress,
 )
 
+_STOPS_SHOWN = 3
+"""Categories stopped by the same kind of error that are named one by one."""
+
 # A busy run (another one holds the lock) did nothing this time: the contract's "failures" code.
 _EXIT = {"ok": EXIT_OK, "failures": EXIT_FAILURES, "busy": EXIT_FAILURES}
 
@@ -74,6 +77,7 @@ class _Tally:
         # RunProgress counts are per category: keep each category's latest to sum the run's.
         self._done: dict[str, tuple[int, int]] = {}
         self._failed = 0
+        self._stops: dict[str, int] = {}
 
     def show(self, event: RunEvent) -> None:
         """Draw one run event."""
@@ -91,9 +95,18 @@ class _Tally:
             self._failed += 1
             self._progress.update(self._task, failed=self._failed)
         elif isinstance(event, CategoryStopped) and self._view.stops_live:
-            err_console.print(
-                f"[red]category {event.category} stopped:[/red] "
-                f"{event.error_class}: {event.message}"
-            )
+            # A wrong parent URL stops every category the same way: a few lines say it.
+            seen = self._stops[event.error_class] = self._stops.get(event.error_class, 0) + 1
+            if seen <= _STOPS_SHOWN:
+                err_console.print(
+                    f"[red]category {event.category} stopped:[/red] "
+                    f"{event.error_class}: {event.message}"
+                )
         elif isinstance(event, RunFinished):
             self._progress.update(self._task, read=event.events_read, moved=event.applied)
+            for error_class, seen in self._stops.items():
+                if seen > _STOPS_SHOWN:
+                    err_console.print(
+                        f"[red]... and {seen - _STOPS_SHOWN} more categories stopped with "
+                        f"{error_class}[/red]"
+                    )

@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 import httpx
 
 from fhirsync.clients.http import error_for_response, make_http_client, request
-from fhirsync.errors import ConfigurationError, MalformedFeed, RecordError, ServerUnavailable
+from fhirsync.errors import (
+    ConfigurationError,
+    FeedNotFound,
+    MalformedFeed,
+    RecordError,
+    ServerUnavailable,
+)
 from fhirsync.feed.parse import parse_page
 from fhirsync.records import FeedEntry, FeedPage
 from fhirsync.settings import NodeConfig
@@ -202,6 +208,11 @@ class FeedReader:
         response = request(self._http, "GET", url, headers={"Accept": ATOM_ACCEPT})
         error = error_for_response(response)
         if error is not None:
+            if response.status_code == 404 and which == "recent":
+                raise FeedNotFound(
+                    f"{category} feed: {url} answered 404: the parent publishes no such feed "
+                    f"(check general.parentFeedLocation, or disable {category} in pull.classes)"
+                )
             if isinstance(error, RecordError) and which == "recent":
                 raise MalformedFeed(f"{category} feed: recent answered {response.status_code}")
             raise error

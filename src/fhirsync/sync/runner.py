@@ -11,7 +11,13 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from fhirsync.errors import AuthError, ConfigurationError, RequestError, TransientError
+from fhirsync.errors import (
+    AuthError,
+    ConfigurationError,
+    FeedNotFound,
+    RequestError,
+    TransientError,
+)
 from fhirsync.runtime import bulk_settings
 from fhirsync.settings import RECOVERY_FILE, NodeConfig
 from fhirsync.store import locks, runs
@@ -62,6 +68,7 @@ def _run(
     started = time.monotonic()
     totals, error = Totals(), None
     stopped: list[str] = []
+    missing = 0  # categories whose feed the parent does not have (404)
     outcome: Outcome = "ok"
     feed, transport = connect_parent(config)  # no I/O yet: errors come from reading
     checker: BodyChecker | None = None
@@ -83,12 +90,22 @@ def _run(
             except RequestError as exc:  # a broken feed blocks only its own category
                 listener(CategoryStopped(OPERATION, cls.category, type(exc).__name__, str(exc)))
                 stopped.append(f"{cls.category.lower()}: {type(exc).__name__}: {exc}")
+                if isinstance(exc, FeedNotFound):
+                    missing += 1
                 totals.failed += 1
                 continue
             locks.refresh(db, "pull", owner, LOCK_TTL)
         outcome = "failures" if totals.failed else "ok"
         # A stopped category is kept as the run's error, so `fhirsync status` shows it.
         error = "; ".join(stopped) or None
+        if classes and missing == len(classes):
+            # No feed anywhere: a wrong parentFeedLocation (an /openmrs suffix, say), not a
+            # parent without some categories. The scheduler backs off as for an unreachable one.
+            outcome = "unreachable"
+            error = (
+                f"{config.parent_url} publishes none of the {missing} feeds (each answered "
+                "404): check general.parentFeedLocation"
+            )
         if not stopped and recovery.exists():
             recovery.unlink()
             log.info("node %s: recovery pull after a restore done", config.instance_id)

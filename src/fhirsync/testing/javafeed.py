@@ -119,6 +119,8 @@ class JavaFeedServer:
         self.cdata = cdata
         self.broken_pages: set[tuple[str, str]] = set()
         """(category, page) pairs answered with a page that is not XML."""
+        self.absent_feeds: set[str] = set()
+        """Categories whose feed pages are answered 404 (a parent that does not publish them)."""
         self.requests: list[str] = []
         """Every path requested (below the context path), in order."""
         self._random = random.Random(seed)
@@ -181,6 +183,8 @@ class JavaFeedServer:
 
     def page(self, category: str, which: str) -> tuple[int, str]:
         """(status, body) of a feed page the way OpenMRS answers it."""
+        if category in self.absent_feeds:
+            return 404, "Not Found"
         with self._lock:
             events = [e for e in self.events if e.category == category]
         latest = -(-len(events) // self.page_size)
