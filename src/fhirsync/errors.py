@@ -4,7 +4,8 @@
     ├── TransientError            retry later; a marker never moves past it
     │   ├── ConnectionFailed      refused, reset, DNS, TLS
     │   ├── RequestTimeout        connect/read timeout
-    │   └── ServerUnavailable     5xx from a remote node
+    │   ├── ServerUnavailable     5xx from a remote node
+    │   └── ParentNotFound        the parent URL answers, but 404 where the sync API should be
     ├── RecordError               this one record cannot be applied; park it, carry on if configured
     │   ├── InvalidResource       body fails validation (FHIR or REST representation)
     │   ├── RecordNotFound        the record does not exist (404)
@@ -57,6 +58,12 @@ class RequestTimeout(TransientError):
 
 class ServerUnavailable(TransientError):
     """Raised when a remote node answers with a 5xx status."""
+
+
+class ParentNotFound(TransientError):
+    """Raised when the configured parent URL answers 404 where a sync parent's API should be:
+    a wrong ``parentFeedLocation``. Transient so that nothing is parked and the run backs off
+    until the setting is fixed."""
 
 
 class RecordError(FhirsyncError):

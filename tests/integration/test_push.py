@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from tests.integration.pull_support import edit_sync2
 
 from fhirsync.categories import Category
 from fhirsync.clients.base import OutgoingChange, SendResult
@@ -397,3 +398,23 @@ def test_small_batches_with_a_record_in_several_batches(node_factory: NodeFactor
     before = event_count(parent)
     assert push(child).events_read == 0
     assert event_count(parent) == before
+
+
+def test_a_parent_url_with_no_sync_api_parks_nothing_and_names_the_setting(
+    node_factory: NodeFactory,
+) -> None:
+    parent, child = make_pair(node_factory)
+    uuids = create_patients(child, 2)
+    with child.client() as client:
+        answer = client.post("/ws/rest/v1/visittype", json={"name": "Outreach", "description": "x"})
+        assert answer.status_code == 201, answer.text
+    right = edit_sync2(child)["general"]["parentFeedLocation"]
+    edit_sync2(child, parentFeedLocation=f"{right}/openmrs")  # a Java context path, wrongly added
+    wrong = push(child)
+    assert wrong.outcome == "unreachable", wrong
+    assert wrong.error is not None and "check general.parentFeedLocation" in wrong.error
+    assert open_failures(child) == []  # nothing parked, nothing to retry by hand
+    edit_sync2(child, parentFeedLocation=right)
+    fixed = push(child)
+    assert (fixed.outcome, fixed.applied) == ("ok", 3), fixed
+    assert set(uuids) <= set(snapshot(parent))

@@ -34,6 +34,7 @@ from fhirsync.errors import (
     FhirsyncError,
     Forbidden,
     InvalidResource,
+    ParentNotFound,
     PayloadTooLarge,
     RecordError,
     RemoteRejected,
@@ -116,19 +117,27 @@ class HttpPushSender:
         session; greeting it while the first batch is read locally takes that off the run's
         time. The first :meth:`send` waits for the greeting, so the parent verifies once. A
         parent the greeting could not reach (refused, timed out) fails that send at once with
-        the same error, rather than after a second wait; any other outcome is left for the send
-        to meet and report.
+        the same error, rather than after a second wait, and so does a URL with no sync parent
+        behind it (404: :class:`~fhirsync.errors.ParentNotFound`); any other outcome is left for
+        the send to meet and report.
         """
         self._greeting = threading.Thread(target=self._greet, name="push-greet", daemon=True)
         self._greeting.start()
 
     def _greet(self) -> None:
         try:
-            self._request("GET", f"{FHIR_BASE}/metadata")
+            response = self._request("GET", f"{FHIR_BASE}/metadata")
         except TransientError as exc:
             self._unreachable = exc
+            return
         except FhirsyncError:
-            pass  # e.g. an unusable answer: the first send meets it again and reports it
+            return  # e.g. an unusable answer: the first send meets it again and reports it
+        if response.status_code == 404:
+            # Without this, every pushed record would be refused one by one and parked.
+            self._unreachable = ParentNotFound(
+                f"{self.parent_url}{FHIR_BASE}/metadata answered 404: there is no sync parent "
+                f"at {self.parent_url} (check general.parentFeedLocation)"
+            )
 
     def _join_greeting(self) -> None:
         greeting, self._greeting = self._greeting, None
