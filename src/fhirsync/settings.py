@@ -128,6 +128,12 @@ class NodeSettings(BaseSettings):
     )
     parent_user: str = Field("", description="User name this node presents to its parent.")
     parent_password: SecretStr = Field(SecretStr(""), description="Password for the parent.")
+    parent_ca_file: str = Field(
+        "",
+        description="PEM file of the certificate authorities to trust for an https parent (a "
+        "hospital's own CA, or the parent's self-signed certificate), relative to the node "
+        "directory or absolute; empty means the usual public CAs.",
+    )
     feed_page_size: int = Field(1000, ge=1, le=10000, description="Atom entries per feed page.")
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
@@ -249,6 +255,24 @@ class NodeConfig(BaseModel):
     def db_url(self) -> str:
         """The database URL, defaulting to SQLite in the node directory."""
         return self.settings.db_url or f"sqlite:///{(self.node_dir / DB_FILE).resolve()}"
+
+    @property
+    def parent_auth(self) -> tuple[str, str] | None:
+        """The node's credentials for its parent, None when no user is configured."""
+        user = self.settings.parent_user
+        return (user, self.settings.parent_password.get_secret_value()) if user else None
+
+    @property
+    def parent_ca_path(self) -> Path | None:
+        """``parent_ca_file`` as a path (None when unset); ConfigurationError if it is missing."""
+        if not self.settings.parent_ca_file.strip():
+            return None
+        path = (self.node_dir / self.settings.parent_ca_file.strip()).resolve()
+        if not path.is_file():
+            raise ConfigurationError(
+                f"parent_ca_file: {path} is not a file", field="parent_ca_file"
+            )
+        return path
 
     @property
     def base_url(self) -> str:

@@ -14,6 +14,7 @@ from fhirsync.cli.progress import RunView
 
 # The work is imported inside each command (see the package docstring: start-up time).
 if TYPE_CHECKING:
+    from fhirsync.settings import NodeConfig
     from fhirsync.store.runs import RunState
     from fhirsync.sync.lag import Lag
 
@@ -64,7 +65,7 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
     try:
         parent = config.parent_url
         console.print(f"node [bold]{config.instance_id}[/bold]  parent {parent or '(none)'}")
-        reachable = _reachable(parent) if parent else "no parent"
+        reachable = _reachable(config) if parent else "no parent"
         found = lag.gather(config, db, ask_parent=reachable == "yes")
         if found.parent_label == lag.CREDENTIALS_REFUSED:
             reachable = (
@@ -157,18 +158,18 @@ def _print_lag(found: Lag) -> None:
         console.print(f"parent lag {found.parent_error}")
 
 
-def _reachable(parent: str) -> str:
-    import httpx
+def _reachable(config: NodeConfig) -> str:
+    from fhirsync.clients.http import health_status
+    from fhirsync.errors import RequestTimeout, TransientError
 
+    assert config.parent_url is not None
     try:
-        response = httpx.get(f"{parent}/health", timeout=5.0)
-    except httpx.TimeoutException:
+        status = health_status(config.parent_url, timeout=5.0, ca_file=config.parent_ca_path)
+    except RequestTimeout:
         return "no (no answer within 5 seconds)"
-    except httpx.ConnectError as exc:
-        return f"no (cannot connect: {exc})"
-    except httpx.HTTPError as exc:
-        return f"no ({type(exc).__name__})"
-    return "yes" if response.status_code == 200 else f"no (HTTP {response.status_code})"
+    except TransientError as exc:
+        return f"no ({exc})"
+    return "yes" if status == 200 else f"no (HTTP {status})"
 
 
 def register(app: typer.Typer) -> None:

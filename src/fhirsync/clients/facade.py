@@ -124,7 +124,7 @@ class _Contexts:
         settings = self._config.settings
         override = self._config.sync2.general.clients.get(name)
         base = override.host_address if override and override.host_address else self._parent
-        auth = parent_auth(self._config)
+        auth = self._config.parent_auth
         if override and override.login and override.password is not None:
             secret = override.password.get_secret_value()
             if override.login.strip() and secret.strip():
@@ -137,6 +137,7 @@ class _Contexts:
                 connect_timeout=settings.http_connect_timeout,
                 read_timeout=settings.http_read_timeout,
                 batch_size=settings.fetch_batch_size,
+                ca_file=self._config.parent_ca_path,
             )
         return self._made[key]
 
@@ -148,12 +149,6 @@ class _Contexts:
 def parent_contexts(config: NodeConfig) -> _Contexts:
     """Per-client contexts for the parent of ``config`` (ConfigurationError without a parent)."""
     return _Contexts(config)
-
-
-def parent_auth(config: NodeConfig) -> tuple[str, str] | None:
-    """The node's credentials for its parent, None when no user is configured."""
-    user = config.settings.parent_user
-    return (user, config.settings.parent_password.get_secret_value()) if user else None
 
 
 # --- uuid extraction (spec §5.3) ----------------------------------------------------------------

@@ -29,6 +29,7 @@ import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -66,12 +67,14 @@ def make_http_client(
     connect_timeout: float = 15.0,
     read_timeout: float = 30.0,
     pool_size: int = DEFAULT_POOL_SIZE,
+    ca_file: Path | None = None,
 ) -> httpx.Client:
     """A keep-alive client for one remote base URL, with timeouts and Accept headers.
 
     Redirects are not followed (as in Sync 2.0: a redirect means a misconfigured base URL), and
     proxy environment variables are ignored so a loopback parent is always reached directly.
-    ``https://`` URLs go through a verifying transport made on the first such request.
+    ``https://`` URLs go through a verifying transport made on the first such request; it trusts
+    the certificate authorities of ``ca_file`` (PEM) when given, else the usual public ones.
     """
     return httpx.Client(
         base_url=base_url.rstrip("/"),
@@ -83,7 +86,11 @@ def make_http_client(
         # ``verify=False`` is inert here: this transport only carries http:// URLs (https ones
         # are mounted below), and it spares building a verifying context nobody would use.
         transport=_transport(pool_size, verify=False),
-        mounts={"https://": LazyTransport(lambda: _transport(pool_size, verify=_tls_context()))},
+        mounts={
+            "https://": LazyTransport(
+                lambda: _transport(pool_size, verify=_tls_context(str(ca_file or "")))
+            )
+        },
     )
 
 
@@ -129,10 +136,19 @@ class LazyTransport(httpx.BaseTransport):
 
 
 @functools.cache
-def _tls_context() -> ssl.SSLContext:
-    # One verifying context (certifi's CA bundle, as httpx builds it) for every client of the
-    # process: loading the bundle costs ~20-40 ms per client, and a run makes several.
-    return httpx.create_ssl_context()
+def _tls_context(ca_file: str) -> ssl.SSLContext:
+    # One verifying context per trust setting for every client of the process (certifi's CA
+    # bundle, as httpx builds it, when no file is given): loading a bundle costs ~20-40 ms per
+    # client, and a run makes several.
+    if not ca_file:
+        return httpx.create_ssl_context()
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(
+            f"parent_ca_file: {ca_file} holds no usable PEM certificate ({exc})",
+            field="parent_ca_file",
+        ) from exc
 
 
 @contextmanager
@@ -145,7 +161,13 @@ def translated(where: str) -> Iterator[None]:
     except httpx.UnsupportedProtocol as exc:
         raise ConfigurationError(f"{where}: the URL must start with http:// or https://") from exc
     except httpx.TransportError as exc:
-        raise ConnectionFailed(f"cannot reach {where} ({type(exc).__name__})") from exc
+        # The reason is the socket's or TLS's own text ("Connection refused", "certificate
+        # verify failed: self-signed certificate"): what an administrator needs to act on.
+        reason = str(exc) or type(exc).__name__
+        hint = ""
+        if "CERTIFICATE_VERIFY_FAILED" in reason:
+            hint = " (a certificate from the hospital's own authority: set parent_ca_file)"
+        raise ConnectionFailed(f"cannot reach {where}: {reason}{hint}") from exc
     except httpx.InvalidURL as exc:
         raise ConfigurationError(f"{where}: invalid URL ({exc})") from exc
     except httpx.HTTPError as exc:
@@ -172,6 +194,15 @@ def request(
     where = _where(http, url)
     with translated(where):
         return http.request(method, url, params=params, content=content, headers=headers)
+
+
+def health_status(url: str, *, timeout: float, ca_file: Path | None = None) -> int:
+    """The HTTP status of ``GET {url}/health`` (no credentials: the one open endpoint), with the
+    same TLS trust as sync; RequestTimeout or another TransientError when there is no answer."""
+    with make_http_client(
+        url, None, connect_timeout=timeout, read_timeout=timeout, pool_size=1, ca_file=ca_file
+    ) as http:
+        return request(http, "GET", "/health").status_code
 
 
 def raise_for_status(response: httpx.Response, **record: str | None) -> httpx.Response:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -101,11 +102,16 @@ class HttpPushSender:
         *,
         connect_timeout: float = 15.0,
         read_timeout: float = 60.0,
+        ca_file: Path | None = None,
     ) -> None:
         self.parent_url = parent_url.rstrip("/")
         # The same client as pull's (``clients.http``): proxy variables ignored, no redirects.
         self._http = make_http_client(
-            self.parent_url, auth, connect_timeout=connect_timeout, read_timeout=read_timeout
+            self.parent_url,
+            auth,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            ca_file=ca_file,
         )
         self._greeting: threading.Thread | None = None
         self._unreachable: TransientError | None = None

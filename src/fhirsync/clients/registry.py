@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from threading import Lock
 
 import httpx
@@ -42,6 +43,8 @@ class ClientContext:
     pool_size: int = DEFAULT_POOL_SIZE
     follow_any_rest_link: bool = False
     """True when the remote is a Java OpenMRS server (REST links for every category)."""
+    ca_file: Path | None = None
+    """PEM certificate authorities to trust for https (``parent_ca_file``); None: public CAs."""
     _http: httpx.Client | None = field(default=None, repr=False)
     _lock: Lock = field(default_factory=Lock, repr=False)
 
@@ -55,6 +58,7 @@ class ClientContext:
                     connect_timeout=self.connect_timeout,
                     read_timeout=self.read_timeout,
                     pool_size=self.pool_size,
+                    ca_file=self.ca_file,
                 )
             return self._http
 

@@ -74,14 +74,13 @@ class FeedReader:
                 "parentFeedLocation is not set", field="general.parentFeedLocation"
             )
         settings = config.settings
-        user = settings.parent_user
-        auth = (user, settings.parent_password.get_secret_value()) if user else None
         http = make_http_client(
             parent,
-            auth,
+            config.parent_auth,
             connect_timeout=settings.http_connect_timeout,
             read_timeout=settings.http_read_timeout,
             pool_size=2,
+            ca_file=config.parent_ca_path,
         )
         return cls(http, parent, owns_http=True)
 

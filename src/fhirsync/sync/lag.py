@@ -113,18 +113,13 @@ def _ask_feedstate(
 ) -> tuple[dict[str, tuple[int | None, bool]], str]:
     """Per category (events behind, exact) and the source: feedstate, or recent pages (Java)."""
     assert config.parent_url is not None
-    settings = config.settings
-    auth = (
-        (settings.parent_user, settings.parent_password.get_secret_value())
-        if settings.parent_user
-        else None
-    )
     with make_http_client(
         config.parent_url,
-        auth,
+        config.parent_auth,
         connect_timeout=CONNECT_TIMEOUT,
         read_timeout=READ_TIMEOUT,
         pool_size=1,
+        ca_file=config.parent_ca_path,
     ) as http:
         params = [
             ("position", f"{n}:{(marks.get(n) or markers.EMPTY).last_entry_id or ''}")

@@ -104,13 +104,12 @@ def _parent(config: NodeConfig) -> str:
 def http_sender(config: NodeConfig) -> HttpPushSender:
     """The HTTP sender to the node's parent with its parent credentials, already greeting it."""
     settings = config.settings
-    password = settings.parent_password.get_secret_value()
-    auth = (settings.parent_user, password) if settings.parent_user else None
     sender = HttpPushSender(
         _parent(config),
-        auth,
+        config.parent_auth,
         connect_timeout=settings.http_connect_timeout,
         read_timeout=max(settings.http_read_timeout, 60.0),
+        ca_file=config.parent_ca_path,
     )
     # The parent's password check overlaps the reading of the first batch.
     sender.greet()

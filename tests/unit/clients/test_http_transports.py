@@ -6,9 +6,7 @@ certificate made by the ``openssl`` command).
 
 from __future__ import annotations
 
-import shutil
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +14,9 @@ import httpx
 import pytest
 
 from fhirsync.clients.http import LazyTransport, make_http_client, request
-from fhirsync.errors import ConnectionFailed
+from fhirsync.errors import ConfigurationError, ConnectionFailed
 from fhirsync.testing.stub_http import QuietHandler, serving
+from fhirsync.testing.tls import openssl_available, self_signed_certificate
 
 
 class _Ok(QuietHandler):
@@ -32,22 +31,15 @@ def plain_port() -> Iterator[int]:
 
 
 @pytest.fixture
-def self_signed_port(tmp_path: Path) -> Iterator[int]:
-    if shutil.which("openssl") is None:
+def self_signed(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """(port, certificate) of a TLS server on 127.0.0.1 with a self-signed certificate."""
+    if not openssl_available():
         pytest.skip("needs the openssl command to make a certificate")
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_certificate(tmp_path)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
     with serving(_Ok, tls) as server:
-        yield server.server_address[1]
+        yield server.server_address[1], cert
 
 
 def _lazy(client: httpx.Client) -> LazyTransport:
@@ -67,8 +59,9 @@ def test_an_http_remote_never_makes_the_tls_transport(plain_port: int) -> None:
 
 
 def test_an_https_url_goes_through_a_verifying_transport_made_on_first_use(
-    self_signed_port: int,
+    self_signed: tuple[int, Path],
 ) -> None:
+    self_signed_port = self_signed[0]
     client = make_http_client(f"https://127.0.0.1:{self_signed_port}/base", None)
     try:
         assert not _lazy(client).made
@@ -81,9 +74,33 @@ def test_an_https_url_goes_through_a_verifying_transport_made_on_first_use(
 
 
 def test_the_same_server_is_reached_when_verification_is_not_the_question(
-    self_signed_port: int,
+    self_signed: tuple[int, Path],
 ) -> None:
+    self_signed_port = self_signed[0]
     # Control for the test above: the TLS server does answer a client that skips verification,
     # so the refusal there came from verification, not from a broken server.
     with httpx.Client(verify=False) as plain:
         assert plain.get(f"https://127.0.0.1:{self_signed_port}/x").json() == {}
+
+
+def test_a_ca_file_makes_the_server_trusted(self_signed: tuple[int, Path]) -> None:
+    port, cert = self_signed
+    client = make_http_client(f"https://127.0.0.1:{port}/base", None, ca_file=cert)
+    try:
+        assert request(client, "GET", "/x").json() == {}
+    finally:
+        client.close()
+
+
+def test_an_unusable_ca_file_names_the_setting(
+    self_signed: tuple[int, Path], tmp_path: Path
+) -> None:
+    garbage = tmp_path / "not-a-certificate.pem"
+    garbage.write_text("hello")
+    client = make_http_client(f"https://127.0.0.1:{self_signed[0]}/base", None, ca_file=garbage)
+    try:
+        with pytest.raises(ConfigurationError) as info:
+            request(client, "GET", "/x")
+    finally:
+        client.close()
+    assert info.value.field == "parent_ca_file"

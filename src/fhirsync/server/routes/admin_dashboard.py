@@ -7,14 +7,15 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
-import httpx
 import pygal
 from fastapi import APIRouter, Request
 from pygal.style import Style
 from starlette.responses import Response
 
-from fhirsync.errors import FhirsyncError
+from fhirsync.clients.http import health_status
+from fhirsync.errors import FhirsyncError, RequestTimeout, TransientError
 from fhirsync.server.deps import NodeContext, NodeDep
 from fhirsync.server.routes import admin_actions
 from fhirsync.server.routes.admin_common import AdminFormSession, PageSession, page, redirect
@@ -89,26 +90,26 @@ def _clean_up_if_due(node: NodeContext) -> None:
         clean_up_audit(node)
 
 
-def check_parent(url: str | None) -> ParentStatus:
-    """GET the parent's ``/health`` with a short timeout."""
+def check_parent(url: str | None, ca_file: Path | None = None) -> ParentStatus:
+    """GET the parent's ``/health`` with a short timeout (and sync's TLS trust)."""
     if url is None:
         return ParentStatus(
             None, None, "No parent configured: this node is at the top of its tree."
         )
     try:
-        answer = httpx.get(f"{url}/health", timeout=_PARENT_TIMEOUT)
-    except httpx.TimeoutException:
+        status = health_status(url, timeout=_PARENT_TIMEOUT, ca_file=ca_file)
+    except RequestTimeout:
         return ParentStatus(url, False, f"No answer within {_PARENT_TIMEOUT:g} seconds.")
-    except httpx.HTTPError as exc:
-        return ParentStatus(url, False, f"Cannot connect ({type(exc).__name__}).")
-    if answer.status_code == 200:
+    except TransientError as exc:
+        return ParentStatus(url, False, f"Cannot connect: {exc}")
+    if status == 200:
         return ParentStatus(url, True, "Reachable.")
-    return ParentStatus(url, False, f"Answered with HTTP status {answer.status_code}.")
+    return ParentStatus(url, False, f"Answered with HTTP status {status}.")
 
 
 def gather(node: NodeContext) -> Facts:
     """Collect the dashboard's facts (the parent check takes at most a couple of seconds)."""
-    parent = check_parent(node.config.parent_url)
+    parent = check_parent(node.config.parent_url, node.config.parent_ca_path)
     # A parent that did not answer /health is not asked again for its feeds (no second wait).
     behind = lag.gather(node.config, node.db, ask_parent=parent.reachable is True)
     with node.db.read() as conn:
