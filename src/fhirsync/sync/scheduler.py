@@ -93,7 +93,12 @@ class Scheduler:
             delay = self.next_delay(outcome)
             if self.failures in _LOGGED_AT:
                 log.warning(
-                    "scheduled %s failed %d time(s): %s", self.operation, self.failures, error
+                    "node %s: scheduled %s failed %d time(s), next try in %.0fs: %s",
+                    self.config.instance_id,
+                    self.operation,
+                    self.failures,
+                    delay,
+                    error,
                 )
             with self.db.write() as conn:
                 runs.save(
@@ -111,7 +116,33 @@ class Scheduler:
             result = self._run_once_fn(self.config, self.db)
         except FhirsyncError as exc:  # configuration changed under us: keep serving, report it
             return "error", f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # the loop's thread must outlive any one run
+            # A full disk or a database that stays locked: without this the thread would end,
+            # and the node would stop syncing with nothing but a traceback on stderr.
+            log.exception("node %s: scheduled %s crashed", self.config.instance_id, self.operation)
+            return "error", f"{type(exc).__name__}: {exc}"
+        self._log(result)
         return result.outcome, result.error
+
+    def _log(self, result: RunFinished) -> None:
+        """One line per run that did something, so the service log tells the node's history."""
+        if result.outcome in ("unreachable", "busy"):
+            return  # unreachable: the backoff lines below; busy: a manual run is at work
+        level = logging.WARNING if result.failures else logging.INFO
+        if result.events_read or result.failures:
+            log.log(
+                level,
+                "node %s: scheduled %s %s: %d events read, %d records %s, %d failed in %.1fs%s",
+                self.config.instance_id,
+                self.operation,
+                result.outcome,
+                result.events_read,
+                result.applied,
+                "applied" if self.operation == pull_context.OPERATION else "sent",
+                result.failures,
+                result.seconds,
+                " (fhirsync status lists them)" if result.failures else "",
+            )
 
 
 def pull_scheduler(config: NodeConfig, db: Database) -> Scheduler:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from fhirsync.errors import ConfigurationError
 from fhirsync.node import init_node, open_node
-from fhirsync.settings import NodeConfig
-from fhirsync.store import locks
+from fhirsync.settings import NodeConfig, SyncMethodConfig
+from fhirsync.store import locks, runs
+from fhirsync.store.engine import Database
 from fhirsync.sync.retry import RetryPolicy
 from fhirsync.sync.runner import run_pull
-from fhirsync.sync.scheduler import pull_scheduler
+from fhirsync.sync.scheduler import Scheduler, pull_scheduler
+from fhirsync.sync.status import RunFinished
 
 
 @pytest.fixture
@@ -66,3 +70,38 @@ def test_scheduler_backs_off_and_resets(child: NodeConfig) -> None:
     scheduler.start()
     scheduler.stop()
     db.dispose()
+
+
+def test_a_crashed_scheduled_run_is_logged_and_the_schedule_goes_on(
+    child: NodeConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, db = open_node(child.node_dir)
+    calls: list[int] = []
+    ran_again = threading.Event()
+
+    def run_once(config: NodeConfig, database: Database) -> RunFinished:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("disk I/O error")  # not a FhirsyncError: e.g. a full disk
+        ran_again.set()
+        return RunFinished("pull", "failures", 3, 2, 1, 0.5, None)
+
+    method = SyncMethodConfig(enabled=True, schedule=3600)
+    scheduler = Scheduler(child, db, "pull", lambda _c: method, run_once)
+    scheduler.policy = RetryPolicy(base_delay=0.01, factor=1, max_delay=0.01, jitter=0)
+    caplog.set_level(logging.INFO, logger="fhirsync.sync.scheduler")
+    scheduler.start()
+    try:
+        assert ran_again.wait(10), "the scheduler thread died with the crashed run"
+    finally:
+        scheduler.stop()
+    with db.read() as conn:
+        state = runs.get(conn, "pull")
+    db.dispose()
+    crashed = [r for r in caplog.records if "crashed" in r.getMessage()]
+    assert crashed and crashed[0].exc_info is not None  # the traceback is in the log
+    assert state.consecutive_failures == 0  # the second run reached the parent
+    summary = [
+        r for r in caplog.records if "3 events read, 2 records applied, 1 failed" in r.getMessage()
+    ]
+    assert summary and summary[0].levelno == logging.WARNING
