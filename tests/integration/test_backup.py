@@ -143,9 +143,7 @@ def test_a_child_restored_from_a_backup_catches_up_without_writing_twice(
     assert push(child).applied == 1
 
     # The child's directory is lost; the backup takes its place.
-    child.stop()
-    shutil.rmtree(child.node_dir)
-    copy.rename(child.node_dir)
+    _restore(child, copy)
     child.start()
     assert {u for (_c, u) in held(child)} == set(first)
     # The first pull catches up from the backup's markers: what the parent published since, and
@@ -171,9 +169,7 @@ def test_a_recovery_pull_stopped_by_the_parent_is_asked_for_again(
     backup_node(child.node_dir, copy)
     own = create_patients(child, 1)[0]
     assert push(child).applied == 1
-    child.stop()
-    shutil.rmtree(child.node_dir)
-    copy.rename(child.node_dir)
+    _restore(child, copy)
     parent.stop()
     assert pull(child).outcome == "unreachable"
     assert (child.node_dir / RECOVERY_FILE).exists()
@@ -192,10 +188,15 @@ def test_the_recovery_pull_can_be_asked_for_by_hand(node_factory: NodeFactory) -
     (copy / RECOVERY_FILE).unlink()
     own = create_patients(child, 1)[0]
     assert push(child).applied == 1
-    child.stop()
-    shutil.rmtree(child.node_dir)
-    copy.rename(child.node_dir)
+    _restore(child, copy)
     done = cli("pull", str(child.node_dir), "--include-own-changes")
     assert done.returncode == 0, done.stdout + done.stderr
     assert own in {u for (_c, u) in held(child)}
     assert held(child) == held(parent)
+
+
+def _restore(node: NodeHandle, copy: Path) -> None:
+    """Stop ``node`` and put the backup ``copy`` in place of its lost directory."""
+    node.stop()
+    shutil.rmtree(node.node_dir)
+    copy.rename(node.node_dir)
