@@ -86,7 +86,14 @@ def init_node(
     node_dir.mkdir(parents=True, exist_ok=True)
     ours = [
         path
-        for name in (SETTINGS_FILE, SYNC2_FILE, DB_FILE, f"{DB_FILE}-wal", f"{DB_FILE}-shm")
+        for name in (
+            SETTINGS_FILE,
+            SYNC2_FILE,
+            DB_FILE,
+            f"{DB_FILE}-wal",
+            f"{DB_FILE}-shm",
+            f"{DB_FILE}-migrate.lock",
+        )
         if not (path := node_dir / name).exists()
     ]
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -147,11 +148,47 @@ def open_database(url: str, *, migrate_first: bool = True) -> Database:
     db = Database(url)
     try:
         if migrate_first and not _at_head(db):
-            migrate(url)
+            # Two processes opening an outdated database at once (serve restarting after an
+            # upgrade while a cron pull starts) would both migrate, and one would fail on a table
+            # or index the other had just made. The second waits, then finds it done.
+            with _migration_lock(db):
+                if not _at_head(db):
+                    migrate(url)
     except BaseException:
         db.dispose()
         raise
     return db
+
+
+_MIGRATION_LOCK_KEY = 0x66687379  # "fhsy": one PostgreSQL advisory lock id for migrations
+
+
+@contextmanager
+def _migration_lock(db: Database) -> Iterator[None]:
+    """Held by one process at a time: a lock file beside a SQLite database, a PostgreSQL
+    advisory lock otherwise."""
+    if db.is_sqlite:
+        path = db.engine.url.database
+        assert path is not None  # in-memory databases are refused by Database
+        with open(f"{path}-migrate.lock", "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    try:
+        conn = db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    except OperationalError as exc:
+        raise ConfigurationError(
+            f"cannot open database {redacted_url(db.url)!r}: {exc.orig}", field="db_url"
+        ) from exc
+    with conn:
+        conn.exec_driver_sql(f"SELECT pg_advisory_lock({_MIGRATION_LOCK_KEY})")
+        try:
+            yield
+        finally:
+            conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK_KEY})")
 
 
 def _at_head(db: Database) -> bool:

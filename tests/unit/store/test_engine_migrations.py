@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -127,3 +128,30 @@ def test_an_unreachable_database_is_named_without_its_password() -> None:
         open_database(url)
     assert info.value.field == "db_url"
     assert "Hunter2" not in str(info.value) and "postgres:***@127.0.0.1" in str(info.value)
+
+
+@pytest.mark.postgres
+def test_processes_opening_an_outdated_database_at_once_all_succeed(db_url: str) -> None:
+    """serve restarting after an upgrade while a cron pull starts: one migrates, the others
+    wait and find the schema current (without the lock, one failed on a table the other had
+    just made). A database never opened is the widest window: every migration is to run."""
+    start = time.time() + 2.0  # every process starts migrating at the same moment
+    probe = (
+        "import sys, time\n"
+        "from fhirsync.store.engine import open_database\n"
+        f"time.sleep(max(0.0, {start!r} - time.time()))\n"
+        f"open_database({db_url!r}).dispose()\n"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", probe], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0, 0], errors
+    again = open_database(db_url)
+    try:
+        with again.read() as conn:
+            version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    finally:
+        again.dispose()
+    assert version == HEAD_REVISION
