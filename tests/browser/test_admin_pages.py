@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -188,3 +189,37 @@ def test_many_parked_failures_are_counted_and_the_page_shows_the_most_urgent(
         f"Showing the {SHOWN} most urgent of {total} open failures"
     )
     expect(page.locator("tbody tr")).to_have_count(SHOWN)
+
+
+def test_enabling_pull_on_the_configuration_page_starts_scheduled_pulls(
+    page: Page, node_factory: NodeFactory
+) -> None:
+    from tests.integration.pull_support import held, new_uuid, patient, put
+
+    parent = node_factory("parent")
+    child = node_factory("child", parent=parent)
+    first = new_uuid()
+    put(parent, patient(first, "Scheduled"))
+    log_in(page, child.base_url, "admin", child.admin_password)
+    page.get_by_role("link", name="Configuration").click()
+    data = json.loads(page.get_by_label("Contents").input_value())
+    assert data["pull"]["enabled"] is False
+    data["pull"].update(enabled=True, schedule=1)
+    page.get_by_label("Contents").fill(json.dumps(data, indent=2))
+    page.get_by_role("button", name="Check and save").click()
+    expect(page.get_by_role("status")).to_contain_text("Configuration saved")
+    # No restart: the running node's scheduler picks the change up and pulls.
+    deadline = time.monotonic() + 30
+    while ("patient", first) not in held(child):
+        assert time.monotonic() < deadline, "no scheduled pull after enabling it"
+        time.sleep(0.2)
+
+    data["pull"]["enabled"] = False
+    page.get_by_label("Contents").fill(json.dumps(data, indent=2))
+    page.get_by_role("button", name="Check and save").click()
+    expect(page.get_by_role("status")).to_contain_text("Configuration saved")
+    time.sleep(3)  # the scheduler notices within 2 seconds
+    later = new_uuid()
+    put(parent, patient(later, "After"))
+    time.sleep(3)  # three schedule periods
+    assert ("patient", later) not in held(child)

@@ -1,11 +1,12 @@
 """Scheduled pull and push inside ``fhirsync serve`` (spec §8.1).
 
 Each direction runs every ``{pull,push}.schedule`` seconds when ``{pull,push}.enabled``, in its own
-thread (the engine is synchronous), independent of the other. While the parent is unreachable it
-backs off per the RetryPolicy, capped by the schedule, and resets on the next success. Stopping is
-not a failure. Backoff and last error are kept in the run state, so ``fhirsync status`` and the UI
-show them. The database run lock makes a scheduled run skip (not wait) while a manual run of the
-same node and direction is going on.
+thread (the engine is synchronous), independent of the other. Both flags and schedules are read
+as the loop goes, so a change saved on the admin page applies within seconds. While the parent
+is unreachable it backs off per the RetryPolicy, capped by the schedule, and resets on the next
+success. Stopping is not a failure. Backoff and last error are kept in the run state, so
+``fhirsync status`` and the UI show them. The database run lock makes a scheduled run skip (not
+wait) while a manual run of the same node and direction is going on.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 # Consecutive failure counts that get a log line: a long outage logs a few lines, not thousands.
 _LOGGED_AT = frozenset({1, 2, 4, 8, 16, 32, 64, 128})
 DEFAULT_SCHEDULE = 300.0
+CONFIG_CHECK_SECONDS = 2.0
+"""How often a waiting scheduler looks at the configuration again."""
 Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
 RunOnce = Callable[[NodeConfig, Database], RunFinished]
 
@@ -64,8 +68,10 @@ class Scheduler:
         return self._method(self.config).enabled and self.config.parent_url is not None
 
     def start(self) -> None:
-        """Start the loop (no-op when this direction's schedule is disabled)."""
-        if self.enabled and self._thread is None:
+        """Start the loop. It runs while this direction is enabled and idles while it is not,
+        reading the configuration each time: enabling, disabling or rescheduling on the admin
+        page takes effect without a restart."""
+        if self._thread is None:
             name = f"{self.operation.lower()}-scheduler"
             self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
             self._thread.start()
@@ -89,7 +95,12 @@ class Scheduler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            if not self.enabled:
+                self.failures = 0
+                self._stop.wait(CONFIG_CHECK_SECONDS)
+                continue
             outcome, error = self._run_once()
+            schedule = self._method(self.config).schedule  # read before the delay is made of it
             delay = self.next_delay(outcome)
             if self.failures in _LOGGED_AT:
                 log.warning(
@@ -109,7 +120,17 @@ class Scheduler:
                     next_run_at=datetime.now(UTC) + timedelta(seconds=delay),
                     **({"last_error": error} if error else {}),
                 )
-            self._stop.wait(delay)
+            self._wait(delay, schedule)
+
+    def _wait(self, delay: float, schedule: int | None) -> None:
+        """Wait ``delay`` seconds, or less if the direction is disabled meanwhile or its
+        schedule is no longer ``schedule`` (a new schedule then starts with a run now)."""
+        deadline = time.monotonic() + delay
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.enabled or self._method(self.config).schedule != schedule:
+                return
+            self._stop.wait(min(left, CONFIG_CHECK_SECONDS))
 
     def _run_once(self) -> tuple[str, str | None]:
         try:

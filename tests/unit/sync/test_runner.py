@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,44 @@ def test_a_crashed_scheduled_run_is_logged_and_the_schedule_goes_on(
         r for r in caplog.records if "3 events read, 2 records applied, 1 failed" in r.getMessage()
     ]
     assert summary and summary[0].levelno == logging.WARNING
+
+
+def test_enabling_and_disabling_on_a_running_node_takes_effect_without_a_restart(
+    child: NodeConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("fhirsync.sync.scheduler.CONFIG_CHECK_SECONDS", 0.05)
+    _, db = open_node(child.node_dir)
+    runs_seen: list[float] = []
+    ran = threading.Event()
+
+    def run_once(config: NodeConfig, database: Database) -> RunFinished:
+        runs_seen.append(time.monotonic())
+        ran.set()
+        return RunFinished("pull", "ok", 0, 0, 0, 0.0, None)
+
+    def pull_section(config: NodeConfig) -> SyncMethodConfig:
+        return config.sync2.pull
+
+    scheduler = Scheduler(child, db, "pull", pull_section, run_once)
+    assert not scheduler.enabled
+    scheduler.start()
+    try:
+        assert not ran.wait(0.5)  # disabled: the loop idles
+        # What the admin page's save does: the shared configuration object gets a new sync2.
+        enabled = child.sync2.pull.model_copy(update={"enabled": True, "schedule": 3600})
+        child.sync2 = child.sync2.model_copy(update={"pull": enabled})
+        assert ran.wait(10), "enabling pull did not start scheduled runs"
+        # A shorter schedule applies at once, not after the hour already being waited.
+        ran.clear()
+        faster = child.sync2.pull.model_copy(update={"schedule": 1})
+        child.sync2 = child.sync2.model_copy(update={"pull": faster})
+        assert ran.wait(10), "the new schedule was not taken up"
+        disabled = child.sync2.pull.model_copy(update={"enabled": False})
+        child.sync2 = child.sync2.model_copy(update={"pull": disabled})
+        time.sleep(0.3)
+        count = len(runs_seen)
+        time.sleep(2.0)  # two more schedule periods: nothing runs while disabled
+        assert len(runs_seen) == count
+    finally:
+        scheduler.stop()
+        db.dispose()
