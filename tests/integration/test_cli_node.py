@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -213,3 +214,21 @@ def test_serve_on_a_port_in_use_names_the_setting_and_exits_2(tmp_path: Path) ->
     # Not uvicorn's start-up status 3, which would read as "parent unreachable".
     assert refused.returncode == 2, refused.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in refused.stderr and "'port'" in refused.stderr
+
+
+def test_a_damaged_database_is_reported_in_one_line_not_a_traceback(tmp_path: Path) -> None:
+    node_dir = tmp_path / "n"
+    init = ("init", str(node_dir), "--instance-id", "n", "--admin-password", "long-enough-pw")
+    assert run(*init).returncode == 0
+    with sqlite3.connect(node_dir / "fhirsync.db") as conn:
+        conn.execute("DROP TABLE users")  # a damaged database that still opens
+    damaged = run("user", "list", str(node_dir))
+    assert damaged.returncode == 1, damaged.stderr
+    assert "database error: no such table: users" in damaged.stderr
+    assert "Traceback" not in damaged.stderr
+
+    (node_dir / "fhirsync.db").write_bytes(b"not a database at all " * 100)
+    garbage = run("status", str(node_dir))
+    assert garbage.returncode == 2, garbage.stderr
+    assert "cannot read database" in garbage.stderr and "fhirsync backup" in garbage.stderr
+    assert "Traceback" not in garbage.stderr

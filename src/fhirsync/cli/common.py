@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -41,8 +42,25 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except FhirsyncError as exc:
             err_console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(EXIT_FAILURES) from exc
+        except Exception as exc:
+            reason = _database_error(exc)
+            if reason is None:
+                raise
+            # A full disk or a database locked for longer than its timeout: one line, not a
+            # traceback (the engine hides statement parameters, so no record data is shown).
+            err_console.print(f"[red]database error:[/red] {reason}")
+            raise typer.Exit(EXIT_FAILURES) from exc
 
     return wrapper
+
+
+def _database_error(exc: Exception) -> str | None:
+    """The reason of a SQLAlchemy error, None for anything else. sqlalchemy is looked up, not
+    imported: a command that has not loaded it cannot have raised its errors."""
+    module = sys.modules.get("sqlalchemy.exc")
+    if module is None or not isinstance(exc, module.SQLAlchemyError):
+        return None
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0]
 
 
 NodeDirArg = typer.Argument(..., help="The node directory (holds sync2.json and fhirsync.json).")

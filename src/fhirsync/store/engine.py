@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from fhirsync.errors import ConfigurationError
@@ -125,6 +125,12 @@ def migrate(url: str) -> None:
     except OperationalError as exc:
         raise ConfigurationError(
             f"cannot open database {redacted_url(url)!r}: {exc.orig}", field="db_url"
+        ) from exc
+    except DatabaseError as exc:  # e.g. "file is not a database": a damaged or foreign file
+        raise ConfigurationError(
+            f"cannot read database {redacted_url(url)!r}: {exc.orig}. If it is damaged, "
+            "restore the node from a copy made by 'fhirsync backup'",
+            field="db_url",
         ) from exc
     except CommandError as exc:
         raise ConfigurationError(
