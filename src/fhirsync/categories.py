@@ -19,6 +19,8 @@ DeleteState = Literal["voided", "retired"]
 
 FHIR_BASE = "/ws/fhir2/R4"
 REST_BASE = "/ws/rest/v1"
+ORIGIN_HEADER = "X-Fhirsync-Origin"
+"""Sent with a pushed write: the node where the change began (the sender or a node below it)."""
 ENCOUNTER_TAG_SYSTEM = "http://fhir.openmrs.org/ext/encounter-tag"
 
 

@@ -26,7 +26,7 @@ import httpx
 import orjson
 
 from fhirsync import categories
-from fhirsync.categories import FHIR_BASE, Category
+from fhirsync.categories import FHIR_BASE, ORIGIN_HEADER, Category
 from fhirsync.clients.base import FetchResult, OutgoingChange, RecordRef, SendResult
 from fhirsync.clients.http import error_for_status, outcome_message, raise_for_status, request
 from fhirsync.errors import (
@@ -39,7 +39,6 @@ from fhirsync.errors import (
 )
 
 FHIR_JSON = "application/fhir+json"
-ORIGIN_HEADER = "X-Fhirsync-Origin"
 INACTIVE_HEADER = "X-Fhirsync-Inactive"
 DELETE_ACTIONS = frozenset({"VOIDED", "RETIRED", "DELETED"})
 _GONE = (404, 410)

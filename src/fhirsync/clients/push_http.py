@@ -27,7 +27,7 @@ from typing import Any, cast
 import httpx
 import orjson
 
-from fhirsync.categories import FHIR_BASE, REST_BASE, Category
+from fhirsync.categories import FHIR_BASE, ORIGIN_HEADER, REST_BASE, Category
 from fhirsync.clients.base import OutgoingChange, SendResult
 from fhirsync.clients.http import make_http_client, translated
 from fhirsync.clients.rest import if_match
@@ -45,7 +45,6 @@ from fhirsync.errors import (
     Unauthenticated,
 )
 
-ORIGIN_HEADER = "X-Fhirsync-Origin"
 FHIR_JSON = "application/fhir+json"
 _GONE_OK = (404, 410)
 """A delete the parent answers with 404/410 found nothing left to void: the change is done."""

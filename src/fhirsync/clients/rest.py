@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from fhirsync.categories import REST_BASE, Category
+from fhirsync.categories import ORIGIN_HEADER, REST_BASE, Category
 from fhirsync.clients.base import FetchResult, OutgoingChange, RecordRef, SendResult
 from fhirsync.clients.http import error_for_response, request
 from fhirsync.errors import (
@@ -37,7 +37,6 @@ from fhirsync.errors import (
     UnknownResourceType,
 )
 
-ORIGIN_HEADER = "X-Fhirsync-Origin"
 DEFAULT_CONCURRENCY = 8
 _DELETES = {"VOIDED": None, "RETIRED": None, "DELETED": {"purge": "true"}}
 _UNDOES = {"UNVOIDED": "voided", "UNRETIRED": "retired"}

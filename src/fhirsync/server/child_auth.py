@@ -18,6 +18,7 @@ from __future__ import annotations
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from fhirsync.categories import ORIGIN_HEADER
 from fhirsync.errors import Forbidden, Unauthenticated
 from fhirsync.server.deps import NodeContext
 from fhirsync.server.error_responses import render
@@ -26,7 +27,7 @@ from fhirsync.store import children
 from fhirsync.store.engine import Database
 from fhirsync.store.users import User
 
-ORIGIN_HEADER = b"x-fhirsync-origin"
+_ORIGIN = ORIGIN_HEADER.lower().encode()
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _GUARDED_PREFIXES = ("/ws/fhir2", "/ws/rest/")
 
@@ -93,7 +94,7 @@ class ChildGuard:
         if header is None or node is None:
             await self.app(scope, receive, send)
             return
-        raw_claim = _header(scope, ORIGIN_HEADER)
+        raw_claim = _header(scope, _ORIGIN)
         claimed = raw_claim.strip() if raw_claim else None
         user = node.authenticator.remembered(header)
         try:

@@ -6,11 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fhirsync import categories as cats
+from fhirsync.categories import ORIGIN_HEADER
 from fhirsync.errors import Forbidden, RequestError
 from fhirsync.store.users import User
-
-ORIGIN_HEADER = "X-Fhirsync-Origin"
-"""Sent by a child's push: the node where the change began (the child itself or one below it)."""
 
 
 @dataclass(frozen=True, slots=True)

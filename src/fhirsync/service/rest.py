@@ -18,10 +18,10 @@ from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
 from fhirsync import categories as cats
-from fhirsync.categories import Category
+from fhirsync.categories import ORIGIN_HEADER, Category
 from fhirsync.errors import ConflictError, CreatedMeanwhile, InvalidResource, RecordNotFound
 from fhirsync.records import Record, RecordState, RecordWrite
-from fhirsync.service.authors import ORIGIN_HEADER, Author, author_for
+from fhirsync.service.authors import Author, author_for
 from fhirsync.service.rest_body import split_representation, validate
 from fhirsync.service.rest_render import View, page_links, representation
 from fhirsync.service.rest_request import category_for, parse_body, parse_view

@@ -13,12 +13,12 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from fhirsync.categories import FHIR_BASE
+from fhirsync.categories import FHIR_BASE, ORIGIN_HEADER
 from fhirsync.records import Record
 from fhirsync.server.deps import CurrentUser, NodeContext, NodeDep, WriterUser
 from fhirsync.server.error_responses import status_for
 from fhirsync.service import bundles, fhir
-from fhirsync.service.authors import ORIGIN_HEADER, Author, author_for
+from fhirsync.service.authors import Author, author_for
 from fhirsync.store.users import User
 from fhirsync.sync.reconcile import recheck_local, reconciler_for
 

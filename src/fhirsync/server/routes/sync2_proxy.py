@@ -21,6 +21,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from fhirsync.categories import ORIGIN_HEADER
 from fhirsync.errors import Forbidden, RequestError
 from fhirsync.server import child_auth
 from fhirsync.server.deps import CurrentUser, NodeDep
@@ -137,9 +138,9 @@ def _inner_headers(request: Request, wrapper: Wrapper) -> dict[str, str]:
     if wrapper.body is not None:
         fhir = wrapper.client_name.lower() == "fhir"
         headers["content-type"] = "application/fhir+json" if fhir else "application/json"
-    origin = request.headers.get("x-fhirsync-origin")
+    origin = request.headers.get(ORIGIN_HEADER)
     if origin:
-        headers["x-fhirsync-origin"] = origin
+        headers[ORIGIN_HEADER.lower()] = origin
     return headers
 
 
