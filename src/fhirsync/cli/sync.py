@@ -58,6 +58,7 @@ def pull(
 def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]) -> None:
     """Parent reachability, feed position per category, failures and the last run."""
     from fhirsync.node import open_node
+    from fhirsync.settings import RECOVERY_FILE
     from fhirsync.store import failures, markers, runs
     from fhirsync.sync import lag
 
@@ -88,6 +89,11 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
         _print_lag(found)
         for operation, state in states.items():
             _print_run(operation, state)
+        if (config.node_dir / RECOVERY_FILE).exists():
+            console.print(
+                "restored from a backup: the next complete pull also applies the changes that "
+                "began on this node and reached the parent after the backup"
+            )
         console.print(f"failures: {_failure_counts(open_counts) or 'none'}")
         for f in shown:
             console.print(
