@@ -210,3 +210,58 @@ def backup_node(node_dir: Path, dest: Path) -> Copied:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return copied
+
+
+def move_parent(node_dir: Path, new_url: str, *, from_start: bool = False) -> int:
+    """Point the node at ``new_url`` as its parent; how many feed positions were carried over.
+
+    Feed positions are keyed by the parent's URL, so a new address alone would make the next
+    pull read every feed again from page 1. When the parent has only moved, its feeds at the new
+    address hold the very entries this node read last: each position is checked there, then
+    carried over. A parent whose feeds do not hold them is another parent: ConfigurationError,
+    nothing changed, unless ``from_start`` (then its feeds are read from the beginning).
+    """
+    from fhirsync.feed.reader import FeedReader
+    from fhirsync.store import locks, markers
+
+    config = load_node(node_dir)
+    new = new_url.strip().rstrip("/")
+    if not new.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            f"{new_url!r}: the parent's URL must start with http:// or https://",
+            field="general.parentFeedLocation",
+        )
+    old = config.parent_url
+    db = open_database(config.db_url)
+    owner = locks.new_owner()
+    try:
+        if not locks.acquire(db, "pull", owner, 120.0):
+            raise ConfigurationError("a pull run is in progress: try again when it has ended")
+        try:
+            carried = 0
+            if old is not None and old != new and not from_start:
+                with db.read() as conn:
+                    positions = markers.keyed_for_feed(conn, old)
+                reader = FeedReader.for_parent(config, new)
+                try:
+                    for key, marker in positions:
+                        if marker.last_entry_id is None or marker.last_page is None:
+                            continue
+                        if not reader.holds(key.category, marker.last_page, marker.last_entry_id):
+                            raise ConfigurationError(
+                                f"{new} does not look like the parent this node has read from: "
+                                f"page {marker.last_page} of its {key.category} feed does not "
+                                "hold the entry read last. To sync with a different parent "
+                                "from the beginning, use --from-start",
+                                field="general.parentFeedLocation",
+                            )
+                finally:
+                    reader.close()
+                with db.write() as conn:
+                    carried = markers.move_feed(conn, old, new)
+            update_sync2(node_dir, {"general": {"parentFeedLocation": new}})
+        finally:
+            locks.release(db, "pull", owner)
+    finally:
+        db.dispose()
+    return carried

@@ -131,8 +131,36 @@ def backup(
     )
 
 
+@handle_errors
+def move_parent(
+    node_dir: Annotated[Path, typer.Argument(help="The node directory.")],
+    new_url: Annotated[str, typer.Argument(help="The parent's new base URL.")],
+    from_start: Annotated[
+        bool,
+        typer.Option("--from-start", help="A different parent: read its feeds from the beginning."),
+    ] = False,
+) -> None:
+    """Point the node at its parent's new address, keeping how far it has read.
+
+    Exit 0 done, 2 not the same parent (see --from-start) or a bad URL, 3 the new address is
+    unreachable. Nothing changes unless it succeeds.
+    """
+    from fhirsync.node import move_parent as move
+
+    carried = move(node_path(node_dir), new_url, from_start=from_start)
+    console.print(f"Parent set to {new_url.strip().rstrip('/')}.")
+    if carried:
+        console.print(
+            f"{carried} feed positions carried over (checked against the new address): the "
+            "next pull continues where the last one stopped."
+        )
+    elif from_start:
+        console.print("The next pull reads the parent's feeds from the beginning.")
+
+
 def register(app: typer.Typer) -> None:
     """Add this group's commands."""
     app.command()(init)
     app.command()(serve)
     app.command()(backup)
+    app.command("move-parent")(move_parent)

@@ -66,9 +66,10 @@ class FeedReader:
         self._closer = weakref.finalize(self, http.close) if owns_http else None
 
     @classmethod
-    def for_parent(cls, config: NodeConfig) -> FeedReader:
-        """A reader of ``config``'s parent feed with the node's parent credentials and timeouts."""
-        parent = config.parent_url
+    def for_parent(cls, config: NodeConfig, base_url: str | None = None) -> FeedReader:
+        """A reader of ``config``'s parent feed (or of the parent at ``base_url``) with the
+        node's parent credentials and timeouts."""
+        parent = base_url.rstrip("/") if base_url else config.parent_url
         if parent is None:
             raise ConfigurationError(
                 "parentFeedLocation is not set", field="general.parentFeedLocation"
@@ -88,6 +89,11 @@ class FeedReader:
         """Close the HTTP client when this reader made it."""
         if self._closer is not None:
             self._closer()
+
+    def holds(self, category: str, page: int, entry_id: str) -> bool:
+        """True when page ``page`` of ``category``'s feed holds the entry ``entry_id``."""
+        found = self._page(category, page)
+        return found is not None and any(e.entry_id == entry_id for e in found.entries)
 
     def read(
         self, category: str, *, after_entry_id: str | None = None, page: int | None = None

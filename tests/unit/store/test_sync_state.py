@@ -58,6 +58,20 @@ def test_marker_starts_empty_and_advances(db: Database) -> None:
         assert set(markers.for_feed(conn, "http://parent:1/")) == {"patient"}
 
 
+def test_markers_move_to_a_new_address_with_their_failures(db: Database) -> None:
+    moved_to = MarkerKey("http://parent:2", KEY.category, KEY.filter_hash)
+    with db.write() as conn:
+        markers.advance(conn, KEY, "tag:7", 2)
+        markers.advance(conn, moved_to, "tag:stale", 9)  # an older visit to the new address
+        failures.record(conn, [_note("u1", "parked", 3)], now=NOW)
+        assert markers.move_feed(conn, "http://parent:1/", "http://parent:2") == 1
+    with db.read() as conn:
+        assert markers.get(conn, KEY) == markers.EMPTY
+        got = markers.get(conn, moved_to)
+        assert (got.last_entry_id, got.last_page) == ("tag:7", 2)
+        assert [f.marker_key for f in failures.list_open(conn, "pull")] == [moved_to.key]
+
+
 def test_failures_upsert_due_resolve_requeue(db: Database) -> None:
     with db.write() as conn:
         failures.record(conn, [_note("u1"), _note("u2", "waiting")], now=NOW)

@@ -1,0 +1,78 @@
+"""`fhirsync move-parent`: the same parent at a new address keeps the child's feed positions;
+a different parent is refused unless read from the start."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tests.conftest import NodeFactory
+from tests.integration.pull_support import cli, held, new_uuid, patient, pull, put
+
+from fhirsync.testing.servers import NodeHandle, free_port
+
+
+def _parent_url(node: NodeHandle) -> str:
+    data = json.loads((node.node_dir / "sync2.json").read_text())
+    return str(data["general"]["parentFeedLocation"])
+
+
+@contextmanager
+def _served_elsewhere(node: NodeHandle) -> Iterator[NodeHandle]:
+    """``node`` stopped, and its directory served again on another port (a moved server)."""
+    node.stop()
+    moved = NodeHandle(node.node_dir, node.instance_id, free_port(), node.admin_password).start()
+    try:
+        yield moved
+    finally:
+        moved.stop()
+
+
+def test_the_same_parent_at_a_new_address_keeps_the_feed_positions(
+    node_factory: NodeFactory,
+) -> None:
+    parent = node_factory("parent")
+    child = node_factory("child", parent=parent, start=False)
+    for n in range(12):
+        put(parent, patient(new_uuid(), f"Before{n}"))
+    assert pull(child).applied == 12
+    with _served_elsewhere(parent) as moved:
+        done = cli("move-parent", str(child.node_dir), moved.base_url + "/")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "feed positions carried over" in done.stdout
+        assert _parent_url(child) == moved.base_url
+        put(moved, patient(later := new_uuid(), "After"))
+        after = pull(child)
+        # Only the new change is read, not the twelve again from page 1.
+        assert (after.outcome, after.events_read, after.applied) == ("ok", 1, 1), after
+        assert ("patient", later) in held(child)
+        assert held(child) == held(moved)
+
+
+def test_a_different_parent_is_refused_unless_read_from_the_start(
+    node_factory: NodeFactory,
+) -> None:
+    parent = node_factory("parent")
+    other = node_factory("other")
+    child = node_factory("child", parent=parent, start=False)
+    put(parent, patient(new_uuid(), "Mine"))
+    for n in range(3):
+        put(other, patient(new_uuid(), f"Theirs{n}"))
+    assert pull(child).applied == 1
+    before = _parent_url(child)
+
+    refused = cli("move-parent", str(child.node_dir), other.base_url)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "does not look like the parent" in refused.stderr and "--from-start" in refused.stderr
+    assert _parent_url(child) == before
+
+    unreachable = cli("move-parent", str(child.node_dir), f"http://127.0.0.1:{free_port()}")
+    assert unreachable.returncode == 3, unreachable.stdout + unreachable.stderr
+    assert _parent_url(child) == before
+
+    fresh = cli("move-parent", str(child.node_dir), other.base_url, "--from-start")
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert "from the beginning" in fresh.stdout
+    assert pull(child).applied == 3
+    assert held(other).items() <= held(child).items()
