@@ -215,14 +215,15 @@ def backup_node(node_dir: Path, dest: Path) -> Copied:
 def move_parent(node_dir: Path, new_url: str, *, from_start: bool = False) -> int:
     """Point the node at ``new_url`` as its parent; how many feed positions were carried over.
 
-    Feed positions are keyed by the parent's URL, so a new address alone would make the next
-    pull read every feed again from page 1. When the parent has only moved, its feeds at the new
-    address hold the very entries this node read last: each position is checked there, then
-    carried over. A parent whose feeds do not hold them is another parent: ConfigurationError,
-    nothing changed, unless ``from_start`` (then its feeds are read from the beginning).
+    Feed positions (pull's, and how far push has sent) are keyed by the parent's URL, so a new
+    address alone would make the next pull read every feed again from page 1 and the next push
+    send everything again. When the parent has only moved, its feeds at the new address hold the
+    very entries this node read last: each position is checked there, then carried over. A
+    parent whose feeds do not hold them is another parent: ConfigurationError, nothing changed,
+    unless ``from_start`` (then its feeds are read, and this node's changes sent, from the start).
     """
-    from fhirsync.feed.reader import FeedReader
     from fhirsync.store import locks, markers
+    from fhirsync.sync.push_context import PUSH_FEED_PREFIX
 
     config = load_node(node_dir)
     new = new_url.strip().rstrip("/")
@@ -234,34 +235,47 @@ def move_parent(node_dir: Path, new_url: str, *, from_start: bool = False) -> in
     old = config.parent_url
     db = open_database(config.db_url)
     owner = locks.new_owner()
+    held: list[str] = []
     try:
-        if not locks.acquire(db, "pull", owner, 120.0):
-            raise ConfigurationError("a pull run is in progress: try again when it has ended")
-        try:
-            carried = 0
-            if old is not None and old != new and not from_start:
-                with db.read() as conn:
-                    positions = markers.keyed_for_feed(conn, old)
-                reader = FeedReader.for_parent(config, new)
-                try:
-                    for key, marker in positions:
-                        if marker.last_entry_id is None or marker.last_page is None:
-                            continue
-                        if not reader.holds(key.category, marker.last_page, marker.last_entry_id):
-                            raise ConfigurationError(
-                                f"{new} does not look like the parent this node has read from: "
-                                f"page {marker.last_page} of its {key.category} feed does not "
-                                "hold the entry read last. To sync with a different parent "
-                                "from the beginning, use --from-start",
-                                field="general.parentFeedLocation",
-                            )
-                finally:
-                    reader.close()
-                with db.write() as conn:
-                    carried = markers.move_feed(conn, old, new)
-            update_sync2(node_dir, {"general": {"parentFeedLocation": new}})
-        finally:
-            locks.release(db, "pull", owner)
+        for direction in ("pull", "push"):  # neither runs while its positions move
+            if not locks.acquire(db, direction, owner, 120.0):
+                raise ConfigurationError(
+                    f"a {direction} run is in progress: try again when it has ended"
+                )
+            held.append(direction)
+        carried = 0
+        if old is not None and old != new and not from_start:
+            _check_same_parent(config, db, old, new)
+            with db.write() as conn:
+                carried = markers.move_feed(conn, old, new)
+                markers.move_feed(conn, PUSH_FEED_PREFIX + old, PUSH_FEED_PREFIX + new)
+        update_sync2(node_dir, {"general": {"parentFeedLocation": new}})
     finally:
+        for direction in held:
+            locks.release(db, direction, owner)
         db.dispose()
     return carried
+
+
+def _check_same_parent(config: NodeConfig, db: Database, old: str, new: str) -> None:
+    """ConfigurationError unless the feeds at ``new`` hold every entry last read from ``old``."""
+    from fhirsync.feed.reader import FeedReader
+    from fhirsync.store import markers
+
+    with db.read() as conn:
+        positions = markers.keyed_for_feed(conn, old)
+    reader = FeedReader.for_parent(config, new)
+    try:
+        for key, marker in positions:
+            if marker.last_entry_id is None or marker.last_page is None:
+                continue
+            if not reader.holds(key.category, marker.last_page, marker.last_entry_id):
+                raise ConfigurationError(
+                    f"{new} does not look like the parent this node has read from: page "
+                    f"{marker.last_page} of its {key.category} feed does not hold the entry "
+                    "read last. To sync with a different parent from the beginning, use "
+                    "--from-start",
+                    field="general.parentFeedLocation",
+                )
+    finally:
+        reader.close()

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 from tests.conftest import NodeFactory
 from tests.integration.pull_support import cli, held, new_uuid, patient, pull, put
+from tests.integration.test_push import create_patients, make_pair, push
 
 from fhirsync.testing.servers import NodeHandle, free_port
 
@@ -32,11 +33,13 @@ def _served_elsewhere(node: NodeHandle) -> Iterator[NodeHandle]:
 def test_the_same_parent_at_a_new_address_keeps_the_feed_positions(
     node_factory: NodeFactory,
 ) -> None:
-    parent = node_factory("parent")
-    child = node_factory("child", parent=parent, start=False)
+    parent, child = make_pair(node_factory)  # the child pushes with its own account
     for n in range(12):
         put(parent, patient(new_uuid(), f"Before{n}"))
     assert pull(child).applied == 12
+    local = create_patients(child, 1)[0]
+    assert push(child).applied == 1
+    assert pull(child).applied == 0  # reads its own change back from the feed, and skips it
     with _served_elsewhere(parent) as moved:
         done = cli("move-parent", str(child.node_dir), moved.base_url + "/")
         assert done.returncode == 0, done.stdout + done.stderr
@@ -48,6 +51,11 @@ def test_the_same_parent_at_a_new_address_keeps_the_feed_positions(
         assert (after.outcome, after.events_read, after.applied) == ("ok", 1, 1), after
         assert ("patient", later) in held(child)
         assert held(child) == held(moved)
+        # How far this node had pushed came along too: push reads only the one event logged
+        # since (the change just pulled, which it does not send back), not its whole log.
+        again = push(child)
+        assert (again.outcome, again.events_read, again.applied) == ("ok", 1, 0), again
+        assert ("patient", local) in held(moved)
 
 
 def test_a_different_parent_is_refused_unless_read_from_the_start(
