@@ -134,6 +134,12 @@ def test_serve_and_user_add(tmp_path: Path) -> None:
         assert duplicate.returncode == 2
         no_id = run("user", "add", str(node_dir), "x", "--role", "child")
         assert no_id.returncode == 2
+        # The node's own id ("n") and another child's are refused for a new child account.
+        for taken in ("n", "clinic-b"):
+            refused = run(
+                "user", "add", str(node_dir), "x", "--role", "child", "--instance-id", taken
+            )
+            assert refused.returncode == 2 and "instance id" in refused.stderr, refused.stderr
         assert password
     finally:
         handle.stop()

@@ -12,6 +12,7 @@ import typer
 from fhirsync.cli.common import console, handle_errors, node_path
 
 if TYPE_CHECKING:
+    from fhirsync.settings import NodeConfig
     from fhirsync.store.engine import Database
 
 user_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
@@ -34,8 +35,15 @@ def add(
     from fhirsync.store import users
 
     secret = password or users.generate_password()
-    with _database(node_dir) as db, db.write() as conn:
-        users.add(conn, name, secret, role, instance_id)  # type: ignore[arg-type]
+    with _node(node_dir) as (config, db), db.write() as conn:
+        users.add(
+            conn,
+            name,
+            secret,
+            role,  # type: ignore[arg-type]
+            instance_id,
+            node_instance_id=config.sync2.general.local_instance_id,
+        )
     console.print(f"Created {role} user [bold]{name}[/bold]")
     _show_generated(password, secret)
 
@@ -91,11 +99,17 @@ def remove(
 
 @contextmanager
 def _database(node_dir: Path) -> Iterator[Database]:
+    with _node(node_dir) as (_config, db):
+        yield db
+
+
+@contextmanager
+def _node(node_dir: Path) -> Iterator[tuple[NodeConfig, Database]]:
     from fhirsync.node import open_node
 
-    _config, db = open_node(node_path(node_dir))
+    config, db = open_node(node_path(node_dir))
     try:
-        yield db
+        yield config, db
     finally:
         db.dispose()
 

@@ -12,6 +12,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import Connection, delete, func, insert, select, update
 
+from fhirsync import categories
 from fhirsync.errors import ConfigurationError
 from fhirsync.store.tables import users
 
@@ -55,16 +56,27 @@ def generate_password() -> str:
 
 
 def add(
-    conn: Connection, name: str, password: str, role: Role, instance_id: str | None = None
+    conn: Connection,
+    name: str,
+    password: str,
+    role: Role,
+    instance_id: str | None = None,
+    *,
+    node_instance_id: str | None = None,
 ) -> User:
-    """Create a user; ConfigurationError if the name is taken or the role/password is unusable."""
+    """Create a user; ConfigurationError if the name is taken or the role/password is unusable.
+
+    A child account IS its instance id (the whitelist and the origin of what it pushes are bound
+    to it), so the id must be a usable one, no other child account's, and not the id of this
+    node itself (``node_instance_id``).
+    """
     if role not in ROLES:
         raise ConfigurationError(
             f"unknown role {role!r} (use admin, viewer or child)", field="role"
         )
     check_password(password)
-    if role == "child" and not instance_id:
-        raise ConfigurationError("a child account needs --instance-id", field="instance_id")
+    if role == "child":
+        _check_child_instance(conn, instance_id, node_instance_id)
     if conn.execute(select(users.c.id).where(users.c.name == name)).first() is not None:
         raise ConfigurationError(f"user {name!r} already exists", field="name")
     conn.execute(
@@ -96,6 +108,32 @@ class Account:
 
     user: User
     password_hash: str
+
+
+def _check_child_instance(
+    conn: Connection, instance_id: str | None, node_instance_id: str | None
+) -> None:
+    if not instance_id:
+        raise ConfigurationError("a child account needs --instance-id", field="instance_id")
+    if not categories.is_valid_id(instance_id):
+        raise ConfigurationError(
+            f"instance id {instance_id!r} is not usable: letters, digits, '-' and '.' only, "
+            "at most 64 characters",
+            field="instance_id",
+        )
+    if instance_id == node_instance_id:
+        raise ConfigurationError(
+            f"{instance_id!r} is this node's own instance id: a child needs its own",
+            field="instance_id",
+        )
+    owner = conn.execute(
+        select(users.c.name).where(users.c.role == "child", users.c.instance_id == instance_id)
+    ).first()
+    if owner is not None:
+        raise ConfigurationError(
+            f"instance id {instance_id!r} already belongs to the child account {owner.name!r}",
+            field="instance_id",
+        )
 
 
 def check_password(password: str) -> None:

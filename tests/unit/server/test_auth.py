@@ -133,6 +133,28 @@ def test_account_rules(db_url: str) -> None:
     db.dispose()
 
 
+def test_a_child_account_is_its_own_usable_instance_id(db_url: str) -> None:
+    """The whitelist and the origin of pushed changes are bound to a child's instance id: two
+    accounts sharing one could act as each other, one holding the node's own id could pass its
+    changes off as the node's, and an unusable id would have every push refused."""
+    db = open_database(db_url)
+    with db.write() as conn:
+        users.add(conn, "clinic-a", "long-enough", "child", "clinic-a", node_instance_id="central")
+    for instance_id, why in [
+        ("clinic-a", "already belongs to the child account 'clinic-a'"),
+        ("central", "this node's own instance id"),
+        ("bad id!", "not usable"),
+    ]:
+        with pytest.raises(ConfigurationError) as info, db.write() as conn:
+            users.add(
+                conn, "other", "long-enough", "child", instance_id, node_instance_id="central"
+            )
+        assert info.value.field == "instance_id" and why in str(info.value)
+    with db.read() as conn:
+        assert [u.name for u in users.list_all(conn)] == ["clinic-a"]
+    db.dispose()
+
+
 def test_an_admin_may_be_removed_while_another_admin_remains(db_url: str) -> None:
     db = open_database(db_url)
     with db.write() as conn:
