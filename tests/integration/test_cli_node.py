@@ -238,3 +238,25 @@ def test_a_damaged_database_is_reported_in_one_line_not_a_traceback(tmp_path: Pa
     assert garbage.returncode == 2, garbage.stderr
     assert "cannot read database" in garbage.stderr and "fhirsync backup" in garbage.stderr
     assert "Traceback" not in garbage.stderr
+
+
+def test_user_list_warns_about_child_accounts_sharing_an_instance_id(tmp_path: Path) -> None:
+    node_dir = tmp_path / "n"
+    init = ("init", str(node_dir), "--instance-id", "n", "--admin-password", "long-enough-pw")
+    assert run(*init).returncode == 0
+    added = run(
+        "user", "add", str(node_dir), "ca", "--role", "child", "--instance-id", "clinic-x",
+        "--password", "long-enough-1",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    clean = run("user", "list", str(node_dir))
+    assert clean.returncode == 0 and "warning" not in clean.stdout
+    # A second account on the same id, as an older fhirsync let one be made.
+    with sqlite3.connect(node_dir / "fhirsync.db") as conn:
+        conn.execute(
+            "INSERT INTO users (name, password_hash, role, instance_id, created_at) "
+            "SELECT 'cb', password_hash, role, instance_id, created_at FROM users WHERE name='ca'"
+        )
+    shared = run("user", "list", str(node_dir))
+    assert shared.returncode == 0, shared.stderr
+    assert "warning: child accounts ca, cb share the instance id 'clinic-x'" in shared.stdout

@@ -62,6 +62,19 @@ def list_users(node_dir: Annotated[Path, typer.Argument(help="The node directory
     for user in accounts:
         table.add_row(user.name, user.role, user.instance_id or "")
     console.print(table)
+    # Accounts made before `user add` refused shared instance ids: the binding of the whitelist
+    # and of pushed origins to an account means nothing while two accounts share one.
+    sharing: dict[str, list[str]] = {}
+    for user in accounts:
+        if user.role == "child" and user.instance_id:
+            sharing.setdefault(user.instance_id, []).append(user.name)
+    for instance_id, names in sharing.items():
+        if len(names) > 1:
+            console.print(
+                f"[yellow]warning:[/yellow] child accounts {', '.join(names)} share the instance "
+                f"id {instance_id!r} and can act as each other: remove all but one "
+                "(fhirsync user remove)"
+            )
 
 
 @user_app.command("password")
