@@ -165,17 +165,10 @@ def _print_lag(found: Lag) -> None:
 
 
 def _reachable(config: NodeConfig) -> str:
-    from fhirsync.clients.http import health_status
-    from fhirsync.errors import RequestTimeout, TransientError
+    from fhirsync.sync.lag import check_parent
 
-    assert config.parent_url is not None
-    try:
-        status = health_status(config.parent_url, timeout=5.0, ca_file=config.parent_ca_path)
-    except RequestTimeout:
-        return "no (no answer within 5 seconds)"
-    except TransientError as exc:
-        return f"no ({exc})"
-    return "yes" if status == 200 else f"no (HTTP {status})"
+    status = check_parent(config, timeout=5.0)
+    return "yes" if status.reachable else f"no ({status.reason})"
 
 
 def register(app: typer.Typer) -> None:

@@ -19,8 +19,14 @@ import httpx
 import orjson
 
 from fhirsync import categories
-from fhirsync.clients.http import error_for_response, make_http_client, request
-from fhirsync.errors import AuthError, FhirsyncError, RecordNotFound
+from fhirsync.clients.http import error_for_response, health_status, make_http_client, request
+from fhirsync.errors import (
+    AuthError,
+    FhirsyncError,
+    RecordNotFound,
+    RequestTimeout,
+    TransientError,
+)
 from fhirsync.feed.parse import parse_page
 from fhirsync.settings import NodeConfig
 from fhirsync.store import backlog, markers
@@ -72,6 +78,40 @@ class Lag:
     def parent_label(self) -> str | None:
         """The short reason for a table cell ("unreachable", "credentials refused"), or None."""
         return self.parent_error.split(":", 1)[0] if self.parent_error else None
+
+
+@dataclass(frozen=True, slots=True)
+class ParentStatus:
+    """Whether the parent answered ``/health`` (None: no parent), and why not in a few words."""
+
+    url: str | None
+    reachable: bool | None
+    reason: str = ""
+
+    @property
+    def message(self) -> str:
+        """The status as a sentence (the dashboard's)."""
+        if self.url is None:
+            return "No parent configured: this node is at the top of its tree."
+        if self.reachable:
+            return "Reachable."
+        return f"{self.reason[:1].upper()}{self.reason[1:]}."
+
+
+def check_parent(config: NodeConfig, *, timeout: float) -> ParentStatus:
+    """GET the parent's ``/health`` (no credentials; sync's TLS trust) within ``timeout``."""
+    url = config.parent_url
+    if url is None:
+        return ParentStatus(None, None)
+    try:
+        status = health_status(url, timeout=timeout, ca_file=config.parent_ca_path)
+    except RequestTimeout:
+        return ParentStatus(url, False, f"no answer within {timeout:g} seconds")
+    except TransientError as exc:
+        return ParentStatus(url, False, str(exc))  # "cannot reach ...: Connection refused"
+    if status == 200:
+        return ParentStatus(url, True)
+    return ParentStatus(url, False, f"HTTP {status}")
 
 
 CREDENTIALS_REFUSED = "credentials refused"

@@ -7,15 +7,13 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import pygal
 from fastapi import APIRouter, Request
 from pygal.style import Style
 from starlette.responses import Response
 
-from fhirsync.clients.http import health_status
-from fhirsync.errors import FhirsyncError, RequestTimeout, TransientError
+from fhirsync.errors import FhirsyncError
 from fhirsync.server.deps import NodeContext, NodeDep
 from fhirsync.server.routes import admin_actions
 from fhirsync.server.routes.admin_common import AdminFormSession, PageSession, page, redirect
@@ -23,7 +21,7 @@ from fhirsync.store import audit_query, conflicts, failures, runs
 from fhirsync.store.audit_query import AuditMessage
 from fhirsync.store.runs import RunState
 from fhirsync.sync import lag
-from fhirsync.sync.lag import Lag
+from fhirsync.sync.lag import Lag, ParentStatus
 
 # pygal appends a legacy import hook (for its optional map plug-ins, unused here) to sys.meta_path.
 # Python 3.11 warns about it on every later failed import (ImportWarning), which breaks libraries
@@ -42,15 +40,6 @@ _CHART_STYLE = Style(
     label_font_size=11,
     legend_font_size=12,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ParentStatus:
-    """Whether the parent answered ``/health``, in plain words."""
-
-    url: str | None
-    reachable: bool | None
-    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,26 +79,9 @@ def _clean_up_if_due(node: NodeContext) -> None:
         clean_up_audit(node)
 
 
-def check_parent(url: str | None, ca_file: Path | None = None) -> ParentStatus:
-    """GET the parent's ``/health`` with a short timeout (and sync's TLS trust)."""
-    if url is None:
-        return ParentStatus(
-            None, None, "No parent configured: this node is at the top of its tree."
-        )
-    try:
-        status = health_status(url, timeout=_PARENT_TIMEOUT, ca_file=ca_file)
-    except RequestTimeout:
-        return ParentStatus(url, False, f"No answer within {_PARENT_TIMEOUT:g} seconds.")
-    except TransientError as exc:
-        return ParentStatus(url, False, f"Cannot connect: {exc}")
-    if status == 200:
-        return ParentStatus(url, True, "Reachable.")
-    return ParentStatus(url, False, f"Answered with HTTP status {status}.")
-
-
 def gather(node: NodeContext) -> Facts:
     """Collect the dashboard's facts (the parent check takes at most a couple of seconds)."""
-    parent = check_parent(node.config.parent_url, node.config.parent_ca_path)
+    parent = lag.check_parent(node.config, timeout=_PARENT_TIMEOUT)
     # A parent that did not answer /health is not asked again for its feeds (no second wait).
     behind = lag.gather(node.config, node.db, ask_parent=parent.reachable is True)
     with node.db.read() as conn:
