@@ -263,6 +263,12 @@ class NodeConfig(BaseModel):
         return (user, self.settings.parent_password.get_secret_value()) if user else None
 
     @property
+    def recovery_file(self) -> Path:
+        """:data:`RECOVERY_FILE` in the node directory (present until a restored node's first
+        complete pull)."""
+        return self.node_dir / RECOVERY_FILE
+
+    @property
     def parent_ca_path(self) -> Path | None:
         """``parent_ca_file`` as a path (None when unset); ConfigurationError if it is missing."""
         if not self.settings.parent_ca_file.strip():

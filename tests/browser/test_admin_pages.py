@@ -14,6 +14,7 @@ from playwright.sync_api import Page, expect
 from tests.browser.conftest import log_in, screenshot
 from tests.conftest import NodeFactory
 
+from fhirsync.settings import RECOVERY_FILE
 from fhirsync.store import audit, users
 from fhirsync.store.audit import AuditEntry, AuditPolicy
 from fhirsync.testing.servers import NodeHandle
@@ -91,6 +92,18 @@ def test_failed_record_shows_on_dashboard_and_audit_list(page: Page, central: No
         page.get_by_text("The record was rejected because its content is not valid")
     ).to_be_visible()
     screenshot(page, "audit-detail")
+
+
+def test_a_restored_node_says_so_until_its_recovery_pull(page: Page, central: NodeHandle) -> None:
+    # What `fhirsync backup` leaves in the copy; the first complete pull deletes it.
+    recovery = central.node_dir / RECOVERY_FILE
+    recovery.write_text("restored\n")
+    log_in(page, central.base_url, "admin", central.admin_password)
+    expect(page.locator("#live")).to_contain_text("Restored from a backup")
+    recovery.unlink()
+    page.reload()
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    expect(page.locator("#live")).not_to_contain_text("Restored from a backup")
 
 
 def test_viewer_cannot_retry(page: Page, central: NodeHandle) -> None:

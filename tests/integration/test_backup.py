@@ -173,7 +173,9 @@ def test_a_recovery_pull_stopped_by_the_parent_is_asked_for_again(
     parent.stop()
     assert pull(child).outcome == "unreachable"
     assert (child.node_dir / RECOVERY_FILE).exists()
-    assert "restored from a backup" in cli("status", str(child.node_dir)).stdout
+    shown = cli("status", str(child.node_dir))
+    assert "restored from a backup" in shown.stdout
+    assert shown.returncode == 3, shown.stdout + shown.stderr  # the parent is down
     parent.start()
     recovered = pull(child)
     assert (recovered.outcome, recovered.applied) == ("ok", 1), recovered

@@ -212,6 +212,10 @@ def test_cli_resolution_converges_a_three_level_tree(tmp_path: Path) -> None:
         assert conflict.paths == ("gender",)
         listed = cli("conflicts", str(child.node_dir), "list")
         assert listed.returncode == 0 and conflict.uuid[:8] in listed.stdout
+        waiting = cli("status", str(child.node_dir))
+        assert waiting.returncode == 1, waiting.stdout + waiting.stderr  # needs an administrator
+        assert "conflicts: 1 open" in waiting.stdout
+        assert f"{conflict.uuid} pull patient/{uuid} fields: gender" in waiting.stdout
         shown = cli("conflicts", str(child.node_dir), "show", conflict.uuid)
         assert shown.returncode == 0 and "gender" in shown.stdout and "male" in shown.stdout
         merged = {**conflict.local(), "gender": "unknown"}
@@ -226,6 +230,9 @@ def test_cli_resolution_converges_a_three_level_tree(tmp_path: Path) -> None:
             assert (body["gender"], body["birthDate"]) == ("unknown", "2000-01-01")
         assert all_agree(net)
         assert "RESOLVED" in audit_actions(child, uuid)
+        settled = cli("status", str(child.node_dir))
+        assert settled.returncode == 0, settled.stdout + settled.stderr
+        assert "conflicts: none open" in settled.stdout
         bad = cli("conflicts", str(child.node_dir), "resolve", conflict.uuid, "--take", "local")
         assert bad.returncode == 1 and "no open conflict" in bad.stderr
     finally:

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 from tests.conftest import NodeFactory
-from tests.integration.pull_support import new_uuid, patient, put, write_raw
+from tests.integration.pull_support import edit_sync2, new_uuid, patient, put, write_raw
 from typer.testing import CliRunner
 
 from fhirsync.cli.main import build_app
@@ -16,6 +16,7 @@ from fhirsync.records import ENTRY_ID_PREFIX
 from fhirsync.sync import lag
 from fhirsync.sync.push_run import run_push
 from fhirsync.sync.runner import run_pull
+from fhirsync.testing.javafeed import JavaEvent, JavaFeedServer
 from fhirsync.testing.servers import NodeHandle
 
 
@@ -132,7 +133,7 @@ def test_health_metrics_and_status_show_schedulers_and_lag(node_factory: NodeFac
     parent.stop()
     lag.clear_cache()
     down = CliRunner(env={"COLUMNS": "200"}).invoke(build_app(), ["status", str(child.node_dir)])
-    assert down.exit_code == 0, down.output
+    assert down.exit_code == 3, down.output
     assert "parent lag unreachable" in down.stdout
 
 
@@ -147,7 +148,7 @@ def test_status_tells_refused_credentials_from_an_unreachable_parent(
     found = _lag(child)
     assert found.parent_label == lag.CREDENTIALS_REFUSED
     result = CliRunner(env={"COLUMNS": "250"}).invoke(build_app(), ["status", str(child.node_dir)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 2, result.output
     assert "parent reachable: yes, but it refuses this node's credentials" in result.stdout
     patient_line = next(line for line in result.stdout.splitlines() if "│ patient " in line)
     assert patient_line.split("│")[2].strip() == "credentials refused", patient_line
@@ -180,7 +181,7 @@ def test_status_counts_pull_and_push_failures_and_lists_the_most_urgent(
     finally:
         db.dispose()
     result = CliRunner(env={"COLUMNS": "250"}).invoke(build_app(), ["status", str(node.node_dir)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     assert "failures: pull: 23 parked; push: 1 parked, 1 retrying" in result.stdout
     listed = [line.split()[1:4] for line in result.stdout.splitlines() if line.startswith("  #")]
     assert len(listed) == 20
@@ -189,3 +190,43 @@ def test_status_counts_pull_and_push_failures_and_lists_the_most_urgent(
     assert listed[-1] == ["pull", "parked", "patient/pull-003"]
     assert "... and 5 more" in result.stdout and "audit" in result.stdout
     assert "last push: never" in result.stdout
+
+
+def _status(node: NodeHandle) -> tuple[int, str]:
+    lag.clear_cache()
+    result = CliRunner(env={"COLUMNS": "250"}).invoke(build_app(), ["status", str(node.node_dir)])
+    return result.exit_code, result.stdout
+
+
+def test_a_java_parent_without_health_is_reachable_through_its_feed(
+    node_factory: NodeFactory,
+) -> None:
+    # OpenMRS has no /health: the check asks a feed instead.
+    child = node_factory("child", start=False)
+    with JavaFeedServer([JavaEvent("patient", new_uuid())]).start() as java:
+        edit_sync2(child, parentFeedLocation=java.base_url)
+        config, _db = child.open()
+        _db.dispose()
+        assert lag.check_parent(config, timeout=5.0) == lag.ParentStatus(java.base_url, True)
+        code, shown = _status(child)
+        assert "parent reachable: yes" in shown, shown
+        assert code == 0, shown
+        patient_line = next(line for line in shown.splitlines() if "│ patient " in line)
+        assert patient_line.split("│")[2].strip() == "1", patient_line
+
+
+def test_a_wrong_parent_feed_location_is_named_and_exits_3(node_factory: NodeFactory) -> None:
+    parent = node_factory("parent")
+    child = node_factory("child", parent=parent, start=False)
+    edit_sync2(child, parentFeedLocation=f"{parent.base_url}/openmrs")  # a Java context path
+    config, db = child.open()
+    db.dispose()
+    found = lag.check_parent(config, timeout=5.0)
+    assert found.reachable is False
+    assert "check general.parentFeedLocation" in found.reason, found
+    code, shown = _status(child)
+    assert code == 3, shown
+    assert "no sync feeds at" in shown and "parentFeedLocation" in shown
+    parent.stop()
+    code, shown = _status(child)
+    assert code == 3 and "parent reachable: no (cannot reach" in shown, shown

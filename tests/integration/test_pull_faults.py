@@ -126,6 +126,7 @@ def test_a_malformed_page_stops_its_category_only(node_factory: NodeFactory) -> 
         assert shown.returncode == 1, shown.stdout + shown.stderr
         assert "patient" in shown.stderr and "MalformedFeed" in shown.stderr
         status = cli("status", str(child.node_dir))
+        assert status.returncode == 0, status.stdout + status.stderr  # nothing parked
         assert "MalformedFeed" in status.stdout, status.stdout
         # Once the page is fixed the next run resumes from the marker and completes.
         java.broken_pages.clear()
@@ -204,7 +205,7 @@ def test_an_invalid_record_is_parked_visible_and_retried_by_hand(
     assert set(held(child)) == {("patient", good)}  # the encounter waits for its patient
 
     status = cli("status", node_dir)
-    assert status.returncode == 0, status.stderr
+    assert status.returncode == 1, status.stderr  # failures await an administrator
     assert f"parked patient/{bad}" in status.stdout, status.stdout
     assert "attempts=2" in status.stdout and "InvalidResource" in status.stdout
     assert f"waiting encounter/{visit}" in status.stdout, status.stdout
@@ -219,7 +220,9 @@ def test_an_invalid_record_is_parked_visible_and_retried_by_hand(
     fixed = cli("audit", node_dir, "retry")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert held(child) == held(parent)
-    assert "failures: none" in cli("status", node_dir).stdout
+    healthy = cli("status", node_dir)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert "failures: none" in healthy.stdout
     assert event_actions(child)[visit] == ["CREATED"]
     assert event_actions(child)[bad] == ["CREATED"]
 

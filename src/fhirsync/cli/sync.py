@@ -9,17 +9,26 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from fhirsync.cli.common import console, handle_errors, node_path
+from fhirsync.cli.common import (
+    EXIT_FAILURES,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    console,
+    handle_errors,
+    node_path,
+)
 from fhirsync.cli.progress import RunView
 
 # The work is imported inside each command (see the package docstring: start-up time).
 if TYPE_CHECKING:
     from fhirsync.settings import NodeConfig
+    from fhirsync.store.conflicts import Conflict
+    from fhirsync.store.failures import Failure
     from fhirsync.store.runs import RunState
     from fhirsync.sync.lag import Lag
 
 _VIEW = RunView("pull", "applied", stops_live=True)
-_FAILURES_SHOWN = 20
+_SHOWN = 20  # failures and conflicts listed by status
 _DONE_WORD = {"pull": "applied", "push": "sent"}
 
 
@@ -56,10 +65,12 @@ def pull(
 
 @handle_errors
 def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]) -> None:
-    """Parent reachability, feed position per category, failures and the last run."""
+    """Parent reachability, feed position per category, failures, conflicts and the last runs.
+
+    Exit 0 all well, 1 failures or conflicts await an administrator, 2 the parent refuses this
+    node's credentials, 3 the parent is unreachable (for monitoring scripts)."""
     from fhirsync.node import open_node
-    from fhirsync.settings import RECOVERY_FILE
-    from fhirsync.store import failures, markers, runs
+    from fhirsync.store import conflicts, failures, markers, runs
     from fhirsync.sync import lag
 
     config, db = open_node(node_path(node_dir))
@@ -68,7 +79,8 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
         console.print(f"node [bold]{config.instance_id}[/bold]  parent {parent or '(none)'}")
         reachable = _reachable(config) if parent else "no parent"
         found = lag.gather(config, db, ask_parent=reachable == "yes")
-        if found.parent_label == lag.CREDENTIALS_REFUSED:
+        refused = found.parent_label == lag.CREDENTIALS_REFUSED
+        if refused:
             reachable = (
                 "yes, but it refuses this node's credentials (parent_user and parent_password "
                 "in fhirsync.json; the parent's 'fhirsync user' account)"
@@ -79,7 +91,9 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
             states = {op: runs.get(conn, op) for op in ("pull", "push")}
             positions = markers.for_feed(conn, parent) if parent else {}
             open_counts = failures.open_counts(conn)
-            shown = failures.for_review(conn, _FAILURES_SHOWN)
+            shown = failures.for_review(conn, _SHOWN)
+            open_conflicts = conflicts.count_open(conn)
+            shown_conflicts = conflicts.list_conflicts(conn, limit=_SHOWN)
         table = Table("category", "last page", "last entry", "updated")
         for category, marker in positions.items():
             table.add_row(
@@ -89,25 +103,57 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
         _print_lag(found)
         for operation, state in states.items():
             _print_run(operation, state)
-        if (config.node_dir / RECOVERY_FILE).exists():
+        if config.recovery_file.exists():
             console.print(
                 "restored from a backup: the next complete pull also applies the changes that "
                 "began on this node and reached the parent after the backup"
             )
-        console.print(f"failures: {_failure_counts(open_counts) or 'none'}")
-        for f in shown:
-            console.print(
-                f"  #{f.id} {f.operation} {f.status} {f.category}/{f.record_uuid} {f.action} "
-                f"attempts={f.attempts} {f.error_message}"
-            )
-        hidden = sum(open_counts.values()) - len(shown)
-        if hidden > 0:
-            console.print(
-                f"  ... and {hidden} more (parked first, newest first above): "
-                f"fhirsync audit {node_dir} list --failed"
-            )
+        _print_failures(node_dir, open_counts, shown)
+        _print_conflicts(node_dir, open_conflicts, shown_conflicts)
     finally:
         db.dispose()
+    if parent and not reachable.startswith("yes"):
+        raise typer.Exit(EXIT_UNREACHABLE)
+    if refused:
+        raise typer.Exit(EXIT_USAGE)
+    if open_counts or open_conflicts:
+        raise typer.Exit(EXIT_FAILURES)
+
+
+def _print_failures(
+    node_dir: Path, open_counts: dict[tuple[str, str], int], shown: list[Failure]
+) -> None:
+    """Counts per direction and status, then the most urgent failures."""
+    console.print(f"failures: {_failure_counts(open_counts) or 'none'}")
+    for f in shown:
+        console.print(
+            f"  #{f.id} {f.operation} {f.status} {f.category}/{f.record_uuid} {f.action} "
+            f"attempts={f.attempts} {f.error_message}"
+        )
+    hidden = sum(open_counts.values()) - len(shown)
+    if hidden > 0:
+        console.print(
+            f"  ... and {hidden} more (parked first, newest first above): "
+            f"fhirsync audit {node_dir} list --failed"
+        )
+
+
+def _print_conflicts(node_dir: Path, count: int, shown: list[Conflict]) -> None:
+    """The open conflicts (newest first), which wait for an administrator's decision."""
+    if not count:
+        console.print("conflicts: none open")
+        return
+    console.print(
+        f"conflicts: {count} open (resolve with 'fhirsync conflicts {node_dir} resolve' or on "
+        "the admin pages)"
+    )
+    for c in shown:
+        console.print(
+            f"  {c.uuid} {c.operation.lower()} {c.category}/{c.record_uuid} "
+            f"fields: {', '.join(c.paths)}"
+        )
+    if count > len(shown):
+        console.print(f"  ... and {count - len(shown)} more: fhirsync conflicts {node_dir} list")
 
 
 def _print_run(operation: str, state: RunState) -> None:

@@ -196,13 +196,20 @@ def request(
         return http.request(method, url, params=params, content=content, headers=headers)
 
 
-def health_status(url: str, *, timeout: float, ca_file: Path | None = None) -> int:
-    """The HTTP status of ``GET {url}/health`` (no credentials: the one open endpoint), with the
-    same TLS trust as sync; RequestTimeout or another TransientError when there is no answer."""
+def status_of(
+    url: str,
+    path: str,
+    *,
+    timeout: float,
+    auth: tuple[str, str] | None = None,
+    ca_file: Path | None = None,
+) -> int:
+    """The HTTP status of ``GET {url}{path}`` with the same TLS trust as sync; RequestTimeout or
+    another TransientError when there is no answer."""
     with make_http_client(
-        url, None, connect_timeout=timeout, read_timeout=timeout, pool_size=1, ca_file=ca_file
+        url, auth, connect_timeout=timeout, read_timeout=timeout, pool_size=1, ca_file=ca_file
     ) as http:
-        return request(http, "GET", "/health").status_code
+        return request(http, "GET", path).status_code
 
 
 def raise_for_status(response: httpx.Response, **record: str | None) -> httpx.Response:

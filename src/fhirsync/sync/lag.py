@@ -19,7 +19,7 @@ import httpx
 import orjson
 
 from fhirsync import categories
-from fhirsync.clients.http import error_for_response, health_status, make_http_client, request
+from fhirsync.clients.http import error_for_response, make_http_client, request, status_of
 from fhirsync.errors import (
     AuthError,
     FhirsyncError,
@@ -99,17 +99,42 @@ class ParentStatus:
 
 
 def check_parent(config: NodeConfig, *, timeout: float) -> ParentStatus:
-    """GET the parent's ``/health`` (no credentials; sync's TLS trust) within ``timeout``."""
+    """GET the parent's ``/health`` (no credentials; sync's TLS trust) within ``timeout``.
+
+    OpenMRS itself has no ``/health``: when that is missing, one of the parent's feeds is asked
+    instead (with this node's credentials), so a Java parent counts as reachable and a wrong
+    ``parentFeedLocation`` is named as such."""
     url = config.parent_url
     if url is None:
         return ParentStatus(None, None)
     try:
-        status = health_status(url, timeout=timeout, ca_file=config.parent_ca_path)
+        status = status_of(url, "/health", timeout=timeout, ca_file=config.parent_ca_path)
+        if status == 404:
+            feed = f"/ws/atomfeed/{(_pulled(config) or ['patient'])[0]}/recent"
+            status = status_of(
+                url, feed, timeout=timeout, auth=config.parent_auth, ca_file=config.parent_ca_path
+            )
+            return _feed_answer(url, status)
     except RequestTimeout:
         return ParentStatus(url, False, f"no answer within {timeout:g} seconds")
     except TransientError as exc:
         return ParentStatus(url, False, str(exc))  # "cannot reach ...: Connection refused"
     if status == 200:
+        return ParentStatus(url, True)
+    return ParentStatus(url, False, f"HTTP {status}")
+
+
+def _feed_answer(url: str, status: int) -> ParentStatus:
+    """Reachability from a feed's status: a server that serves (or guards) sync feeds is up."""
+    if status == 404:
+        return ParentStatus(
+            url,
+            False,
+            f"no sync feeds at {url}/ws/atomfeed/ (HTTP 404): check general.parentFeedLocation",
+        )
+    # 401/403: up, refusing the credentials (the lag check says so); 500: OpenMRS's answer for
+    # an empty feed's recent page (spec §13).
+    if status < 300 or status in (401, 403, 500):
         return ParentStatus(url, True)
     return ParentStatus(url, False, f"HTTP {status}")
 

@@ -19,7 +19,7 @@ from fhirsync.errors import (
     TransientError,
 )
 from fhirsync.runtime import bulk_settings
-from fhirsync.settings import RECOVERY_FILE, NodeConfig
+from fhirsync.settings import NodeConfig
 from fhirsync.store import locks, runs
 from fhirsync.store.engine import Database
 from fhirsync.sync.checking import BodyChecker
@@ -72,7 +72,7 @@ def _run(
     outcome: Outcome = "ok"
     feed, transport = connect_parent(config)  # no I/O yet: errors come from reading
     checker: BodyChecker | None = None
-    recovery = config.node_dir / RECOVERY_FILE
+    recovery = config.recovery_file
     include_own = include_own or recovery.exists()
     try:
         _save(db, started_at=datetime.now(UTC), outcome="running")

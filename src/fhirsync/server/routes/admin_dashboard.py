@@ -58,6 +58,8 @@ class Facts:
     push_blocked: str | None
     open_conflicts: int
     lag: Lag
+    restored: bool
+    """Restored from a backup and its recovery pull (own changes included) still to come."""
 
 
 _last_cleanup: list[float] = []
@@ -104,6 +106,7 @@ def gather(node: NodeContext) -> Facts:
         push_blocked=admin_actions.push_unavailable_reason(node),
         open_conflicts=open_conflicts,
         lag=behind,
+        restored=node.config.recovery_file.exists(),
     )
 
 
