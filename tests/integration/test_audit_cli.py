@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 from fhirsync.cli.main import build_app
 from fhirsync.store import audit_query, failures
+from fhirsync.testing.javafeed import JavaEvent, JavaFeedServer
 from fhirsync.testing.servers import NodeHandle
 
 _APP = build_app()
@@ -202,3 +203,36 @@ def test_dismiss_keeps_the_reason_in_the_audit(
     # A dismissed record is left out of "retry all failed".
     rest = cli("audit", node, "retry", "--category", "patient")
     assert "retried 1 failed message(s)" in rest.stdout, rest.stdout
+
+
+def test_retry_of_records_parked_while_pulling_from_a_java_parent(
+    node_factory: NodeFactory,
+) -> None:
+    # OpenMRS feeds name records by the old STU3 FHIR address and by REST with ?v=full.
+    bad, visit_type = new_uuid(), new_uuid()
+    rest_path = f"/ws/rest/v1/visittype/{visit_type}"
+    feed = [JavaEvent("patient", bad), JavaEvent("visittype", visit_type)]
+    invalid_type = {"uuid": visit_type, "display": "Ward", "name": "Ward", "retired": "maybe"}
+    with JavaFeedServer(
+        feed, fhir=[{**patient(bad, "Bad"), "gender": "robot"}], rest={rest_path: invalid_type}
+    ) as java:
+        child = node_factory("child", start=False, extra_settings={"record_max_attempts": 1})
+        edit_sync2(child, parentFeedLocation=java.base_url, persistFailureAudit=True)
+        node = str(child.node_dir)
+        assert cli("pull", node).returncode == 1
+        failed = _json("audit", node, "list", "--status", "failure", "--json")["results"]
+        used = {m["resource_name"]: m["used_resource_url"] for m in failed}
+        # The address the record was read from (fhir2 R4), not the STU3 one the feed names.
+        assert used == {
+            "patient": f"{java.base_url}/ws/fhir2/R4/Patient/{bad}",
+            "visittype": f"{java.base_url}{rest_path}?v=full",
+        }
+
+        java.fhir[("Patient", bad)] = patient(bad, "Fixed")
+        java.rest[rest_path] = {**invalid_type, "retired": False}
+        for message in failed:
+            again = cli("audit", node, "retry", message["uuid"])
+            assert again.returncode == 0, again.stdout + again.stderr
+            assert "Retry succeeded" in again.stdout
+    assert {("patient", bad), ("visittype", visit_type)} <= set(held(child))
+    assert _open_failures(child) == []

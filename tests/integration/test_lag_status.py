@@ -230,3 +230,22 @@ def test_a_wrong_parent_feed_location_is_named_and_exits_3(node_factory: NodeFac
     parent.stop()
     code, shown = _status(child)
     assert code == 3 and "parent reachable: no (cannot reach" in shown, shown
+
+
+def test_java_parent_lag_from_recent_pages(node_factory: NodeFactory) -> None:
+    # OpenMRS has no feedstate: each category's recent page (5 entries a page) is read instead.
+    uuids = [new_uuid() for _ in range(12)]
+    child = node_factory("child", start=False)
+    feed = [JavaEvent("patient", u) for u in uuids]
+    with JavaFeedServer(feed, fhir=[patient(u, f"Java{n}") for n, u in enumerate(uuids)]) as java:
+        edit_sync2(child, parentFeedLocation=java.base_url)
+        _sync(child, "pull")
+        found = _lag(child)
+        assert found.source == "recent pages" and found.parent_error is None, found
+        assert _row(found, "patient").parent_text == "0"  # the marker is on the last page
+        assert _row(found, "location").parent_text == "0"  # an empty feed: nothing to pull
+        java.add(*(JavaEvent("patient", new_uuid()) for _ in range(2)))
+        assert _row(_lag(child), "patient").parent_text == "2"  # still on the last page: exact
+        java.add(*(JavaEvent("patient", new_uuid()) for _ in range(8)))
+        # The marker's page 3 is archived now: only the recent page 5 is counted, as a bound.
+        assert _row(_lag(child), "patient").parent_text == "at least 2"

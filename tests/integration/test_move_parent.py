@@ -11,6 +11,7 @@ from tests.conftest import NodeFactory
 from tests.integration.pull_support import cli, held, new_uuid, patient, pull, put
 from tests.integration.test_push import create_patients, make_pair, push
 
+from fhirsync.testing.javafeed import JavaEvent, JavaFeedServer
 from fhirsync.testing.servers import NodeHandle, free_port
 
 
@@ -84,3 +85,44 @@ def test_a_different_parent_is_refused_unless_read_from_the_start(
     assert "from the beginning" in fresh.stdout
     assert pull(child).applied == 3
     assert held(other).items() <= held(child).items()
+
+
+def _java_child(node_factory: NodeFactory, parent_url: str) -> NodeHandle:
+    """A child pulling only patients from the Java-style parent at ``parent_url``."""
+    child = node_factory("child", start=False)
+    path = child.node_dir / "sync2.json"
+    data = json.loads(path.read_text())
+    data["general"]["parentFeedLocation"] = parent_url
+    for cls in data["pull"]["classes"]:
+        cls["enabled"] = cls["category"] == "patient"
+    path.write_text(json.dumps(data))
+    return child
+
+
+def test_a_java_parent_moved_or_replaced(node_factory: NodeFactory) -> None:
+    # OpenMRS pages hold 5 entries and a page past the last one answers 500.
+    first = [new_uuid() for _ in range(12)]
+    later = [new_uuid() for _ in range(10)]
+    fhir = [patient(uuid, f"Java{n}") for n, uuid in enumerate(first + later)]
+    feed = [JavaEvent("patient", uuid) for uuid in first]
+    with JavaFeedServer(feed, fhir=fhir).start() as old:
+        old_url = old.base_url
+        child = _java_child(node_factory, old_url)
+        assert pull(child).applied == 12  # the marker is on page 3 of 3
+
+    # Another OpenMRS whose patient feed has one page only: page 3 answers 500 there.
+    with JavaFeedServer(feed[:3], fhir=fhir).start() as other:
+        refused = cli("move-parent", str(child.node_dir), other.base_url)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "does not look like the parent" in refused.stderr, refused.stderr
+        assert _parent_url(child) == old_url
+
+    # The same OpenMRS at a new address, grown since: the marker's page 3 is archived now.
+    feed += [JavaEvent("patient", uuid) for uuid in later]
+    with JavaFeedServer(feed, fhir=fhir).start() as moved:
+        done = cli("move-parent", str(child.node_dir), moved.base_url)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert _parent_url(child) == moved.base_url
+        after = pull(child)
+        assert (after.outcome, after.events_read, after.applied) == ("ok", 10, 10), after
+        assert moved.feed_requests("patient")[1:] == ["3", "4", "5"]

@@ -91,8 +91,9 @@ class FeedReader:
             self._closer()
 
     def holds(self, category: str, page: int, entry_id: str) -> bool:
-        """True when page ``page`` of ``category``'s feed holds the entry ``entry_id``."""
-        found = self._page(category, page)
+        """True when page ``page`` of ``category``'s feed holds the entry ``entry_id`` (False
+        when the feed has no such page, even if a Java publisher says so with a 500)."""
+        found = self._page_or_beyond(category, page)
         return found is not None and any(e.entry_id == entry_id for e in found.entries)
 
     def read(

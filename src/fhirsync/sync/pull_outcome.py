@@ -128,7 +128,12 @@ def _audit(
 ) -> AuditEntry:
     links = change.entry.links
     client = "fhir" if "fhir" in links else next(iter(links), None)
-    used = f"{ctx.parent_url}{links[client]}" if client else None
+    link = links[client] if client else None
+    if client == "fhir" and change.category.is_fhir:
+        # What the fhir client reads: the category's R4 address, also when a Java feed names
+        # the old STU3 module's /ws/fhir/ one (never asked, and gone from current OpenMRS).
+        link = change.category.links(change.uuid)["fhir"]
+    used = f"{ctx.parent_url}{link}" if link else None
     return AuditEntry(
         success=success,
         resource_name=change.category.name,
