@@ -198,12 +198,21 @@ def _status(node: NodeHandle) -> tuple[int, str]:
     return result.exit_code, result.stdout
 
 
+@pytest.mark.parametrize(
+    ("login_redirect", "sync2_status"),
+    [(False, 404), (True, 405), (True, 500)],
+    ids=["health-404", "health-302-feedstate-405", "health-302-feedstate-500"],
+)
 def test_a_java_parent_without_health_is_reachable_through_its_feed(
-    node_factory: NodeFactory,
+    node_factory: NodeFactory, login_redirect: bool, sync2_status: int
 ) -> None:
-    # OpenMRS has no /health: the check asks a feed instead.
+    # OpenMRS has no /health (404, or a redirect to its login page): the check asks a feed
+    # instead; nor fhirsync's feedstate, however it refuses it: lag reads the recent pages.
     child = node_factory("child", start=False)
-    with JavaFeedServer([JavaEvent("patient", new_uuid())]).start() as java:
+    java_parent = JavaFeedServer(
+        [JavaEvent("patient", new_uuid())], login_redirect=login_redirect, sync2_status=sync2_status
+    )
+    with java_parent.start() as java:
         edit_sync2(child, parentFeedLocation=java.base_url)
         config, _db = child.open()
         _db.dispose()

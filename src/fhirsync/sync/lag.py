@@ -39,6 +39,10 @@ CACHE_SECONDS = 20.0
 CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 3.0
 FEEDSTATE_PATH = "/ws/rest/sync2/feedstate"
+_NO_FEEDSTATE = (400, 404, 405, 500, 501)
+"""Answers of a parent without fhirsync's feedstate (OpenMRS, with or without its Sync 2.0
+module): its recent pages are read instead. Refused credentials and an unavailable parent are
+errors as before."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +105,15 @@ class ParentStatus:
 def check_parent(config: NodeConfig, *, timeout: float) -> ParentStatus:
     """GET the parent's ``/health`` (no credentials; sync's TLS trust) within ``timeout``.
 
-    OpenMRS itself has no ``/health``: when that is missing, one of the parent's feeds is asked
-    instead (with this node's credentials), so a Java parent counts as reachable and a wrong
-    ``parentFeedLocation`` is named as such."""
+    OpenMRS itself has no ``/health`` (it answers 404, or a redirect to its login page): then
+    one of the parent's feeds is asked instead (with this node's credentials), so a Java parent
+    counts as reachable and a wrong ``parentFeedLocation`` is named as such."""
     url = config.parent_url
     if url is None:
         return ParentStatus(None, None)
     try:
         status = status_of(url, "/health", timeout=timeout, ca_file=config.parent_ca_path)
-        if status == 404:
+        if status not in (200, 503):  # 503: a fhirsync parent whose database is down
             feed = f"/ws/atomfeed/{(_pulled(config) or ['patient'])[0]}/recent"
             status = status_of(
                 url, feed, timeout=timeout, auth=config.parent_auth, ca_file=config.parent_ca_path
@@ -191,9 +195,9 @@ def _ask_feedstate(
             for n in names
         ]
         response = request(http, "GET", FEEDSTATE_PATH + "?" + urlencode(params))
-        error = error_for_response(response)
-        if isinstance(error, RecordNotFound):
+        if response.status_code in _NO_FEEDSTATE:
             return _from_recent_pages(http, marks, names), "recent pages"
+        error = error_for_response(response)
         if error is not None:
             raise error
         try:

@@ -108,6 +108,8 @@ class JavaFeedServer:
         rest: Mapping[str, Mapping[str, Any]] | None = None,
         cdata: bool = True,
         seed: int = 7,
+        login_redirect: bool = False,
+        sync2_status: int = 404,
     ) -> None:
         self.events: list[JavaEvent] = list(events)
         self.page_size = page_size
@@ -117,6 +119,11 @@ class JavaFeedServer:
         self.rest: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (rest or {}).items()}
         """REST objects by path without query, e.g. ``/ws/rest/v1/visittype/{uuid}``."""
         self.cdata = cdata
+        self.login_redirect = login_redirect
+        """Answer paths outside ``/ws/`` with a 302 to the login page, as the OpenMRS web
+        application does for a visitor who is not signed in (``/health`` included)."""
+        self.sync2_status = sync2_status
+        """The status of ``/ws/rest/sync2/...`` requests (fhirsync's own, e.g. feedstate)."""
         self.broken_pages: set[tuple[str, str]] = set()
         """(category, page) pairs answered with a page that is not XML."""
         self.absent_feeds: set[str] = set()
@@ -292,6 +299,15 @@ class _Handler(QuietHandler):
         path = url.path.removeprefix(CONTEXT)
         with owner._lock:
             owner.requests.append(path)
+        if owner.login_redirect and not path.startswith("/ws/"):
+            self.send_response(302)
+            self.send_header("Location", f"{CONTEXT}/login.htm")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if path.startswith("/ws/rest/sync2/"):
+            self.answer(owner.sync2_status, json.dumps(_rest_error("no sync2 here")).encode())
+            return
         parts = path.strip("/").split("/")
         if path.startswith("/ws/atomfeed/") and len(parts) == 4:
             status, text = owner.page(parts[2], parts[3])
