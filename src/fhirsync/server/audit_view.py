@@ -11,7 +11,7 @@ from datetime import datetime
 from urllib.parse import urlencode
 
 from fhirsync.errors import RequestError
-from fhirsync.store.audit_query import AuditFilter, AuditMessage
+from fhirsync.store.audit_query import AuditFilter, AuditMessage, naive_utc
 
 # What an engine error class means, for people who do not read stack traces.
 PLAIN_ERRORS = {
@@ -70,8 +70,10 @@ def _parse_time(value: str, name: str) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime.fromisoformat(value)
-    except ValueError as exc:
+        # Converted to the stored naive UTC here: a time with an offset at the edge of the
+        # calendar (9999-12-31T23:59-05:00) parses but has no UTC equivalent.
+        return naive_utc(datetime.fromisoformat(value))
+    except (ValueError, OverflowError) as exc:
         raise RequestError(f"The '{name}' time is not a date and time: {value!r}") from exc
 
 

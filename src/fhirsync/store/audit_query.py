@@ -112,16 +112,21 @@ def list_messages(
     page = max(1, page)
     page_size = max(1, page_size)
     cond = and_(*flt.where())
-    total = conn.execute(select(func.count()).select_from(audit).where(cond)).scalar_one()
+    total = int(conn.execute(select(func.count()).select_from(audit).where(cond)).scalar_one())
+    offset = (page - 1) * page_size
+    if offset >= total:
+        # Past the end: nothing to read, and a page number from a hand-made URL may not even
+        # fit the database's integers.
+        return AuditPage(total=total, page=page, page_size=page_size, items=[])
     query: Select[Any] = (
         select(audit)
         .where(cond)
         .order_by(audit.c.timestamp.desc(), audit.c.id.desc())
         .limit(page_size)
-        .offset((page - 1) * page_size)
+        .offset(offset)
     )
     items = [_message(r) for r in conn.execute(query)]
-    return AuditPage(total=int(total), page=page, page_size=page_size, items=items)
+    return AuditPage(total=total, page=page, page_size=page_size, items=items)
 
 
 def failed_uuids(conn: Connection, flt: AuditFilter, creator: str, limit: int = 1000) -> list[str]:

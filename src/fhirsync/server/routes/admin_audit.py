@@ -55,6 +55,10 @@ def audit_list(
         listing = audit_query.list_messages(conn, flt, page=page_no, page_size=PAGE_SIZE)
         origins = audit_query.origins(conn)
         categories = audit_query.resource_names(conn)
+    if listing.page > listing.page_count:
+        # A bookmarked or hand-typed page past the end (the log shrank, or a filter matches
+        # fewer rows): show the last page rather than an empty one whose "Newer" link is empty too.
+        return redirect(request, f"/sync2/audit?{filters.query(page=listing.page_count)}")
     return page(
         request,
         "audit_list.html",

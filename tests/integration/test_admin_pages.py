@@ -1,0 +1,77 @@
+"""The admin pages over plain HTTP, as a demanding administrator uses them: odd query strings,
+hand-made URLs, stale tabs and forms posted twice never end in a server error."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from tests.integration.api_support import admin_pages
+
+from fhirsync.store import audit_query
+from fhirsync.store.audit_query import AuditMessage
+from fhirsync.testing.servers import NodeHandle
+
+pytestmark = pytest.mark.postgres
+
+HUGE = "99999999999999999999"
+
+
+def insert_messages(node: NodeHandle, count: int, **fields: object) -> list[str]:
+    """``count`` failed PULL audit messages of this node, one second apart (newest last)."""
+    start = datetime.now(UTC).replace(tzinfo=None, microsecond=0) - timedelta(hours=1)
+    made = [
+        AuditMessage(
+            id=None,
+            uuid=str(uuid.uuid4()),
+            success=False,
+            timestamp=start + timedelta(seconds=n),
+            resource_name="patient",
+            record_uuid=str(uuid.uuid4()),
+            operation="PULL",
+            creator_instance_id=node.instance_id,
+            **fields,  # type: ignore[arg-type]
+        )
+        for n in range(count)
+    ]
+    _config, db = node.open()
+    try:
+        with db.write() as conn:
+            for message in made:
+                audit_query.insert_message(conn, message)
+    finally:
+        db.dispose()
+    return [m.uuid for m in made]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "since=9999-12-31T23:59-05:00",
+        "until=0001-01-01T00:00%2B05:00",
+        "since=2024-02-30",
+        "since=yesterday",
+    ],
+)
+def test_an_unusable_time_filter_is_named_not_a_server_error(node: NodeHandle, query: str) -> None:
+    with admin_pages(node) as client:
+        response = client.get(f"/sync2/audit?{query}")
+    assert response.status_code == 200, response.text
+    assert "is not a date and time" in response.text
+
+
+def test_a_page_past_the_end_shows_the_last_page(node: NodeHandle) -> None:
+    from fhirsync.server.routes.admin_audit import PAGE_SIZE
+
+    made = insert_messages(node, PAGE_SIZE + 3)
+    with admin_pages(node) as client:
+        for page in ("3", "500", HUGE):
+            response = client.get(f"/sync2/audit?status=FAILURE&page={page}", follow_redirects=True)
+            assert response.status_code == 200, response.text
+            assert response.url.params["page"] == "2"
+            assert response.url.params["status"] == "FAILURE"
+            assert "page 2 of 2" in response.text
+            # The oldest three, and nothing else.
+            assert all(u in response.text for u in made[:3])
+            assert made[3] not in response.text
