@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from tests.integration.api_support import admin_pages
+from tests.integration.api_support import admin_pages, post_form
 
 from fhirsync.store import audit_query
 from fhirsync.store.audit_query import AuditMessage
@@ -75,3 +75,14 @@ def test_a_page_past_the_end_shows_the_last_page(node: NodeHandle) -> None:
             # The oldest three, and nothing else.
             assert all(u in response.text for u in made[:3])
             assert made[3] not in response.text
+
+
+@pytest.mark.parametrize("action", ["retry", "dismiss"])
+def test_a_failure_id_no_database_holds_is_not_a_server_error(
+    node: NodeHandle, action: str
+) -> None:
+    with admin_pages(node) as client:
+        response = post_form(
+            client, "/sync2/failures", f"/sync2/failures/{HUGE}/{action}", reason="duplicate"
+        )
+    assert response.status_code < 500, response.text
