@@ -18,9 +18,12 @@ pytestmark = pytest.mark.postgres
 HUGE = "99999999999999999999"
 
 
-def insert_messages(node: NodeHandle, count: int, **fields: object) -> list[str]:
-    """``count`` failed PULL audit messages of this node, one second apart (newest last)."""
-    start = datetime.now(UTC).replace(tzinfo=None, microsecond=0) - timedelta(hours=1)
+def insert_messages(
+    node: NodeHandle, count: int, *, minutes_ago: int = 60, **fields: object
+) -> list[str]:
+    """``count`` failed PULL audit messages of this node from ``minutes_ago`` on, one second
+    apart (newest last)."""
+    start = datetime.now(UTC).replace(tzinfo=None, microsecond=0) - timedelta(minutes=minutes_ago)
     made = [
         AuditMessage(
             id=None,
@@ -86,3 +89,26 @@ def test_a_failure_id_no_database_holds_is_not_a_server_error(
             client, "/sync2/failures", f"/sync2/failures/{HUGE}/{action}", reason="duplicate"
         )
     assert response.status_code < 500, response.text
+
+
+def test_paging_neither_repeats_nor_skips_rows_when_new_messages_arrive(node: NodeHandle) -> None:
+    import re
+
+    from fhirsync.server.routes.admin_audit import PAGE_SIZE
+
+    made = insert_messages(node, PAGE_SIZE + 5)
+    with admin_pages(node) as client:
+        first = client.get("/sync2/audit").text
+        # A pull records new messages while the administrator reads page 1.
+        insert_messages(node, 7, minutes_ago=1)
+        older = re.search(r'<a href="([^"]+)">Older', first)
+        assert older, "page 1 has no link to older messages"
+        second = client.get(older.group(1).replace("&amp;", "&")).text
+        newer = re.search(r'<a href="([^"]+)">← Newer', second)
+        assert newer, "page 2 has no link back to newer messages"
+        back = client.get(newer.group(1).replace("&amp;", "&")).text
+    on_first = {u for u in made if u in first}
+    on_second = {u for u in made if u in second}
+    assert on_first == set(made[5:])
+    assert on_second == set(made[:5])
+    assert {u for u in made if u in back} == on_first

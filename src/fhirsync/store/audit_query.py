@@ -66,6 +66,9 @@ class AuditFilter:
     creator_instance_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    up_to_id: int | None = None
+    """Only rows that existed when a listing began (ids grow): its later pages then neither
+    repeat nor skip rows when new messages arrive."""
 
     def where(self) -> list[Any]:
         """SQL conditions for this filter."""
@@ -82,6 +85,8 @@ class AuditFilter:
             cond.append(audit.c.timestamp >= naive_utc(self.since))
         if self.until is not None:
             cond.append(audit.c.timestamp < naive_utc(self.until))
+        if self.up_to_id is not None:
+            cond.append(audit.c.id <= self.up_to_id)
         return cond
 
 
@@ -140,6 +145,11 @@ def failed_uuids(conn: Connection, flt: AuditFilter, creator: str, limit: int = 
     ]
     query = select(audit.c.uuid).where(*cond).order_by(audit.c.timestamp, audit.c.id).limit(limit)
     return [str(u) for u in conn.execute(query).scalars()]
+
+
+def last_id(conn: Connection) -> int:
+    """The id of the newest stored row (0 when there is none)."""
+    return int(conn.execute(select(func.max(audit.c.id))).scalar_one() or 0)
 
 
 def get_message(conn: Connection, uuid: str) -> AuditMessage | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
@@ -43,8 +44,13 @@ def audit_list(
     since: str = "",
     until: str = "",
     page_no: Annotated[int, Query(alias="page", ge=1)] = 1,
+    upto: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
 ) -> Response:
-    """Audit messages newest first, filtered and paginated."""
+    """Audit messages newest first, filtered and paginated.
+
+    The pager's links carry ``upto``, the newest row when the listing began, so that messages
+    recorded meanwhile (a sync run) do not shift the later pages; "Show" starts afresh.
+    """
     filters = Filters(status, operation, category, origin, since, until)
     error = None
     try:
@@ -52,13 +58,16 @@ def audit_list(
     except RequestError as exc:
         flt, error = AuditFilter(), exc.message
     with node.db.read() as conn:
+        snapshot = audit_query.last_id(conn) if upto is None else upto
+        flt = replace(flt, up_to_id=snapshot)
         listing = audit_query.list_messages(conn, flt, page=page_no, page_size=PAGE_SIZE)
         origins = audit_query.origins(conn)
         categories = audit_query.resource_names(conn)
     if listing.page > listing.page_count:
         # A bookmarked or hand-typed page past the end (the log shrank, or a filter matches
         # fewer rows): show the last page rather than an empty one whose "Newer" link is empty too.
-        return redirect(request, f"/sync2/audit?{filters.query(page=listing.page_count)}")
+        last = filters.query(page=listing.page_count, upto=snapshot)
+        return redirect(request, f"/sync2/audit?{last}")
     return page(
         request,
         "audit_list.html",
@@ -71,6 +80,7 @@ def audit_list(
             "filter_error": error,
             "retry_blocked": admin_actions.retry_unavailable_reason(),
             "own_id": node.config.sync2.general.local_instance_id,
+            "snapshot": snapshot,
         },
         session=session,
     )
