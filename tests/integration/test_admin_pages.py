@@ -112,3 +112,24 @@ def test_paging_neither_repeats_nor_skips_rows_when_new_messages_arrive(node: No
     assert on_first == set(made[5:])
     assert on_second == set(made[:5])
     assert {u for u in made if u in back} == on_first
+
+
+def test_the_record_filter_of_the_conflict_page_link_lists_that_record_only(
+    node: NodeHandle,
+) -> None:
+    # The conflict page links "messages of this record" as /sync2/audit?record=UUID.
+    wanted, other = insert_messages(node, 2)
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            found = audit_query.get_message(conn, wanted)
+    finally:
+        db.dispose()
+    assert found is not None and found.record_uuid
+    with admin_pages(node) as client:
+        listing = client.get(f"/sync2/audit?record={found.record_uuid}")
+        assert listing.status_code == 200
+        assert wanted in listing.text and other not in listing.text
+        assert "1 message(s)" in listing.text
+        # The filter stays on the form, so "Show" and "Retry all failed" keep it.
+        assert listing.text.count(f'value="{found.record_uuid}"') == 2

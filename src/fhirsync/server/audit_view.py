@@ -43,6 +43,8 @@ class Filters:
     origin: str = ""
     since: str = ""
     until: str = ""
+    record: str = ""
+    """One record's uuid (the conflict page links to its messages)."""
 
     def to_filter(self) -> AuditFilter:
         """The store's filter for these form values; RequestError for a time that is none."""
@@ -53,12 +55,13 @@ class Filters:
             creator_instance_id=self.origin or None,
             since=_parse_time(self.since, "since"),
             until=_parse_time(self.until, "until"),
+            record_uuid=self.record.strip() or None,
         )
 
     def query(self, **extra: object) -> str:
         """The query string of these filters (plus ``extra``), for links."""
         values: dict[str, str] = {}
-        for name in ("status", "operation", "category", "origin", "since", "until"):
+        for name in ("status", "operation", "category", "origin", "since", "until", "record"):
             value = getattr(self, name)
             if value and value != "ALL":
                 values[name] = value

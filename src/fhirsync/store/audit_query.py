@@ -66,6 +66,7 @@ class AuditFilter:
     creator_instance_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    record_uuid: str | None = None
     up_to_id: int | None = None
     """Only rows that existed when a listing began (ids grow): its later pages then neither
     repeat nor skip rows when new messages arrive."""
@@ -85,6 +86,8 @@ class AuditFilter:
             cond.append(audit.c.timestamp >= naive_utc(self.since))
         if self.until is not None:
             cond.append(audit.c.timestamp < naive_utc(self.until))
+        if self.record_uuid:
+            cond.append(audit.c.record_uuid == self.record_uuid)
         if self.up_to_id is not None:
             cond.append(audit.c.id <= self.up_to_id)
         return cond

@@ -43,6 +43,7 @@ def audit_list(
     origin: str = "",
     since: str = "",
     until: str = "",
+    record: str = "",
     page_no: Annotated[int, Query(alias="page", ge=1)] = 1,
     upto: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
 ) -> Response:
@@ -51,7 +52,7 @@ def audit_list(
     The pager's links carry ``upto``, the newest row when the listing began, so that messages
     recorded meanwhile (a sync run) do not shift the later pages; "Show" starts afresh.
     """
-    filters = Filters(status, operation, category, origin, since, until)
+    filters = Filters(status, operation, category, origin, since, until, record)
     error = None
     try:
         flt = filters.to_filter()
@@ -151,9 +152,10 @@ def retry_all(
     origin: Annotated[str, Form()] = "",
     since: Annotated[str, Form()] = "",
     until: Annotated[str, Form()] = "",
+    record: Annotated[str, Form()] = "",
 ) -> Response:
     """Retry every retryable failure matching the list's filters (oldest first)."""
-    filters = Filters(status, operation, category, origin, since, until)
+    filters = Filters(status, operation, category, origin, since, until, record)
     back = f"/sync2/audit?{filters.query()}"
     try:
         totals = manual.retry_matching(node.config, node.db, filters.to_filter())
