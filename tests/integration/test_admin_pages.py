@@ -3,10 +3,12 @@ hand-made URLs, stale tabs and forms posted twice never end in a server error.""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from tests.conftest import NodeFactory
 from tests.integration.api_support import admin_pages, post_form
 
 from fhirsync.store import audit_query
@@ -133,3 +135,33 @@ def test_the_record_filter_of_the_conflict_page_link_lists_that_record_only(
         assert "1 message(s)" in listing.text
         # The filter stays on the form, so "Show" and "Retry all failed" keep it.
         assert listing.text.count(f'value="{found.record_uuid}"') == 2
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("parentFeedLocation", "parent.example.org:8080"),
+        ("parentFeedLocation", "ftp://parent.example.org"),
+        ("parentFeedLocation", "http://"),
+        ("localInstanceId", ""),
+        ("localInstanceId", None),
+    ],
+)
+def test_the_configuration_page_refuses_a_value_that_would_break_the_node(
+    node_factory: NodeFactory, field: str, value: str | None
+) -> None:
+    parent = node_factory("parent")
+    child = node_factory("child", parent=parent)
+    stored = (child.node_dir / "sync2.json").read_text()
+    data = json.loads(stored)
+    data["general"][field] = value
+    with admin_pages(child) as client:
+        saved = post_form(client, "/sync2/config", "/sync2/config", sync2_json=json.dumps(data))
+        assert saved.status_code == 400, saved.text
+        assert f"general.{field}" in saved.text
+        assert (child.node_dir / "sync2.json").read_text() == stored
+        # The node goes on working with the configuration it had.
+        assert client.get("/sync2/").status_code == 200
+        pulled = post_form(client, "/sync2/", "/sync2/pull")
+        assert pulled.status_code == 303
+        assert "Pulled successfully" in client.get(pulled.headers["location"]).text
