@@ -165,3 +165,35 @@ def test_the_configuration_page_refuses_a_value_that_would_break_the_node(
         pulled = post_form(client, "/sync2/", "/sync2/pull")
         assert pulled.status_code == 303
         assert "Pulled successfully" in client.get(pulled.headers["location"]).text
+
+
+def test_retention_keeps_the_audit_message_a_parked_failure_links_to(
+    node_factory: NodeFactory,
+) -> None:
+    import re
+
+    from fhirsync.store import failures
+    from fhirsync.store.failures import FailureNote
+
+    node = node_factory("central", extra_settings={"audit_retention_days": 30})
+    old_failure, old_other = insert_messages(node, 2, minutes_ago=100 * 24 * 60)
+    _config, db = node.open()
+    try:
+        with db.write() as conn:
+            message = audit_query.get_message(conn, old_failure)
+            assert message is not None and message.record_uuid
+            note = FailureNote(
+                "pull", "marker", "patient", message.record_uuid, "tag:1", "CREATED", {},
+                "InvalidResource", "broken record", "parked", 3, audit_uuid=old_failure,
+            )  # fmt: skip
+            failures.record(conn, [note], now=datetime.now(UTC) - timedelta(days=100))
+    finally:
+        db.dispose()
+    node.stop()
+    node.start()  # retention runs at start-up
+    with admin_pages(node) as client:
+        page = client.get("/sync2/failures").text
+        links = re.findall(r'href="(/sync2/audit/[^"]+)"', page)
+        assert links == [f"/sync2/audit/{old_failure}"]
+        assert client.get(links[0]).status_code == 200
+        assert client.get(f"/sync2/audit/{old_other}").status_code == 404

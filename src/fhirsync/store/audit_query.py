@@ -14,7 +14,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, and_, delete, func, insert, or_, select, update
 
-from fhirsync.store.tables import audit
+from fhirsync.store.failures import OPEN
+from fhirsync.store.tables import audit, failures
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,8 +270,17 @@ def last_from(conn: Connection, creator: str) -> AuditMessage | None:
 
 
 def delete_older_than(conn: Connection, cutoff: datetime) -> int:
-    """Retention: delete messages whose timestamp is before ``cutoff``; returns how many."""
-    result = conn.execute(delete(audit).where(audit.c.timestamp < naive_utc(cutoff)))
+    """Retention: delete messages whose timestamp is before ``cutoff``; returns how many.
+
+    The message an open failure links to is kept however old: a record parked for months
+    still needs its reason and its Retry on the audit page.
+    """
+    still_open = select(failures.c.audit_uuid).where(
+        failures.c.status.in_(OPEN), failures.c.audit_uuid.isnot(None)
+    )
+    result = conn.execute(
+        delete(audit).where(audit.c.timestamp < naive_utc(cutoff), audit.c.uuid.not_in(still_open))
+    )
     return int(result.rowcount or 0)
 
 
