@@ -23,20 +23,22 @@ HUGE = "99999999999999999999"
 def insert_messages(
     node: NodeHandle, count: int, *, minutes_ago: int = 60, **fields: object
 ) -> list[str]:
-    """``count`` failed PULL audit messages of this node from ``minutes_ago`` on, one second
-    apart (newest last)."""
+    """``count`` failed PULL audit messages of this node (``fields`` replace any of that) from
+    ``minutes_ago`` on, one second apart (newest last)."""
     start = datetime.now(UTC).replace(tzinfo=None, microsecond=0) - timedelta(minutes=minutes_ago)
     made = [
         AuditMessage(
-            id=None,
-            uuid=str(uuid.uuid4()),
-            success=False,
-            timestamp=start + timedelta(seconds=n),
-            resource_name="patient",
-            record_uuid=str(uuid.uuid4()),
-            operation="PULL",
-            creator_instance_id=node.instance_id,
-            **fields,  # type: ignore[arg-type]
+            **{  # type: ignore[arg-type]
+                "id": None,
+                "uuid": str(uuid.uuid4()),
+                "success": False,
+                "timestamp": start + timedelta(seconds=n),
+                "resource_name": "patient",
+                "record_uuid": str(uuid.uuid4()),
+                "operation": "PULL",
+                "creator_instance_id": node.instance_id,
+                **fields,
+            }
         )
         for n in range(count)
     ]
@@ -197,3 +199,12 @@ def test_retention_keeps_the_audit_message_a_parked_failure_links_to(
         assert links == [f"/sync2/audit/{old_failure}"]
         assert client.get(links[0]).status_code == 200
         assert client.get(f"/sync2/audit/{old_other}").status_code == 404
+
+
+def test_an_unusable_time_leaves_the_other_filters_in_force(node: NodeHandle) -> None:
+    (failed,) = insert_messages(node, 1)
+    (succeeded,) = insert_messages(node, 1, success=True)
+    with admin_pages(node) as client:
+        listing = client.get("/sync2/audit?status=FAILURE&since=yesterday").text
+    assert "is not a date and time" in listing
+    assert failed in listing and succeeded not in listing

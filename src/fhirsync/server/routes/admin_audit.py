@@ -15,7 +15,7 @@ from fhirsync.server.deps import NodeDep
 from fhirsync.server.routes import admin_actions
 from fhirsync.server.routes.admin_common import AdminFormSession, PageSession, page, redirect
 from fhirsync.store import audit_query
-from fhirsync.store.audit_query import AuditFilter, AuditMessage
+from fhirsync.store.audit_query import AuditMessage
 from fhirsync.sync import manual
 
 router = APIRouter(prefix="/sync2/audit", include_in_schema=False)
@@ -57,7 +57,8 @@ def audit_list(
     try:
         flt = filters.to_filter()
     except RequestError as exc:
-        flt, error = AuditFilter(), exc.message
+        # Only the times are parsed, so only they are left out; the other filters still hold.
+        flt, error = replace(filters, since="", until="").to_filter(), exc.message
     with node.db.read() as conn:
         snapshot = audit_query.last_id(conn) if upto is None else upto
         flt = replace(flt, up_to_id=snapshot)
