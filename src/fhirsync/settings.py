@@ -15,6 +15,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -358,6 +359,16 @@ def parse_sync2(data: Any, source: str = SYNC2_FILE) -> Sync2Config:
             raise ConfigurationError(
                 f"{source}: field '{name}.schedule' is required when {name}.enabled is true",
                 field=f"{name}.schedule",
+                source=source,
+            )
+    parent = (config.general.parent_feed_location or "").strip()
+    if parent:
+        parts = urlsplit(parent)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ConfigurationError(
+                f"{source}: field 'general.parentFeedLocation': the parent's URL must start "
+                f"with http:// or https:// and name a host (got {redacted_url(parent)!r})",
+                field="general.parentFeedLocation",
                 source=source,
             )
     return config

@@ -1,7 +1,11 @@
-"""Helpers for the tests of a node's HTTP APIs: a valid Patient, user accounts, error bodies."""
+"""Helpers for the tests of a node's HTTP APIs and admin pages: a valid Patient, user accounts,
+error bodies, a signed-in admin-page client."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -45,3 +49,35 @@ def outcome_issue(response: httpx.Response) -> dict[str, Any]:
     assert body["resourceType"] == "OperationOutcome"
     first: dict[str, Any] = body["issue"][0]
     return first
+
+
+def csrf_token(page_html: str) -> str:
+    """The CSRF token of the first form on an admin page."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page_html)
+    assert found, "the page has no form with a CSRF token"
+    return found.group(1)
+
+
+@contextmanager
+def admin_pages(
+    node: NodeHandle, name: str = "admin", password: str | None = None
+) -> Iterator[httpx.Client]:
+    """An httpx client signed in to the admin pages (``/sync2/``) through the login form."""
+    with httpx.Client(base_url=node.base_url, timeout=60.0) as client:
+        token = csrf_token(client.get("/sync2/login").text)
+        response = client.post(
+            "/sync2/login",
+            data={
+                "username": name,
+                "password": password or node.admin_password,
+                "csrf_token": token,
+            },
+        )
+        assert response.status_code == 303, response.text
+        yield client
+
+
+def post_form(client: httpx.Client, form_page: str, action: str, **fields: str) -> httpx.Response:
+    """Post ``fields`` to ``action`` with the CSRF token of ``form_page`` (redirects not followed)."""
+    token = csrf_token(client.get(form_page).text)
+    return client.post(action, data={"csrf_token": token, **fields})

@@ -111,6 +111,16 @@ def test_list_filters_and_pages_newest_first(central: NodeHandle, reference_dir:
         assert client.get(URL, params={"success": "ALL"}).status_code == 400
 
 
+def test_a_page_past_the_end_is_empty(central: NodeHandle, reference_dir: Path) -> None:
+    with central.client() as client:
+        client.post(URL, json=_sample(reference_dir))
+        for index in (2, 2**40, 10**20):
+            answer = client.get(URL, params={**ALL, "pageIndex": index})
+            assert answer.status_code in (200, 400), answer.text
+            if answer.status_code == 200:
+                assert answer.json()["itemsCount"] == 1 and answer.json()["data"] == []
+
+
 def test_update_and_void(central: NodeHandle, reference_dir: Path) -> None:
     sample = _sample(reference_dir)
     path = f"{URL}/{sample['uuid']}"

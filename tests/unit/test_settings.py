@@ -55,6 +55,19 @@ def test_unknown_key_names_the_field() -> None:
     assert info.value.field == "general.bogus"
 
 
+@pytest.mark.parametrize("url", ["parent.example.org:8080", "ftp://parent", "http://"])
+def test_a_parent_url_that_is_no_http_url_is_refused(url: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_sync2({"general": {"parentFeedLocation": url}})
+    assert info.value.field == "general.parentFeedLocation"
+
+
+def test_a_parent_url_password_is_not_repeated_in_the_error() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_sync2({"general": {"parentFeedLocation": "htp://admin:s3cret@parent"}})
+    assert "s3cret" not in str(info.value)
+
+
 def test_wrong_type_names_the_field_and_value() -> None:
     with pytest.raises(ConfigurationError) as info:
         parse_sync2({"pull": {"enabled": "often"}})

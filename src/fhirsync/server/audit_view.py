@@ -11,7 +11,7 @@ from datetime import datetime
 from urllib.parse import urlencode
 
 from fhirsync.errors import RequestError
-from fhirsync.store.audit_query import AuditFilter, AuditMessage
+from fhirsync.store.audit_query import AuditFilter, AuditMessage, naive_utc
 
 # What an engine error class means, for people who do not read stack traces.
 PLAIN_ERRORS = {
@@ -43,6 +43,8 @@ class Filters:
     origin: str = ""
     since: str = ""
     until: str = ""
+    record: str = ""
+    """One record's uuid (the conflict page links to its messages)."""
 
     def to_filter(self) -> AuditFilter:
         """The store's filter for these form values; RequestError for a time that is none."""
@@ -53,12 +55,13 @@ class Filters:
             creator_instance_id=self.origin or None,
             since=_parse_time(self.since, "since"),
             until=_parse_time(self.until, "until"),
+            record_uuid=self.record.strip() or None,
         )
 
     def query(self, **extra: object) -> str:
         """The query string of these filters (plus ``extra``), for links."""
         values: dict[str, str] = {}
-        for name in ("status", "operation", "category", "origin", "since", "until"):
+        for name in ("status", "operation", "category", "origin", "since", "until", "record"):
             value = getattr(self, name)
             if value and value != "ALL":
                 values[name] = value
@@ -70,8 +73,10 @@ def _parse_time(value: str, name: str) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime.fromisoformat(value)
-    except ValueError as exc:
+        # Converted to the stored naive UTC here: a time with an offset at the edge of the
+        # calendar (9999-12-31T23:59-05:00) parses but has no UTC equivalent.
+        return naive_utc(datetime.fromisoformat(value))
+    except (ValueError, OverflowError) as exc:
         raise RequestError(f"The '{name}' time is not a date and time: {value!r}") from exc
 
 

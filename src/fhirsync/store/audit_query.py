@@ -14,7 +14,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, and_, delete, func, insert, or_, select, update
 
-from fhirsync.store.tables import audit
+from fhirsync.store.failures import OPEN
+from fhirsync.store.tables import audit, failures
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,10 @@ class AuditFilter:
     creator_instance_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    record_uuid: str | None = None
+    up_to_id: int | None = None
+    """Only rows that existed when a listing began (ids grow): its later pages then neither
+    repeat nor skip rows when new messages arrive."""
 
     def where(self) -> list[Any]:
         """SQL conditions for this filter."""
@@ -82,6 +87,10 @@ class AuditFilter:
             cond.append(audit.c.timestamp >= naive_utc(self.since))
         if self.until is not None:
             cond.append(audit.c.timestamp < naive_utc(self.until))
+        if self.record_uuid:
+            cond.append(audit.c.record_uuid == self.record_uuid)
+        if self.up_to_id is not None:
+            cond.append(audit.c.id <= self.up_to_id)
         return cond
 
 
@@ -112,16 +121,21 @@ def list_messages(
     page = max(1, page)
     page_size = max(1, page_size)
     cond = and_(*flt.where())
-    total = conn.execute(select(func.count()).select_from(audit).where(cond)).scalar_one()
+    total = int(conn.execute(select(func.count()).select_from(audit).where(cond)).scalar_one())
+    offset = (page - 1) * page_size
+    if offset >= total:
+        # Past the end: nothing to read, and a page number from a hand-made URL may not even
+        # fit the database's integers.
+        return AuditPage(total=total, page=page, page_size=page_size, items=[])
     query: Select[Any] = (
         select(audit)
         .where(cond)
         .order_by(audit.c.timestamp.desc(), audit.c.id.desc())
         .limit(page_size)
-        .offset((page - 1) * page_size)
+        .offset(offset)
     )
     items = [_message(r) for r in conn.execute(query)]
-    return AuditPage(total=int(total), page=page, page_size=page_size, items=items)
+    return AuditPage(total=total, page=page, page_size=page_size, items=items)
 
 
 def failed_uuids(conn: Connection, flt: AuditFilter, creator: str, limit: int = 1000) -> list[str]:
@@ -135,6 +149,11 @@ def failed_uuids(conn: Connection, flt: AuditFilter, creator: str, limit: int = 
     ]
     query = select(audit.c.uuid).where(*cond).order_by(audit.c.timestamp, audit.c.id).limit(limit)
     return [str(u) for u in conn.execute(query).scalars()]
+
+
+def last_id(conn: Connection) -> int:
+    """The id of the newest stored row (0 when there is none)."""
+    return int(conn.execute(select(func.max(audit.c.id))).scalar_one() or 0)
 
 
 def get_message(conn: Connection, uuid: str) -> AuditMessage | None:
@@ -251,8 +270,17 @@ def last_from(conn: Connection, creator: str) -> AuditMessage | None:
 
 
 def delete_older_than(conn: Connection, cutoff: datetime) -> int:
-    """Retention: delete messages whose timestamp is before ``cutoff``; returns how many."""
-    result = conn.execute(delete(audit).where(audit.c.timestamp < naive_utc(cutoff)))
+    """Retention: delete messages whose timestamp is before ``cutoff``; returns how many.
+
+    The message an open failure links to is kept however old: a record parked for months
+    still needs its reason and its Retry on the audit page.
+    """
+    still_open = select(failures.c.audit_uuid).where(
+        failures.c.status.in_(OPEN), failures.c.audit_uuid.isnot(None)
+    )
+    result = conn.execute(
+        delete(audit).where(audit.c.timestamp < naive_utc(cutoff), audit.c.uuid.not_in(still_open))
+    )
     return int(result.rowcount or 0)
 
 

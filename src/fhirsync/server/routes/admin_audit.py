@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
@@ -14,7 +15,7 @@ from fhirsync.server.deps import NodeDep
 from fhirsync.server.routes import admin_actions
 from fhirsync.server.routes.admin_common import AdminFormSession, PageSession, page, redirect
 from fhirsync.store import audit_query
-from fhirsync.store.audit_query import AuditFilter, AuditMessage
+from fhirsync.store.audit_query import AuditMessage
 from fhirsync.sync import manual
 
 router = APIRouter(prefix="/sync2/audit", include_in_schema=False)
@@ -42,19 +43,33 @@ def audit_list(
     origin: str = "",
     since: str = "",
     until: str = "",
+    record: str = "",
     page_no: Annotated[int, Query(alias="page", ge=1)] = 1,
+    upto: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
 ) -> Response:
-    """Audit messages newest first, filtered and paginated."""
-    filters = Filters(status, operation, category, origin, since, until)
+    """Audit messages newest first, filtered and paginated.
+
+    The pager's links carry ``upto``, the newest row when the listing began, so that messages
+    recorded meanwhile (a sync run) do not shift the later pages; "Show" starts afresh.
+    """
+    filters = Filters(status, operation, category, origin, since, until, record)
     error = None
     try:
         flt = filters.to_filter()
     except RequestError as exc:
-        flt, error = AuditFilter(), exc.message
+        # Only the times are parsed, so only they are left out; the other filters still hold.
+        flt, error = replace(filters, since="", until="").to_filter(), exc.message
     with node.db.read() as conn:
+        snapshot = audit_query.last_id(conn) if upto is None else upto
+        flt = replace(flt, up_to_id=snapshot)
         listing = audit_query.list_messages(conn, flt, page=page_no, page_size=PAGE_SIZE)
         origins = audit_query.origins(conn)
         categories = audit_query.resource_names(conn)
+    if listing.page > listing.page_count:
+        # A bookmarked or hand-typed page past the end (the log shrank, or a filter matches
+        # fewer rows): show the last page rather than an empty one whose "Newer" link is empty too.
+        last = filters.query(page=listing.page_count, upto=snapshot)
+        return redirect(request, f"/sync2/audit?{last}")
     return page(
         request,
         "audit_list.html",
@@ -67,6 +82,7 @@ def audit_list(
             "filter_error": error,
             "retry_blocked": admin_actions.retry_unavailable_reason(),
             "own_id": node.config.sync2.general.local_instance_id,
+            "snapshot": snapshot,
         },
         session=session,
     )
@@ -137,9 +153,10 @@ def retry_all(
     origin: Annotated[str, Form()] = "",
     since: Annotated[str, Form()] = "",
     until: Annotated[str, Form()] = "",
+    record: Annotated[str, Form()] = "",
 ) -> Response:
     """Retry every retryable failure matching the list's filters (oldest first)."""
-    filters = Filters(status, operation, category, origin, since, until)
+    filters = Filters(status, operation, category, origin, since, until, record)
     back = f"/sync2/audit?{filters.query()}"
     try:
         totals = manual.retry_matching(node.config, node.db, filters.to_filter())

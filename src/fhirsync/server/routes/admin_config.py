@@ -99,6 +99,15 @@ def _save(node: NodeContext, text: str, source: str) -> Sync2Config:
     """Validate ``text`` completely, then write it; nothing is written when it is invalid."""
     data = _unmask(parse_json_text(text, source), node.config.sync2)
     config = parse_sync2(data, source)
+    # OpenMRS's default file may leave the id null (its nodes refuse to sync until it is set),
+    # so parse_sync2 allows it; but a serving node without one fails every pull and push.
+    if not (config.general.local_instance_id or "").strip():
+        raise ConfigurationError(
+            f"{source}: field 'general.localInstanceId' must name this node "
+            f"(it was {node.config.sync2.general.local_instance_id!r})",
+            field="general.localInstanceId",
+            source=source,
+        )
     write_sync2(node.config.node_dir, config)
     node.config.sync2 = config
     return config

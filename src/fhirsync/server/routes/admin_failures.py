@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Path, Request
 from starlette.responses import Response
 
 from fhirsync.errors import FhirsyncError
@@ -26,6 +26,9 @@ STATUS_WORDS = {
 
 SHOWN = 500
 """Rows on the page at most: a broken category can park tens of thousands."""
+
+FailureId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+"""A failure's id in a URL: larger numbers fit no database integer (400, not a crash)."""
 
 
 def _open_failures(node: NodeContext) -> tuple[list[Failure], int]:
@@ -55,7 +58,7 @@ def failures_page(request: Request, node: NodeDep, session: PageSession) -> Resp
 
 
 @router.post("/{failure_id}/retry")
-def retry(request: Request, node: NodeDep, _s: AdminFormSession, failure_id: int) -> Response:
+def retry(request: Request, node: NodeDep, _s: AdminFormSession, failure_id: FailureId) -> Response:
     """Try a parked record once more, now."""
     try:
         outcome = admin_actions.retry_failure(node, failure_id)
@@ -71,7 +74,7 @@ def dismiss(
     request: Request,
     node: NodeDep,
     session: AdminFormSession,
-    failure_id: int,
+    failure_id: FailureId,
     reason: Annotated[str, Form()] = "",
 ) -> Response:
     """Give up on a parked record, with a reason that is kept in the audit log."""

@@ -161,7 +161,8 @@ def list_messages(
     operation: str,
     resource_name: Annotated[str, Query(alias="resourceName")],
     creator_instance_id: Annotated[str, Query(alias="creatorInstanceId")],
-    page_index: Annotated[int, Query(alias="pageIndex", ge=1)] = 1,
+    # Bounded so that the page echoed back fits a JSON (64-bit) integer.
+    page_index: Annotated[int, Query(alias="pageIndex", ge=1, le=2**63 - 1)] = 1,
     page_size: Annotated[int, Query(alias="pageSize", ge=1, le=1000)] = 100,
 ) -> Response:
     """A page of audit messages, newest first (spec §7.4 filters; voided ones excluded)."""
