@@ -77,3 +77,27 @@ def test_admin_pages_answer_html(node: NodeHandle) -> None:
 
 def test_only_health_is_open(node: NodeHandle) -> None:
     assert httpx.get(f"{node.base_url}/health").status_code == 200
+
+
+@pytest.mark.postgres  # PostgreSQL cannot compare text with a NUL: it was a 500 there
+@pytest.mark.parametrize(
+    ("path", "check"),
+    [
+        ("/ws/fhir2/R4/Patient/ab%00cd", _fhir),
+        ("/ws/fhir2/R4/Patient?_id=ab%00cd", _fhir),
+        ("/ws/rest/v1/concept/ab%00cd", _json),
+        ("/ws/atomfeed/patient%00/1", _json),
+        ("/ws/rest/sync2/messages?operation=PULL&resourceName=a%00", _json),
+        ("/sync2/audit?record=ab%00cd", _html),
+    ],
+)
+def test_a_nul_in_the_url_is_refused_in_each_shape(
+    node: NodeHandle, path: str, check: object
+) -> None:
+    with node.client() as client:
+        response = client.get(path)
+    assert response.status_code == 400, response.text
+    assert "NUL" in response.text
+    check(response)  # type: ignore[operator]
+    with node.client() as client:
+        assert client.get("/ws/fhir2/R4/Patient?_count=1").status_code == 200  # still serving

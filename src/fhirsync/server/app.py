@@ -9,7 +9,7 @@ from fhirsync.server import error_responses
 from fhirsync.server.auth import Authenticator
 from fhirsync.server.child_auth import ChildGuard
 from fhirsync.server.deps import NodeContext
-from fhirsync.server.limits import BodySizeLimit
+from fhirsync.server.limits import BodySizeLimit, NulInUrl
 from fhirsync.server.metrics import FeedRequestCounter, NodeMetrics
 from fhirsync.server.routes import admin, ops, sync2_conflicts, sync2_proxy
 from fhirsync.server.routes import feed as feed_routes
@@ -44,4 +44,5 @@ def create_app(config: NodeConfig, db: Database) -> FastAPI:
     app.include_router(sync2_proxy.router)
     app.add_middleware(ChildGuard)
     app.add_middleware(BodySizeLimit, max_bytes=config.settings.max_body_bytes)
+    app.add_middleware(NulInUrl)
     return app
