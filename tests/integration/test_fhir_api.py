@@ -235,6 +235,40 @@ def test_search_errors_and_limits(node_factory: NodeFactory) -> None:
             assert element in outcome_issue(response)["diagnostics"]
 
 
+def test_search_values_at_the_edges_of_their_range(client: httpx.Client) -> None:
+    """Values a client may send that Python or SQLite cannot hold as they are: answered, not 500."""
+    pid = client.post(f"{BASE}/Patient", json=patient()).json()["id"]
+
+    def found(params: dict[str, str]) -> list[str]:
+        response = client.get(f"{BASE}/Patient", params=params)
+        assert response.status_code == 200, (params, response.text)
+        return [e["resource"]["id"] for e in response.json()["entry"]]
+
+    # The last instants FHIR can name (year 9999) and the first (year 1), in any time zone.
+    assert found({"_lastUpdated": "le9999-12-31"}) == [pid]
+    assert found({"_lastUpdated": "ge0001-01-01T00:00:00+14:00"}) == [pid]
+    for value in ("9999-12", "ge9999-12-31T23:59:59.999Z", "ge9999-12-31T23:59:59-14:00"):
+        assert found({"_lastUpdated": value}) == []
+    assert found({"_lastUpdated": "lt0001-01-01T00:00:00+14:00"}) == []
+    # A cursor past any row id a database can hold is past the last match.
+    for cursor in (str(2**63), "9" * 30):
+        assert found({"_cursor": cursor}) == []
+
+    # "²" is a digit to str.isdigit() but no number to int(): refused like any other non-number.
+    for name in ("_count", "_cursor"):
+        response = client.get(f"{BASE}/Patient", params={name: "²"})
+        assert response.status_code == 400, response.text
+        assert outcome_issue(response)["expression"] == [name]
+    headers = {"If-Match": 'W/"²"'.encode("latin-1")}  # how a server decodes header bytes
+    for response in (
+        client.put(f"{BASE}/Patient/{pid}", json=patient(), headers=headers),
+        client.delete(f"{BASE}/Patient/{pid}", headers=headers),
+    ):
+        assert response.status_code == 400, response.text
+        assert "If-Match" in outcome_issue(response)["diagnostics"]
+    assert client.get(f"{BASE}/Patient/{pid}").json()["meta"]["versionId"] == "1"
+
+
 def test_encounter_covers_visits_and_encounters(
     client: httpx.Client, node: NodeHandle, reference_dir: Path
 ) -> None:
