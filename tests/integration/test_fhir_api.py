@@ -149,6 +149,40 @@ def test_invalid_input_names_the_element(
         assert words in found["diagnostics"]
 
 
+def test_contained_resource_of_no_known_type_is_400(client: httpx.Client, node: NodeHandle) -> None:
+    for contained, element in (
+        ({"resourceType": "Spaceship"}, "Patient.contained[0].resourceType"),
+        ({"id": "no-type"}, "Patient.contained[0].resourceType"),
+    ):
+        body = patient(contained=[contained])
+        for response in (
+            client.post(f"{BASE}/Patient", json=body),
+            client.put(f"{BASE}/Patient/p-c", json=body),
+        ):
+            assert response.status_code == 400, response.text
+            assert outcome_issue(response)["expression"] == [element]
+    transaction = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "request": {"method": "POST", "url": "Patient"},
+                "resource": patient(contained=[{"resourceType": "Spaceship"}]),
+            }
+        ],
+    }
+    response = client.post(BASE, json=transaction)
+    assert response.status_code == 400, response.text
+    expression = ["Bundle.entry[0].resource.contained[0].resourceType"]
+    assert outcome_issue(response)["expression"] == expression
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            assert store.counts_by_category(conn) == {}  # nothing was written
+    finally:
+        db.dispose()
+
+
 def test_bad_if_match_is_400(client: httpx.Client) -> None:
     response = client.put(f"{BASE}/Patient/p-2", json=patient(), headers={"If-Match": "yesterday"})
     assert response.status_code == 400
