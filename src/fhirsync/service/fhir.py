@@ -34,6 +34,9 @@ from fhirsync.store.records import WriteResult, fhir_instant, utcnow
 FHIR_JSON = "application/fhir+json"
 DEFAULT_COUNT = 100
 _MAX_ROW_ID = 2**63 - 1
+MAX_SEARCH_IDS = 10_000
+"""Most ids one ``_id`` search takes: each is a query parameter, and PostgreSQL takes at most
+65,535 (a batch fetch sends ``fetch_batch_size``, at most 1,000)."""
 _SEARCH_PARAMS = frozenset({"_id", "_lastUpdated", "_count", "_cursor", "_format"})
 _JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json"})
 
@@ -306,6 +309,11 @@ def parse_search(params: Sequence[tuple[str, str]], max_count: int) -> SearchQue
             )
         if name == "_id":
             wanted = {v.strip() for v in value.split(",") if v.strip()}
+            if len(wanted) > MAX_SEARCH_IDS:
+                raise InvalidResource(
+                    f"_id names {len(wanted)} ids; a search takes at most {MAX_SEARCH_IDS}",
+                    element="_id",
+                )
             for one in wanted:
                 if not categories.is_valid_id(one):
                     raise InvalidResource(f"_id {one!r} is not a valid id", element="_id")
