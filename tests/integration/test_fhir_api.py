@@ -149,6 +149,40 @@ def test_invalid_input_names_the_element(
         assert words in found["diagnostics"]
 
 
+def test_contained_resource_of_no_known_type_is_400(client: httpx.Client, node: NodeHandle) -> None:
+    for contained, element in (
+        ({"resourceType": "Spaceship"}, "Patient.contained[0].resourceType"),
+        ({"id": "no-type"}, "Patient.contained[0].resourceType"),
+    ):
+        body = patient(contained=[contained])
+        for response in (
+            client.post(f"{BASE}/Patient", json=body),
+            client.put(f"{BASE}/Patient/p-c", json=body),
+        ):
+            assert response.status_code == 400, response.text
+            assert outcome_issue(response)["expression"] == [element]
+    transaction = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "request": {"method": "POST", "url": "Patient"},
+                "resource": patient(contained=[{"resourceType": "Spaceship"}]),
+            }
+        ],
+    }
+    response = client.post(BASE, json=transaction)
+    assert response.status_code == 400, response.text
+    expression = ["Bundle.entry[0].resource.contained[0].resourceType"]
+    assert outcome_issue(response)["expression"] == expression
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            assert store.counts_by_category(conn) == {}  # nothing was written
+    finally:
+        db.dispose()
+
+
 def test_bad_if_match_is_400(client: httpx.Client) -> None:
     response = client.put(f"{BASE}/Patient/p-2", json=patient(), headers={"If-Match": "yesterday"})
     assert response.status_code == 400
@@ -233,6 +267,68 @@ def test_search_errors_and_limits(node_factory: NodeFactory) -> None:
             assert response.status_code == 400, params
             assert outcome_issue(response)["expression"] == [element]
             assert element in outcome_issue(response)["diagnostics"]
+
+
+def test_search_values_at_the_edges_of_their_range(client: httpx.Client) -> None:
+    """Values a client may send that Python or SQLite cannot hold as they are: answered, not 500."""
+    pid = client.post(f"{BASE}/Patient", json=patient()).json()["id"]
+
+    def found(params: dict[str, str]) -> list[str]:
+        response = client.get(f"{BASE}/Patient", params=params)
+        assert response.status_code == 200, (params, response.text)
+        return [e["resource"]["id"] for e in response.json()["entry"]]
+
+    # The last instants FHIR can name (year 9999) and the first (year 1), in any time zone.
+    assert found({"_lastUpdated": "le9999-12-31"}) == [pid]
+    assert found({"_lastUpdated": "ge0001-01-01T00:00:00+14:00"}) == [pid]
+    for value in ("9999-12", "ge9999-12-31T23:59:59.999Z", "ge9999-12-31T23:59:59-14:00"):
+        assert found({"_lastUpdated": value}) == []
+    assert found({"_lastUpdated": "lt0001-01-01T00:00:00+14:00"}) == []
+    # A cursor past any row id a database can hold is past the last match.
+    for cursor in (str(2**63), "9" * 30):
+        assert found({"_cursor": cursor}) == []
+
+    # "²" is a digit to str.isdigit() but no number to int(): refused like any other non-number.
+    for name in ("_count", "_cursor"):
+        response = client.get(f"{BASE}/Patient", params={name: "²"})
+        assert response.status_code == 400, response.text
+        assert outcome_issue(response)["expression"] == [name]
+    headers = {"If-Match": 'W/"²"'.encode("latin-1")}  # how a server decodes header bytes
+    for response in (
+        client.put(f"{BASE}/Patient/{pid}", json=patient(), headers=headers),
+        client.delete(f"{BASE}/Patient/{pid}", headers=headers),
+    ):
+        assert response.status_code == 400, response.text
+        assert "If-Match" in outcome_issue(response)["diagnostics"]
+    assert client.get(f"{BASE}/Patient/{pid}").json()["meta"]["versionId"] == "1"
+
+
+@pytest.mark.postgres
+def test_search_by_too_many_ids_is_400(client: httpx.Client) -> None:
+    """PostgreSQL takes at most 65,535 parameters in a query: 70,000 ids answered 500 there (a
+    Bundle GET entry carries them past any URL limit), so _id takes at most 10,000 everywhere."""
+    pid = client.post(f"{BASE}/Patient", json=patient()).json()["id"]
+    many = ",".join([pid, *(f"id-{i}" for i in range(70_000))])
+    for kind in ("batch", "transaction"):
+        search = {"request": {"method": "GET", "url": f"Patient?_id={many}"}}
+        response = client.post(
+            BASE, json={"resourceType": "Bundle", "type": kind, "entry": [search]}
+        )
+        if kind == "batch":
+            answered = response.json()["entry"][0]["response"]
+            assert answered["status"] == "400 Bad Request", answered
+            issue = answered["outcome"]["issue"][0]
+        else:
+            assert response.status_code == 400, response.text
+            issue = outcome_issue(response)
+        assert "10000" in issue["diagnostics"]
+    just_enough = ",".join([pid, *(f"{i}" for i in range(9_999))])
+    search = {"request": {"method": "GET", "url": f"Patient?_id={just_enough}"}}
+    response = client.post(
+        BASE, json={"resourceType": "Bundle", "type": "batch", "entry": [search]}
+    )
+    found = response.json()["entry"][0]["resource"]["entry"]
+    assert [e["resource"]["id"] for e in found] == [pid]
 
 
 def test_encounter_covers_visits_and_encounters(

@@ -238,6 +238,52 @@ def test_malformed_bundles(client: httpx.Client, content: bytes, status: int, el
     assert outcome_issue(response)["expression"] == [element]
 
 
+def test_malformed_entries_are_named_and_write_nothing(
+    client: httpx.Client, node: NodeHandle
+) -> None:
+    """Each malformed entry is answered naming the entry (and its element); a transaction then
+    writes nothing, and a batch answers that entry alone."""
+    client.put(f"{BASE}/Patient/p-m", json=patient())
+    before = counts(node)
+    urn = "urn:uuid:0c3f6a4e-2b1d-4f5e-9a7b-1c2d3e4f5a6b"
+    cases: list[tuple[list[Any], int, str | None]] = [
+        ([entry(["POST"], "Patient", patient())], 400, "Bundle.entry[0].request.method"),
+        ([entry({"m": 1}, "Patient", patient())], 400, "Bundle.entry[0].request.method"),
+        # A precondition that cannot be read must not be dropped: the write would go through.
+        (
+            [entry("PUT", "Patient/p-m", patient(), if_match=1)],
+            400,
+            "Bundle.entry[0].request.ifMatch",
+        ),
+        ([entry("DELETE", "Patient/p-m", if_match="yes")], 400, "Bundle.entry[0].request.ifMatch"),
+        ([entry("PUT", "Patient/bad$id", patient())], 400, "Bundle.entry[0].request.url"),
+        ([entry("GET", "Spaceship/1")], 404, None),
+        (
+            [
+                entry("POST", "Patient", patient(), fullUrl=urn),
+                entry("POST", "Patient", patient(gender="male"), fullUrl=urn),
+            ],
+            400,
+            "Bundle.entry[1].fullUrl",
+        ),
+    ]
+    for entries, status, element in cases:
+        response = client.post(BASE, json=bundle("transaction", *entries))
+        assert response.status_code == status, response.text
+        issue = outcome_issue(response)
+        assert issue.get("expression") == ([element] if element else None), issue
+        named = issue["diagnostics"] + str(issue.get("expression"))
+        assert f"Bundle.entry[{len(entries) - 1}]" in named, issue
+        assert counts(node) == before
+    for entries, status, element in cases[:-1]:
+        answered = client.post(BASE, json=bundle("batch", *entries)).json()["entry"][0]
+        assert answered["response"]["status"].startswith(str(status)), answered
+        issue = answered["response"]["outcome"]["issue"][0]
+        assert issue.get("expression") == ([element] if element else None), issue
+    assert counts(node) == before
+    assert client.get(f"{BASE}/Patient/p-m").json()["meta"]["versionId"] == "1"
+
+
 def test_viewer_may_only_read_through_bundles(client: httpx.Client, node: NodeHandle) -> None:
     client.put(f"{BASE}/Patient/p-v", json=patient())
     add_user(node, "viewer", "viewer")

@@ -198,6 +198,17 @@ def test_list_pages_with_limit_and_start_index(node: NodeHandle) -> None:
     assert _error(zero, 400)["field"] == "limit"
 
 
+@pytest.mark.postgres
+def test_start_index_past_any_row_is_an_empty_page(node: NodeHandle) -> None:
+    """SQLite refuses an OFFSET above 2**63-1: such a startIndex answered 500."""
+    with node.client() as client:
+        client.post(f"{BASE}/visittype", json={"name": "Clinic"})
+        for start in (2**63 - 1, 2**63, 10**30):
+            response = client.get(f"{BASE}/visittype", params={"startIndex": start, "limit": 5})
+            assert response.status_code == 200, response.text
+            assert response.json()["results"] == []
+
+
 def test_form_drops_form_fields_and_resources(node: NodeHandle) -> None:
     body = {
         "uuid": "form-1",

@@ -150,6 +150,24 @@ def test_bad_bodies_are_400(central: NodeHandle) -> None:
         assert bad_time.status_code == 400
 
 
+def test_out_of_range_times_and_overlong_fields_are_400(central: NodeHandle) -> None:
+    """Values no column can hold: before, 500 (a time zone pushing year 1 or 9999 out of
+    Python's range on both databases; a field longer than its column on PostgreSQL, while
+    SQLite stored it)."""
+    with central.client() as client:
+        for body, words in (
+            ({"timestamp": "0001-01-01T00:00:00+14:00"}, "timestamp"),
+            ({"timestamp": "9999-12-31T23:59:59-14:00"}, "timestamp"),
+            ({"uuid": "u" * 39}, "uuid"),
+            ({"action": "a" * 33}, "action"),
+            ({"usedResourceUrl": "http://x/" + "p" * 1024}, "usedResourceUrl"),
+        ):
+            response = client.post(URL, json={"success": True, **body})
+            assert response.status_code == 400, (body, response.text)
+            assert words in response.json()["error"]["message"]
+        assert client.get(URL, params=ALL).json()["itemsCount"] == 0
+
+
 def test_permissions(central: NodeHandle, reference_dir: Path) -> None:
     sample = _sample(reference_dir)
     viewer = _add_user(central, "watcher", "viewer")

@@ -24,8 +24,8 @@ from urllib.parse import parse_qsl
 import orjson
 from sqlalchemy import Connection
 
-from fhirsync.categories import FHIR_BASE
-from fhirsync.errors import FhirsyncError, Forbidden, InvalidResource, RecordError
+from fhirsync.categories import FHIR_BASE, is_valid_id
+from fhirsync.errors import FhirsyncError, Forbidden, InvalidResource, RecordError, RequestError
 from fhirsync.records import Record, RecordWrite
 from fhirsync.runtime import bulk_settings
 from fhirsync.service import fhir
@@ -110,7 +110,7 @@ def _parse_entry(index: int, raw: Any, ctx: BundleContext) -> _Entry:
     if not isinstance(request, Mapping):
         raise InvalidResource("The entry has no request", element=f"{where}.request")
     method = request.get("method")
-    if method not in _ORDER:
+    if not isinstance(method, str) or method not in _ORDER:
         raise InvalidResource(
             f"request.method {method!r} is not supported (GET, POST, PUT, DELETE)",
             element=f"{where}.request.method",
@@ -125,15 +125,28 @@ def _parse_entry(index: int, raw: Any, ctx: BundleContext) -> _Entry:
     entry = _Entry(index, method, parts[0] if parts else "")
     entry.full_url = raw.get("fullUrl") if isinstance(raw.get("fullUrl"), str) else None
     _shape_url(entry, parts, query, f"{where}.request.url")
-    fhir.categories_of(entry.resource_type)
+    try:
+        fhir.categories_of(entry.resource_type)
+    except FhirsyncError as exc:
+        raise _in_entry(exc, entry) from None
     if method in ("POST", "PUT"):
         resource = raw.get("resource")
         if not isinstance(resource, Mapping):
             raise InvalidResource("The entry has no resource", element=f"{where}.resource")
         entry.resource = resource
-    if_match = request.get("ifMatch")
-    entry.if_match = fhir.parse_if_match(if_match if isinstance(if_match, str) else None)
+    entry.if_match = _if_match(request.get("ifMatch"), f"{where}.request.ifMatch")
     return entry
+
+
+def _if_match(value: Any, element: str) -> int | None:
+    """The version ``request.ifMatch`` names. One that cannot be read is an error, never ignored:
+    the write would go through without the precondition the client asked for."""
+    if value is not None and not isinstance(value, str):
+        raise InvalidResource('request.ifMatch must be a string such as W/"3"', element=element)
+    try:
+        return fhir.parse_if_match(value)
+    except RequestError as exc:
+        raise InvalidResource(exc.message, element=element) from None
 
 
 def _relative(url: str) -> str:
@@ -154,7 +167,8 @@ def _shape_url(entry: _Entry, parts: list[str], query: str, element: str) -> Non
         return
     if method in ("GET", "PUT", "DELETE") and len(parts) == 2:
         entry.resource_id = parts[1]
-        fhir.check_id(entry.resource_type, parts[1])
+        if not is_valid_id(parts[1]):
+            raise InvalidResource(f"{parts[1]!r} is not a valid id", element=element)
         return
     raise InvalidResource(f"request.url does not fit a {method}", element=element)
 
@@ -203,6 +217,7 @@ def _error_entry(exc: FhirsyncError, status: int) -> dict[str, Any]:
 
 def _transaction(raw_entries: list[Any], ctx: BundleContext) -> list[dict[str, Any]]:
     entries = [_parse_entry(i, raw, ctx) for i, raw in enumerate(raw_entries)]
+    _check_full_urls(entries)
     new_ids = _assign_ids(entries)
     refs = _references(entries, new_ids)
     seen: set[tuple[str, str]] = set()
@@ -225,6 +240,20 @@ def _transaction(raw_entries: list[Any], ctx: BundleContext) -> list[dict[str, A
             if entry.method == "GET":
                 _get(conn, entry, ctx)
     return [e.response for e in entries]
+
+
+def _check_full_urls(entries: list[_Entry]) -> None:
+    """InvalidResource when two entries share a fullUrl: a reference to it would be ambiguous."""
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.full_url is None:
+            continue
+        if entry.full_url in seen:
+            raise InvalidResource(
+                f"{entry.where}: fullUrl {entry.full_url!r} appears twice in the transaction",
+                element=f"{entry.where}.fullUrl",
+            )
+        seen.add(entry.full_url)
 
 
 def _assign_ids(entries: list[_Entry]) -> dict[int, str]:

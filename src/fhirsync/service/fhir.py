@@ -8,7 +8,7 @@ as stored: they already carry ``id``, ``meta.versionId`` and ``meta.lastUpdated`
 from __future__ import annotations
 
 import uuid as uuid_lib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +33,10 @@ from fhirsync.store.records import WriteResult, fhir_instant, utcnow
 
 FHIR_JSON = "application/fhir+json"
 DEFAULT_COUNT = 100
+_MAX_ROW_ID = 2**63 - 1
+MAX_SEARCH_IDS = 10_000
+"""Most ids one ``_id`` search takes: each is a query parameter, and PostgreSQL takes at most
+65,535 (a batch fetch sends ``fetch_batch_size``, at most 1,000)."""
 _SEARCH_PARAMS = frozenset({"_id", "_lastUpdated", "_count", "_cursor", "_format"})
 _JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json"})
 
@@ -105,7 +109,7 @@ def parse_if_match(header: str | None) -> int | None:
         return None
     value = header.strip()
     value = value.removeprefix("W/").strip('"')
-    if not value.isdigit():
+    if not _is_number(value):
         raise RequestError(f'If-Match {header!r} is not a version tag like W/"3"')
     return int(value)
 
@@ -305,6 +309,11 @@ def parse_search(params: Sequence[tuple[str, str]], max_count: int) -> SearchQue
             )
         if name == "_id":
             wanted = {v.strip() for v in value.split(",") if v.strip()}
+            if len(wanted) > MAX_SEARCH_IDS:
+                raise InvalidResource(
+                    f"_id names {len(wanted)} ids; a search takes at most {MAX_SEARCH_IDS}",
+                    element="_id",
+                )
             for one in wanted:
                 if not categories.is_valid_id(one):
                     raise InvalidResource(f"_id {one!r} is not a valid id", element="_id")
@@ -316,7 +325,9 @@ def parse_search(params: Sequence[tuple[str, str]], max_count: int) -> SearchQue
         elif name == "_count":
             count = min(_non_negative(name, value), max_count)
         elif name == "_cursor":
-            cursor = _non_negative(name, value)
+            # No row id is larger (SQLite's and PostgreSQL's BIGINT), and SQLite refuses a larger
+            # number: past it there is nothing to find.
+            cursor = min(_non_negative(name, value), _MAX_ROW_ID)
         elif value not in _JSON_FORMATS:
             raise InvalidResource(f"_format {value!r} is not supported (JSON only)", element=name)
     if count is None:
@@ -387,13 +398,20 @@ def _with_query(url: str, params: Sequence[tuple[str, str]]) -> str:
     return f"{url}?{urlencode(list(params))}" if params else url
 
 
+def _is_number(text: str) -> bool:
+    # str.isdigit() alone also accepts digits such as "²" that int() refuses.
+    return text.isascii() and text.isdigit()
+
+
 def _non_negative(name: str, value: str) -> int:
-    if not value.isdigit():
+    if not _is_number(value):
         raise InvalidResource(f"{name} must be a non-negative integer, not {value!r}", element=name)
     return int(value)
 
 
 _PREFIXES = ("ge", "gt", "le", "lt", "eq", "sa", "eb")
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 def _date_bounds(value: str) -> tuple[datetime | None, datetime | None]:
@@ -418,23 +436,36 @@ def _date_bounds(value: str) -> tuple[datetime | None, datetime | None]:
 def _date_range(text: str) -> tuple[datetime, datetime]:
     """The instant ``text`` starts at and the one after its precision ends (2020-05 → June 1)."""
     try:
-        if len(text) == 4 and text.isdigit():
-            start = datetime(int(text), 1, 1, tzinfo=UTC)
-            return start, start.replace(year=start.year + 1)
-        if len(text) == 7:
-            start = datetime.strptime(text, "%Y-%m").replace(tzinfo=UTC)
-            nxt = (start + timedelta(days=32)).replace(day=1)
-            return start, nxt
-        if len(text) == 10:
-            start = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
-            return start, start + timedelta(days=1)
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment, step = _date_and_step(text)
     except ValueError as exc:
         raise InvalidResource(
             f"_lastUpdated {text!r} is not a FHIR date or dateTime", element="_lastUpdated"
         ) from exc
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
+    # FHIR names instants from year 1 to 9999; Python holds the same range in UTC only, so the
+    # first and last of them (in a time zone, or with what follows their precision) are clamped.
+    try:
+        start = moment.astimezone(UTC)
+    except OverflowError:
+        start = _EARLIEST if moment.year == 1 else _LATEST
+    try:
+        end = step(start)
+    except (OverflowError, ValueError):
+        end = _LATEST
+    return start, end
+
+
+def _date_and_step(text: str) -> tuple[datetime, Callable[[datetime], datetime]]:
+    """The moment ``text`` names and how to get from it to the end of its precision."""
+    if len(text) == 4 and text.isascii() and text.isdigit():
+        return datetime(int(text), 1, 1), lambda start: start.replace(year=start.year + 1)
+    if len(text) == 7:
+        month = datetime.strptime(text, "%Y-%m")
+        return month, lambda start: (start + timedelta(days=32)).replace(day=1)
+    if len(text) == 10:
+        return datetime.strptime(text, "%Y-%m-%d"), lambda start: start + timedelta(days=1)
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     clock = text.partition("T")[2][:8]
     if "." in text:
         step = timedelta(milliseconds=1)
@@ -442,7 +473,7 @@ def _date_range(text: str) -> tuple[datetime, datetime]:
         step = timedelta(minutes=1)
     else:
         step = timedelta(seconds=1)
-    return moment.astimezone(UTC), moment.astimezone(UTC) + step
+    return moment, lambda start: start + step
 
 
 # --- capability statement -------------------------------------------------------------------------

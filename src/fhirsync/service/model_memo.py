@@ -97,6 +97,11 @@ def build(model: type[Any], data: Mapping[str, Any]) -> Any:
         # Model validators of fhir.resources occasionally raise plain errors on odd input.
         failure = ModelFailure({"type": "value_error", "msg": str(exc)}, (), 1)
         raise failure from exc
+    except KeyError as exc:
+        # fhir_core looks up the type of a resource nested in an element (a contained Bundle's
+        # entry.resource) in a table; a type missing there is a KeyError.
+        message = f"A nested resource names no FHIR R4 resource type ({exc.args[0]!r})"
+        raise ModelFailure({"type": "value_error", "msg": message}, (), 1) from exc
 
 
 def _cached(model: type[Any], data: dict[str, Any], where: tuple[Any, ...]) -> Any:

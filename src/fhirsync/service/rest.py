@@ -53,6 +53,8 @@ __all__ = [
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
+# SQLite refuses a larger OFFSET (PostgreSQL's is a BIGINT too); no table holds that many rows.
+_MAX_OFFSET = 2**63 - 1
 
 
 def _current(conn: Connection, category: Category, uuid: str) -> Record | None:
@@ -106,7 +108,7 @@ def list_page(
         select(records_table.c.uuid)
         .where(records_table.c.category == category.name, records_table.c.state.in_(states))
         .order_by(records_table.c.id)
-        .offset(start_index)
+        .offset(min(start_index, _MAX_OFFSET))
         .limit(limit + 1)
     )
     with db.read() as conn:

@@ -64,6 +64,7 @@ def validate_structure(model: type[Resource], resource: Mapping[str, Any]) -> Ma
     """Validate with the model, wrapping lone objects in lists (lenient parsing) and retrying."""
     if fast_accepts(model, resource):
         return resource
+    _check_contained(resource, resource["resourceType"])
     current = resource
     for _ in range(_MAX_REPAIRS):
         try:
@@ -82,6 +83,30 @@ def validate_structure(model: type[Resource], resource: Mapping[str, Any]) -> Ma
     raise InvalidResource(
         "Too many single values where lists are expected", element=resource["resourceType"]
     )
+
+
+def _check_contained(resource: Mapping[str, Any], where: str) -> None:
+    """InvalidResource unless every contained resource names a FHIR R4 resource type.
+
+    The model cannot say it: it validates a contained object without ``resourceType`` as the bare
+    ``Resource`` (so it would be stored), and an unknown type fails with a KeyError. A lone object
+    stands for a list of one, as the lenient repair will store it.
+    """
+    contained = resource.get("contained")
+    items = [contained] if isinstance(contained, Mapping) else contained
+    if not isinstance(items, list):
+        return  # the model words what is wrong
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            continue
+        here = f"{where}.contained[{index}]"
+        kind = item.get("resourceType")
+        if not isinstance(kind, str) or _model_class(kind) is None:
+            raise InvalidResource(
+                f"A contained resource needs the resourceType of a FHIR R4 resource, not {kind!r}",
+                element=f"{here}.resourceType",
+            )
+        _check_contained(item, here)
 
 
 def _wrap_in_list(resource: Mapping[str, Any], loc: Sequence[Any]) -> Mapping[str, Any] | None:

@@ -255,6 +255,42 @@ def test_resource_type_checks() -> None:
         validate_resource([_patient()])  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("contained", "element"),
+    [
+        ([{"resourceType": "Spaceship"}], "Patient.contained[0].resourceType"),
+        ([{"id": "no-type"}], "Patient.contained[0].resourceType"),
+        ([{"resourceType": 5}], "Patient.contained[0].resourceType"),
+        ([{"resourceType": ["Organization"]}], "Patient.contained[0].resourceType"),
+        ({"resourceType": "Spaceship"}, "Patient.contained[0].resourceType"),  # a lone object
+        (
+            [{"resourceType": "Organization", "name": "x"}, {"resourceType": "HumanName"}],
+            "Patient.contained[1].resourceType",
+        ),
+        (
+            [{"resourceType": "Organization", "contained": [{"resourceType": "Spaceship"}]}],
+            "Patient.contained[0].contained[0].resourceType",
+        ),
+    ],
+)
+def test_contained_resources_need_a_resource_type(contained: Any, element: str) -> None:
+    """fhir.resources takes a contained object without resourceType for a bare Resource (and
+    stores it), and fails with a KeyError on a type it does not know."""
+    message = _rejects({**_patient(), "contained": contained}, element)
+    assert "resourceType" in message
+
+
+def test_a_resource_nested_in_a_contained_one_needs_a_known_type() -> None:
+    nested = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {}}]}
+    nested["entry"][0]["resource"] = {"resourceType": "Spaceship"}
+    assert "Spaceship" in _rejects({**_patient(), "contained": [nested]}, "Patient")
+
+
+def test_a_contained_resource_of_a_known_type_is_accepted() -> None:
+    patient = {**_patient(), "contained": [{"resourceType": "Organization", "id": "o"}]}
+    assert normalize_resource(patient) is patient
+
+
 def test_memoised_validation_matches_plain_fhir_resources(reference_dir: Path) -> None:
     """Every one-element mutation is accepted or rejected exactly as fhir.resources does, at the
     same location, whether the cache is cold or warm."""

@@ -21,6 +21,7 @@ from fhirsync.server.auth import require_role
 from fhirsync.server.deps import CurrentUser, NodeContext, NodeDep
 from fhirsync.store import audit_query
 from fhirsync.store.audit_query import AuditFilter, AuditMessage
+from fhirsync.store.tables import audit as audit_table
 from fhirsync.store.users import User
 
 router = APIRouter(prefix="/ws/rest/sync2/messages", tags=["sync2"])
@@ -76,14 +77,20 @@ def _parse_time(value: Any) -> datetime:
             return audit_query.naive_utc(datetime.fromisoformat(value))
         except ValueError as exc:
             raise RequestError(f"timestamp: {value!r} is not 'yyyy-MM-dd HH:mm:ss'") from exc
+        except OverflowError as exc:  # its time zone moves it before year 1 or after 9999
+            raise RequestError(f"timestamp: {value!r} is out of range") from exc
 
 
-def _optional_text(data: dict[str, Any], key: str) -> str | None:
+def _optional_text(data: dict[str, Any], key: str, name: str) -> str | None:
     value = data.get(key)
     if value is None:
         return None
     if not isinstance(value, str):
         raise RequestError(f"{key}: expected a string")
+    # PostgreSQL refuses a value longer than its column (SQLite would store it): say so.
+    limit = getattr(audit_table.c[name].type, "length", None)
+    if limit is not None and len(value) > limit:
+        raise RequestError(f"{key}: at most {limit} characters")
     return value
 
 
@@ -105,7 +112,7 @@ def from_json(body: bytes) -> AuditMessage:
         raise RequestError("success and voided must be true or false")
     timestamp = data.get("timestamp")
     values: dict[str, Any] = {
-        name: _optional_text(data, key)
+        name: _optional_text(data, key, name)
         for key, name in _JSON_FIELDS
         if key not in ("id", "success", "timestamp", "voided")
     }
