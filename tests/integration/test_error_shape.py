@@ -77,6 +77,8 @@ def test_admin_pages_answer_html(node: NodeHandle) -> None:
 
 def test_only_health_is_open(node: NodeHandle) -> None:
     assert httpx.get(f"{node.base_url}/health").status_code == 200
+    probed = httpx.head(f"{node.base_url}/health")  # as uptime monitors probe
+    assert (probed.status_code, probed.content) == (200, b"")
 
 
 @pytest.mark.postgres  # PostgreSQL cannot compare text with a NUL: it was a 500 there

@@ -238,7 +238,7 @@ def retry(
             try:
                 outcome = (
                     manual.retry_failure(config, db, int(target.lstrip("#")))
-                    if target.lstrip("#").isdigit()
+                    if target.lstrip("#").isascii() and target.lstrip("#").isdigit()
                     else manual.retry_message(config, db, target)
                 )
             except manual.Unavailable as exc:

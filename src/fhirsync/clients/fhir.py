@@ -286,7 +286,7 @@ def _entry_status(answer: Any) -> tuple[int, str]:
     if not isinstance(response, dict):
         return 0, ""
     code = str(response.get("status", "")).split(" ", 1)[0]
-    status = int(code) if code.isdigit() else 0
+    status = int(code) if code.isascii() and code.isdigit() else 0  # "²" is a digit to isdigit
     return status, outcome_message(response.get("outcome"))
 
 

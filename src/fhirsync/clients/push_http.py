@@ -365,7 +365,7 @@ def _entry_status(answer: Mapping[str, Any]) -> tuple[int, str]:
     response = answer.get("response") or {}
     line = str(response.get("status", "0"))
     code = line.split(" ", 1)[0]
-    status = int(code) if code.isdigit() else 0
+    status = int(code) if code.isascii() and code.isdigit() else 0  # "²" is a digit to isdigit
     outcome = response.get("outcome") or {}
     issues = outcome.get("issue") or [{}]
     first = issues[0] if isinstance(issues, list) and issues else {}

@@ -241,4 +241,5 @@ def _page_of(url: str | None) -> int | None:
     if not url:
         return None
     last = url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-    return int(last) if last.isdigit() else None
+    # isascii: isdigit() also accepts "²", which int() refuses (a hostile or broken feed).
+    return int(last) if last.isascii() and last.isdigit() else None

@@ -48,3 +48,12 @@ def test_a_voided_record_is_a_delete_whatever_its_body() -> None:
     assert orjson.loads(_entry_bytes("Patient", change)) == {
         "request": {"method": "DELETE", "url": "Patient/p-1"}
     }
+
+
+@pytest.mark.parametrize("status", ["²00", "2⁰⁰ OK", ""])
+def test_an_entry_status_that_is_no_ascii_number_is_no_answer(status: str) -> None:
+    from fhirsync.clients import fhir, push_http
+
+    # A broken or hostile remote: "²" passes str.isdigit() but not int().
+    assert push_http._entry_status({"response": {"status": status}})[0] == 0
+    assert fhir._entry_status({"response": {"status": status}})[0] == 0

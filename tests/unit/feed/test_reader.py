@@ -160,3 +160,20 @@ def test_java_feed_read_completely_in_order(cdata: bool) -> None:
     name_cat = categories.get("person_name")
     assert extract_uuid(name_cat, name_entry.links) == events[-1].uuid
     assert owner_ref(name_cat, name_entry.links) == (categories.get("person"), person)
+
+
+@pytest.mark.parametrize(
+    ("url", "page"),
+    [
+        ("http://p/ws/atomfeed/patient/12", 12),
+        ("http://p/ws/atomfeed/patient/²", None),
+        (None, None),
+    ],
+)
+def test_a_page_link_that_ends_in_no_ascii_number_has_no_page(
+    url: str | None, page: int | None
+) -> None:
+    from fhirsync.feed.reader import _page_of
+
+    # "²" passes str.isdigit() but not int(): it was a ValueError outside the error hierarchy.
+    assert _page_of(url) == page

@@ -42,7 +42,8 @@ def _scheduler(node: NodeContext, operation: str, state: runs.RunState) -> dict[
     }
 
 
-@router.get("/health")
+# HEAD too: uptime monitors and load balancers often probe with it (405 before).
+@router.api_route("/health", methods=["GET", "HEAD"])
 def health(node: NodeDep) -> JSONResponse:
     """Database reachability, the node's identity and its schedulers; 503 when the database is
     down. A scheduler backing off (the parent is unreachable) makes the status "degraded" but is
