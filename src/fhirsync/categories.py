@@ -135,7 +135,7 @@ ACTIONS: tuple[str, ...] = (
     "UNRETIRED",
     "DELETED",
 )
-_UUIDISH = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_UUIDISH = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # fullmatch: "$" also matches before a final "\n"
 
 
 def all_categories() -> Iterable[Category]:
@@ -193,4 +193,4 @@ def for_fhir_resource(resource: Mapping[str, Any]) -> Category:
 
 def is_valid_id(value: str) -> bool:
     """True when ``value`` is a legal FHIR id (the ids we share across nodes are uuids)."""
-    return bool(_UUIDISH.match(value))
+    return _UUIDISH.fullmatch(value) is not None

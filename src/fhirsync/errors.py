@@ -32,13 +32,21 @@ No HTTP status lives here; ``server/error_responses.py`` is the only mapping to 
 from __future__ import annotations
 
 
+def _readable(text: str) -> str:
+    # Error texts quote what came from outside (a parent's message, an element name of its
+    # body) and end in audit rows, failure rows and run states: PostgreSQL text cannot hold a
+    # NUL character (the whole commit would fail), and nobody can read one.
+    return text.replace("\x00", "\\x00")
+
+
 class FhirsyncError(Exception):
-    """Base of every error fhirsync raises on purpose."""
+    """Base of every error fhirsync raises on purpose (its texts never hold a NUL character)."""
 
     def __init__(self, message: str, *, detail: str | None = None) -> None:
+        message = _readable(message)
         super().__init__(message)
         self.message = message
-        self.detail = detail
+        self.detail = None if detail is None else _readable(detail)
 
     def __str__(self) -> str:
         return self.message
@@ -81,7 +89,7 @@ class RecordError(FhirsyncError):
         super().__init__(message, detail=detail)
         self.category = category
         self.uuid = uuid
-        self.element = element
+        self.element = None if element is None else _readable(element)
 
     def summary(self, *, with_detail: bool = False) -> str:
         """``Class: message at element`` for audit and failure rows (never a record body);

@@ -13,6 +13,8 @@ import orjson
 RecordState = Literal["active", "voided", "retired", "deleted"]
 Action = Literal["CREATED", "UPDATED", "VOIDED", "UNVOIDED", "RETIRED", "UNRETIRED", "DELETED"]
 ENTRY_ID_PREFIX = "tag:atomfeed.ict4h.org:"
+ORIGIN_MAX = 255
+"""The longest origin a node stores (an instance id, or a Java parent's URL): ``records.origin``."""
 
 
 @dataclass(frozen=True, slots=True)

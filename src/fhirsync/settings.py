@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fhirsync.errors import ConfigurationError
+from fhirsync.records import ORIGIN_MAX
 
 SYNC2_FILE = "sync2.json"
 SETTINGS_FILE = "fhirsync.json"
@@ -369,6 +370,19 @@ def parse_sync2(data: Any, source: str = SYNC2_FILE) -> Sync2Config:
                 f"{source}: field 'general.parentFeedLocation': the parent's URL must start "
                 f"with http:// or https:// and name a host (got {redacted_url(parent)!r})",
                 field="general.parentFeedLocation",
+                source=source,
+            )
+    # Both become the origin of records (a Java parent's feed names none: its URL does), kept
+    # in ORIGIN_MAX characters: PostgreSQL refused every such write, SQLite stored it.
+    for field, value in (
+        ("general.parentFeedLocation", parent),
+        ("general.localInstanceId", config.general.local_instance_id or ""),
+    ):
+        if len(value) > ORIGIN_MAX or "\x00" in value:
+            raise ConfigurationError(
+                f"{source}: field {field!r}: at most {ORIGIN_MAX} characters, without NUL "
+                f"(got {len(value)} characters)",
+                field=field,
                 source=source,
             )
     return config

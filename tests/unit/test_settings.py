@@ -62,6 +62,22 @@ def test_a_parent_url_that_is_no_http_url_is_refused(url: str) -> None:
     assert info.value.field == "general.parentFeedLocation"
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("localInstanceId", "i" * 256),
+        ("localInstanceId", "clinic\u0000a"),
+        ("parentFeedLocation", "http://parent/" + "p" * 250),
+    ],
+)
+def test_an_origin_the_store_cannot_keep_is_refused(field: str, value: str) -> None:
+    # Local writes (the instance id) and records pulled from a Java parent (its URL) carry it as
+    # their origin: PostgreSQL answered every such write with a 500.
+    with pytest.raises(ConfigurationError, match="at most 255 characters") as info:
+        parse_sync2({"general": {field: value}})
+    assert info.value.field == f"general.{field}"
+
+
 def test_a_parent_url_password_is_not_repeated_in_the_error() -> None:
     with pytest.raises(ConfigurationError) as info:
         parse_sync2({"general": {"parentFeedLocation": "htp://admin:s3cret@parent"}})

@@ -27,7 +27,7 @@ from typing import Any, cast
 import httpx
 import orjson
 
-from fhirsync.categories import FHIR_BASE, ORIGIN_HEADER, REST_BASE, Category
+from fhirsync.categories import FHIR_BASE, ORIGIN_HEADER, REST_BASE, Category, is_valid_id
 from fhirsync.clients.base import OutgoingChange, SendResult
 from fhirsync.clients.http import make_http_client, translated
 from fhirsync.clients.rest import if_match
@@ -341,13 +341,19 @@ def _bundle_entry(fhir_type: str, change: OutgoingChange) -> dict[str, Any]:
 
 
 def _versions(changes: Sequence[OutgoingChange], answers: list[Any]) -> dict[str, str]:
-    """uuid → the parent's versionId from each answered entry's ETag (``W/"5"``)."""
+    """uuid → the parent's versionId from each answered entry's ETag (``W/"5"``).
+
+    A tag that is no FHIR id (at most 64 characters) is left out, as if none came: it is kept
+    as the base version of the next push, where PostgreSQL refused a longer one (the whole push
+    page failed to commit, and was sent again at every run).
+    """
     out: dict[str, str] = {}
     for change, answer in zip(changes, answers, strict=False):
         response = answer.get("response") if isinstance(answer, Mapping) else None
         tag = response.get("etag") if isinstance(response, Mapping) else None
-        if isinstance(tag, str) and tag:
-            out[change.uuid] = tag.removeprefix("W/").strip('"')
+        version = tag.removeprefix("W/").strip('"') if isinstance(tag, str) else ""
+        if is_valid_id(version):
+            out[change.uuid] = version
     return out
 
 

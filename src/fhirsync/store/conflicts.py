@@ -146,10 +146,15 @@ def list_conflicts(
 
 
 def get(conn: Connection, uuid: str) -> Conflict | None:
-    """One conflict by its uuid (or by a unique prefix of at least 8 characters)."""
-    row = conn.execute(select(conflicts).where(conflicts.c.uuid == uuid)).first()
-    if row is None and len(uuid) >= 8:
-        rows = conn.execute(select(conflicts).where(conflicts.c.uuid.like(f"{uuid}%"))).all()
+    """One conflict by its uuid (or by a unique prefix of at least 8 characters), in any case."""
+    # Conflict uuids are lower-case. SQLite's LIKE ignores case and PostgreSQL's does not, so a
+    # prefix typed in upper case was found on one only; and "_" or "%" in it matched any
+    # character, so "________" named the only open conflict (and resolved it).
+    wanted = uuid.lower()
+    row = conn.execute(select(conflicts).where(conflicts.c.uuid == wanted)).first()
+    if row is None and len(wanted) >= 8:
+        prefixed = conflicts.c.uuid.startswith(wanted, autoescape=True)
+        rows = conn.execute(select(conflicts).where(prefixed).limit(2)).all()
         row = rows[0] if len(rows) == 1 else None
     return _to_conflict(row) if row is not None else None
 

@@ -141,7 +141,7 @@ def migrate(url: str) -> None:
         ) from exc
 
 
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 """The newest migration (a unit test checks it against the migration scripts)."""
 
 

@@ -17,6 +17,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from fhirsync.records import ORIGIN_MAX
+
 metadata = MetaData()
 
 records = Table(
@@ -30,8 +32,8 @@ records = Table(
     Column("content_hash", String(64), nullable=False),
     Column("last_updated", DateTime, nullable=False),
     Column("state", String(16), nullable=False),
-    Column("origin", String(255), nullable=False),
-    Column("via", String(255), nullable=True),
+    Column("origin", String(ORIGIN_MAX), nullable=False),
+    Column("via", String(ORIGIN_MAX), nullable=True),
     UniqueConstraint("category", "uuid", name="uq_records_category_uuid"),
 )
 Index("ix_records_uuid", records.c.uuid)
@@ -47,8 +49,8 @@ events = Table(
     Column("record_uuid", String(64), nullable=False),
     Column("action", String(16), nullable=False),
     Column("timestamp", DateTime, nullable=False),
-    Column("origin", String(255), nullable=False),
-    Column("via", String(255), nullable=True),
+    Column("origin", String(ORIGIN_MAX), nullable=False),
+    Column("via", String(ORIGIN_MAX), nullable=True),
     UniqueConstraint("category", "seq", name="uq_events_category_seq"),
 )
 
@@ -77,7 +79,8 @@ markers = Table(
     Column("feed_base", String(1024), nullable=False),
     Column("category", String(64), nullable=False),
     Column("filter_hash", String(64), nullable=False),
-    Column("last_entry_id", String(255), nullable=True),
+    # An entry id is the parent's, of any length (migration 0005).
+    Column("last_entry_id", Text, nullable=True),
     Column("last_page", Integer, nullable=True),
     Column("updated_at", DateTime, nullable=False),
 )
@@ -90,7 +93,7 @@ failures = Table(
     Column("marker_key", String(64), nullable=False),
     Column("category", String(64), nullable=False),
     Column("record_uuid", String(64), nullable=False),
-    Column("entry_id", String(255), nullable=False),
+    Column("entry_id", Text, nullable=False),
     Column("action", String(16), nullable=False),
     Column("links", Text, nullable=False),
     Column("error_class", String(64), nullable=False),

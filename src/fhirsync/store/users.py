@@ -26,6 +26,7 @@ ROLES: tuple[Role, ...] = ("admin", "viewer", "child")
 # accounts hashed under other parameters still verify, and a server stores a new hash for them on
 # their next successful login (:func:`upgrade_hash`).
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+_NAME_MAX = 255
 
 
 @functools.cache
@@ -75,8 +76,13 @@ def add(
             f"unknown role {role!r} (use admin, viewer or child)", field="role"
         )
     check_password(password)
+    # users.name is VARCHAR(255): PostgreSQL refused a longer one with a bare database error.
+    if not name or len(name) > _NAME_MAX:
+        raise ConfigurationError(f"a user name has 1 to {_NAME_MAX} characters", field="name")
     if role == "child":
         _check_child_instance(conn, instance_id, node_instance_id)
+    elif instance_id is not None:
+        _check_instance_format(instance_id)
     if conn.execute(select(users.c.id).where(users.c.name == name)).first() is not None:
         raise ConfigurationError(f"user {name!r} already exists", field="name")
     conn.execute(
@@ -115,12 +121,7 @@ def _check_child_instance(
 ) -> None:
     if not instance_id:
         raise ConfigurationError("a child account needs --instance-id", field="instance_id")
-    if not categories.is_valid_id(instance_id):
-        raise ConfigurationError(
-            f"instance id {instance_id!r} is not usable: letters, digits, '-' and '.' only, "
-            "at most 64 characters",
-            field="instance_id",
-        )
+    _check_instance_format(instance_id)
     if instance_id == node_instance_id:
         raise ConfigurationError(
             f"{instance_id!r} is this node's own instance id: a child needs its own",
@@ -132,6 +133,15 @@ def _check_child_instance(
     if owner is not None:
         raise ConfigurationError(
             f"instance id {instance_id!r} already belongs to the child account {owner.name!r}",
+            field="instance_id",
+        )
+
+
+def _check_instance_format(instance_id: str) -> None:
+    if not categories.is_valid_id(instance_id):
+        raise ConfigurationError(
+            f"instance id {instance_id[:80]!r} is not usable: letters, digits, '-' and '.' only, "
+            "at most 64 characters",
             field="instance_id",
         )
 

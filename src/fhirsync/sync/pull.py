@@ -18,9 +18,15 @@ from fhirsync import categories as cats
 from fhirsync.categories import Category
 from fhirsync.clients.base import RecordRef, SourceClient
 from fhirsync.clients.facade import ClientFacade
-from fhirsync.errors import DependencyMissing, RecordError
+from fhirsync.errors import (
+    DependencyMissing,
+    FhirsyncError,
+    InvalidResource,
+    RecordError,
+    UnknownResourceType,
+)
 from fhirsync.feed.reader import FeedReader
-from fhirsync.records import FeedEntry, MarkerKey, Record
+from fhirsync.records import ORIGIN_MAX, FeedEntry, MarkerKey, Record
 from fhirsync.settings import NodeConfig
 from fhirsync.store.audit import AuditEntry, AuditPolicy
 from fhirsync.store.engine import Database
@@ -35,6 +41,9 @@ from fhirsync.sync.pull_outcome import page_commit, warning
 from fhirsync.sync.reconcile import conflict_hook
 from fhirsync.sync.retry import RetryPolicy
 from fhirsync.sync.status import CategoryStopped, Listener, RunProgress
+
+_LINK_MAX = 512
+"""The longest entry link pulled (an audit row keeps the parent's URL and the link, in 1024)."""
 
 
 def marker_key(ctx: PullContext, category: str) -> MarkerKey:
@@ -239,14 +248,35 @@ def _plan(ctx: PullContext, entries: Sequence[FeedEntry], preferred: str | None)
 
     Reads nothing local: :func:`_add_open_failures` adds the changes' open failures."""
     items: list[tuple[Category, str, FeedEntry]] = []
-    unknown: list[FeedEntry] = []
+    unusable: list[tuple[FeedEntry, FhirsyncError]] = []
     for entry in entries:
         target = _target(ctx, entry)
         if target is None:
-            unknown.append(entry)
+            message = f"category {entry.category!r} cannot be applied here"
+            unusable.append((entry, UnknownResourceType(message)))
+        elif (error := _unusable(entry, target[1])) is not None:
+            unusable.append((entry, error))
         else:
             items.append((target[0], target[1], entry))
-    return Plan(apply.collapse(items), preferred, unknown=unknown)
+    return Plan(apply.collapse(items), preferred, unusable=unusable)
+
+
+def _unusable(entry: FeedEntry, uuid: str) -> InvalidResource | None:
+    """Why this node cannot hold the record of ``entry`` (None when it can).
+
+    A parent's feed may name anything. A record id, origin or link beyond what the store keeps
+    (``store.tables``; PostgreSQL refuses an oversized or NUL-holding value where SQLite stores
+    it) would fail the page's whole commit, and so stop the feed at this entry for good.
+    """
+    if not cats.is_valid_id(uuid):
+        why = f"its record id {uuid[:80]!r} is not usable (letters, digits, '-', '.'; 1-64)"
+    elif entry.origin is not None and len(entry.origin) > ORIGIN_MAX:
+        why = f"its origin is longer than {ORIGIN_MAX} characters"
+    elif any(len(link) > _LINK_MAX for link in entry.links.values()):
+        why = f"a link is longer than {_LINK_MAX} characters"
+    else:
+        return None
+    return InvalidResource(f"entry {entry.entry_id}: {why}")
 
 
 def _add_open_failures(ctx: PullContext, plan: Plan) -> None:

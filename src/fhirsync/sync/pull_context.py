@@ -10,6 +10,7 @@ from typing import Protocol
 
 from fhirsync.categories import Category
 from fhirsync.clients.base import LocalSide, SourceClient
+from fhirsync.errors import FhirsyncError
 from fhirsync.records import FeedEntry
 from fhirsync.store.failures import Failure
 from fhirsync.sync.apply import Change
@@ -95,4 +96,6 @@ class Plan:
     changes: list[Change]
     preferred: str | None
     failures: dict[tuple[str, str], Failure] = field(default_factory=dict)
-    unknown: list[FeedEntry] = field(default_factory=list)
+    unusable: list[tuple[FeedEntry, FhirsyncError]] = field(default_factory=list)
+    """Entries that name no record this node can hold, and why: audited as failed, never
+    fetched or retried (their links stay what they are)."""

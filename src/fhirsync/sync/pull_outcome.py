@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from fhirsync.errors import DependencyMissing, RecordError, UnknownResourceType
+from fhirsync.errors import DependencyMissing, RecordError
 from fhirsync.records import FeedEntry, RecordWrite
 from fhirsync.store.audit import AuditEntry, new_uuid
 from fhirsync.store.failures import Failure, FailureNote
@@ -15,6 +15,8 @@ from fhirsync.sync.apply import Change, Outcome, Skip, Write
 from fhirsync.sync.pull_context import OPERATION, Plan, PullContext, Totals
 from fhirsync.sync.retry import Decision
 from fhirsync.sync.status import RecordFailed
+
+_NAME_MAX = 255  # audit.resource_name
 
 
 def page_commit(
@@ -69,9 +71,10 @@ def page_commit(
                 )
             )
             totals.failed += 1
-    for unknown in plan.unknown:
-        error = UnknownResourceType(f"category {unknown.category!r} cannot be applied here")
-        audit.append(_audit_unknown(ctx, unknown, error))
+    for skipped, why in plan.unusable:
+        audit.append(_audit_unusable(ctx, skipped, why))
+        if isinstance(why, RecordError):  # a record this node misses; not a category it skips
+            totals.failed += 1
     return PageCommit(OPERATION, writes, write_audit, audit, notes, resolved, marker)
 
 
@@ -154,10 +157,11 @@ def _audit(
     )
 
 
-def _audit_unknown(ctx: PullContext, entry: FeedEntry, error: Exception) -> AuditEntry:
+def _audit_unusable(ctx: PullContext, entry: FeedEntry, error: Exception) -> AuditEntry:
     return AuditEntry(
         success=False,
-        resource_name=entry.category,
+        # The category term is the parent's (any length); the details name it in full.
+        resource_name=entry.category[:_NAME_MAX],
         record_uuid=None,
         action=entry.action,
         operation="PULL",

@@ -9,8 +9,9 @@ from sqlalchemy import func, select
 
 from fhirsync import categories
 from fhirsync.records import MarkerKey, RecordWrite
-from fhirsync.store import failures, locks, markers, runs
+from fhirsync.store import conflicts, failures, locks, markers, runs
 from fhirsync.store.audit import AuditEntry, AuditPolicy
+from fhirsync.store.conflicts import ConflictNote
 from fhirsync.store.engine import Database, open_database
 from fhirsync.store.failures import FailureNote
 from fhirsync.store.local import MarkerMove, PageCommit, StoreLocalSide
@@ -184,3 +185,23 @@ def test_run_state_round_trip(db: Database) -> None:
         state = runs.get(conn, "pull")
     assert (state.outcome, state.applied, state.backoff_seconds) == ("ok", 3, 2.0)
     assert state.started_at == NOW
+
+
+def _conflict_note(record_uuid: str) -> ConflictNote:
+    body = b'{"resourceType":"Patient"}'
+    return ConflictNote(
+        "patient", record_uuid, "pull", None, None, body, "active", body, "active", None, ["x"]
+    )
+
+
+def test_a_conflict_is_found_by_its_prefix_in_any_case_and_never_by_a_pattern(
+    db: Database,
+) -> None:
+    with db.write() as conn:
+        (uuid,) = conflicts.record_many(conn, [_conflict_note("r-1")], now=NOW)
+    with db.read() as conn:
+        assert conflicts.get(conn, uuid.upper()) is not None
+        assert conflicts.get(conn, uuid[:8].upper()) is not None
+        # LIKE wildcards are characters here, not patterns: they name no conflict.
+        for pattern in ("________", "%%%%%%%%", uuid[:7] + "%", uuid[:7] + "_"):
+            assert conflicts.get(conn, pattern) is None, pattern

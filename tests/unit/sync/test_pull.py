@@ -348,3 +348,18 @@ def test_progress_counts_each_category_on_its_own(db: Database) -> None:
     assert (last["patient"].done, last["patient"].applied) == (3, 3)
     assert (last["encounter"].done, last["encounter"].applied) == (1, 1)
     assert (run.read, run.applied) == (4, 4)
+
+
+@pytest.mark.postgres
+def test_an_origin_beyond_the_store_is_reported_and_the_page_applies(db: Database) -> None:
+    parent, events = FakeParent(), []
+    for n in range(1, 4):
+        parent.bodies[uid(n)] = patient(n)
+    parent.event("patient", 1, "CREATED")
+    parent.event("patient", 2, "CREATED", origin="o" * 256)  # PostgreSQL refused the page
+    parent.event("patient", 3, "CREATED")
+    ctx = make_ctx(db, parent, events)
+    totals = pull_category(ctx, "patient", None)
+    assert (totals.read, totals.applied, totals.failed) == (3, 2, 1)
+    assert set(held(db, "patient")) == {uid(1), uid(3)}
+    assert ctx.local.marker(marker_key(ctx, "patient")).last_entry_id == "tag:3"
