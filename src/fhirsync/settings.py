@@ -14,10 +14,18 @@ import ipaddress
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fhirsync.errors import ConfigurationError
@@ -29,6 +37,20 @@ RECOVERY_FILE = "recover-own-changes"
 """Written by ``fhirsync backup`` into the copy: the first complete pull of a node restored from
 it also applies changes that began on the node (they reached the parent after the backup), then
 deletes the file."""
+
+
+def _json_bool(value: object) -> object:
+    """A ``sync2.json`` flag as OpenMRS's Jackson reads it: ``true``/``false``, or those words as
+    strings. pydantic alone would also take "yes", "on", "1" or 0, which OpenMRS refuses, so a
+    typo would silently switch a class on or off."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+_JsonBool = Annotated[bool, BeforeValidator(_json_bool)]
 
 
 class _Strict(BaseModel):
@@ -51,8 +73,8 @@ class GeneralConfig(_Strict):
     parent_feed_location: str | None = Field(None, alias="parentFeedLocation")
     local_feed_location: str | None = Field(None, alias="localFeedLocation")
     local_instance_id: str | None = Field(None, alias="localInstanceId")
-    persist_success_audit: bool = Field(False, alias="persistSuccessAudit")
-    persist_failure_audit: bool = Field(False, alias="persistFailureAudit")
+    persist_success_audit: _JsonBool = Field(False, alias="persistSuccessAudit")
+    persist_failure_audit: _JsonBool = Field(False, alias="persistFailureAudit")
     clients: dict[str, ClientOverride] = Field(default_factory=dict)
 
 
@@ -62,14 +84,14 @@ class ClassConfig(_Strict):
     class_title: str | None = Field(None, alias="classTitle")
     category: str
     open_mrs_class: str | None = Field(None, alias="openMrsClass")
-    enabled: bool = False
+    enabled: _JsonBool = False
     preferred_client: str | None = Field(None, alias="preferredClient")
 
 
 class SyncMethodConfig(_Strict):
     """The ``push`` or ``pull`` section."""
 
-    enabled: bool = False
+    enabled: _JsonBool = False
     schedule: int | None = Field(None, ge=1)
     classes: list[ClassConfig] = Field(default_factory=list)
 
@@ -85,7 +107,7 @@ class SyncMethodConfig(_Strict):
 class WhitelistConfig(_Strict):
     """The ``whitelist`` section (absent means disabled, spec §2.3)."""
 
-    enabled: bool = False
+    enabled: _JsonBool = False
     instance_ids: list[str] = Field(default_factory=list, alias="instanceIds")
 
 
@@ -295,7 +317,8 @@ class NodeConfig(BaseModel):
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc)
+    """``pull.classes[3].enabled``: list positions as an administrator reads them in JSON."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
 
 
 def _error_from_validation(exc: ValidationError, source: str) -> ConfigurationError:

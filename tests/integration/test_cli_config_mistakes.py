@@ -1,0 +1,58 @@
+"""Mistakes an administrator makes in a node's two settings files, as `fhirsync status` meets them:
+one line naming the file and the field, exit code 2; files a Java node or Windows wrote load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from fhirsync.cli.main import build_app
+
+
+def fhirsync(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner(env={"COLUMNS": "200", **(env or {})}).invoke(build_app(), list(args))
+
+
+@pytest.fixture(scope="module")
+def made_node(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    node_dir = tmp_path_factory.mktemp("made") / "node"
+    done = fhirsync("init", str(node_dir), "--instance-id", "n", "--admin-password", "long-pw-1")
+    assert done.exit_code == 0, done.output
+    return node_dir
+
+
+@pytest.fixture
+def node(made_node: Path, tmp_path: Path) -> Path:
+    """A fresh copy of an initialised node (init hashes a password and migrates: done once)."""
+    return Path(shutil.copytree(made_node, tmp_path / "node"))
+
+
+def edit_sync2(node: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    path = node / "sync2.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data, indent=2))
+
+
+def one_line_error(result: Result) -> str:
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_a_wrong_boolean_deep_in_a_class_list_names_its_path(node: Path) -> None:
+    def yes(data: dict[str, Any]) -> None:
+        data["pull"]["classes"][3]["enabled"] = "yes"
+
+    edit_sync2(node, yes)
+    result = fhirsync("status", str(node))
+    assert result.exit_code == 2
+    line = one_line_error(result)
+    assert "sync2.json" in line and "pull.classes[3].enabled" in line and "'yes'" in line
