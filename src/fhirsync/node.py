@@ -25,6 +25,7 @@ from fhirsync.settings import (
     SyncMethodConfig,
     load_node,
     parse_node_settings,
+    read_json_file,
     write_node_settings,
     write_sync2,
 )
@@ -153,7 +154,7 @@ def open_node(node_dir: Path) -> tuple[NodeConfig, Database]:
 def update_sync2(node_dir: Path, changes: dict[str, object]) -> None:
     """Merge ``changes`` (OpenMRS key names, nested dicts) into ``sync2.json`` after validation."""
     path = node_dir / SYNC2_FILE
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = read_json_file(path)
     _deep_merge(data, changes)
     from fhirsync.settings import parse_sync2
 
@@ -191,7 +192,7 @@ def backup_node(node_dir: Path, dest: Path) -> Copied:
     shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted backup
     partial.mkdir(mode=0o700, parents=True)
     try:
-        settings = json.loads((node_dir / SETTINGS_FILE).read_text(encoding="utf-8"))
+        settings = read_json_file(node_dir / SETTINGS_FILE)
         # The copy uses the database beside it, wherever the original's was configured to be.
         settings.pop("db_url", None)
         (partial / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")

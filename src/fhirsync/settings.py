@@ -351,11 +351,22 @@ def redacted_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}{slash}{path}"
 
 
-def _read_json(path: Path) -> Any:
+def read_json_file(path: Path) -> Any:
+    """The JSON in ``path``; ConfigurationError (naming the file, and the line of a syntax error)
+    if it is missing, unreadable or not JSON. A UTF-8 byte order mark is allowed: Windows Notepad
+    writes one, and OpenMRS reads such a file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError as exc:
         raise ConfigurationError(f"{path}: file not found", source=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"{path}: not UTF-8 text (byte {exc.start + 1}): save it as UTF-8", source=str(path)
+        ) from exc
+    except OSError as exc:
+        raise ConfigurationError(
+            f"{path}: cannot be read: {exc.strerror or exc}", source=str(path)
+        ) from exc
     return parse_json_text(text, str(path))
 
 
@@ -399,7 +410,7 @@ def parse_sync2(data: Any, source: str = SYNC2_FILE) -> Sync2Config:
 
 def load_sync2(path: Path) -> Sync2Config:
     """Load and validate a ``sync2.json`` file."""
-    return parse_sync2(_read_json(path), str(path))
+    return parse_sync2(read_json_file(path), str(path))
 
 
 def parse_node_settings(data: Any, source: str = SETTINGS_FILE) -> NodeSettings:
@@ -417,7 +428,7 @@ def load_node(node_dir: Path) -> NodeConfig:
     if not node_dir.is_dir():
         raise ConfigurationError(f"{node_dir}: not a node directory (run `fhirsync init`)")
     settings = parse_node_settings(
-        _read_json(node_dir / SETTINGS_FILE), str(node_dir / SETTINGS_FILE)
+        read_json_file(node_dir / SETTINGS_FILE), str(node_dir / SETTINGS_FILE)
     )
     sync2 = load_sync2(node_dir / SYNC2_FILE)
     return NodeConfig(node_dir=node_dir, settings=settings, sync2=sync2)

@@ -56,3 +56,27 @@ def test_a_wrong_boolean_deep_in_a_class_list_names_its_path(node: Path) -> None
     assert result.exit_code == 2
     line = one_line_error(result)
     assert "sync2.json" in line and "pull.classes[3].enabled" in line and "'yes'" in line
+
+
+def test_files_saved_by_windows_notepad_load(node: Path) -> None:
+    # Notepad writes a byte order mark and CRLF line ends; OpenMRS (Jackson) reads such a file.
+    for name in ("sync2.json", "fhirsync.json"):
+        text = (node / name).read_text()
+        (node / name).write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    result = fhirsync("status", str(node))
+    assert result.exit_code == 0, result.output
+    assert "node n" in result.stdout
+
+
+@pytest.mark.parametrize("damage", ["latin-1", "directory"])
+def test_an_unreadable_settings_file_is_one_line(node: Path, damage: str) -> None:
+    if damage == "latin-1":  # what an editor set to Windows-1252 saves
+        (node / "fhirsync.json").write_bytes('{"log_level": "café"}'.encode("latin-1"))
+        said = "fhirsync.json: not UTF-8 text"
+    else:
+        (node / "fhirsync.json").unlink()
+        (node / "fhirsync.json").mkdir()
+        said = "fhirsync.json: cannot be read: Is a directory"
+    result = fhirsync("status", str(node))
+    assert result.exit_code == 2, result.output
+    assert said in one_line_error(result)
