@@ -110,7 +110,7 @@ def init_node(
         base = settings.base_url or f"http://{host}:{port}"
         sync2 = Sync2Config(
             general=GeneralConfig(
-                parent_feed_location=parent.rstrip("/") if parent else None,
+                parent_feed_location=(parent or "").strip().rstrip("/") or None,
                 local_feed_location=base,
                 local_instance_id=instance_id,
                 persist_success_audit=True,

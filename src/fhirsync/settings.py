@@ -311,9 +311,10 @@ class NodeConfig(BaseModel):
 
     @property
     def parent_url(self) -> str | None:
-        """``general.parentFeedLocation`` without a trailing slash, or None when blank."""
-        value = self.sync2.general.parent_feed_location
-        return value.rstrip("/") if value and value.strip() else None
+        """``general.parentFeedLocation`` without surrounding spaces or a trailing slash (as
+        typed into the file or the admin page), or None when blank."""
+        value = (self.sync2.general.parent_feed_location or "").strip().rstrip("/")
+        return value or None
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from fhirsync.cli.main import build_app
+from fhirsync.testing.servers import free_port
 
 
 def fhirsync(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -66,6 +67,30 @@ def test_files_saved_by_windows_notepad_load(node: Path) -> None:
     result = fhirsync("status", str(node))
     assert result.exit_code == 0, result.output
     assert "node n" in result.stdout
+
+
+def test_a_parent_url_with_spaces_and_a_trailing_slash_is_the_parent(node: Path) -> None:
+    port = free_port()  # nothing listens there: the parent is unreachable, not misconfigured
+
+    def padded(data: dict[str, Any]) -> None:
+        data["general"]["parentFeedLocation"] = f"  http://127.0.0.1:{port}/  "
+
+    edit_sync2(node, padded)
+    result = fhirsync("status", str(node))
+    assert result.exit_code == 3, result.output
+    assert f"parent http://127.0.0.1:{port}\n" in result.stdout
+    assert "parent reachable: no" in result.stdout
+
+
+def test_init_keeps_the_parent_url_without_spaces(tmp_path: Path) -> None:
+    node = tmp_path / "child"
+    done = fhirsync(
+        "init", str(node), "--instance-id", "c", "--parent", " http://parent:8080/ ",
+        "--admin-password", "long-pw-1",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    sync2 = json.loads((node / "sync2.json").read_text())
+    assert sync2["general"]["parentFeedLocation"] == "http://parent:8080"
 
 
 @pytest.mark.parametrize("damage", ["latin-1", "directory"])
