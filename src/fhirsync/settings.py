@@ -26,13 +26,19 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from fhirsync.errors import ConfigurationError
 
 SYNC2_FILE = "sync2.json"
 SETTINGS_FILE = "fhirsync.json"
 DB_FILE = "fhirsync.db"
+_ENV_PREFIX = "FHIRSYNC_"
 RECOVERY_FILE = "recover-own-changes"
 """Written by ``fhirsync backup`` into the copy: the first complete pull of a node restored from
 it also applies changes that began on the node (they reached the parent after the backup), then
@@ -134,7 +140,7 @@ ConflictPolicy = Literal["manual", "parent-wins", "child-wins", "newest-wins"]
 class NodeSettings(BaseSettings):
     """The node's own settings (``fhirsync.json``; env ``FHIRSYNC_*`` overrides)."""
 
-    model_config = SettingsConfigDict(env_prefix="FHIRSYNC_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=_ENV_PREFIX, extra="forbid")
 
     db_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in the node directory.")
     host: str = Field("127.0.0.1", description="Address `fhirsync serve` listens on.")
@@ -418,10 +424,33 @@ def parse_node_settings(data: Any, source: str = SETTINGS_FILE) -> NodeSettings:
     """Validate node settings data (environment overrides applied); names the bad field."""
     if not isinstance(data, dict):
         raise ConfigurationError(f"{source}: must be a JSON object", source=source)
+    overridden = _overridden_by_environment()
     try:
         return NodeSettings(**data)
+    except SettingsError as exc:
+        # A list or dict setting whose variable is not JSON: pydantic-settings names the field
+        # only in its message ('error parsing value for field "trusted_proxies" ...').
+        name = next((n for n in overridden if f'"{n}"' in str(exc)), None)
+        if name is None:
+            raise ConfigurationError(f"environment variables FHIRSYNC_*: {exc}") from exc
+        variable = f"environment variable {_ENV_PREFIX}{name.upper()}"
+        raise ConfigurationError(
+            f'{variable}: must be JSON, a list (["..."]) or an object ({{"...": ...}})',
+            field=name,
+            source=variable,
+        ) from exc
     except ValidationError as exc:
+        field = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else ""
+        if field in overridden:  # the value to fix is the variable's, not the file's
+            source = f"environment variable {_ENV_PREFIX}{field.upper()}"
         raise _error_from_validation(exc, source) from exc
+
+
+def _overridden_by_environment() -> set[str]:
+    """The settings an ``FHIRSYNC_*`` environment variable sets (names compared case-blind, as
+    pydantic-settings does)."""
+    given = {key.upper() for key in os.environ}
+    return {name for name in NodeSettings.model_fields if _ENV_PREFIX + name.upper() in given}
 
 
 def load_node(node_dir: Path) -> NodeConfig:

@@ -93,6 +93,24 @@ def test_init_keeps_the_parent_url_without_spaces(tmp_path: Path) -> None:
     assert sync2["general"]["parentFeedLocation"] == "http://parent:8080"
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("FHIRSYNC_PORT", "eighty", "valid integer"),
+        ("FHIRSYNC_TRUSTED_PROXIES", "10.0.0.1", "JSON"),
+        ("FHIRSYNC_CONFLICT_POLICIES", '{"patient": "mine"}', "'manual'"),
+    ],
+)
+def test_a_bad_environment_override_names_the_variable(
+    node: Path, variable: str, value: str, said: str
+) -> None:
+    result = fhirsync("status", str(node), env={variable: value})
+    assert result.exit_code == 2, result.output
+    line = one_line_error(result)
+    assert f"environment variable {variable}" in line and said in line, line
+    assert "fhirsync.json" not in line  # the file holds no such value: do not send them there
+
+
 @pytest.mark.parametrize("damage", ["latin-1", "directory"])
 def test_an_unreadable_settings_file_is_one_line(node: Path, damage: str) -> None:
     if damage == "latin-1":  # what an editor set to Windows-1252 saves
