@@ -84,7 +84,14 @@ def init_node(
     if admin_password is not None:
         users.check_password(admin_password)
     made_dir = not node_dir.exists()
-    node_dir.mkdir(parents=True, exist_ok=True)
+    if node_dir.exists() and not node_dir.is_dir():
+        raise ConfigurationError(f"{node_dir} is a file: name a directory for the node")
+    try:
+        node_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot make the node directory {node_dir}: {exc.strerror or exc}"
+        ) from exc
     ours = [
         path
         for name in (

@@ -1,0 +1,44 @@
+"""`fhirsync init` and `fhirsync backup` given the paths and values a tired administrator types:
+one line saying what is wrong, exit code 2, nothing left half made."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from fhirsync.cli.main import build_app
+
+
+def fhirsync(*args: str) -> Result:
+    return CliRunner(env={"COLUMNS": "200"}).invoke(build_app(), list(args))
+
+
+def one_line_error(result: Result) -> str:
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def init(node_dir: Path, *options: str) -> Result:
+    return fhirsync("init", str(node_dir), "--admin-password", "long-pw-1", *options)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    node_dir = tmp_path_factory.mktemp("made") / "node"
+    done = init(node_dir, "--instance-id", "n")
+    assert done.exit_code == 0, done.output
+    return node_dir
+
+
+@pytest.mark.parametrize("where", ["a file", "inside a file"])
+def test_init_where_a_file_is_says_so(tmp_path: Path, where: str) -> None:
+    (tmp_path / "notes").write_text("kept")
+    node_dir = tmp_path / "notes" if where == "a file" else tmp_path / "notes" / "node"
+    result = init(node_dir, "--instance-id", "n")
+    assert result.exit_code == 2, result.output
+    assert str(node_dir) in one_line_error(result)
+    assert (tmp_path / "notes").read_text() == "kept"
