@@ -79,6 +79,14 @@ def init_node(
 
     if not instance_id.strip():
         raise ConfigurationError("--instance-id must not be blank", field="instance_id")
+    if not categories.is_valid_id(instance_id):
+        # The rule of a parent's child accounts (store.users): the id goes out in a header
+        # with every pushed change, and the parent's account for this node must carry it.
+        raise ConfigurationError(
+            f"--instance-id {instance_id!r} is not usable: letters, digits, '-' and '.' only, "
+            "at most 64 characters",
+            field="instance_id",
+        )
     if (node_dir / SYNC2_FILE).exists():
         raise ConfigurationError(f"{node_dir} already holds a node (sync2.json exists)")
     if admin_password is not None:

@@ -144,7 +144,7 @@ class NodeSettings(BaseSettings):
 
     db_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in the node directory.")
     host: str = Field("127.0.0.1", description="Address `fhirsync serve` listens on.")
-    port: int = Field(8080, ge=0, le=65535, description="Port `fhirsync serve` listens on.")
+    port: int = Field(8080, ge=1, le=65535, description="Port `fhirsync serve` listens on.")
     base_url: str = Field(
         "", description="This node's public base URL; empty means http://host:port."
     )

@@ -42,3 +42,21 @@ def test_init_where_a_file_is_says_so(tmp_path: Path, where: str) -> None:
     assert result.exit_code == 2, result.output
     assert str(node_dir) in one_line_error(result)
     assert (tmp_path / "notes").read_text() == "kept"
+
+
+@pytest.mark.parametrize("instance_id", ["clinic 4é", "clinic/4", "x" * 65])
+def test_init_refuses_an_instance_id_a_parent_cannot_take(tmp_path: Path, instance_id: str) -> None:
+    # Pushed changes carry this id in a header and a parent's child account must match it:
+    # 'clinic 4é' made every push end in a UnicodeEncodeError traceback.
+    result = init(tmp_path / "n", "--instance-id", instance_id)
+    assert result.exit_code == 2, result.output
+    assert "letters, digits, '-' and '.'" in one_line_error(result)
+    assert not (tmp_path / "n").exists()
+
+
+def test_init_refuses_port_0(tmp_path: Path) -> None:
+    # serve took it (a random port) and announced 'listening on http://127.0.0.1:0', the address
+    # its feeds and children would then use.
+    result = init(tmp_path / "n", "--instance-id", "n", "--port", "0")
+    assert result.exit_code == 2, result.output
+    assert "'port'" in one_line_error(result)
