@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from fhirsync import categories
-from fhirsync.errors import ConfigurationError
+from fhirsync.errors import BackupFailed, ConfigurationError
 from fhirsync.settings import (
     DB_FILE,
     RECOVERY_FILE,
@@ -190,8 +190,9 @@ def backup_node(node_dir: Path, dest: Path) -> Copied:
     a consistent copy of its SQLite database, taken while the node may be serving. ``dest`` is a
     complete node directory (serve it, or move it in place of ``node_dir``, to restore).
 
-    ConfigurationError when ``dest`` exists or the database is not SQLite; BackupFailed when the
-    copy cannot be made. Nothing is left at ``dest`` unless the whole copy succeeded.
+    ConfigurationError when ``dest`` exists, cannot be made or lies inside ``node_dir``, or the
+    database is not SQLite; BackupFailed when the copy cannot be made. Nothing is left at
+    ``dest`` unless the whole copy succeeded.
     """
     config = load_node(node_dir)
     url = make_url(config.db_url)
@@ -203,9 +204,17 @@ def backup_node(node_dir: Path, dest: Path) -> Copied:
         )
     if dest.exists():
         raise ConfigurationError(f"{dest} already exists: name a new directory for the backup")
+    if dest.resolve().is_relative_to(node_dir.resolve()):
+        # Lost with the node it should restore, and overwritten by putting it in NODE_DIR's place.
+        raise ConfigurationError(
+            f"{dest} is inside the node directory: put the backup outside {node_dir}"
+        )
     partial = dest.with_name(f"{dest.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted backup
-    partial.mkdir(mode=0o700, parents=True)
+    try:
+        partial.mkdir(mode=0o700, parents=True)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot make {dest}: {exc.strerror or exc}") from exc
     try:
         settings = read_json_file(node_dir / SETTINGS_FILE)
         # The copy uses the database beside it, wherever the original's was configured to be.
@@ -222,8 +231,10 @@ def backup_node(node_dir: Path, dest: Path) -> Copied:
             encoding="utf-8",
         )
         partial.rename(dest)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(exc, OSError):  # a full disk, say: one line, not a traceback
+            raise BackupFailed(f"cannot write the backup to {dest}: {exc.strerror or exc}") from exc
         raise
     return copied
 

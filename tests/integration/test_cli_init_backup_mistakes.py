@@ -60,3 +60,20 @@ def test_init_refuses_port_0(tmp_path: Path) -> None:
     result = init(tmp_path / "n", "--instance-id", "n", "--port", "0")
     assert result.exit_code == 2, result.output
     assert "'port'" in one_line_error(result)
+
+
+def test_backup_where_it_cannot_write_is_one_line(node: Path, tmp_path: Path) -> None:
+    (tmp_path / "notes").write_text("kept")
+    dest = tmp_path / "notes" / "backup"
+    result = fhirsync("backup", str(node), str(dest))
+    assert result.exit_code == 2, result.output
+    assert "notes" in one_line_error(result)
+    assert (tmp_path / "notes").read_text() == "kept"
+
+
+def test_backup_into_the_node_itself_is_refused(node: Path) -> None:
+    # Such a copy is lost with the node, and a restore (the copy in place of NODE_DIR) eats it.
+    result = fhirsync("backup", str(node), str(node / "backups" / "today"))
+    assert result.exit_code == 2, result.output
+    assert "inside the node directory" in one_line_error(result)
+    assert not (node / "backups").exists()

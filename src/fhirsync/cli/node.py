@@ -115,7 +115,8 @@ def backup(
 ) -> None:
     """Copy the node (settings and SQLite database) to a new directory; safe while it serves.
 
-    Exit 0 done, 1 the copy failed, 2 bad node, existing DEST or a PostgreSQL database.
+    Exit 0 done, 1 the copy failed, 2 bad node, a PostgreSQL database, or a DEST that exists,
+    cannot be made or lies inside the node directory.
     """
     from fhirsync.node import backup_node
 
