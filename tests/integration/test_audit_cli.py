@@ -236,3 +236,28 @@ def test_retry_of_records_parked_while_pulling_from_a_java_parent(
             assert "Retry succeeded" in again.stdout
     assert {("patient", bad), ("visittype", visit_type)} <= set(held(child))
     assert _open_failures(child) == []
+
+
+def test_retry_without_a_target_or_filter_retries_every_parked_failure(
+    node_factory: NodeFactory,
+) -> None:
+    # OpenMRS's default file keeps no failure audit: the parked records are the only trace.
+    parent = node_factory("parent")
+    bad1, bad2 = new_uuid(), new_uuid()
+    invalid = [{**patient(u, "Bad"), "gender": "robot"} for u in (bad1, bad2)]
+    write_raw(parent, "patient", invalid, "parent")
+    child = node_factory(
+        "child", parent=parent, start=False, extra_settings={"record_max_attempts": 1}
+    )
+    edit_sync2(child, persistFailureAudit=False)
+    node = str(child.node_dir)
+    assert cli("pull", node).returncode == 1
+    assert {f.status for f in _open_failures(child)} == {"parked"}
+
+    put(parent, patient(bad1, "Fixed"))
+    put(parent, patient(bad2, "Fixed too"))
+    done = cli("audit", node, "retry")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "retrying 2 parked failure(s)" in done.stdout
+    assert {("patient", bad1), ("patient", bad2)} <= set(held(child))
+    assert _open_failures(child) == []

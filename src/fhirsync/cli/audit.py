@@ -248,7 +248,8 @@ def retry(
             if outcome.new_message_uuid:
                 console.print(f"new message: {outcome.new_message_uuid}")
             raise typer.Exit(_exit_for([outcome], 0))
-        if filters.query():
+        # The status filter is always FAILURE here: only the other options narrow the retry.
+        if operation.upper() != "ALL" or any((category, origin, since, until)):
             totals = manual.retry_matching(config, db, filters.to_filter())
             for run in totals.runs:
                 console.print(run.message)
