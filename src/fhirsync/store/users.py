@@ -74,6 +74,7 @@ def add(
         raise ConfigurationError(
             f"unknown role {role!r} (use admin, viewer or child)", field="role"
         )
+    check_name(name)
     check_password(password)
     if role == "child":
         _check_child_instance(conn, instance_id, node_instance_id)
@@ -134,6 +135,24 @@ def _check_child_instance(
             f"instance id {instance_id!r} already belongs to the child account {owner.name!r}",
             field="instance_id",
         )
+
+
+def check_name(name: str) -> None:
+    """ConfigurationError when no login could use ``name``: blank, padded with spaces (not told
+    apart from the unpadded name in a list), holding ':' (HTTP Basic ends the name at the first
+    one) or a control character."""
+    if not name.strip():
+        raise ConfigurationError("a user name must not be blank", field="name")
+    if name != name.strip():
+        raise ConfigurationError(
+            f"user name {name!r} starts or ends with spaces: leave them out", field="name"
+        )
+    if ":" in name:
+        raise ConfigurationError(
+            f"user name {name!r} holds ':', which HTTP Basic logins cannot carry", field="name"
+        )
+    if any(not c.isprintable() for c in name):
+        raise ConfigurationError(f"user name {name!r} holds a control character", field="name")
 
 
 def check_password(password: str) -> None:
