@@ -261,3 +261,25 @@ def test_retry_without_a_target_or_filter_retries_every_parked_failure(
     assert "retrying 2 parked failure(s)" in done.stdout
     assert {("patient", bad1), ("patient", bad2)} <= set(held(child))
     assert _open_failures(child) == []
+
+
+def test_status_and_audit_show_a_failure_message_with_brackets_as_it_is(
+    node_factory: NodeFactory,
+) -> None:
+    # The reason names the rejected value, which came from the parent: "[/]" in it stopped
+    # status with a rich MarkupError, and "[code]" vanished from the line.
+    parent = node_factory("parent")
+    bad = new_uuid()
+    write_raw(parent, "patient", [{**patient(bad, "Bad"), "gender": "[code] [/]"}], "parent")
+    child = node_factory(
+        "child", parent=parent, start=False, extra_settings={"record_max_attempts": 1}
+    )
+    edit_sync2(child, persistFailureAudit=True)
+    node = str(child.node_dir)
+    pulled = cli("pull", node)
+    assert pulled.returncode == 1, pulled.stdout + pulled.stderr
+    status = cli("status", node)
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert "[code] [/]" in status.stdout
+    listed = cli("audit", node, "list", "--failed")
+    assert listed.returncode == 0, listed.stdout + listed.stderr

@@ -53,7 +53,7 @@ def test_a_name_no_login_can_use_is_refused(node: str, name: str, said: str) -> 
     assert listed.exit_code == 0 and listed.stdout.count("\n│ ") == 1, listed.stdout  # admin only
 
 
-@pytest.mark.parametrize("name", ["josé", "Night Shift"])
+@pytest.mark.parametrize("name", ["josé", "Night Shift", "ops[/]", "[bold]x[/bold]"])
 def test_unusual_names_are_shown_as_typed(node: str, name: str) -> None:
     added = add(node, name)
     assert added.exit_code == 0, added.output

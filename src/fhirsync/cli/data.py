@@ -24,6 +24,7 @@ from fhirsync.cli.common import (
     err_console,
     handle_errors,
     node_path,
+    plain,
 )
 
 # The work is imported inside each command (see the package docstring: start-up time): the
@@ -55,7 +56,7 @@ def import_(
     from fhirsync.service import importer
 
     if not file.is_file():
-        err_console.print(f"[red]error:[/red] {file}: no such file")
+        err_console.print(f"[red]error:[/red] {plain(file)}: no such file")
         raise typer.Exit(EXIT_USAGE)
     config, db = open_node(node_path(node_dir))
     try:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from fhirsync.cli.common import console, handle_errors, node_path, setup_logging
+from fhirsync.cli.common import console, handle_errors, node_path, plain, setup_logging
 from fhirsync.errors import ConfigurationError
 
 
@@ -41,8 +41,8 @@ def init(
         admin_password=admin_password,
         db_url=db,
     )
-    console.print(f"Created node [bold]{instance_id}[/bold] in {result.config.node_dir}")
-    console.print(f"Database: {redacted_url(result.config.db_url)}")
+    console.print(f"Created node [bold]{instance_id}[/bold] in {plain(result.config.node_dir)}")
+    console.print(f"Database: {redacted_url(result.config.db_url)}", markup=False)
     if result.password_generated:
         console.print("Admin user: [bold]admin[/bold]")
         console.print(
@@ -125,10 +125,13 @@ def backup(
     copied = backup_node(node_path(node_dir), target)
     console.print(
         f"Backed up {copied.records:,} records and {copied.events:,} events "
-        f"({copied.size_bytes / 1_000_000:.1f} MB) to {target} in {time.monotonic() - started:.1f}s"
+        f"({copied.size_bytes / 1_000_000:.1f} MB) to {target} "
+        f"in {time.monotonic() - started:.1f}s",
+        markup=False,
     )
     console.print(
-        f"To restore: stop the node, then serve {target} (or put it in place of {node_dir})."
+        f"To restore: stop the node, then serve {target} (or put it in place of {node_dir}).",
+        markup=False,
     )
 
 
@@ -149,7 +152,7 @@ def move_parent(
     from fhirsync.node import move_parent as move
 
     carried = move(node_path(node_dir), new_url, from_start=from_start)
-    console.print(f"Parent set to {new_url.strip().rstrip('/')}.")
+    console.print(f"Parent set to {new_url.strip().rstrip('/')}.", markup=False)
     if carried:
         console.print(
             f"{carried} feed positions carried over (checked against the new address): the "
