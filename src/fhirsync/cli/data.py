@@ -42,7 +42,9 @@ IMPORT_BATCH_SIZE = 1000
 @handle_errors
 def import_(
     node_dir: Annotated[Path, typer.Argument(help="The node directory.")],
-    file: Annotated[Path, typer.Argument(help="NDJSON file: one FHIR R4 resource per line.")],
+    file: Annotated[
+        Path, typer.Argument(help="NDJSON file: one FHIR R4 resource per line (UTF-8, or gzip).")
+    ],
     workers: Annotated[
         int | None,
         typer.Option(help="Validation processes (default: one per CPU; 1 validates inline)."),
