@@ -19,6 +19,8 @@ EXIT_OK = 0
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
+"""Ctrl-C: the shells' code for a command stopped by SIGINT (128 + 2), outside the contract's."""
 
 # soft_wrap: messages are not re-wrapped at 80 columns when output goes to a pipe or a log.
 console = Console(soft_wrap=True)
@@ -34,6 +36,12 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            # Pull, push and import commit page by page (with the marker): nothing half-done.
+            err_console.print(
+                "interrupted: what was committed is kept; run the command again to continue"
+            )
+            raise typer.Exit(EXIT_INTERRUPTED) from exc
         except ConfigurationError as exc:
             err_console.print(f"[red]configuration error:[/red] {plain(exc)}")
             raise typer.Exit(EXIT_USAGE) from exc
