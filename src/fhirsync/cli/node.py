@@ -97,6 +97,13 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+    except socket.gaierror as exc:  # the name, not the port: "Name or service not known"
+        sock.close()
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}: set 'host' in fhirsync.json "
+            "to an address of this machine (127.0.0.1, or 0.0.0.0 for every interface)",
+            field="host",
+        ) from exc
     except OSError as exc:
         sock.close()
         raise ConfigurationError(
