@@ -136,6 +136,8 @@ def test_import_exits_2_for_a_missing_file_or_node(
     missing = run("import", str(node.node_dir), str(tmp_path / "nope.ndjson"))
     assert missing.returncode == 2
     assert "nope.ndjson" in missing.stderr
+    folder = cli("import", str(node.node_dir), str(tmp_path))  # the folder, not the file in it
+    assert folder.exit_code == 2 and f"{tmp_path}: is a directory" in folder.stderr, folder.output
     good = tmp_path / "ok.ndjson"
     good.write_text(json.dumps({"resourceType": "Patient", "gender": "male"}) + "\n")
     no_node = run("import", str(tmp_path / "not-a-node"), str(good))

@@ -58,7 +58,8 @@ def import_(
     from fhirsync.service import importer
 
     if not file.is_file():
-        err_console.print(f"[red]error:[/red] {plain(file)}: no such file")
+        reason = "is a directory" if file.is_dir() else "no such file"
+        err_console.print(f"[red]error:[/red] {plain(file)}: {reason}")
         raise typer.Exit(EXIT_USAGE)
     config, db = open_node(node_path(node_dir))
     try:
