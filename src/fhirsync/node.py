@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from fhirsync import categories
-from fhirsync.errors import ConfigurationError
+from fhirsync.errors import BackupFailed, ConfigurationError
 from fhirsync.settings import (
     DB_FILE,
     RECOVERY_FILE,
@@ -25,6 +25,7 @@ from fhirsync.settings import (
     SyncMethodConfig,
     load_node,
     parse_node_settings,
+    read_json_file,
     write_node_settings,
     write_sync2,
 )
@@ -78,12 +79,27 @@ def init_node(
 
     if not instance_id.strip():
         raise ConfigurationError("--instance-id must not be blank", field="instance_id")
+    if not categories.is_valid_id(instance_id):
+        # The rule of a parent's child accounts (store.users): the id goes out in a header
+        # with every pushed change, and the parent's account for this node must carry it.
+        raise ConfigurationError(
+            f"--instance-id {instance_id!r} is not usable: letters, digits, '-' and '.' only, "
+            "at most 64 characters",
+            field="instance_id",
+        )
     if (node_dir / SYNC2_FILE).exists():
         raise ConfigurationError(f"{node_dir} already holds a node (sync2.json exists)")
     if admin_password is not None:
         users.check_password(admin_password)
     made_dir = not node_dir.exists()
-    node_dir.mkdir(parents=True, exist_ok=True)
+    if node_dir.exists() and not node_dir.is_dir():
+        raise ConfigurationError(f"{node_dir} is a file: name a directory for the node")
+    try:
+        node_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot make the node directory {node_dir}: {exc.strerror or exc}"
+        ) from exc
     ours = [
         path
         for name in (
@@ -109,7 +125,7 @@ def init_node(
         base = settings.base_url or f"http://{host}:{port}"
         sync2 = Sync2Config(
             general=GeneralConfig(
-                parent_feed_location=parent.rstrip("/") if parent else None,
+                parent_feed_location=(parent or "").strip().rstrip("/") or None,
                 local_feed_location=base,
                 local_instance_id=instance_id,
                 persist_success_audit=True,
@@ -153,7 +169,7 @@ def open_node(node_dir: Path) -> tuple[NodeConfig, Database]:
 def update_sync2(node_dir: Path, changes: dict[str, object]) -> None:
     """Merge ``changes`` (OpenMRS key names, nested dicts) into ``sync2.json`` after validation."""
     path = node_dir / SYNC2_FILE
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = read_json_file(path)
     _deep_merge(data, changes)
     from fhirsync.settings import parse_sync2
 
@@ -174,8 +190,9 @@ def backup_node(node_dir: Path, dest: Path) -> Copied:
     a consistent copy of its SQLite database, taken while the node may be serving. ``dest`` is a
     complete node directory (serve it, or move it in place of ``node_dir``, to restore).
 
-    ConfigurationError when ``dest`` exists or the database is not SQLite; BackupFailed when the
-    copy cannot be made. Nothing is left at ``dest`` unless the whole copy succeeded.
+    ConfigurationError when ``dest`` exists, cannot be made or lies inside ``node_dir``, or the
+    database is not SQLite; BackupFailed when the copy cannot be made. Nothing is left at
+    ``dest`` unless the whole copy succeeded.
     """
     config = load_node(node_dir)
     url = make_url(config.db_url)
@@ -187,11 +204,19 @@ def backup_node(node_dir: Path, dest: Path) -> Copied:
         )
     if dest.exists():
         raise ConfigurationError(f"{dest} already exists: name a new directory for the backup")
+    if dest.resolve().is_relative_to(node_dir.resolve()):
+        # Lost with the node it should restore, and overwritten by putting it in NODE_DIR's place.
+        raise ConfigurationError(
+            f"{dest} is inside the node directory: put the backup outside {node_dir}"
+        )
     partial = dest.with_name(f"{dest.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted backup
-    partial.mkdir(mode=0o700, parents=True)
     try:
-        settings = json.loads((node_dir / SETTINGS_FILE).read_text(encoding="utf-8"))
+        partial.mkdir(mode=0o700, parents=True)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot make {dest}: {exc.strerror or exc}") from exc
+    try:
+        settings = read_json_file(node_dir / SETTINGS_FILE)
         # The copy uses the database beside it, wherever the original's was configured to be.
         settings.pop("db_url", None)
         (partial / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
@@ -206,8 +231,10 @@ def backup_node(node_dir: Path, dest: Path) -> Copied:
             encoding="utf-8",
         )
         partial.rename(dest)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(exc, OSError):  # a full disk, say: one line, not a traceback
+            raise BackupFailed(f"cannot write the backup to {dest}: {exc.strerror or exc}") from exc
         raise
     return copied
 

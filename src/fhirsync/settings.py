@@ -14,11 +14,24 @@ import ipaddress
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from fhirsync.errors import ConfigurationError
 from fhirsync.records import ORIGIN_MAX
@@ -26,10 +39,25 @@ from fhirsync.records import ORIGIN_MAX
 SYNC2_FILE = "sync2.json"
 SETTINGS_FILE = "fhirsync.json"
 DB_FILE = "fhirsync.db"
+_ENV_PREFIX = "FHIRSYNC_"
 RECOVERY_FILE = "recover-own-changes"
 """Written by ``fhirsync backup`` into the copy: the first complete pull of a node restored from
 it also applies changes that began on the node (they reached the parent after the backup), then
 deletes the file."""
+
+
+def _json_bool(value: object) -> object:
+    """A ``sync2.json`` flag as OpenMRS's Jackson reads it: ``true``/``false``, or those words as
+    strings. pydantic alone would also take "yes", "on", "1" or 0, which OpenMRS refuses, so a
+    typo would silently switch a class on or off."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+_JsonBool = Annotated[bool, BeforeValidator(_json_bool)]
 
 
 class _Strict(BaseModel):
@@ -52,8 +80,8 @@ class GeneralConfig(_Strict):
     parent_feed_location: str | None = Field(None, alias="parentFeedLocation")
     local_feed_location: str | None = Field(None, alias="localFeedLocation")
     local_instance_id: str | None = Field(None, alias="localInstanceId")
-    persist_success_audit: bool = Field(False, alias="persistSuccessAudit")
-    persist_failure_audit: bool = Field(False, alias="persistFailureAudit")
+    persist_success_audit: _JsonBool = Field(False, alias="persistSuccessAudit")
+    persist_failure_audit: _JsonBool = Field(False, alias="persistFailureAudit")
     clients: dict[str, ClientOverride] = Field(default_factory=dict)
 
 
@@ -63,14 +91,14 @@ class ClassConfig(_Strict):
     class_title: str | None = Field(None, alias="classTitle")
     category: str
     open_mrs_class: str | None = Field(None, alias="openMrsClass")
-    enabled: bool = False
+    enabled: _JsonBool = False
     preferred_client: str | None = Field(None, alias="preferredClient")
 
 
 class SyncMethodConfig(_Strict):
     """The ``push`` or ``pull`` section."""
 
-    enabled: bool = False
+    enabled: _JsonBool = False
     schedule: int | None = Field(None, ge=1)
     classes: list[ClassConfig] = Field(default_factory=list)
 
@@ -86,7 +114,7 @@ class SyncMethodConfig(_Strict):
 class WhitelistConfig(_Strict):
     """The ``whitelist`` section (absent means disabled, spec §2.3)."""
 
-    enabled: bool = False
+    enabled: _JsonBool = False
     instance_ids: list[str] = Field(default_factory=list, alias="instanceIds")
 
 
@@ -113,11 +141,11 @@ ConflictPolicy = Literal["manual", "parent-wins", "child-wins", "newest-wins"]
 class NodeSettings(BaseSettings):
     """The node's own settings (``fhirsync.json``; env ``FHIRSYNC_*`` overrides)."""
 
-    model_config = SettingsConfigDict(env_prefix="FHIRSYNC_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=_ENV_PREFIX, extra="forbid")
 
     db_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in the node directory.")
     host: str = Field("127.0.0.1", description="Address `fhirsync serve` listens on.")
-    port: int = Field(8080, ge=0, le=65535, description="Port `fhirsync serve` listens on.")
+    port: int = Field(8080, ge=1, le=65535, description="Port `fhirsync serve` listens on.")
     base_url: str = Field(
         "", description="This node's public base URL; empty means http://host:port."
     )
@@ -290,13 +318,15 @@ class NodeConfig(BaseModel):
 
     @property
     def parent_url(self) -> str | None:
-        """``general.parentFeedLocation`` without a trailing slash, or None when blank."""
-        value = self.sync2.general.parent_feed_location
-        return value.rstrip("/") if value and value.strip() else None
+        """``general.parentFeedLocation`` without surrounding spaces or a trailing slash (as
+        typed into the file or the admin page), or None when blank."""
+        value = (self.sync2.general.parent_feed_location or "").strip().rstrip("/")
+        return value or None
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc)
+    """``pull.classes[3].enabled``: list positions as an administrator reads them in JSON."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
 
 
 def _error_from_validation(exc: ValidationError, source: str) -> ConfigurationError:
@@ -329,11 +359,22 @@ def redacted_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}{slash}{path}"
 
 
-def _read_json(path: Path) -> Any:
+def read_json_file(path: Path) -> Any:
+    """The JSON in ``path``; ConfigurationError (naming the file, and the line of a syntax error)
+    if it is missing, unreadable or not JSON. A UTF-8 byte order mark is allowed: Windows Notepad
+    writes one, and OpenMRS reads such a file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError as exc:
         raise ConfigurationError(f"{path}: file not found", source=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"{path}: not UTF-8 text (byte {exc.start + 1}): save it as UTF-8", source=str(path)
+        ) from exc
+    except OSError as exc:
+        raise ConfigurationError(
+            f"{path}: cannot be read: {exc.strerror or exc}", source=str(path)
+        ) from exc
     return parse_json_text(text, str(path))
 
 
@@ -390,17 +431,40 @@ def parse_sync2(data: Any, source: str = SYNC2_FILE) -> Sync2Config:
 
 def load_sync2(path: Path) -> Sync2Config:
     """Load and validate a ``sync2.json`` file."""
-    return parse_sync2(_read_json(path), str(path))
+    return parse_sync2(read_json_file(path), str(path))
 
 
 def parse_node_settings(data: Any, source: str = SETTINGS_FILE) -> NodeSettings:
     """Validate node settings data (environment overrides applied); names the bad field."""
     if not isinstance(data, dict):
         raise ConfigurationError(f"{source}: must be a JSON object", source=source)
+    overridden = _overridden_by_environment()
     try:
         return NodeSettings(**data)
+    except SettingsError as exc:
+        # A list or dict setting whose variable is not JSON: pydantic-settings names the field
+        # only in its message ('error parsing value for field "trusted_proxies" ...').
+        name = next((n for n in overridden if f'"{n}"' in str(exc)), None)
+        if name is None:
+            raise ConfigurationError(f"environment variables FHIRSYNC_*: {exc}") from exc
+        variable = f"environment variable {_ENV_PREFIX}{name.upper()}"
+        raise ConfigurationError(
+            f'{variable}: must be JSON, a list (["..."]) or an object ({{"...": ...}})',
+            field=name,
+            source=variable,
+        ) from exc
     except ValidationError as exc:
+        field = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else ""
+        if field in overridden:  # the value to fix is the variable's, not the file's
+            source = f"environment variable {_ENV_PREFIX}{field.upper()}"
         raise _error_from_validation(exc, source) from exc
+
+
+def _overridden_by_environment() -> set[str]:
+    """The settings an ``FHIRSYNC_*`` environment variable sets (names compared case-blind, as
+    pydantic-settings does)."""
+    given = {key.upper() for key in os.environ}
+    return {name for name in NodeSettings.model_fields if _ENV_PREFIX + name.upper() in given}
 
 
 def load_node(node_dir: Path) -> NodeConfig:
@@ -408,7 +472,7 @@ def load_node(node_dir: Path) -> NodeConfig:
     if not node_dir.is_dir():
         raise ConfigurationError(f"{node_dir}: not a node directory (run `fhirsync init`)")
     settings = parse_node_settings(
-        _read_json(node_dir / SETTINGS_FILE), str(node_dir / SETTINGS_FILE)
+        read_json_file(node_dir / SETTINGS_FILE), str(node_dir / SETTINGS_FILE)
     )
     sync2 = load_sync2(node_dir / SYNC2_FILE)
     return NodeConfig(node_dir=node_dir, settings=settings, sync2=sync2)

@@ -236,3 +236,50 @@ def test_retry_of_records_parked_while_pulling_from_a_java_parent(
             assert "Retry succeeded" in again.stdout
     assert {("patient", bad), ("visittype", visit_type)} <= set(held(child))
     assert _open_failures(child) == []
+
+
+def test_retry_without_a_target_or_filter_retries_every_parked_failure(
+    node_factory: NodeFactory,
+) -> None:
+    # OpenMRS's default file keeps no failure audit: the parked records are the only trace.
+    parent = node_factory("parent")
+    bad1, bad2 = new_uuid(), new_uuid()
+    invalid = [{**patient(u, "Bad"), "gender": "robot"} for u in (bad1, bad2)]
+    write_raw(parent, "patient", invalid, "parent")
+    child = node_factory(
+        "child", parent=parent, start=False, extra_settings={"record_max_attempts": 1}
+    )
+    edit_sync2(child, persistFailureAudit=False)
+    node = str(child.node_dir)
+    assert cli("pull", node).returncode == 1
+    assert {f.status for f in _open_failures(child)} == {"parked"}
+
+    put(parent, patient(bad1, "Fixed"))
+    put(parent, patient(bad2, "Fixed too"))
+    done = cli("audit", node, "retry")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "retrying 2 parked failure(s)" in done.stdout
+    assert {("patient", bad1), ("patient", bad2)} <= set(held(child))
+    assert _open_failures(child) == []
+
+
+def test_status_and_audit_show_a_failure_message_with_brackets_as_it_is(
+    node_factory: NodeFactory,
+) -> None:
+    # The reason names the rejected value, which came from the parent: "[/]" in it stopped
+    # status with a rich MarkupError, and "[code]" vanished from the line.
+    parent = node_factory("parent")
+    bad = new_uuid()
+    write_raw(parent, "patient", [{**patient(bad, "Bad"), "gender": "[code] [/]"}], "parent")
+    child = node_factory(
+        "child", parent=parent, start=False, extra_settings={"record_max_attempts": 1}
+    )
+    edit_sync2(child, persistFailureAudit=True)
+    node = str(child.node_dir)
+    pulled = cli("pull", node)
+    assert pulled.returncode == 1, pulled.stdout + pulled.stderr
+    status = cli("status", node)
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert "[code] [/]" in status.stdout
+    listed = cli("audit", node, "list", "--failed")
+    assert listed.returncode == 0, listed.stdout + listed.stderr

@@ -105,7 +105,7 @@ def test_a_trusted_proxys_unknown_scheme_is_not_copied_into_links(
         (["10.0.0.300"], "trusted_proxies", "'10.0.0.300' does not appear to be an IPv4 or IPv6"),
         (["10.0.0.1/8"], "trusted_proxies", "10.0.0.1/8 has host bits set"),
         (["proxy.internal"], "trusted_proxies", "'proxy.internal' does not appear"),
-        ([8080], "trusted_proxies.0", "Input should be a valid string"),
+        ([8080], "trusted_proxies[0]", "Input should be a valid string"),
         ("127.0.0.1", "trusted_proxies", "Input should be a valid list"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -11,7 +12,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from typer.testing import CliRunner, Result
 
+from fhirsync.cli.main import build_app
 from fhirsync.node import open_node
 from fhirsync.service import importer
 from fhirsync.store import records
@@ -133,6 +136,8 @@ def test_import_exits_2_for_a_missing_file_or_node(
     missing = run("import", str(node.node_dir), str(tmp_path / "nope.ndjson"))
     assert missing.returncode == 2
     assert "nope.ndjson" in missing.stderr
+    folder = cli("import", str(node.node_dir), str(tmp_path))  # the folder, not the file in it
+    assert folder.exit_code == 2 and f"{tmp_path}: is a directory" in folder.stderr, folder.output
     good = tmp_path / "ok.ndjson"
     good.write_text(json.dumps({"resourceType": "Patient", "gender": "male"}) + "\n")
     no_node = run("import", str(tmp_path / "not-a-node"), str(good))
@@ -199,3 +204,37 @@ def test_seed_command_writes_counts_and_is_repeatable(node_factory: NodeFactory)
     again = run("seed", str(node.node_dir), "--patients", "8", "--seed", "11")
     assert again.returncode == 0
     assert f"seeded {total} records (0 new or changed)" in again.stdout
+
+
+def test_import_reads_gzip_and_a_byte_order_mark_and_refuses_utf16_by_name(
+    node_factory: NodeFactory, tmp_path: Path
+) -> None:
+    # Exports arrive as .ndjson.gz, from Notepad with a BOM and CRLF, or from PowerShell's '>'
+    # as UTF-16: before, every line of these "failed" with 'not valid JSON'.
+    node = str(node_factory("importer", start=False).node_dir)
+    plain = _ndjson(tmp_path / "data.ndjson").read_bytes()
+    (tmp_path / "data.ndjson.gz").write_bytes(gzip.compress(plain))
+    zipped = cli("import", node, str(tmp_path / "data.ndjson.gz"), "--workers", "1")
+    assert zipped.exit_code == 1, zipped.output
+    assert "imported 4 records (0 unchanged), 6 lines failed" in zipped.stdout
+    assert "line 2:" in zipped.stderr and "line 1:" not in zipped.stderr
+    (tmp_path / "cut.ndjson.gz").write_bytes(gzip.compress(plain)[:-20])  # a broken download
+    cut = cli("import", node, str(tmp_path / "cut.ndjson.gz"), "--workers", "1")
+    assert cut.exit_code == 2 and "gzip data is damaged" in cut.stderr, cut.output
+
+    windows = b"\xef\xbb\xbf" + plain.replace(b"\n", b"\r\n")
+    (tmp_path / "windows.ndjson").write_bytes(windows)
+    again = cli("import", node, str(tmp_path / "windows.ndjson"), "--workers", "1")
+    assert again.exit_code == 1, again.output
+    assert "imported 1 records (3 unchanged), 6 lines failed" in again.stdout
+    assert "line 1:" not in again.stderr
+
+    (tmp_path / "ps.ndjson").write_text(plain.decode(), encoding="utf-16")
+    refused = cli("import", node, str(tmp_path / "ps.ndjson"), "--workers", "1")
+    assert refused.exit_code == 2, refused.output
+    assert "UTF-16" in refused.stderr and "line" not in refused.stderr
+
+
+def cli(*args: str) -> Result:
+    """The command line in this process (a subprocess costs ~1 s)."""
+    return CliRunner(env={"COLUMNS": "200"}).invoke(build_app(), list(args))

@@ -25,6 +25,7 @@ from fhirsync.cli.common import (
     err_console,
     handle_errors,
     node_path,
+    plain,
 )
 from fhirsync.errors import RequestError
 
@@ -81,7 +82,7 @@ def _filters(
 
 
 def _usage(exc: RequestError) -> typer.Exit:
-    err_console.print(f"[red]usage:[/red] {exc.message}")
+    err_console.print(f"[red]usage:[/red] {plain(exc.message)}")
     return typer.Exit(EXIT_USAGE)
 
 
@@ -147,15 +148,20 @@ def list_(
     )
     for m in listing.items:
         table.add_row(
-            m.uuid,
-            m.timestamp.strftime("%Y-%m-%d %H:%M:%S"),
-            m.operation or "",
-            m.resource_name or "",
-            m.record_uuid or "",
-            m.action or "",
-            m.creator_instance_id or "",
-            _status_word(m),
-            m.error_class or "",
+            *(
+                plain(cell)
+                for cell in (
+                    m.uuid,
+                    m.timestamp.strftime("%Y-%m-%d %H:%M:%S"),
+                    m.operation or "",
+                    m.resource_name or "",
+                    m.record_uuid or "",
+                    m.action or "",
+                    m.creator_instance_id or "",
+                    _status_word(m),
+                    m.error_class or "",
+                )
+            )
         )
     console.print(table)
     console.print(
@@ -183,7 +189,7 @@ def show(
     finally:
         db.dispose()
     if message is None:
-        err_console.print(f"no audit message {uuid}")
+        err_console.print(f"no audit message {uuid}", markup=False)
         raise typer.Exit(EXIT_FAILURES)
     if as_json:
         body = {**asdict(message), "plainError": plain_error(message)}
@@ -242,16 +248,17 @@ def retry(
                     else manual.retry_message(config, db, target)
                 )
             except manual.Unavailable as exc:
-                err_console.print(f"[red]not retried:[/red] {exc.message}")
+                err_console.print(f"[red]not retried:[/red] {plain(exc.message)}")
                 raise typer.Exit(EXIT_FAILURES) from exc
-            console.print(outcome.message)
+            console.print(outcome.message, markup=False)
             if outcome.new_message_uuid:
                 console.print(f"new message: {outcome.new_message_uuid}")
             raise typer.Exit(_exit_for([outcome], 0))
-        if filters.query():
+        # The status filter is always FAILURE here: only the other options narrow the retry.
+        if operation.upper() != "ALL" or any((category, origin, since, until)):
             totals = manual.retry_matching(config, db, filters.to_filter())
             for run in totals.runs:
-                console.print(run.message)
+                console.print(run.message, markup=False)
             console.print(
                 f"retried {totals.messages} failed message(s): {totals.succeeded} succeeded, "
                 f"{totals.failed} failed again"
@@ -274,7 +281,7 @@ def _retry_parked(config: NodeConfig, db: Database) -> int:
     for operation, rows in parked.items():
         if rows or operation == "pull":
             outcome = manual.describe(manual.run_retry(config, db, operation, [f.id for f in rows]))
-            console.print(outcome.message)
+            console.print(outcome.message, markup=False)
             outcomes.append(outcome)
     with db.read() as conn:
         still = {op: failures.counts(conn, op) for op in ("pull", "push")}
@@ -301,7 +308,7 @@ def dismiss(
         outcome = manual.dismiss_failure(config, db, failure_id, reason, user)
     finally:
         db.dispose()
-    console.print(outcome.message)
+    console.print(outcome.message, markup=False)
     if outcome.new_message_uuid:
         console.print(f"audit message: {outcome.new_message_uuid}")
 

@@ -11,6 +11,7 @@ from typing import ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fhirsync.errors import ConfigurationError, FhirsyncError, TransientError
 
@@ -18,6 +19,8 @@ EXIT_OK = 0
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
+"""Ctrl-C: the shells' code for a command stopped by SIGINT (128 + 2), outside the contract's."""
 
 # soft_wrap: messages are not re-wrapped at 80 columns when output goes to a pipe or a log.
 console = Console(soft_wrap=True)
@@ -33,14 +36,20 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            # Pull, push and import commit page by page (with the marker): nothing half-done.
+            err_console.print(
+                "interrupted: what was committed is kept; run the command again to continue"
+            )
+            raise typer.Exit(EXIT_INTERRUPTED) from exc
         except ConfigurationError as exc:
-            err_console.print(f"[red]configuration error:[/red] {exc}")
+            err_console.print(f"[red]configuration error:[/red] {plain(exc)}")
             raise typer.Exit(EXIT_USAGE) from exc
         except TransientError as exc:
-            err_console.print(f"[red]parent unreachable:[/red] {exc}")
+            err_console.print(f"[red]parent unreachable:[/red] {plain(exc)}")
             raise typer.Exit(EXIT_UNREACHABLE) from exc
         except FhirsyncError as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
+            err_console.print(f"[red]error:[/red] {plain(exc)}")
             raise typer.Exit(EXIT_FAILURES) from exc
         except Exception as exc:
             reason = _database_error(exc)
@@ -48,10 +57,17 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
                 raise
             # A full disk or a database locked for longer than its timeout: one line, not a
             # traceback (the engine hides statement parameters, so no record data is shown).
-            err_console.print(f"[red]database error:[/red] {reason}")
+            err_console.print(f"[red]database error:[/red] {plain(reason)}")
             raise typer.Exit(EXIT_FAILURES) from exc
 
     return wrapper
+
+
+def plain(value: object) -> str:
+    """``value`` as text inside rich markup (console output and table cells): its brackets are
+    shown, not read as styles. A user name, a path, a parent's message or a record's value
+    holding "[/]" would otherwise stop the command with a MarkupError, and "[code]" vanish."""
+    return escape(str(value))
 
 
 def _database_error(exc: Exception) -> str | None:

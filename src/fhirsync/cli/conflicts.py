@@ -16,6 +16,7 @@ from fhirsync.cli.common import (
     err_console,
     handle_errors,
     node_path,
+    plain,
 )
 from fhirsync.errors import ConfigurationError, InvalidResource
 
@@ -57,15 +58,15 @@ def list_(
             c.category,
             c.record_uuid,
             c.operation,
-            ", ".join(c.paths),
-            c.status if not c.resolved_by else f"{c.status} by {c.resolved_by}",
+            plain(", ".join(c.paths)),
+            plain(c.status if not c.resolved_by else f"{c.status} by {c.resolved_by}"),
             str(c.updated_at)[:19],
         )
     console.print(table)
 
 
 def _shown(value: Any, missing: object) -> str:
-    return "(absent)" if value is missing else orjson.dumps(value).decode()
+    return "(absent)" if value is missing else plain(orjson.dumps(value).decode())
 
 
 @conflicts_app.command("show")
@@ -88,7 +89,8 @@ def show(
         raise ConfigurationError(f"no conflict {conflict!r}", field="CONFLICT")
     console.print(
         f"conflict {found.uuid} on {found.category}/{found.record_uuid} ({found.status}); "
-        f"conflicting: {', '.join(found.paths)}"
+        f"conflicting: {', '.join(found.paths)}",
+        markup=False,
     )
     base = flatten(found.base() or {})
     local = flatten({**found.local(), "@state": found.local_state})
@@ -100,7 +102,7 @@ def show(
         if values[1] == values[2] and values[0] == values[1]:
             continue
         mark = "[bold red]" if path in found.paths else ""
-        table.add_row(f"{mark}{path}", *(_shown(v, MISSING) for v in values))
+        table.add_row(f"{mark}{plain(path)}", *(_shown(v, MISSING) for v in values))
     console.print(table)
 
 

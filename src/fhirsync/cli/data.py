@@ -24,6 +24,7 @@ from fhirsync.cli.common import (
     err_console,
     handle_errors,
     node_path,
+    plain,
 )
 
 # The work is imported inside each command (see the package docstring: start-up time): the
@@ -41,7 +42,9 @@ IMPORT_BATCH_SIZE = 1000
 @handle_errors
 def import_(
     node_dir: Annotated[Path, typer.Argument(help="The node directory.")],
-    file: Annotated[Path, typer.Argument(help="NDJSON file: one FHIR R4 resource per line.")],
+    file: Annotated[
+        Path, typer.Argument(help="NDJSON file: one FHIR R4 resource per line (UTF-8, or gzip).")
+    ],
     workers: Annotated[
         int | None,
         typer.Option(help="Validation processes (default: one per CPU; 1 validates inline)."),
@@ -55,7 +58,8 @@ def import_(
     from fhirsync.service import importer
 
     if not file.is_file():
-        err_console.print(f"[red]error:[/red] {file}: no such file")
+        reason = "is a directory" if file.is_dir() else "no such file"
+        err_console.print(f"[red]error:[/red] {plain(file)}: {reason}")
         raise typer.Exit(EXIT_USAGE)
     config, db = open_node(node_path(node_dir))
     try:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from fhirsync.cli.common import console, handle_errors, node_path, setup_logging
+from fhirsync.cli.common import console, handle_errors, node_path, plain, setup_logging
 from fhirsync.errors import ConfigurationError
 
 
@@ -41,8 +41,8 @@ def init(
         admin_password=admin_password,
         db_url=db,
     )
-    console.print(f"Created node [bold]{instance_id}[/bold] in {result.config.node_dir}")
-    console.print(f"Database: {redacted_url(result.config.db_url)}")
+    console.print(f"Created node [bold]{instance_id}[/bold] in {plain(result.config.node_dir)}")
+    console.print(f"Database: {redacted_url(result.config.db_url)}", markup=False)
     if result.password_generated:
         console.print("Admin user: [bold]admin[/bold]")
         console.print(
@@ -97,6 +97,13 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+    except socket.gaierror as exc:  # the name, not the port: "Name or service not known"
+        sock.close()
+        raise ConfigurationError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}: set 'host' in fhirsync.json "
+            "to an address of this machine (127.0.0.1, or 0.0.0.0 for every interface)",
+            field="host",
+        ) from exc
     except OSError as exc:
         sock.close()
         raise ConfigurationError(
@@ -115,7 +122,8 @@ def backup(
 ) -> None:
     """Copy the node (settings and SQLite database) to a new directory; safe while it serves.
 
-    Exit 0 done, 1 the copy failed, 2 bad node, existing DEST or a PostgreSQL database.
+    Exit 0 done, 1 the copy failed, 2 bad node, a PostgreSQL database, or a DEST that exists,
+    cannot be made or lies inside the node directory.
     """
     from fhirsync.node import backup_node
 
@@ -124,10 +132,13 @@ def backup(
     copied = backup_node(node_path(node_dir), target)
     console.print(
         f"Backed up {copied.records:,} records and {copied.events:,} events "
-        f"({copied.size_bytes / 1_000_000:.1f} MB) to {target} in {time.monotonic() - started:.1f}s"
+        f"({copied.size_bytes / 1_000_000:.1f} MB) to {target} "
+        f"in {time.monotonic() - started:.1f}s",
+        markup=False,
     )
     console.print(
-        f"To restore: stop the node, then serve {target} (or put it in place of {node_dir})."
+        f"To restore: stop the node, then serve {target} (or put it in place of {node_dir}).",
+        markup=False,
     )
 
 
@@ -148,7 +159,7 @@ def move_parent(
     from fhirsync.node import move_parent as move
 
     carried = move(node_path(node_dir), new_url, from_start=from_start)
-    console.print(f"Parent set to {new_url.strip().rstrip('/')}.")
+    console.print(f"Parent set to {new_url.strip().rstrip('/')}.", markup=False)
     if carried:
         console.print(
             f"{carried} feed positions carried over (checked against the new address): the "

@@ -9,7 +9,14 @@ from typing import NoReturn
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from fhirsync.cli.common import EXIT_FAILURES, EXIT_OK, EXIT_UNREACHABLE, console, err_console
+from fhirsync.cli.common import (
+    EXIT_FAILURES,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    console,
+    err_console,
+    plain,
+)
 from fhirsync.sync.status import (
     CategoryStopped,
     Listener,
@@ -55,16 +62,17 @@ class RunView:
     def finish(self, result: RunFinished) -> NoReturn:
         """Print the run's result line and exit with the contract's code (DESIGN.md §3)."""
         if result.outcome == "unreachable":
-            err_console.print(f"[red]parent unreachable:[/red] {result.error}")
+            err_console.print(f"[red]parent unreachable:[/red] {plain(result.error)}")
             raise typer.Exit(EXIT_UNREACHABLE)
         if result.outcome == "busy":
-            console.print(f"{self.operation} skipped: {result.error}")
+            console.print(f"{self.operation} skipped: {result.error}", markup=False)
         else:
             error = f" ({result.error})" if result.error and not self.stops_live else ""
             console.print(
                 f"{self.operation} {result.outcome}: {result.events_read} events read, "
                 f"{result.applied} records {self.moved}, {result.failures} failed in "
-                f"{result.seconds:.1f}s{error}"
+                f"{result.seconds:.1f}s{error}",
+                markup=False,
             )
         raise typer.Exit(_EXIT[result.outcome])
 
@@ -99,8 +107,8 @@ class _Tally:
             seen = self._stops[event.error_class] = self._stops.get(event.error_class, 0) + 1
             if seen <= _STOPS_SHOWN:
                 err_console.print(
-                    f"[red]category {event.category} stopped:[/red] "
-                    f"{event.error_class}: {event.message}"
+                    f"[red]category {plain(event.category)} stopped:[/red] "
+                    f"{event.error_class}: {plain(event.message)}"
                 )
         elif isinstance(event, RunFinished):
             self._progress.update(self._task, read=event.events_read, moved=event.applied)

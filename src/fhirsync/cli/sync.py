@@ -16,6 +16,7 @@ from fhirsync.cli.common import (
     console,
     handle_errors,
     node_path,
+    plain,
 )
 from fhirsync.cli.progress import RunView
 
@@ -76,7 +77,9 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
     config, db = open_node(node_path(node_dir))
     try:
         parent = config.parent_url
-        console.print(f"node [bold]{config.instance_id}[/bold]  parent {parent or '(none)'}")
+        console.print(
+            f"node [bold]{plain(config.instance_id)}[/bold]  parent {plain(parent or '(none)')}"
+        )
         reachable = _reachable(config) if parent else "no parent"
         found = lag.gather(config, db, ask_parent=reachable == "yes")
         refused = found.parent_label == lag.CREDENTIALS_REFUSED
@@ -86,7 +89,7 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
                 "in fhirsync.json; the parent's 'fhirsync user' account)"
             )
         if parent:
-            console.print(f"parent reachable: {reachable}")
+            console.print(f"parent reachable: {reachable}", markup=False)
         with db.read() as conn:
             states = {op: runs.get(conn, op) for op in ("pull", "push")}
             positions = markers.for_feed(conn, parent) if parent else {}
@@ -97,7 +100,10 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
         table = Table("category", "last page", "last entry", "updated")
         for category, marker in positions.items():
             table.add_row(
-                category, str(marker.last_page), marker.last_entry_id or "", str(marker.updated_at)
+                plain(category),
+                str(marker.last_page),
+                plain(marker.last_entry_id or ""),
+                str(marker.updated_at),
             )
         console.print(table)
         _print_lag(found)
@@ -128,7 +134,8 @@ def _print_failures(
     for f in shown:
         console.print(
             f"  #{f.id} {f.operation} {f.status} {f.category}/{f.record_uuid} {f.action} "
-            f"attempts={f.attempts} {f.error_message}"
+            f"attempts={f.attempts} {f.error_message}",
+            markup=False,
         )
     hidden = sum(open_counts.values()) - len(shown)
     if hidden > 0:
@@ -150,7 +157,8 @@ def _print_conflicts(node_dir: Path, count: int, shown: list[Conflict]) -> None:
     for c in shown:
         console.print(
             f"  {c.uuid} {c.operation.lower()} {c.category}/{c.record_uuid} "
-            f"fields: {', '.join(c.paths)}"
+            f"fields: {', '.join(c.paths)}",
+            markup=False,
         )
     if count > len(shown):
         console.print(f"  ... and {count - len(shown)} more: fhirsync conflicts {node_dir} list")
@@ -175,10 +183,11 @@ def _print_run(operation: str, state: RunState) -> None:
     if state.backoff_seconds:
         console.print(
             f"  scheduler backing off {state.backoff_seconds:.0f}s after "
-            f"{state.consecutive_failures} failure(s): {state.last_error}"
+            f"{state.consecutive_failures} failure(s): {state.last_error}",
+            markup=False,
         )
     elif state.last_error:
-        console.print(f"  last error: {state.last_error}")
+        console.print(f"  last error: {state.last_error}", markup=False)
 
 
 def _when(moment: datetime) -> str:
@@ -203,11 +212,13 @@ def _print_lag(found: Lag) -> None:
         if row.pulled and found.parent_label:
             remote = found.parent_label
         table.add_row(
-            row.category, remote, "not pushed" if row.unpushed is None else str(row.unpushed)
+            plain(row.category),
+            plain(remote),
+            "not pushed" if row.unpushed is None else str(row.unpushed),
         )
     console.print(table)
     if found.parent_error:
-        console.print(f"parent lag {found.parent_error}")
+        console.print(f"parent lag {found.parent_error}", markup=False)
 
 
 def _reachable(config: NodeConfig) -> str:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fhirsync.cli.common import console, handle_errors, node_path
+from fhirsync.cli.common import console, handle_errors, node_path, plain
 
 if TYPE_CHECKING:
     from fhirsync.settings import NodeConfig
@@ -44,7 +44,7 @@ def add(
             instance_id,
             node_instance_id=config.sync2.general.local_instance_id,
         )
-    console.print(f"Created {role} user [bold]{name}[/bold]")
+    console.print(f"Created {role} user [bold]{plain(name)}[/bold]")
     _show_generated(password, secret)
 
 
@@ -60,7 +60,7 @@ def list_users(node_dir: Annotated[Path, typer.Argument(help="The node directory
         accounts = users.list_all(conn)
     table = Table("name", "role", "instance id")
     for user in accounts:
-        table.add_row(user.name, user.role, user.instance_id or "")
+        table.add_row(plain(user.name), user.role, plain(user.instance_id or ""))
     console.print(table)
     # Accounts made before `user add` refused shared instance ids: the binding of the whitelist
     # and of pushed origins to an account means nothing while two accounts share one.
@@ -71,8 +71,8 @@ def list_users(node_dir: Annotated[Path, typer.Argument(help="The node directory
     for instance_id, names in sharing.items():
         if len(names) > 1:
             console.print(
-                f"[yellow]warning:[/yellow] child accounts {', '.join(names)} share the instance "
-                f"id {instance_id!r} and can act as each other: remove all but one "
+                f"[yellow]warning:[/yellow] child accounts {plain(', '.join(names))} share the "
+                f"instance id {instance_id!r} and can act as each other: remove all but one "
                 "(fhirsync user remove)"
             )
 
@@ -92,7 +92,7 @@ def password(
     secret = new_password or users.generate_password()
     with _database(node_dir) as db, db.write() as conn:
         users.set_password(conn, name, secret)
-    console.print(f"New password set for [bold]{name}[/bold]")
+    console.print(f"New password set for [bold]{plain(name)}[/bold]")
     _show_generated(new_password, secret)
 
 
@@ -107,7 +107,7 @@ def remove(
 
     with _database(node_dir) as db, db.write() as conn:
         user = users.remove(conn, name)
-    console.print(f"Removed {user.role} user [bold]{name}[/bold]")
+    console.print(f"Removed {user.role} user [bold]{plain(name)}[/bold]")
 
 
 @contextmanager

@@ -17,16 +17,20 @@ it is reported with its line number and element, counted, and the import carries
 from __future__ import annotations
 
 import gc
+import gzip
+import io
 import multiprocessing
 import os
 import time
 import uuid as uuidlib
+import zlib
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 
@@ -120,8 +124,8 @@ def import_file(
     started = time.perf_counter()
     # Thousands of parsed bodies and validated elements are alive at once: with the default gc
     # thresholds about a fifth of an import's CPU went to gc (``runtime``: ~15-20% more records/s).
-    with handle, runtime.bulk_settings():
-        chunks = _chunks(handle, chunk_lines)
+    with handle, _lines_of(handle, path) as lines_in, runtime.bulk_settings():
+        chunks = _chunks(lines_in, chunk_lines)
         pool = _pool(count) if count > 1 else None
         try:
             for first, lines, verdicts in _validated(chunks, pool, in_flight=2 * count + 2):
@@ -143,6 +147,27 @@ def import_file(
     return result
 
 
+@contextmanager
+def _lines_of(handle: io.BufferedReader, path: Path) -> Iterator[Iterable[bytes]]:
+    """The NDJSON text in ``handle``: gunzipped when the file is gzip (``.ndjson.gz`` exports),
+    after a UTF-8 byte order mark (Notepad writes one). ``handle.tell()`` stays the progress in
+    the file's own bytes. ConfigurationError for UTF-16 text (PowerShell's ``>`` writes it)."""
+    compressed = handle.peek(2)[:2] == b"\x1f\x8b"
+    with gzip.GzipFile(fileobj=handle) if compressed else nullcontext(handle) as text:
+        start = text.peek(3)[:3]
+        if start[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise ConfigurationError(f"{path} is UTF-16 text: save it as UTF-8 to import it")
+        if start == b"\xef\xbb\xbf":
+            text.read(3)
+        try:
+            yield text
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # a truncated download, say
+            raise ConfigurationError(
+                f"{path}: the gzip data is damaged ({exc}): import a complete copy (the "
+                "records written so far are recognised as unchanged)"
+            ) from exc
+
+
 def _worker_init() -> None:
     # gc.freeze: the collector never walks the objects inherited from the parent, so their pages
     # are not copied (measured: ~20% fewer page faults); then the import's thresholds.
@@ -161,7 +186,7 @@ def _report(result: ImportResult, error: LineError, on_error: ErrorListener | No
 # --- reading and validating --------------------------------------------------------------------
 
 
-def _chunks(handle: BinaryIO, size: int) -> Iterator[tuple[int, list[bytes]]]:
+def _chunks(handle: Iterable[bytes], size: int) -> Iterator[tuple[int, list[bytes]]]:
     """``(number of the first line, raw lines)`` for consecutive chunks of ``size`` lines."""
     chunk: list[bytes] = []
     first = 1

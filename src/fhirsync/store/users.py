@@ -75,10 +75,8 @@ def add(
         raise ConfigurationError(
             f"unknown role {role!r} (use admin, viewer or child)", field="role"
         )
+    check_name(name)
     check_password(password)
-    # users.name is VARCHAR(255): PostgreSQL refused a longer one with a bare database error.
-    if not name or len(name) > _NAME_MAX:
-        raise ConfigurationError(f"a user name has 1 to {_NAME_MAX} characters", field="name")
     if role == "child":
         _check_child_instance(conn, instance_id, node_instance_id)
     elif instance_id is not None:
@@ -144,6 +142,27 @@ def _check_instance_format(instance_id: str) -> None:
             "at most 64 characters",
             field="instance_id",
         )
+
+
+def check_name(name: str) -> None:
+    """ConfigurationError when no login could use ``name``: blank, padded with spaces (not told
+    apart from the unpadded name in a list), holding ':' (HTTP Basic ends the name at the first
+    one) or a control character."""
+    if not name.strip():
+        raise ConfigurationError("a user name must not be blank", field="name")
+    # users.name is VARCHAR(255): PostgreSQL refused a longer one with a bare database error.
+    if len(name) > _NAME_MAX:
+        raise ConfigurationError(f"a user name has at most {_NAME_MAX} characters", field="name")
+    if name != name.strip():
+        raise ConfigurationError(
+            f"user name {name!r} starts or ends with spaces: leave them out", field="name"
+        )
+    if ":" in name:
+        raise ConfigurationError(
+            f"user name {name!r} holds ':', which HTTP Basic logins cannot carry", field="name"
+        )
+    if any(not c.isprintable() for c in name):
+        raise ConfigurationError(f"user name {name!r} holds a control character", field="name")
 
 
 def check_password(password: str) -> None:

@@ -41,3 +41,10 @@ def test_a_port_in_use_is_a_configuration_error_naming_the_setting() -> None:
         with pytest.raises(ConfigurationError) as info:
             _listening_socket("127.0.0.1", port)
     assert info.value.field == "port" and f"127.0.0.1:{port}" in str(info.value)
+
+
+def test_a_host_that_does_not_resolve_is_named_without_blaming_the_port() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        _listening_socket("no-such-host.invalid", 8080)
+    assert info.value.field == "host" and "no-such-host.invalid" in str(info.value)
+    assert "using the port" not in str(info.value)

@@ -1,0 +1,125 @@
+"""Mistakes an administrator makes in a node's two settings files, as `fhirsync status` meets them:
+one line naming the file and the field, exit code 2; files a Java node or Windows wrote load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from fhirsync.cli.main import build_app
+from fhirsync.testing.servers import free_port
+
+
+def fhirsync(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner(env={"COLUMNS": "200", **(env or {})}).invoke(build_app(), list(args))
+
+
+@pytest.fixture(scope="module")
+def made_node(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    node_dir = tmp_path_factory.mktemp("made") / "node"
+    done = fhirsync("init", str(node_dir), "--instance-id", "n", "--admin-password", "long-pw-1")
+    assert done.exit_code == 0, done.output
+    return node_dir
+
+
+@pytest.fixture
+def node(made_node: Path, tmp_path: Path) -> Path:
+    """A fresh copy of an initialised node (init hashes a password and migrates: done once)."""
+    return Path(shutil.copytree(made_node, tmp_path / "node"))
+
+
+def edit_sync2(node: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    path = node / "sync2.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data, indent=2))
+
+
+def one_line_error(result: Result) -> str:
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_a_wrong_boolean_deep_in_a_class_list_names_its_path(node: Path) -> None:
+    def yes(data: dict[str, Any]) -> None:
+        data["pull"]["classes"][3]["enabled"] = "yes"
+
+    edit_sync2(node, yes)
+    result = fhirsync("status", str(node))
+    assert result.exit_code == 2
+    line = one_line_error(result)
+    assert "sync2.json" in line and "pull.classes[3].enabled" in line and "'yes'" in line
+
+
+def test_files_saved_by_windows_notepad_load(node: Path) -> None:
+    # Notepad writes a byte order mark and CRLF line ends; OpenMRS (Jackson) reads such a file.
+    for name in ("sync2.json", "fhirsync.json"):
+        text = (node / name).read_text()
+        (node / name).write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    result = fhirsync("status", str(node))
+    assert result.exit_code == 0, result.output
+    assert "node n" in result.stdout
+
+
+def test_a_parent_url_with_spaces_and_a_trailing_slash_is_the_parent(node: Path) -> None:
+    port = free_port()  # nothing listens there: the parent is unreachable, not misconfigured
+
+    def padded(data: dict[str, Any]) -> None:
+        data["general"]["parentFeedLocation"] = f"  http://127.0.0.1:{port}/  "
+
+    edit_sync2(node, padded)
+    result = fhirsync("status", str(node))
+    assert result.exit_code == 3, result.output
+    assert f"parent http://127.0.0.1:{port}\n" in result.stdout
+    assert "parent reachable: no" in result.stdout
+
+
+def test_init_keeps_the_parent_url_without_spaces(tmp_path: Path) -> None:
+    node = tmp_path / "child"
+    done = fhirsync(
+        "init", str(node), "--instance-id", "c", "--parent", " http://parent:8080/ ",
+        "--admin-password", "long-pw-1",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    sync2 = json.loads((node / "sync2.json").read_text())
+    assert sync2["general"]["parentFeedLocation"] == "http://parent:8080"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("FHIRSYNC_PORT", "eighty", "valid integer"),
+        ("FHIRSYNC_TRUSTED_PROXIES", "10.0.0.1", "JSON"),
+        ("FHIRSYNC_CONFLICT_POLICIES", '{"patient": "mine"}', "'manual'"),
+    ],
+)
+def test_a_bad_environment_override_names_the_variable(
+    node: Path, variable: str, value: str, said: str
+) -> None:
+    result = fhirsync("status", str(node), env={variable: value})
+    assert result.exit_code == 2, result.output
+    line = one_line_error(result)
+    assert f"environment variable {variable}" in line and said in line, line
+    assert "fhirsync.json" not in line  # the file holds no such value: do not send them there
+
+
+@pytest.mark.parametrize("damage", ["latin-1", "directory"])
+def test_an_unreadable_settings_file_is_one_line(node: Path, damage: str) -> None:
+    if damage == "latin-1":  # what an editor set to Windows-1252 saves
+        (node / "fhirsync.json").write_bytes('{"log_level": "café"}'.encode("latin-1"))
+        said = "fhirsync.json: not UTF-8 text"
+    else:
+        (node / "fhirsync.json").unlink()
+        (node / "fhirsync.json").mkdir()
+        said = "fhirsync.json: cannot be read: Is a directory"
+    result = fhirsync("status", str(node))
+    assert result.exit_code == 2, result.output
+    assert said in one_line_error(result)

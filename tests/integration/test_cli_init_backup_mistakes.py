@@ -1,0 +1,79 @@
+"""`fhirsync init` and `fhirsync backup` given the paths and values a tired administrator types:
+one line saying what is wrong, exit code 2, nothing left half made."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from fhirsync.cli.main import build_app
+
+
+def fhirsync(*args: str) -> Result:
+    return CliRunner(env={"COLUMNS": "200"}).invoke(build_app(), list(args))
+
+
+def one_line_error(result: Result) -> str:
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def init(node_dir: Path, *options: str) -> Result:
+    return fhirsync("init", str(node_dir), "--admin-password", "long-pw-1", *options)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    node_dir = tmp_path_factory.mktemp("made") / "node"
+    done = init(node_dir, "--instance-id", "n")
+    assert done.exit_code == 0, done.output
+    return node_dir
+
+
+@pytest.mark.parametrize("where", ["a file", "inside a file"])
+def test_init_where_a_file_is_says_so(tmp_path: Path, where: str) -> None:
+    (tmp_path / "notes").write_text("kept")
+    node_dir = tmp_path / "notes" if where == "a file" else tmp_path / "notes" / "node"
+    result = init(node_dir, "--instance-id", "n")
+    assert result.exit_code == 2, result.output
+    assert str(node_dir) in one_line_error(result)
+    assert (tmp_path / "notes").read_text() == "kept"
+
+
+@pytest.mark.parametrize("instance_id", ["clinic 4é", "clinic/4", "x" * 65])
+def test_init_refuses_an_instance_id_a_parent_cannot_take(tmp_path: Path, instance_id: str) -> None:
+    # Pushed changes carry this id in a header and a parent's child account must match it:
+    # 'clinic 4é' made every push end in a UnicodeEncodeError traceback.
+    result = init(tmp_path / "n", "--instance-id", instance_id)
+    assert result.exit_code == 2, result.output
+    assert "letters, digits, '-' and '.'" in one_line_error(result)
+    assert not (tmp_path / "n").exists()
+
+
+def test_init_refuses_port_0(tmp_path: Path) -> None:
+    # serve took it (a random port) and announced 'listening on http://127.0.0.1:0', the address
+    # its feeds and children would then use.
+    result = init(tmp_path / "n", "--instance-id", "n", "--port", "0")
+    assert result.exit_code == 2, result.output
+    assert "'port'" in one_line_error(result)
+
+
+def test_backup_where_it_cannot_write_is_one_line(node: Path, tmp_path: Path) -> None:
+    (tmp_path / "notes").write_text("kept")
+    dest = tmp_path / "notes" / "backup"
+    result = fhirsync("backup", str(node), str(dest))
+    assert result.exit_code == 2, result.output
+    assert "notes" in one_line_error(result)
+    assert (tmp_path / "notes").read_text() == "kept"
+
+
+def test_backup_into_the_node_itself_is_refused(node: Path) -> None:
+    # Such a copy is lost with the node, and a restore (the copy in place of NODE_DIR) eats it.
+    result = fhirsync("backup", str(node), str(node / "backups" / "today"))
+    assert result.exit_code == 2, result.output
+    assert "inside the node directory" in one_line_error(result)
+    assert not (node / "backups").exists()
