@@ -104,6 +104,14 @@ def record_count(node: NodeHandle) -> int:
     return count_rows(node, records)
 
 
+def committed_records(node: NodeHandle) -> int:
+    """Records the node has committed so far (0 while its database is not there yet)."""
+    try:
+        return record_count(node)
+    except Exception:  # noqa: BLE001 - the node may be creating its tables this instant
+        return 0
+
+
 def pull(node: NodeHandle) -> RunFinished:
     """One in-process pull run of ``node``."""
     return run_on(node, run_pull)

@@ -10,22 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
+from tests.integration.cli_support import fhirsync, init_node
+from typer.testing import Result
 
-from fhirsync.cli.main import build_app
 from fhirsync.testing.servers import free_port
-
-
-def fhirsync(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner(env={"COLUMNS": "200", **(env or {})}).invoke(build_app(), list(args))
 
 
 @pytest.fixture(scope="module")
 def made_node(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    node_dir = tmp_path_factory.mktemp("made") / "node"
-    done = fhirsync("init", str(node_dir), "--instance-id", "n", "--admin-password", "long-pw-1")
-    assert done.exit_code == 0, done.output
-    return node_dir
+    return init_node(tmp_path_factory.mktemp("made") / "node")
 
 
 @pytest.fixture

@@ -15,22 +15,13 @@ from pathlib import Path
 from tests.conftest import NodeFactory
 from tests.integration.pull_support import (
     cli,
+    committed_records,
     event_actions,
     held,
     new_uuid,
     patient,
-    record_count,
     write_raw,
 )
-
-from fhirsync.testing.servers import NodeHandle
-
-
-def _committed(node: NodeHandle) -> int:
-    try:
-        return record_count(node)
-    except Exception:  # noqa: BLE001 - the database may be being created this instant
-        return 0
 
 
 def _interrupt_when(started: Callable[[], bool], *args: str) -> subprocess.CompletedProcess[str]:
@@ -67,9 +58,9 @@ def test_ctrl_c_during_pull_then_pull_again(node_factory: NodeFactory) -> None:
         write_raw(parent, "patient", [patient(u, f"I{n}") for n, u in enumerate(chunk)], "parent")
     child = node_factory("child", parent=parent, start=False)
 
-    stopped = _interrupt_when(lambda: _committed(child) >= 200, "pull", str(child.node_dir))
+    stopped = _interrupt_when(lambda: committed_records(child) >= 200, "pull", str(child.node_dir))
     _said_interrupted(stopped)
-    assert 200 <= _committed(child) < total
+    assert 200 <= committed_records(child) < total
 
     again = cli("pull", str(child.node_dir))
     assert again.returncode == 0, again.stdout + again.stderr
@@ -84,12 +75,12 @@ def test_ctrl_c_during_import_then_import_again(node_factory: NodeFactory, tmp_p
     data.write_text("".join(json.dumps(patient(new_uuid(), f"B{n}")) + "\n" for n in range(total)))
     args = ("import", str(node.node_dir), str(data), "--workers", "1", "--batch-size", "200")
 
-    stopped = _interrupt_when(lambda: _committed(node) >= 200, *args)
+    stopped = _interrupt_when(lambda: committed_records(node) >= 200, *args)
     _said_interrupted(stopped)
-    kept = _committed(node)
+    kept = committed_records(node)
     assert 200 <= kept < total
 
     again = cli(*args)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"imported {total - kept} records ({kept} unchanged), 0 lines failed" in again.stdout
-    assert _committed(node) == total
+    assert committed_records(node) == total

@@ -7,21 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
-
-from fhirsync.cli.main import build_app
-
-
-def fhirsync(*args: str) -> Result:
-    return CliRunner(env={"COLUMNS": "200"}).invoke(build_app(), list(args))
+from tests.integration.cli_support import fhirsync, init_node
+from typer.testing import Result
 
 
 @pytest.fixture(scope="module")
 def made_node(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    node_dir = tmp_path_factory.mktemp("made") / "node"
-    done = fhirsync("init", str(node_dir), "--instance-id", "n", "--admin-password", "long-pw-1")
-    assert done.exit_code == 0, done.output
-    return node_dir
+    return init_node(tmp_path_factory.mktemp("made") / "node")
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from tests.conftest import NodeFactory
 from tests.integration.pull_support import (
     cli,
+    committed_records,
     edit_sync2,
     encounter,
     event_actions,
@@ -41,14 +42,6 @@ from fhirsync.testing.servers import NodeHandle
 # --- kill -9 of the child process --------------------------------------------------------------
 
 
-def _committed(child: NodeHandle) -> int:
-    """Records the child has committed so far (0 while its database is not there yet)."""
-    try:
-        return record_count(child)
-    except Exception:  # noqa: BLE001 - the child may be creating its tables this instant
-        return 0
-
-
 def test_child_killed_mid_run_applies_every_change_exactly_once(node_factory: NodeFactory) -> None:
     total = 4000
     parent = node_factory("parent", extra_settings={"feed_page_size": 50})
@@ -65,7 +58,7 @@ def test_child_killed_mid_run_applies_every_change_exactly_once(node_factory: No
     )
     try:
         deadline = time.monotonic() + 60
-        while _committed(child) < 200 and process.poll() is None:
+        while committed_records(child) < 200 and process.poll() is None:
             assert time.monotonic() < deadline, "the child never committed a page"
             time.sleep(0.01)
         process.send_signal(signal.SIGKILL)
@@ -246,7 +239,7 @@ def test_scheduled_pull_in_serve_and_a_manual_pull_never_run_together(
         child.start_process()
         try:
             deadline = time.monotonic() + 60
-            while _committed(child) == 0:
+            while committed_records(child) == 0:
                 assert time.monotonic() < deadline, "the scheduled pull never ran"
                 time.sleep(0.02)
             # The scheduled run holds the run lock: a manual pull that will not wait is skipped.
