@@ -208,3 +208,14 @@ def test_an_unusable_time_leaves_the_other_filters_in_force(node: NodeHandle) ->
         listing = client.get("/sync2/audit?status=FAILURE&since=yesterday").text
     assert "is not a date and time" in listing
     assert failed in listing and succeeded not in listing
+
+
+def test_saving_a_preferred_client_that_names_no_client_says_so(node: NodeHandle) -> None:
+    data = json.loads((node.node_dir / "sync2.json").read_text())
+    data["push"]["classes"][0]["preferredClient"] = "fihr"
+    with admin_pages(node) as client:
+        saved = post_form(client, "/sync2/config", "/sync2/config", sync2_json=json.dumps(data))
+        assert saved.status_code == 303, saved.text
+        shown = client.get(saved.headers["location"]).text
+    assert "Configuration saved." in shown
+    assert "push.classes[0].preferredClient &#39;fihr&#39; names no client" in shown

@@ -116,3 +116,15 @@ def test_an_unreadable_settings_file_is_one_line(node: Path, damage: str) -> Non
     result = fhirsync("status", str(node))
     assert result.exit_code == 2, result.output
     assert said in one_line_error(result)
+
+
+def test_a_preferred_client_that_names_no_client_is_warned_about(node: Path) -> None:
+    def typo(data: dict[str, Any]) -> None:
+        data["pull"]["classes"][1]["preferredClient"] = "fihr"
+
+    edit_sync2(node, typo)
+    result = fhirsync("status", str(node))
+    assert result.exit_code == 0, result.output  # still a working node: it falls back
+    warning = next(line for line in result.stdout.splitlines() if line.startswith("warning:"))
+    assert "pull.classes[1].preferredClient 'fihr' names no client (fhir, rest)" in warning
+    assert fhirsync("status", str(node)).stdout.count("warning:") == 1

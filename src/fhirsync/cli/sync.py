@@ -70,6 +70,7 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
 
     Exit 0 all well, 1 failures or conflicts await an administrator, 2 the parent refuses this
     node's credentials, 3 the parent is unreachable (for monitoring scripts)."""
+    from fhirsync.clients.registry import unknown_preferences
     from fhirsync.node import open_node
     from fhirsync.store import conflicts, failures, markers, runs
     from fhirsync.sync import lag
@@ -80,6 +81,8 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
         console.print(
             f"node [bold]{plain(config.instance_id)}[/bold]  parent {plain(parent or '(none)')}"
         )
+        for warning in unknown_preferences(config):
+            console.print(f"[yellow]warning:[/yellow] {plain(warning)}")
         reachable = _reachable(config) if parent else "no parent"
         found = lag.gather(config, db, ask_parent=reachable == "yes")
         refused = found.parent_label == lag.CREDENTIALS_REFUSED

@@ -27,6 +27,7 @@ from fhirsync.clients.fhir import FhirClient
 from fhirsync.clients.http import DEFAULT_POOL_SIZE, make_http_client
 from fhirsync.clients.rest import RestClient
 from fhirsync.errors import ConfigurationError
+from fhirsync.settings import NodeConfig
 
 ENTRY_POINT_GROUP = "fhirsync.clients"
 
@@ -111,6 +112,38 @@ def load_client_factories() -> dict[str, ClientFactory]:
     with _registered_lock:
         factories.update(_registered)
     return factories
+
+
+def client_names() -> set[str]:
+    """The names of every client this process could build, without importing any plug-in."""
+    names = set(BUILT_INS) | {point.name for point in entry_points(group=ENTRY_POINT_GROUP)}
+    with _registered_lock:
+        return names | set(_registered)
+
+
+def unknown_preferences(config: NodeConfig) -> list[str]:
+    """One sentence per client preference that names no client (a typo such as "fihr").
+
+    Such a preference is not an error (OpenMRS too falls back to a link the event has), but
+    records then travel another way than the administrator chose, so it is worth saying."""
+    known = client_names()
+    choices = ", ".join(sorted(known))
+    out: list[str] = []
+    default = config.settings.preferred_client
+    if default not in known:
+        out.append(
+            f"fhirsync.json preferred_client {default!r} names no client ({choices}): classes "
+            "without a preferredClient use a link their events have"
+        )
+    for direction in ("pull", "push"):
+        for index, cls in enumerate(getattr(config.sync2, direction).classes):
+            name = cls.preferred_client
+            if name and name not in known:
+                out.append(
+                    f"sync2.json {direction}.classes[{index}].preferredClient {name!r} names no "
+                    f"client ({choices}): {cls.category} uses the node's default instead"
+                )
+    return out
 
 
 def build_clients(

@@ -20,6 +20,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from fhirsync.clients.registry import unknown_preferences
 from fhirsync.errors import FhirsyncError
 from fhirsync.settings import NodeConfig, SyncMethodConfig
 from fhirsync.store import runs
@@ -182,6 +183,8 @@ def lifespan(config: NodeConfig, db: Database) -> Lifespan:
 
     @asynccontextmanager
     async def run(_app: Any) -> AsyncIterator[None]:
+        for warning in unknown_preferences(config):
+            log.warning("node=%s %s", config.instance_id, warning)
         schedulers = [pull_scheduler(config, db), push_scheduler(config, db)]
         background: list[Scheduler | IdleCheckpointer] = [*schedulers, IdleCheckpointer(db)]
         for task in background:

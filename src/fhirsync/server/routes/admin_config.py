@@ -11,6 +11,7 @@ from fastapi import APIRouter, Form, Request, UploadFile
 from pydantic import SecretStr
 from starlette.responses import Response
 
+from fhirsync.clients.registry import unknown_preferences
 from fhirsync.errors import ConfigurationError
 from fhirsync.server.deps import NodeContext, NodeDep
 from fhirsync.server.routes.admin_common import AdminFormSession, PageSession, page, redirect
@@ -125,7 +126,7 @@ def save_config(
         _save(node, sync2_json, SYNC2_FILE)
     except ConfigurationError as exc:
         return _config_page(request, node, session, text=sync2_json, error=exc)
-    return redirect(request, "/sync2/config", "Configuration saved.")
+    return redirect(request, "/sync2/config", _with_warnings(node, "Configuration saved."))
 
 
 @router.post("/config/import")
@@ -145,7 +146,14 @@ async def import_config(
         _save(node, text, name)
     except ConfigurationError as exc:
         return _config_page(request, node, session, error=exc)
-    return redirect(request, "/sync2/config", f"Configuration imported from {name}.")
+    saved = f"Configuration imported from {name}."
+    return redirect(request, "/sync2/config", _with_warnings(node, saved))
+
+
+def _with_warnings(node: NodeContext, message: str) -> str:
+    """``message`` and what the saved file names that no client answers to (a typo)."""
+    warnings = unknown_preferences(node.config)
+    return " ".join([message, *(f"Note: {w}." for w in warnings)])
 
 
 @dataclass(frozen=True, slots=True)
