@@ -219,6 +219,7 @@ def backup_node(node_dir: Path, dest: Path) -> Copied:
         settings = read_json_file(node_dir / SETTINGS_FILE)
         # The copy uses the database beside it, wherever the original's was configured to be.
         settings.pop("db_url", None)
+        _copy_parent_ca(node_dir, settings, partial)
         (partial / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
         shutil.copyfile(node_dir / SYNC2_FILE, partial / SYNC2_FILE)
         for name in (SETTINGS_FILE, SYNC2_FILE):
@@ -237,6 +238,21 @@ def backup_node(node_dir: Path, dest: Path) -> Copied:
             raise BackupFailed(f"cannot write the backup to {dest}: {exc.strerror or exc}") from exc
         raise
     return copied
+
+
+def _copy_parent_ca(node_dir: Path, settings: dict[str, object], dest: Path) -> None:
+    """Bring ``parent_ca_file`` along: a file inside the node directory is copied to the same
+    place in ``dest``; one named relative to somewhere else is kept by its absolute path."""
+    value = settings.get("parent_ca_file")
+    if not isinstance(value, str) or not value.strip():
+        return
+    path = (node_dir / value.strip()).resolve()
+    if not path.is_relative_to(node_dir.resolve()):
+        settings["parent_ca_file"] = str(path)
+    elif path.is_file():
+        target = dest / path.relative_to(node_dir.resolve())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
 
 
 def move_parent(node_dir: Path, new_url: str, *, from_start: bool = False) -> int:

@@ -15,7 +15,7 @@ from tests.integration.pull_support import cli, held, new_uuid, patient, pull, p
 from tests.integration.test_push import create_patients, make_pair, push
 
 from fhirsync.node import backup_node
-from fhirsync.settings import RECOVERY_FILE
+from fhirsync.settings import RECOVERY_FILE, load_node
 from fhirsync.store.tables import records
 from fhirsync.testing.network import event_count
 from fhirsync.testing.servers import NodeHandle, free_port
@@ -111,6 +111,38 @@ def test_backup_refuses_an_existing_destination_and_a_postgresql_node(tmp_path: 
     assert postgres.returncode == 2 and "pg_dump" in postgres.stderr
     assert "Hunter2" not in postgres.stderr
     assert not (tmp_path / "pg-copy").exists()
+
+
+def test_the_parent_ca_file_comes_with_the_copy(tmp_path: Path) -> None:
+    """A CA file kept in the node directory (as the README says) is part of the node: a copy
+    without it would refuse to pull ("parent_ca_file ... is not a file") once restored. One
+    named relative to somewhere outside the node directory is kept by its absolute path."""
+    node_dir, outside = tmp_path / "clinic", tmp_path / "certs"
+    init = ("init", str(node_dir), "--instance-id", "n", "--admin-password", "long-enough-pw")
+    assert cli(*init).returncode == 0
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    (node_dir / "tls").mkdir()
+    (node_dir / "tls" / "parent-ca.pem").write_text(pem)
+    outside.mkdir()
+    (outside / "other-ca.pem").write_text(pem)
+    settings = node_dir / "fhirsync.json"
+
+    for value, copied in (
+        ("tls/parent-ca.pem", "tls/parent-ca.pem"),
+        ("../certs/other-ca.pem", None),
+    ):
+        data = json.loads(settings.read_text())
+        settings.write_text(json.dumps({**data, "parent_ca_file": value}))
+        copy = tmp_path / f"copy-{value.count('.')}"
+        done = cli("backup", str(node_dir), str(copy))
+        assert done.returncode == 0, done.stderr
+        named = json.loads((copy / "fhirsync.json").read_text())["parent_ca_file"]
+        trusted = load_node(copy).parent_ca_path  # a ConfigurationError if the file is missing
+        if copied is not None:
+            assert named == copied and trusted == (copy / copied).resolve()
+            assert trusted.read_text() == pem
+        else:
+            assert Path(named) == trusted == (outside / "other-ca.pem").resolve()
 
 
 def test_a_database_that_cannot_be_copied_fails_and_leaves_nothing(tmp_path: Path) -> None:
