@@ -83,11 +83,13 @@ NodeDirArg = typer.Argument(..., help="The node directory (holds sync2.json and 
 
 
 def setup_logging(level: str) -> None:
-    """One structured line per event on stderr."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    """One structured line per event on stderr. The HTTP client's line per request (some 30 per
+    scheduled pull of a child) is kept for ``log_level`` DEBUG."""
+    numeric = getattr(logging, level.upper(), logging.INFO)
+    logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    http_level = numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(http_level)
 
 
 def node_path(value: Path) -> Path:
