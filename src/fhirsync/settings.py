@@ -203,7 +203,11 @@ class NodeSettings(BaseSettings):
         "this node's clock). Fields changed on one side only are merged whatever the policy.",
     )
     audit_retention_days: int = Field(90, ge=1, description="Days audit rows are kept.")
-    audit_keep_payloads: bool = Field(False, description="Keep record bodies in audit details.")
+    audit_keep_payloads: bool = Field(
+        False,
+        description="Not used yet: accepted, but audit details never hold record bodies "
+        "(they name the record and the error).",
+    )
     log_level: str = Field("INFO", description="Python logging level.")
     session_secret: SecretStr = Field(
         SecretStr(""),
