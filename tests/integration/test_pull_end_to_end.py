@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, select
 from tests.conftest import NodeFactory
-from tests.integration.pull_support import FHIR, Held, held, new_uuid, patient, pull, put
+from tests.integration.pull_support import FHIR, Held, cli, held, new_uuid, patient, pull, put
 
 from fhirsync import categories
 from fhirsync.store.tables import markers, records
@@ -215,9 +215,14 @@ def test_wrong_parent_password_stops_the_run_and_names_it(node_factory: NodeFact
     put(parent, patient(new_uuid(), "Asante"))
     child = node_factory("child", parent=parent, parent_password="not-the-password", start=False)
     result = pull(child)
-    assert result.outcome == "unreachable", result
+    # The parent answers: its account for this node is what to fix (exit 2, not 3).
+    assert result.outcome == "configuration", result
     assert result.error is not None and result.error.startswith("Unauthenticated")
     assert held(child) == {}
+    shown = cli("pull", str(child.node_dir))
+    assert shown.returncode == 2, shown.stdout + shown.stderr
+    assert "configuration error: Unauthenticated" in shown.stderr
+    assert "parent_password" in shown.stderr
 
 
 # --- a Java OpenMRS parent ----------------------------------------------------------------------

@@ -293,7 +293,7 @@ def test_unknown_parent_credentials_stop_the_run(node_factory: NodeFactory) -> N
     )
     create_patients(child, 1)
     finished = push(child)
-    assert finished.outcome == "unreachable"
+    assert finished.outcome == "configuration"  # the parent answers: exit 2, not 3
     assert "401" in (finished.error or "")
     assert snapshot(parent) == {}
 

@@ -13,6 +13,7 @@ from fhirsync.cli.common import (
     EXIT_FAILURES,
     EXIT_OK,
     EXIT_UNREACHABLE,
+    EXIT_USAGE,
     console,
     err_console,
     plain,
@@ -64,6 +65,12 @@ class RunView:
         if result.outcome == "unreachable":
             err_console.print(f"[red]parent unreachable:[/red] {plain(result.error)}")
             raise typer.Exit(EXIT_UNREACHABLE)
+        if result.outcome == "configuration":
+            err_console.print(
+                f"[red]configuration error:[/red] {plain(result.error)} (parent_user and "
+                "parent_password in fhirsync.json; the parent's 'fhirsync user' account)"
+            )
+            raise typer.Exit(EXIT_USAGE)
         if result.outcome == "busy":
             console.print(f"{self.operation} skipped: {result.error}", markup=False)
         else:

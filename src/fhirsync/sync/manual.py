@@ -45,6 +45,10 @@ def describe(result: RunFinished) -> Outcome:
         return Outcome(False, f"Another {result.operation} is running; try again in a moment.")
     if result.outcome == "unreachable":
         return Outcome(False, f"{what} failed: the parent could not be reached ({result.error}).")
+    if result.outcome == "configuration":
+        return Outcome(
+            False, f"{what} failed: the parent refused this node's credentials ({result.error})."
+        )
     if result.failures:
         return Outcome(
             False,

@@ -151,8 +151,10 @@ def run_push(
             # parent answers, or the parent idles.
             with bulk_settings(), quick_handoffs():
                 totals = push_categories(ctx, categories)
-        except (TransientError, AuthError) as exc:
+        except TransientError as exc:
             return _finish(db, listener, "unreachable", totals, started=started, error=str(exc))
+        except AuthError as exc:  # the parent answers: its account for this node is the problem
+            return _finish(db, listener, "configuration", totals, started=started, error=str(exc))
         except RequestError as exc:
             return _finish(db, listener, "failures", totals, started=started, error=str(exc))
         finally:

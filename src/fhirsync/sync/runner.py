@@ -109,8 +109,10 @@ def _run(
         if not stopped and recovery.exists():
             recovery.unlink()
             log.info("node %s: recovery pull after a restore done", config.instance_id)
-    except (TransientError, AuthError) as exc:
+    except TransientError as exc:
         outcome, error = "unreachable", f"{type(exc).__name__}: {exc}"
+    except AuthError as exc:  # the parent answers: its account for this node is the problem
+        outcome, error = "configuration", f"{type(exc).__name__}: {exc}"
     finally:
         if checker is not None:
             checker.close()

@@ -88,7 +88,7 @@ class Scheduler:
         """The schedule after a run that reached the parent; a growing backoff (capped by the
         schedule) while it is unreachable."""
         schedule = float(self._method(self.config).schedule or DEFAULT_SCHEDULE)
-        if outcome in ("unreachable", "error"):
+        if outcome in ("unreachable", "configuration", "error"):
             self.failures += 1
             return min(schedule, self.policy.delay(self.failures))
         self.failures = 0
@@ -148,8 +148,8 @@ class Scheduler:
 
     def _log(self, result: RunFinished) -> None:
         """One line per run that did something, so the service log tells the node's history."""
-        if result.outcome in ("unreachable", "busy"):
-            return  # unreachable: the backoff lines below; busy: a manual run is at work
+        if result.outcome in ("unreachable", "configuration", "busy"):
+            return  # unreachable, refused: the backoff lines below; busy: a manual run is at work
         level = logging.WARNING if result.failures else logging.INFO
         if result.events_read or result.failures:
             log.log(

@@ -119,3 +119,18 @@ def test_unreachable_goes_to_stderr_with_exit_3(capsys: pytest.CaptureFixture[st
     assert exited.value.exit_code == 3
     captured = capsys.readouterr()
     assert (captured.out, captured.err) == ("", "parent unreachable: ConnectError: refused\n")
+
+
+def test_refused_credentials_are_a_configuration_error_with_exit_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    refused = RunFinished("pull", "configuration", 0, 0, 0, 0.1, "Unauthenticated: 401")
+    with pytest.raises(typer.Exit) as exited:
+        PULL.finish(refused)
+    assert exited.value.exit_code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("configuration error: Unauthenticated: 401") and "parent_password" in err
+    from fhirsync.sync.manual import describe
+
+    said = describe(refused)
+    assert not said.ok and "refused this node's credentials" in said.message
