@@ -32,7 +32,8 @@ from tests.integration.pull_support import (
     write_raw,
 )
 
-from fhirsync.store.tables import markers
+from fhirsync.store import failures
+from fhirsync.store.tables import audit, markers
 from fhirsync.sync.runner import run_pull
 from fhirsync.sync.status import CategoryStopped, RunEvent
 from fhirsync.testing.javafeed import JavaEvent, JavaFeedServer
@@ -253,3 +254,38 @@ def test_scheduled_pull_in_serve_and_a_manual_pull_never_run_together(
             child.stop()
     assert held(child) == held(parent)
     assert event_actions(child) == {u: ["CREATED"] for u in uuids}
+
+
+def test_a_record_that_keeps_waiting_is_audited_once_not_every_run(
+    node_factory: NodeFactory,
+) -> None:
+    parent = node_factory("parent")
+    bad, visit = new_uuid(), new_uuid()
+    write_raw(parent, "patient", [{**patient(bad, "Bad"), "gender": "robot"}], "parent")
+    put(parent, encounter(visit, bad))
+    child = node_factory("child", parent=parent, start=False)
+    edit_sync2(child, persistFailureAudit=True)
+    runs = [pull(child) for _ in range(4)]
+    # The first run records the wait; later runs find it unchanged (the scheduler may run every
+    # few seconds for days): no new audit row, no failure counted for it.
+    assert audit_rows(child, visit) == 1
+    assert runs[0].failures == 2  # the invalid patient and the encounter waiting for it
+    assert [r.failures for r in runs[1:]] == [0, 0, 0]  # the patient's retry is not due yet
+    _config, db = child.open()
+    try:
+        with db.read() as conn:
+            [waiting] = [f for f in failures.list_open(conn, "pull") if f.record_uuid == visit]
+    finally:
+        db.dispose()
+    assert (waiting.status, waiting.depends_on) == ("waiting", bad)
+
+
+def audit_rows(node: NodeHandle, record_uuid: str) -> int:
+    """Audit rows about ``record_uuid`` on ``node``."""
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            query = select(audit.c.id).where(audit.c.record_uuid == record_uuid)
+            return len(conn.execute(query).all())
+    finally:
+        db.dispose()

@@ -49,6 +49,11 @@ def page_commit(
         elif isinstance(outcome, Skip):
             if previous is not None:
                 resolved.setdefault(key[0], []).append(key[1])
+        elif _waits_as_before(change, outcome.error, previous):
+            # Its open failure already says so. An audit row and a failed record every run
+            # grew the log by a row a run (every few seconds on a short schedule) and logged a
+            # warning each time, for as long as the record it needs stayed away.
+            continue
         else:
             entry = _audit(
                 ctx,
@@ -76,6 +81,17 @@ def page_commit(
         if isinstance(why, RecordError):  # a record this node misses; not a category it skips
             totals.failed += 1
     return PageCommit(OPERATION, writes, write_audit, audit, notes, resolved, marker)
+
+
+def _waits_as_before(change: Change, error: RecordError, previous: Failure | None) -> bool:
+    """True when the record still waits for the same record, for the same feed entry."""
+    return (
+        previous is not None
+        and previous.status == "waiting"
+        and isinstance(error, DependencyMissing)
+        and previous.depends_on == error.detail
+        and previous.entry_id == change.entry.entry_id
+    )
 
 
 def _note(
