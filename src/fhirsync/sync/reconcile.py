@@ -434,7 +434,10 @@ class _Collected:
         rows: list[AuditEntry] = []
         for conflict, kind in self.closed:
             how = _CLOSING[kind]
-            conflict_repo.close(conn, conflict.uuid, resolved_by="sync", resolution=how, now=now)
+            if not conflict_repo.close(
+                conn, conflict.uuid, resolved_by="sync", resolution=how, now=now
+            ):
+                continue  # a person resolved it meanwhile: theirs is the closing to audit
             rows.append(
                 AuditEntry(
                     success=True,

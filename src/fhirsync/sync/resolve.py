@@ -132,9 +132,14 @@ def resolve(
             pending_push=True,
         )
         agreed_repo.upsert_many(conn, [base], now=moment)
-        conflict_repo.close(
+        if not conflict_repo.close(
             conn, conflict.uuid, resolved_by=resolved_by, resolution=how, now=moment
-        )
+        ):
+            # Resolved elsewhere (or closed by a sync) since it was read: roll back this write.
+            raise RecordNotFound(
+                f"conflict {conflict.uuid} was closed meanwhile (resolved elsewhere, or the "
+                "record changed): nothing was changed"
+            )
         entry = AuditEntry(
             success=True,
             resource_name=conflict.category,
