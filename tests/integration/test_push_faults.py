@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +204,39 @@ def test_lost_answer_to_an_unvoid(net: Network) -> None:
     assert open_conflicts(child) == [] and open_failures(child) == []
     sync_until_quiet(net)
     assert all_agree(net)
+
+
+class _EditingSender(_LosingSender):
+    """Runs ``during`` while the first batch is on its way to the parent, then sends it."""
+
+    def __init__(self, config: NodeConfig, during: Callable[[], None]) -> None:
+        super().__init__(config, lose=0)
+        self.during: Callable[[], None] | None = during
+
+    def send(self, category: Category, changes: Sequence[OutgoingChange], **kw: Any) -> SendResult:
+        during, self.during = self.during, None
+        if during is not None:
+            during()
+        return super().send(category, changes, **kw)
+
+
+def test_a_local_edit_made_while_a_stale_push_is_in_flight_is_kept(net: Network) -> None:
+    parent, child = net.nodes["parent"], net.nodes["child"]
+    uuid = shared(net)
+    edit(parent, uuid, gender="male")
+    edit(child, uuid, birthDate="1990-05-05")
+
+    def edit_here() -> None:
+        edit(child, uuid, name=[{"family": "Owusu", "given": ["Esi"]}])
+
+    finished = run_on(child, run_push, sender_factory=lambda c: _EditingSender(c, edit_here))
+    assert finished.outcome == "ok", finished
+    body = read(child, uuid)
+    assert body["name"] == [{"family": "Owusu", "given": ["Esi"]}]
+    sync_until_quiet(net)
+    assert all_agree(net)
+    for node in (parent, child):
+        body = read(node, uuid)
+        assert (body["gender"], body["birthDate"]) == ("male", "1990-05-05")
+        assert body["name"] == [{"family": "Owusu", "given": ["Esi"]}]
+    assert open_conflicts(child) == []
