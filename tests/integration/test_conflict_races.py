@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from tests.integration.api_support import admin_pages, post_form
 from tests.integration.test_push_faults import (
@@ -89,3 +91,42 @@ def test_two_resolutions_of_one_conflict_at_once_let_one_win(
     assert (done.status, done.resolved_by) == ("resolved", "admin" if admin_won else "cli")
     assert read(child, uuid)["gender"] == ("male" if admin_won else "other")
     assert audit_actions(child, uuid).count("RESOLVED") == 1
+
+
+def test_the_sync2_resolve_endpoint_waits_for_the_database_off_the_event_loop(
+    net: Network,
+) -> None:
+    """A resolution posted while another writer holds the database waits for it without
+    stopping the node: before, it waited on the server's event loop, and every other request
+    (health checks, feeds, pushes from children) hung until the database was free."""
+    child = net.nodes["child"]
+    _uuid, conflict = gender_conflict(net)
+    config, db = child.open()
+    db.dispose()
+    assert config.db_url.startswith("sqlite:///")
+    holder = sqlite3.connect(config.db_url.removeprefix("sqlite:///"))
+    holder.execute("BEGIN IMMEDIATE")  # another writer, mid-transaction
+    answers: list[int] = []
+
+    def post() -> None:
+        with child.client() as client:
+            answer = client.post(
+                "/ws/rest/sync2/conflict/resolve",
+                params={"conflictUuid": conflict.uuid},
+                json=conflict.local(),
+            )
+            answers.append(answer.status_code)
+
+    thread = threading.Thread(target=post)
+    try:
+        thread.start()
+        with httpx.Client(base_url=child.base_url, timeout=2.0) as client:
+            for _ in range(10):  # the resolution is waiting for the database meanwhile
+                assert client.get("/health").status_code == 200
+                assert answers == []
+    finally:
+        holder.rollback()
+        holder.close()
+        thread.join(60)
+    assert answers == [202]
+    assert open_conflicts(child) == []
