@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pytest
@@ -244,4 +244,43 @@ def test_a_parent_going_back_to_the_base_closes_the_conflict_and_the_child_wins(
     sync_until_quiet(net)
     assert_closed_by_itself(child, conflict, "local")
     assert record(parent, uuid).resource()["gender"] == "other"
+    assert all_agree(net)
+
+
+def resolve_taking(node: NodeHandle, conflict: Conflict, take: Literal["local", "remote"]) -> None:
+    _config, db = node.open()
+    try:
+        resolve(db, node.instance_id, conflict.uuid, resolved_by="tester", take=take)
+    finally:
+        db.dispose()
+
+
+def test_taking_local_keeps_the_parents_change_to_another_field(net: Network) -> None:
+    """The parent changes another field after the conflict (a pull refreshes its remote side):
+    taking this node's side decides the conflicting field, and the other change stays merged.
+    Before, the local body was written whole and the parent's new birthDate was reverted on
+    every node, with nothing saying so."""
+    parent, child = net.nodes["parent"], net.nodes["child"]
+    uuid, conflict = gender_conflict(net)
+    edit(parent, uuid, birthDate="2000-01-01")
+    sync_until_quiet(net)
+    assert conflict_of(child, conflict.uuid).remote()["birthDate"] == "2000-01-01"
+    resolve_taking(child, conflict, "local")
+    sync_until_quiet(net)
+    for node in (parent, child):
+        body = record(node, uuid).resource()
+        assert (body["gender"], body["birthDate"]) == ("other", "2000-01-01")
+    assert all_agree(net)
+
+
+def test_taking_remote_keeps_this_nodes_change_to_another_field(net: Network) -> None:
+    parent, child = net.nodes["parent"], net.nodes["child"]
+    uuid, conflict = gender_conflict(net)
+    edit(child, uuid, birthDate="1970-01-01")
+    assert conflict_of(child, conflict.uuid).local()["birthDate"] == "1970-01-01"
+    resolve_taking(child, conflict, "remote")
+    sync_until_quiet(net)
+    for node in (parent, child):
+        body = record(node, uuid).resource()
+        assert (body["gender"], body["birthDate"]) == ("male", "1970-01-01")
     assert all_agree(net)

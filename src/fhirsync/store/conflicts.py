@@ -165,15 +165,20 @@ def count_open(conn: Connection) -> int:
     return int(conn.execute(query).scalar() or 0)
 
 
-def close(conn: Connection, uuid: str, *, resolved_by: str, resolution: str, now: datetime) -> None:
-    """Mark a conflict resolved by ``resolved_by`` (``local``, ``remote``, ``merged``, ...)."""
-    conn.execute(
+def close(conn: Connection, uuid: str, *, resolved_by: str, resolution: str, now: datetime) -> bool:
+    """Mark an open conflict resolved by ``resolved_by`` (``local``, ``remote``, ``merged``, ...).
+
+    False when it was no longer open (closed by another transaction since it was read): two
+    resolutions of one conflict at once must not both succeed, the second overwriting the first.
+    """
+    done = conn.execute(
         update(conflicts)
-        .where(conflicts.c.uuid == uuid)
+        .where(conflicts.c.uuid == uuid, conflicts.c.status == OPEN)
         .values(
             status=RESOLVED, resolved_at=_naive(now), resolved_by=resolved_by, resolution=resolution
         )
     )
+    return done.rowcount == 1
 
 
 def _to_conflict(row: Any) -> Conflict:

@@ -23,7 +23,7 @@ from fhirsync.store import records as record_repo
 from fhirsync.store.agreed import Agreed
 from fhirsync.store.audit import AuditPolicy
 from fhirsync.store.engine import Database
-from fhirsync.store.local import StoreLocalSide
+from fhirsync.store.local import CommitHook, StoreLocalSide
 
 PULLED_VIA = "parent"
 
@@ -96,8 +96,10 @@ def head(conn: Connection, category: str) -> int:
 class StoreOutboxSide(StoreLocalSide):
     """The store's local side plus the push reads (a backwards-compatible extension)."""
 
-    def __init__(self, db: Database, instance_id: str, policy: AuditPolicy) -> None:
-        super().__init__(db, instance_id, policy)
+    def __init__(
+        self, db: Database, instance_id: str, policy: AuditPolicy, hook: CommitHook | None = None
+    ) -> None:
+        super().__init__(db, instance_id, policy, hook)
 
     def outbox_head(self, category: Category) -> int:
         """The newest event sequence number of ``category``."""

@@ -55,10 +55,13 @@ def build_context(
     """The push context of a node (its store, retry policy and settings) around ``sender``."""
     settings = config.settings
     general = config.sync2.general
+    reconciler = reconciler_for(config)
     local = StoreOutboxSide(
         db,
         config.instance_id,
         AuditPolicy(general.persist_success_audit, general.persist_failure_audit),
+        # The parent's copies of records it refused as stale are decided in the commit.
+        reconciler.pushed,
     )
     return PushContext(
         local=local,
@@ -70,7 +73,7 @@ def build_context(
         batch_size=settings.fetch_batch_size,
         listener=listener,
         clock=_now,
-        reconciler=reconciler_for(config),
+        reconciler=reconciler,
         fetch=fetch,
     )
 

@@ -3,15 +3,17 @@
 Sent records get their agreed version (the base of later merges, with the parent's version from
 its ETag) and a success audit row; refused ones a failure to retry or park (``RetryPolicy``); a
 412 (the parent changed the record since the base sent) is fetched and decided like a pull: a
-merge, an agreement or a conflict, never a failure. With ``continue_on_failure`` off the marker
-stops just before the first failure.
+merge, an agreement or a conflict, never a failure. The parent's copy goes into the page as a
+pulled write, decided by the push's commit hook (``Reconciler.pushed``) inside the commit's
+transaction, against the local record as it is then: it may have changed while the batch was in
+flight. With ``continue_on_failure`` off the marker stops just before the first failure.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from fhirsync.categories import Category
@@ -21,12 +23,11 @@ from fhirsync.records import Record, RecordWrite
 from fhirsync.store import agreed as agreed_repo
 from fhirsync.store.agreed import Agreed
 from fhirsync.store.audit import AuditEntry
-from fhirsync.store.conflicts import ConflictNote
 from fhirsync.store.failures import Failure, FailureNote
 from fhirsync.store.local import MarkerMove, PageCommit
 from fhirsync.sync.push_batch import STATE_ACTIONS, Item, Prepared
 from fhirsync.sync.push_context import OPERATION, PushContext, Totals
-from fhirsync.sync.reconcile import Remote, audit_for, decide
+from fhirsync.sync.reconcile import PULLED_VIA
 from fhirsync.sync.retry import Decision
 from fhirsync.sync.status import RecordFailed
 
@@ -44,15 +45,14 @@ def settle(
     category, items = prepared.category, prepared.items
     errors = {**prepared.errors, **result.failed}
     sent = set(result.sent)
-    stale = _stale(ctx, category, items, errors, prepared.bases)
+    stale = _stale(ctx, category, items, errors)
     agreed = [
         _agreed_of(category, i.record, result.versions.get(i.uuid))
         for i in items
         if i.uuid in sent and i.record is not None
     ]
-    stale.agreed[:0] = agreed
     for item in items:
-        # A 412 settled above (agreed, merged or made a conflict) is handled, not a failure.
+        # A 412 is handled (its parent copy decided at commit), not a failure.
         if item.uuid not in sent and item.uuid not in errors and item.uuid not in stale.handled:
             errors[item.uuid] = RecordError(
                 "the parent did not acknowledge this record", category=category.name, uuid=item.uuid
@@ -64,7 +64,16 @@ def settle(
         before = [i for i in items if i.seq < first_bad]
         move = MarkerMove(move.key, before[-1].entry_id, first_bad - 1) if before else None
         stop = True
-    page = _page(ctx, prepared, sent=sent, errors=errors, move=move, totals=totals, stale=stale)
+    page = _page(
+        ctx,
+        prepared,
+        sent=sent,
+        errors=errors,
+        move=move,
+        totals=totals,
+        stale=stale,
+        agreed=agreed,
+    )
     return page, stop
 
 
@@ -125,13 +134,13 @@ def _cut(raw: bytes, member: bytes, start: int, *, value: bool = False) -> bytes
 
 @dataclass
 class _Stale:
-    """What the parent's 412 answers turned into: merges, agreements and conflicts."""
+    """The parent's copies of the records it refused as stale (412), to decide at commit."""
 
     handled: set[str] = field(default_factory=set)
     writes: list[RecordWrite] = field(default_factory=list)
-    agreed: list[Agreed] = field(default_factory=list)
-    conflicts: list[ConflictNote] = field(default_factory=list)
+    """The parent's copies as pulled writes (``Reconciler.pushed`` decides them)."""
     audit: list[AuditEntry] = field(default_factory=list)
+    """The audit row each decision's merge or conflict row is made from (same index)."""
 
 
 def _stale(
@@ -139,9 +148,8 @@ def _stale(
     category: Category,
     items: Sequence[Item],
     errors: dict[str, RecordError],
-    bases: Mapping[str, Agreed],
 ) -> _Stale:
-    """Records the parent refused as stale (412): fetch its copy and decide like a pull.
+    """Records the parent refused as stale (412): fetch its copy, to decide like a pull.
 
     A 412 means the parent changed the record since the base this node sent: it is a conflict to
     merge (or store), never a failure to retry. The uuids handled are removed from ``errors``.
@@ -157,40 +165,18 @@ def _stale(
     now = ctx.clock()
     for uuid in stale:
         local = records.get(uuid)
-        base = bases.get(uuid)
-        remote = remotes.get(uuid)
         if uuid not in remotes or local is None:
             continue
-        if remote is None:
-            # The parent no longer serves it: voided/retired/deleted there since the base.
-            body = base.resource() if base is not None else local.resource()
-            remote = Remote(body, category.delete_state)
-        decision = decide(
-            local,
-            base,
-            remote,
-            category=category.name,
-            uuid=uuid,
-            policy=ctx.reconciler.policy(category.name),
-            instance_id=ctx.local.instance_id,
-            operation="PUSH",
-            now=now,
-        )
+        remote = remotes[uuid]
+        # None: the parent no longer serves it (voided/retired/deleted there since the base); the
+        # decision takes its last body to be the base's.
+        body, state = (remote.body, remote.state) if remote else (None, category.delete_state)
         del errors[uuid]
         out.handled.add(uuid)
-        if decision.kind == "keep-local" and decision.agreed is not None:
-            # The parent holds the base content under a newer version: send local again.
-            decision = replace(decision, agreed=replace(decision.agreed, pending_push=True))
-        if decision.write is not None:
-            out.writes.append(decision.write)
-        if decision.agreed is not None:
-            out.agreed.append(decision.agreed)
-        if decision.conflict is not None:
-            out.conflicts.append(decision.conflict)
-        base_row = _audit(ctx, category, Item(uuid, "", 0, local), None, None, now)
-        row = audit_for(decision, base_row)
-        if row is not None:
-            out.audit.append(row)
+        out.writes.append(
+            RecordWrite(category.name, uuid, body, ctx.local.instance_id, state, via=PULLED_VIA)
+        )
+        out.audit.append(_audit(ctx, category, Item(uuid, "", 0, local), None, None, now))
     return out
 
 
@@ -206,6 +192,7 @@ def _page(
     move: MarkerMove | None,
     totals: Totals,
     stale: _Stale,
+    agreed: list[Agreed],
 ) -> PageCommit:
     category, failures = prepared.category, prepared.failures
     now = ctx.clock()
@@ -240,13 +227,12 @@ def _page(
     return PageCommit(
         OPERATION,
         writes=stale.writes,
+        write_audit=stale.audit,
         audit=audit,
         failures=notes,
         resolved=resolved,
         marker=move,
-        agreed=stale.agreed,
-        conflicts=stale.conflicts,
-        kept_audit=stale.audit,
+        agreed=agreed,
     )
 
 

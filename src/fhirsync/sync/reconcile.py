@@ -224,8 +224,23 @@ class Reconciler:
 
     def pulled(self, conn: Connection, batch: PageCommit, now: datetime) -> PageCommit:
         """The commit hook of pull: decide every pulled write against local and base."""
+        return self._decided(conn, batch, now, operation="PULL")
+
+    def pushed(self, conn: Connection, batch: PageCommit, now: datetime) -> PageCommit:
+        """The commit hook of push: decide the parent's copies of records it refused as stale
+        (412), written into the page as pulled writes, against the local record and base as
+        they are in the commit's transaction. A local change made while the batch was in
+        flight is then merged, never overwritten by a decision taken on the copy that was sent.
+        Unlike pull, a local version kept (the parent still holds the base) is queued to go up
+        again: the event that sent it is behind the push marker."""
+        return self._decided(conn, batch, now, operation="PUSH")
+
+    def _decided(
+        self, conn: Connection, batch: PageCommit, now: datetime, *, operation: str
+    ) -> PageCommit:
         if not any(w.via == PULLED_VIA for w in batch.writes):
             return batch
+        pushing = operation == "PUSH"
         state = _State.load(conn, [(w.category, w.uuid) for w in batch.writes])
         writes: list[RecordWrite] = []
         write_audit: list[AuditEntry] = []
@@ -239,6 +254,8 @@ class Reconciler:
                 continue
             key = (w.category, w.uuid)
             local, base = state.records.get(key), state.bases.get(key)
+            if pushing and local is None:
+                continue  # gone here since it was sent: nothing left to decide
             remote = self._remote_of_write(w, local, base)
             decision = decide(
                 local,
@@ -248,14 +265,16 @@ class Reconciler:
                 uuid=w.uuid,
                 policy=self.policy(w.category),
                 instance_id=self.instance_id,
-                operation="PULL",
+                operation=operation,
                 now=now,
                 remote_write=w,
             )
+            if pushing and decision.kind == "keep-local" and decision.agreed is not None:
+                decision = replace(decision, agreed=replace(decision.agreed, pending_push=True))
             decision = out.add(decision, state.open.get(key), entry, now=now)
             if decision.write is not None:
                 writes.append(decision.write)
-                if entry is not None:
+                if entry is not None and not pushing:
                     write_audit.append(entry)
         out.close_all(conn, self.instance_id, now=now)
         return replace(
@@ -434,7 +453,10 @@ class _Collected:
         rows: list[AuditEntry] = []
         for conflict, kind in self.closed:
             how = _CLOSING[kind]
-            conflict_repo.close(conn, conflict.uuid, resolved_by="sync", resolution=how, now=now)
+            if not conflict_repo.close(
+                conn, conflict.uuid, resolved_by="sync", resolution=how, now=now
+            ):
+                continue  # a person resolved it meanwhile: theirs is the closing to audit
             rows.append(
                 AuditEntry(
                     success=True,

@@ -72,20 +72,22 @@ def chosen(
     body: Mapping[str, Any] | None = None,
     choices: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], RecordState]:
-    """The resolved body and state: one side whole, an edited body, or per-field choices."""
+    """The resolved body and state: an edited body, or the three-way merge with the conflicting
+    fields decided by ``choices`` or taken from one side (``take``, else this node's).
+
+    Taking a side decides the fields in conflict only: a change the other side made to another
+    field (the parent's, pulled after the conflict was stored, or an edit here) stays merged, as
+    every change to a different field does.
+    """
     if body is not None:
         return dict(body), "active"
-    if take == "local":
-        return conflict.local(), conflict.local_state
-    if take == "remote":
-        return conflict.remote(), conflict.remote_state
     base = conflict.base()
     result = merge(
         Side(base, conflict.base_state or "active") if base is not None else None,
         Side(conflict.local(), conflict.local_state),
         Side(conflict.remote(), conflict.remote_state),
         choices=choices or {},
-        prefer="local",
+        prefer=take or "local",
     )
     state = result.state if result.state in _STATES else "active"
     return result.body, state  # type: ignore[return-value]
@@ -132,9 +134,14 @@ def resolve(
             pending_push=True,
         )
         agreed_repo.upsert_many(conn, [base], now=moment)
-        conflict_repo.close(
+        if not conflict_repo.close(
             conn, conflict.uuid, resolved_by=resolved_by, resolution=how, now=moment
-        )
+        ):
+            # Resolved elsewhere (or closed by a sync) since it was read: roll back this write.
+            raise RecordNotFound(
+                f"conflict {conflict.uuid} was closed meanwhile (resolved elsewhere, or the "
+                "record changed): nothing was changed"
+            )
         entry = AuditEntry(
             success=True,
             resource_name=conflict.category,

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from fhirsync.errors import InvalidResource
@@ -37,13 +38,13 @@ async def resolve_conflict(
         raise InvalidResource("the body must be the merged record as JSON") from exc
     if not isinstance(body, dict):
         raise InvalidResource("the body must be a JSON object")
-    done = resolve(
-        node.db, node.config.instance_id, conflict_uuid, resolved_by=user.name, body=body
+    # In a worker thread: it waits for the database (a push or pull may be committing), and
+    # on the event loop that wait would hold up every other request of the node.
+    done = await run_in_threadpool(
+        resolve, node.db, node.config.instance_id, conflict_uuid, resolved_by=user.name, body=body
     )
     if node.config.parent_url:
-        # The push runs in a worker thread: it talks to the parent over HTTP.
-        from starlette.concurrency import run_in_threadpool
-
+        # The push runs in a worker thread too: it talks to the parent over HTTP.
         await run_in_threadpool(run_push, node.config, node.db)
     url = f"/sync2/audit?record={done.record_uuid}"
     return Response(orjson.dumps({"url": url}), 202, media_type="application/json")

@@ -1,0 +1,242 @@
+"""Push and conflicts under faults: lost answers, resends, kills, three-level races."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from fhirsync.categories import Category
+from fhirsync.clients.base import OutgoingChange, SendResult
+from fhirsync.errors import ConnectionFailed
+from fhirsync.settings import NodeConfig
+from fhirsync.store import conflicts as conflict_repo
+from fhirsync.store import failures
+from fhirsync.store.tables import audit
+from fhirsync.sync.push_run import http_sender, run_push
+from fhirsync.testing.network import (
+    FHIR,
+    Network,
+    all_agree,
+    build_network,
+    create_patient,
+    event_count,
+    run_on,
+    sync_until_quiet,
+)
+from fhirsync.testing.servers import NodeHandle
+
+PAIR: tuple[tuple[str, str | None], ...] = (("parent", None), ("child", "parent"))
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[Network]:
+    network = build_network(tmp_path / "net", PAIR)
+    yield network
+    network.stop()
+
+
+def read(node: NodeHandle, uuid: str) -> dict[str, Any]:
+    with node.client() as client:
+        response = client.get(f"{FHIR}/Patient/{uuid}")
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+
+def edit(node: NodeHandle, uuid: str, **fields: Any) -> None:
+    body = read(node, uuid)
+    body.update(fields)
+    with node.client() as client:
+        client.put(f"{FHIR}/Patient/{uuid}", json=body).raise_for_status()
+
+
+def void(node: NodeHandle, uuid: str) -> None:
+    with node.client() as client:
+        assert client.delete(f"{FHIR}/Patient/{uuid}").status_code == 204
+
+
+def open_conflicts(node: NodeHandle) -> list[conflict_repo.Conflict]:
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            return conflict_repo.list_conflicts(conn)
+    finally:
+        db.dispose()
+
+
+def conflict_of(node: NodeHandle, conflict_uuid: str) -> conflict_repo.Conflict:
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            found = conflict_repo.get(conn, conflict_uuid)
+    finally:
+        db.dispose()
+    assert found is not None
+    return found
+
+
+def audit_actions(node: NodeHandle, uuid: str) -> list[str]:
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            rows = conn.execute(select(audit.c.action).where(audit.c.record_uuid == uuid))
+            return [r.action for r in rows]
+    finally:
+        db.dispose()
+
+
+def open_failures(node: NodeHandle) -> list[failures.Failure]:
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            return failures.list_open(conn, "push")
+    finally:
+        db.dispose()
+
+
+class _LosingSender:
+    """Sends for real, then loses the parent's answer to the ``lose``-th request."""
+
+    def __init__(self, config: NodeConfig, lose: int) -> None:
+        self.real = http_sender(config)
+        self.lose = lose
+        self.calls = 0
+
+    def send(
+        self,
+        category: Category,
+        changes: Sequence[OutgoingChange],
+        *,
+        origin: str,
+        preferred: str | None = None,
+    ) -> SendResult:
+        self.calls += 1
+        result = self.real.send(category, changes, origin=origin, preferred=preferred)
+        if self.calls == self.lose:
+            raise ConnectionFailed("connection reset after the parent applied the batch")
+        return result
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def push_losing(node: NodeHandle, lose: int = 1) -> str:
+    finished = run_on(node, run_push, sender_factory=lambda c: _LosingSender(c, lose))
+    return finished.outcome
+
+
+def shared(net: Network) -> str:
+    uuid = create_patient(net.nodes["parent"], "Mensah")
+    sync_until_quiet(net)
+    return uuid
+
+
+def test_lost_answer_to_an_update(net: Network) -> None:
+    parent, child = net.nodes["parent"], net.nodes["child"]
+    uuid = shared(net)
+    edit(child, uuid, gender="male")
+    assert push_losing(child) == "unreachable"
+    before = event_count(parent)
+    assert read(parent, uuid)["gender"] == "male"
+    finished = run_on(child, run_push)
+    assert finished.outcome == "ok", finished
+    assert event_count(parent) == before
+    assert open_conflicts(child) == [] and open_failures(child) == []
+    sync_until_quiet(net)
+    assert all_agree(net)
+    assert open_conflicts(child) == []
+    # the next edit goes through without a 412
+    edit(child, uuid, gender="other")
+    sync_until_quiet(net)
+    assert read(parent, uuid)["gender"] == "other"
+    assert open_conflicts(child) == [] and all_agree(net)
+
+
+def test_lost_answer_to_a_void(net: Network) -> None:
+    parent, child = net.nodes["parent"], net.nodes["child"]
+    uuid = shared(net)
+    void(child, uuid)
+    assert push_losing(child) == "unreachable"
+    before = event_count(parent)
+    finished = run_on(child, run_push)
+    assert finished.outcome == "ok", finished
+    assert event_count(parent) == before
+    assert open_conflicts(child) == [] and open_failures(child) == []
+    sync_until_quiet(net)
+    assert all_agree(net)
+    assert open_conflicts(child) == [] and open_failures(child) == []
+
+
+def test_lost_answer_to_an_edit_then_void(net: Network) -> None:
+    parent, child = net.nodes["parent"], net.nodes["child"]
+    uuid = shared(net)
+    edit(child, uuid, gender="male")
+    void(child, uuid)
+    assert push_losing(child, 2) == "unreachable"
+    before = event_count(parent)
+    finished = run_on(child, run_push)
+    assert finished.outcome == "ok", finished
+    assert event_count(parent) == before
+    assert open_conflicts(child) == [] and open_failures(child) == []
+    sync_until_quiet(net)
+    assert all_agree(net)
+
+
+def test_lost_answer_to_an_unvoid(net: Network) -> None:
+    parent, child = net.nodes["parent"], net.nodes["child"]
+    uuid = shared(net)
+    void(child, uuid)
+    sync_until_quiet(net)
+    with child.client() as client:
+        r = client.put(
+            f"{FHIR}/Patient/{uuid}", json={"resourceType": "Patient", "id": uuid, "gender": "male"}
+        )
+        assert r.status_code in (200, 201), r.text
+    assert push_losing(child) == "unreachable"
+    before = event_count(parent)
+    finished = run_on(child, run_push)
+    assert finished.outcome == "ok", finished
+    assert event_count(parent) == before
+    assert open_conflicts(child) == [] and open_failures(child) == []
+    sync_until_quiet(net)
+    assert all_agree(net)
+
+
+class _EditingSender(_LosingSender):
+    """Runs ``during`` while the first batch is on its way to the parent, then sends it."""
+
+    def __init__(self, config: NodeConfig, during: Callable[[], None]) -> None:
+        super().__init__(config, lose=0)
+        self.during: Callable[[], None] | None = during
+
+    def send(self, category: Category, changes: Sequence[OutgoingChange], **kw: Any) -> SendResult:
+        during, self.during = self.during, None
+        if during is not None:
+            during()
+        return super().send(category, changes, **kw)
+
+
+def test_a_local_edit_made_while_a_stale_push_is_in_flight_is_kept(net: Network) -> None:
+    parent, child = net.nodes["parent"], net.nodes["child"]
+    uuid = shared(net)
+    edit(parent, uuid, gender="male")
+    edit(child, uuid, birthDate="1990-05-05")
+
+    def edit_here() -> None:
+        edit(child, uuid, name=[{"family": "Owusu", "given": ["Esi"]}])
+
+    finished = run_on(child, run_push, sender_factory=lambda c: _EditingSender(c, edit_here))
+    assert finished.outcome == "ok", finished
+    body = read(child, uuid)
+    assert body["name"] == [{"family": "Owusu", "given": ["Esi"]}]
+    sync_until_quiet(net)
+    assert all_agree(net)
+    for node in (parent, child):
+        body = read(node, uuid)
+        assert (body["gender"], body["birthDate"]) == ("male", "1990-05-05")
+        assert body["name"] == [{"family": "Owusu", "given": ["Esi"]}]
+    assert open_conflicts(child) == []
