@@ -84,10 +84,12 @@ NodeDirArg = typer.Argument(..., help="The node directory (holds sync2.json and 
 
 def setup_logging(level: str) -> None:
     """One structured line per event on stderr."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    numeric = getattr(logging, level.upper(), logging.INFO)
+    logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # httpx logs every request at INFO: some 30 lines a scheduled pull with nothing to pull
+    # (~100,000 an hour at a 1-second schedule), burying the one line a run writes. Its
+    # warnings still show, and its requests at DEBUG.
+    logging.getLogger("httpx").setLevel(numeric if numeric <= logging.DEBUG else logging.WARNING)
 
 
 def node_path(value: Path) -> Path:
