@@ -20,6 +20,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from fhirsync.clients.registry import unknown_preferences
 from fhirsync.errors import FhirsyncError
 from fhirsync.settings import NodeConfig, SyncMethodConfig
@@ -112,6 +114,12 @@ class Scheduler:
                     delay,
                     error,
                 )
+            self._save_state(delay, error)
+            self._wait(delay, schedule)
+
+    def _save_state(self, delay: float, error: str | None) -> None:
+        """Keep the backoff in the run state for ``fhirsync status`` and /health."""
+        try:
             with self.db.write() as conn:
                 runs.save(
                     conn,
@@ -121,7 +129,16 @@ class Scheduler:
                     next_run_at=datetime.now(UTC) + timedelta(seconds=delay),
                     **({"last_error": error} if error else {}),
                 )
-            self._wait(delay, schedule)
+        except SQLAlchemyError as exc:
+            # Another process held the database past busy_timeout (or the disk is full): the
+            # state is saved after the next run. Raised here, it ended the thread, and the node
+            # never synced again until restarted.
+            log.warning(
+                "node %s: scheduled %s: cannot save the run state: %s",
+                self.config.instance_id,
+                self.operation,
+                str(getattr(exc, "orig", None) or exc).splitlines()[0],
+            )
 
     def _wait(self, delay: float, schedule: int | None) -> None:
         """Wait ``delay`` seconds, or less if the direction is disabled meanwhile or its

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from fhirsync.errors import ConfigurationError
 from fhirsync.node import init_node, open_node
@@ -147,3 +149,42 @@ def test_enabling_and_disabling_on_a_running_node_takes_effect_without_a_restart
     finally:
         scheduler.stop()
         db.dispose()
+
+
+def test_a_database_locked_past_busy_timeout_does_not_end_the_schedule(
+    child: NodeConfig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Saving the run state after a run can fail too (another process held the database for
+    longer than busy_timeout): the loop logs it and runs again, it does not die silently."""
+    _, db = open_node(child.node_dir)
+    real_save = runs.save
+    saves: list[int] = []
+
+    def locked_once(conn: object, operation: str, **values: object) -> None:
+        saves.append(1)
+        if len(saves) == 1:
+            raise OperationalError("UPDATE sync_runs", {}, sqlite3.OperationalError("locked"))
+        real_save(conn, operation, **values)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("fhirsync.sync.scheduler.runs.save", locked_once)
+    calls: list[int] = []
+    ran_again = threading.Event()
+
+    def run_once(config: NodeConfig, database: Database) -> RunFinished:
+        calls.append(1)
+        if len(calls) > 1:
+            ran_again.set()
+        return RunFinished("pull", "unreachable", 0, 0, 0, 0.0, "ConnectionFailed: refused")
+
+    method = SyncMethodConfig(enabled=True, schedule=3600)
+    scheduler = Scheduler(child, db, "pull", lambda _c: method, run_once)
+    scheduler.policy = RetryPolicy(base_delay=0.01, factor=1, max_delay=0.01, jitter=0)
+    caplog.set_level(logging.INFO, logger="fhirsync.sync.scheduler")
+    scheduler.start()
+    try:
+        assert ran_again.wait(10), "the scheduler thread died when the database was locked"
+    finally:
+        scheduler.stop()
+        db.dispose()
+    saved = [r for r in caplog.records if "cannot save the run state: locked" in r.getMessage()]
+    assert saved and saved[0].levelno == logging.WARNING
