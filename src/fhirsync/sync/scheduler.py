@@ -28,6 +28,7 @@ from fhirsync.settings import NodeConfig, SyncMethodConfig
 from fhirsync.store import runs
 from fhirsync.store.checkpoints import IdleCheckpointer
 from fhirsync.store.engine import Database
+from fhirsync.store.retention import AuditRetention
 from fhirsync.sync import pull_context, push
 from fhirsync.sync.push_run import run_push
 from fhirsync.sync.retry import RetryPolicy
@@ -195,15 +196,22 @@ def push_scheduler(config: NodeConfig, db: Database) -> Scheduler:
 
 
 def lifespan(config: NodeConfig, db: Database) -> Lifespan:
-    """An ASGI lifespan that runs the pull and push schedulers, and the idle WAL checkpointer
-    of a SQLite node, while the app serves."""
+    """An ASGI lifespan that runs the pull and push schedulers, audit retention, and the idle
+    WAL checkpointer of a SQLite node, while the app serves."""
 
     @asynccontextmanager
     async def run(_app: Any) -> AsyncIterator[None]:
         for warning in unknown_preferences(config):
             log.warning("node=%s %s", config.instance_id, warning)
         schedulers = [pull_scheduler(config, db), push_scheduler(config, db)]
-        background: list[Scheduler | IdleCheckpointer] = [*schedulers, IdleCheckpointer(db)]
+        retention = AuditRetention(
+            db, config.settings.audit_retention_days, config.sync2.general.local_instance_id or ""
+        )
+        background: list[Scheduler | IdleCheckpointer | AuditRetention] = [
+            retention,  # first: its start-up pass is done before the node answers
+            *schedulers,
+            IdleCheckpointer(db),
+        ]
         for task in background:
             task.start()
         try:
