@@ -32,9 +32,11 @@ from tests.integration.pull_support import (
     write_raw,
 )
 
+from fhirsync.errors import RunStopped
+from fhirsync.store import locks, runs
 from fhirsync.store.tables import markers
 from fhirsync.sync.runner import run_pull
-from fhirsync.sync.status import CategoryStopped, RunEvent
+from fhirsync.sync.status import CategoryStopped, RunEvent, RunProgress
 from fhirsync.testing.javafeed import JavaEvent, JavaFeedServer
 from fhirsync.testing.proxy import FaultProxy
 from fhirsync.testing.servers import NodeHandle
@@ -253,3 +255,35 @@ def test_scheduled_pull_in_serve_and_a_manual_pull_never_run_together(
             child.stop()
     assert held(child) == held(parent)
     assert event_actions(child) == {u: ["CREATED"] for u in uuids}
+
+
+def test_a_run_asked_to_stop_ends_after_its_page_and_frees_the_lock(
+    node_factory: NodeFactory,
+) -> None:
+    # serve stopping (SIGTERM) or pull disabled on the admin page while a long pull runs: the
+    # run ends at the next page instead of reading the whole feed first.
+    patients = [new_uuid() for _ in range(12)]  # pages of 5
+    feed = [JavaEvent("patient", u) for u in patients]
+    bodies = [patient(u, f"S{n}") for n, u in enumerate(patients)]
+    with JavaFeedServer(feed, fhir=bodies).start() as java:
+        child = node_factory("child", start=False)
+        edit_sync2(child, parentFeedLocation=java.base_url)
+
+        def stop_after_a_page(event: RunEvent) -> None:
+            if isinstance(event, RunProgress):
+                raise RunStopped("serve is stopping")
+
+        config, db = child.open()
+        try:
+            stopped = run_pull(config, db, listener=stop_after_a_page)
+            assert locks.holder(db, "pull") is None
+            with db.read() as conn:
+                state = runs.get(conn, "pull")
+        finally:
+            db.dispose()
+        assert (stopped.outcome, stopped.applied) == ("stopped", 5)
+        assert (state.outcome, state.applied) == ("stopped", 5)
+        assert state.finished_at is not None
+        assert {u for (_c, u) in held(child)} == set(patients[:5])
+        resumed = pull(child)  # from the marker: nothing read twice
+    assert (resumed.outcome, resumed.applied) == ("ok", 7)

@@ -16,6 +16,7 @@ from fhirsync.errors import (
     ConfigurationError,
     FeedNotFound,
     RequestError,
+    RunStopped,
     TransientError,
 )
 from fhirsync.runtime import bulk_settings
@@ -111,6 +112,8 @@ def _run(
             log.info("node %s: recovery pull after a restore done", config.instance_id)
     except (TransientError, AuthError) as exc:
         outcome, error = "unreachable", f"{type(exc).__name__}: {exc}"
+    except RunStopped:
+        outcome, error = "stopped", None  # the pages read so far are committed, with markers
     finally:
         if checker is not None:
             checker.close()

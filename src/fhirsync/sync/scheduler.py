@@ -4,7 +4,8 @@ Each direction runs every ``{pull,push}.schedule`` seconds when ``{pull,push}.en
 thread (the engine is synchronous), independent of the other. Both flags and schedules are read
 as the loop goes, so a change saved on the admin page applies within seconds. While the parent
 is unreachable it backs off per the RetryPolicy, capped by the schedule, and resets on the next
-success. Stopping is not a failure. Backoff and last error are kept in the run state, so
+success. Stopping is not a failure: a pull run ends after the page it is on when serve stops or
+pull is disabled (outcome "stopped"). Backoff and last error are kept in the run state, so
 ``fhirsync status`` and the UI show them. The database run lock makes a scheduled run skip (not
 wait) while a manual run of the same node and direction is going on.
 """
@@ -23,7 +24,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from fhirsync.clients.registry import unknown_preferences
-from fhirsync.errors import FhirsyncError
+from fhirsync.errors import FhirsyncError, RunStopped
 from fhirsync.settings import NodeConfig, SyncMethodConfig
 from fhirsync.store import runs
 from fhirsync.store.checkpoints import IdleCheckpointer
@@ -33,7 +34,7 @@ from fhirsync.sync import pull_context, push
 from fhirsync.sync.push_run import run_push
 from fhirsync.sync.retry import RetryPolicy
 from fhirsync.sync.runner import run_pull
-from fhirsync.sync.status import RunFinished
+from fhirsync.sync.status import Listener, RunEvent, RunFinished, RunProgress
 
 log = logging.getLogger(__name__)
 # Consecutive failure counts that get a log line: a long outage logs a few lines, not thousands.
@@ -42,7 +43,8 @@ DEFAULT_SCHEDULE = 300.0
 CONFIG_CHECK_SECONDS = 2.0
 """How often a waiting scheduler looks at the configuration again."""
 Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
-RunOnce = Callable[[NodeConfig, Database], RunFinished]
+RunOnce = Callable[[NodeConfig, Database, Listener], RunFinished]
+"""One run; it calls the listener after each page, which raises RunStopped to end it there."""
 
 
 class Scheduler:
@@ -151,9 +153,17 @@ class Scheduler:
                 return
             self._stop.wait(min(left, CONFIG_CHECK_SECONDS))
 
+    def _stopping(self, event: RunEvent) -> None:
+        """The listener of a scheduled run: ends it after the page it just committed when serve
+        is stopping or this direction was disabled. Without it, SIGTERM (or unticking pull on
+        the admin page) waited for the whole run: a long pull was cut off by serve's stop
+        timeout, or the init system's kill, anyway."""
+        if isinstance(event, RunProgress) and (self._stop.is_set() or not self.enabled):
+            raise RunStopped(f"scheduled {self.operation} asked to stop")
+
     def _run_once(self) -> tuple[str, str | None]:
         try:
-            result = self._run_once_fn(self.config, self.db)
+            result = self._run_once_fn(self.config, self.db, self._stopping)
         except FhirsyncError as exc:  # configuration changed under us: keep serving, report it
             return "error", f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # the loop's thread must outlive any one run
@@ -186,13 +196,23 @@ class Scheduler:
 
 
 def pull_scheduler(config: NodeConfig, db: Database) -> Scheduler:
-    """The scheduler of pull (``pull.enabled``, ``pull.schedule``)."""
-    return Scheduler(config, db, pull_context.OPERATION, lambda c: c.sync2.pull, run_pull)
+    """The scheduler of pull (``pull.enabled``, ``pull.schedule``); a run stops at its next
+    page when asked."""
+
+    def run(c: NodeConfig, d: Database, listener: Listener) -> RunFinished:
+        return run_pull(c, d, listener=listener)
+
+    return Scheduler(config, db, pull_context.OPERATION, lambda c: c.sync2.pull, run)
 
 
 def push_scheduler(config: NodeConfig, db: Database) -> Scheduler:
-    """The scheduler of push (``push.enabled``, ``push.schedule``)."""
-    return Scheduler(config, db, push.OPERATION, lambda c: c.sync2.push, run_push)
+    """The scheduler of push (``push.enabled``, ``push.schedule``). A push run is not stopped
+    early: it ends by itself, or with serve's stop timeout."""
+
+    def run(c: NodeConfig, d: Database, _listener: Listener) -> RunFinished:
+        return run_push(c, d)
+
+    return Scheduler(config, db, push.OPERATION, lambda c: c.sync2.push, run)
 
 
 def lifespan(config: NodeConfig, db: Database) -> Lifespan:

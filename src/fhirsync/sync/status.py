@@ -10,7 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-Outcome = Literal["ok", "failures", "unreachable", "configuration", "busy"]
+Outcome = Literal["ok", "failures", "unreachable", "configuration", "busy", "stopped"]
+"""How a run ended; "stopped": a scheduled run was asked to end early (serve stopping, or its
+direction disabled) and kept what it had committed."""
 
 
 @dataclass(frozen=True, slots=True)
