@@ -37,8 +37,6 @@ from fhirsync.sync.runner import run_pull
 from fhirsync.sync.status import Listener, RunEvent, RunFinished, RunProgress
 
 log = logging.getLogger(__name__)
-# Consecutive failure counts that get a log line: a long outage logs a few lines, not thousands.
-_LOGGED_AT = frozenset({1, 2, 4, 8, 16, 32, 64, 128})
 DEFAULT_SCHEDULE = 300.0
 CONFIG_CHECK_SECONDS = 2.0
 """How often a waiting scheduler looks at the configuration again."""
@@ -107,8 +105,19 @@ class Scheduler:
                 continue
             outcome, error = self._run_once()
             schedule = self._method(self.config).schedule  # read before the delay is made of it
+            failed_before = self.failures
             delay = self.next_delay(outcome)
-            if self.failures in _LOGGED_AT:
+            if failed_before and not self.failures:
+                log.info(
+                    "node %s: scheduled %s works again after %d failed runs",
+                    self.config.instance_id,
+                    self.operation,
+                    failed_before,
+                )
+            # At 1, 2, 4, 8, ... failures in a row: a long outage logs a few lines, not one a
+            # run. (It stopped at 128: a longer outage then looked, in the log, like one that
+            # had ended.)
+            if self.failures and self.failures & (self.failures - 1) == 0:
                 log.warning(
                     "node %s: scheduled %s failed %d time(s), next try in %.0fs: %s",
                     self.config.instance_id,

@@ -248,3 +248,37 @@ def test_disabling_pull_ends_a_long_run_at_its_next_page(child: NodeConfig) -> N
         scheduler.stop()
         db.dispose()
     assert outcomes == ["stopped"]
+
+
+def test_a_long_outage_keeps_being_logged_sparsely_and_its_end_is_logged(
+    child: NodeConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, db = open_node(child.node_dir)
+    outcomes = ["unreachable"] * 300 + ["ok"]
+    done = threading.Event()
+
+    def run_once(config: NodeConfig, database: Database, listener: Listener) -> RunFinished:
+        outcome = outcomes.pop(0) if outcomes else "ok"
+        if not outcomes:
+            done.set()
+        error = "ConnectionFailed: refused" if outcome == "unreachable" else None
+        return RunFinished("pull", outcome, 0, 0, 0, 0.0, error)  # type: ignore[arg-type]
+
+    method = SyncMethodConfig(enabled=True, schedule=3600)
+    scheduler = Scheduler(child, db, "pull", lambda _c: method, run_once)
+    scheduler.policy = RetryPolicy(base_delay=0.0001, factor=1, max_delay=0.0001, jitter=0)
+    caplog.set_level(logging.INFO, logger="fhirsync.sync.scheduler")
+    scheduler.start()
+    try:
+        assert done.wait(60)
+    finally:
+        scheduler.stop()
+        db.dispose()
+    lines = [r.getMessage() for r in caplog.records]
+    failed = [line for line in lines if "scheduled pull failed" in line]
+    # 1, 2, 4, ... 256: an outage of any length is still in the log, in a few lines.
+    assert [int(line.split(" failed ")[1].split()[0]) for line in failed] == [
+        2**n for n in range(9)
+    ]
+    assert lines[-1].startswith("node child: scheduled pull works again")
+    assert "after 300 failed runs" in lines[-1]
