@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid as uuidlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, insert, select, update
@@ -95,6 +97,20 @@ def refresh(db: Database, name: str, owner: str, ttl: float) -> None:
             .where(locks.c.name == name, locks.c.owner == owner)
             .values(expires_at=_now() + timedelta(seconds=ttl))
         )
+
+
+def keeper(db: Database, name: str, owner: str, ttl: float) -> Callable[[], None]:
+    """A function to call as a run makes progress: it extends ``owner``'s hold on ``name`` by
+    ``ttl`` once ``ttl / 4`` seconds have passed since the last extension. A run may outlast
+    ``ttl``, and an expired lock lets a second run start beside it."""
+    last = [time.monotonic()]
+
+    def keep() -> None:
+        if time.monotonic() - last[0] > ttl / 4:
+            refresh(db, name, owner, ttl)
+            last[0] = time.monotonic()
+
+    return keep
 
 
 def release(db: Database, name: str, owner: str) -> None:

@@ -35,7 +35,14 @@ from fhirsync.sync.push import (
 )
 from fhirsync.sync.reconcile import Remote, reconciler_for, remote_of
 from fhirsync.sync.retry import RetryPolicy
-from fhirsync.sync.status import Listener, Outcome, RunFinished, RunStarted, ignore
+from fhirsync.sync.status import (
+    Listener,
+    Outcome,
+    RunFinished,
+    RunStarted,
+    ignore,
+    on_progress,
+)
 
 LOCK_NAME = "push"
 LOCK_TTL = 600.0
@@ -136,6 +143,9 @@ def run_push(
         return _finish(
             db, listener, "busy", {}, started=started, error="another push run is in progress"
         )
+    # Extended as batches are settled: a long push outlasts LOCK_TTL, and an expired lock let
+    # a second run start and send the same batches again.
+    listener = on_progress(listener, locks.keeper(db, LOCK_NAME, owner, LOCK_TTL))
     try:
         listener(RunStarted(OPERATION, tuple(name for name, _ in categories)))
         with db.write() as conn:

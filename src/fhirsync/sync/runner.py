@@ -30,11 +30,10 @@ from fhirsync.sync.status import (
     CategoryStopped,
     Listener,
     Outcome,
-    RunEvent,
     RunFinished,
-    RunProgress,
     RunStarted,
     ignore,
+    on_progress,
 )
 
 log = logging.getLogger(__name__)
@@ -140,15 +139,7 @@ def _run(
 def _refreshing(db: Database, owner: str, listener: Listener) -> Listener:
     """``listener``, extending the run lock every LOCK_TTL/4 seconds of page progress: one large
     category can take longer than LOCK_TTL, and an expired lock lets a second run start."""
-    last = [time.monotonic()]
-
-    def wrapped(event: RunEvent) -> None:
-        if isinstance(event, RunProgress) and time.monotonic() - last[0] > LOCK_TTL / 4:
-            locks.refresh(db, "pull", owner, LOCK_TTL)
-            last[0] = time.monotonic()
-        listener(event)
-
-    return wrapped
+    return on_progress(listener, locks.keeper(db, "pull", owner, LOCK_TTL))
 
 
 def _validate(config: NodeConfig) -> None:

@@ -77,5 +77,16 @@ RunEvent = RunStarted | RunProgress | RecordFailed | CategoryStopped | RunFinish
 Listener = Callable[[RunEvent], None]
 
 
+def on_progress(listener: Listener, action: Callable[[], None]) -> Listener:
+    """``listener``, calling ``action`` first at each :class:`RunProgress`."""
+
+    def wrapped(event: RunEvent) -> None:
+        if isinstance(event, RunProgress):
+            action()
+        listener(event)
+
+    return wrapped
+
+
 def ignore(_event: RunEvent) -> None:
     """A listener that drops every event."""
