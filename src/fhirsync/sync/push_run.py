@@ -161,10 +161,13 @@ def run_push(
             # parent answers, or the parent idles.
             with bulk_settings(), quick_handoffs():
                 totals = push_categories(ctx, categories)
+        # The error is kept with its class, as pull keeps it: /health shows only the class.
         except (TransientError, AuthError) as exc:
-            return _finish(db, listener, "unreachable", totals, started=started, error=str(exc))
+            error = f"{type(exc).__name__}: {exc}"
+            return _finish(db, listener, "unreachable", totals, started=started, error=error)
         except RequestError as exc:
-            return _finish(db, listener, "failures", totals, started=started, error=str(exc))
+            error = f"{type(exc).__name__}: {exc}"
+            return _finish(db, listener, "failures", totals, started=started, error=error)
         finally:
             sender.close()
             facade.close()
