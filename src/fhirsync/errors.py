@@ -24,7 +24,8 @@
     │   ├── Unauthenticated
     │   └── Forbidden
     ├── ConfigurationError        an invalid settings or sync2.json file (exit code 2)
-    └── BackupFailed              a copy of a node's database could not be made or checked
+    ├── BackupFailed              a copy of a node's database could not be made or checked
+    └── RunStopped                a scheduled run is asked to end after its page (not a failure)
 
 No HTTP status lives here; ``server/error_responses.py`` is the only mapping to HTTP.
 """
@@ -185,3 +186,8 @@ class ConfigurationError(FhirsyncError):
 
 class BackupFailed(FhirsyncError):
     """Raised when a node's database cannot be copied, or the copy fails its check."""
+
+
+class RunStopped(FhirsyncError):
+    """Raised by a scheduled run's listener between two pages when serve is stopping or the
+    run's direction was disabled: the run ends there, keeping what it committed."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -74,3 +75,29 @@ def test_old_audit_rows_are_removed_at_start_up(node_factory: NodeFactory) -> No
     finally:
         db.dispose()
     assert kept == [recent] and old not in kept
+
+
+def test_a_node_that_keeps_serving_removes_audit_rows_as_they_grow_old(
+    node_factory: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Retention ran at start-up, and later only when someone opened the dashboard: a clinic
+    # server serving for months with nobody on its admin pages kept every audit row.
+    monkeypatch.setattr("fhirsync.store.retention.EVERY_SECONDS", 0.05, raising=False)
+    node = node_factory("central", extra_settings={"audit_retention_days": 30})
+    old = _insert(node, age_days=45, success=True)  # as if it had aged while serving
+    recent = _insert(node, age_days=2, success=True)
+    deadline = time.monotonic() + 10
+    kept = [old, recent]
+    while old in kept and time.monotonic() < deadline:
+        time.sleep(0.05)
+        kept = _kept(node)
+    assert kept == [recent]
+
+
+def _kept(node: NodeHandle) -> list[str]:
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            return [m.uuid for m in audit_query.list_messages(conn, AuditFilter()).items]
+    finally:
+        db.dispose()

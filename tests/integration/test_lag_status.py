@@ -258,3 +258,23 @@ def test_java_parent_lag_from_recent_pages(node_factory: NodeFactory) -> None:
         java.add(*(JavaEvent("patient", new_uuid()) for _ in range(8)))
         # The marker's page 3 is archived now: only the recent page 5 is counted, as a bound.
         assert _row(_lag(child), "patient").parent_text == "at least 2"
+
+
+def test_health_names_only_the_error_class_of_a_failed_push_or_pull(
+    node_factory: NodeFactory,
+) -> None:
+    # /health needs no login: it names the class of the last error, never its text (hosts,
+    # record ids). A push saved its error without the class, so the text showed up there.
+    parent = node_factory("parent")
+    child = node_factory("child", parent=parent)
+    put(child, patient(new_uuid(), "Local"))
+    parent.stop()
+    config, db = child.open()
+    try:
+        assert run_push(config, db).outcome == "unreachable"
+        assert run_pull(config, db).outcome == "unreachable"
+    finally:
+        db.dispose()
+    schedulers = httpx.get(f"{child.base_url}/health").json()["schedulers"]
+    assert schedulers["push"]["lastErrorClass"] == "ConnectionFailed"
+    assert schedulers["pull"]["lastErrorClass"] == "ConnectionFailed"

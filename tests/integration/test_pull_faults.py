@@ -32,10 +32,11 @@ from tests.integration.pull_support import (
     write_raw,
 )
 
-from fhirsync.store import failures
+from fhirsync.errors import RunStopped
+from fhirsync.store import failures, locks, runs
 from fhirsync.store.tables import audit, markers
 from fhirsync.sync.runner import run_pull
-from fhirsync.sync.status import CategoryStopped, RunEvent
+from fhirsync.sync.status import CategoryStopped, RunEvent, RunProgress
 from fhirsync.testing.javafeed import JavaEvent, JavaFeedServer
 from fhirsync.testing.proxy import FaultProxy
 from fhirsync.testing.servers import NodeHandle
@@ -265,12 +266,12 @@ def test_a_record_that_keeps_waiting_is_audited_once_not_every_run(
     put(parent, encounter(visit, bad))
     child = node_factory("child", parent=parent, start=False)
     edit_sync2(child, persistFailureAudit=True)
-    runs = [pull(child) for _ in range(4)]
+    results = [pull(child) for _ in range(4)]
     # The first run records the wait; later runs find it unchanged (the scheduler may run every
     # few seconds for days): no new audit row, no failure counted for it.
     assert audit_rows(child, visit) == 1
-    assert runs[0].failures == 2  # the invalid patient and the encounter waiting for it
-    assert [r.failures for r in runs[1:]] == [0, 0, 0]  # the patient's retry is not due yet
+    assert results[0].failures == 2  # the invalid patient and the encounter waiting for it
+    assert [r.failures for r in results[1:]] == [0, 0, 0]  # the patient's retry is not due yet
     _config, db = child.open()
     try:
         with db.read() as conn:
@@ -289,3 +290,35 @@ def audit_rows(node: NodeHandle, record_uuid: str) -> int:
             return len(conn.execute(query).all())
     finally:
         db.dispose()
+
+
+def test_a_run_asked_to_stop_ends_after_its_page_and_frees_the_lock(
+    node_factory: NodeFactory,
+) -> None:
+    # serve stopping (SIGTERM) or pull disabled on the admin page while a long pull runs: the
+    # run ends at the next page instead of reading the whole feed first.
+    patients = [new_uuid() for _ in range(12)]  # pages of 5
+    feed = [JavaEvent("patient", u) for u in patients]
+    bodies = [patient(u, f"S{n}") for n, u in enumerate(patients)]
+    with JavaFeedServer(feed, fhir=bodies).start() as java:
+        child = node_factory("child", start=False)
+        edit_sync2(child, parentFeedLocation=java.base_url)
+
+        def stop_after_a_page(event: RunEvent) -> None:
+            if isinstance(event, RunProgress):
+                raise RunStopped("serve is stopping")
+
+        config, db = child.open()
+        try:
+            stopped = run_pull(config, db, listener=stop_after_a_page)
+            assert locks.holder(db, "pull") is None
+            with db.read() as conn:
+                state = runs.get(conn, "pull")
+        finally:
+            db.dispose()
+        assert (stopped.outcome, stopped.applied) == ("stopped", 5)
+        assert (state.outcome, state.applied) == ("stopped", 5)
+        assert state.finished_at is not None
+        assert {u for (_c, u) in held(child)} == set(patients[:5])
+        resumed = pull(child)  # from the marker: nothing read twice
+    assert (resumed.outcome, resumed.applied) == ("ok", 7)

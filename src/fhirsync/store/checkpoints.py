@@ -3,9 +3,10 @@
 A commit that leaves ``WAL_AUTOCHECKPOINT_PAGES`` in the WAL copies them into the database file
 there and then, on the request that made the commit. A server copies them sooner, once nothing
 has been committed for a while, so a burst of pushed Bundles or served pages starts with an
-empty WAL and rarely reaches that limit. "Committed" is read off the WAL file's modification
-time, so commits by other processes (a ``fhirsync pull`` beside ``serve``) count too. A PASSIVE
-checkpoint never waits for readers or writers: what it cannot copy now, a later one copies.
+empty WAL and rarely reaches that limit. "Committed" is read off changes of the WAL file's
+modification time, so commits by other processes (a ``fhirsync pull`` beside ``serve``) count
+too. A PASSIVE checkpoint never waits for readers or writers: what it cannot copy now, a later
+one copies.
 """
 
 from __future__ import annotations
@@ -71,11 +72,18 @@ class IdleCheckpointer:
             return None
 
     def _loop(self) -> None:
+        seen: int | None = None  # the WAL's modification time at the last poll
+        seen_at = time.monotonic()
         while not self._stop.wait(self.poll):
             written = self._written()
+            if written != seen:
+                # Idle time is counted on the monotonic clock from when a new write was seen.
+                # Compared with the wall clock, a clock set back an hour (NTP correcting a
+                # server's clock) stopped the checkpoints for that hour.
+                seen, seen_at = written, time.monotonic()
             if written is None or written == self._copied:
                 continue
-            if time.time() - written / 1e9 < self.idle:
+            if time.monotonic() - seen_at < self.idle:
                 continue
             try:
                 self._checkpoint()

@@ -9,9 +9,12 @@ exists (a ``kill -9``), otherwise when it expires.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import time
 import uuid as uuidlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, insert, select, update
@@ -20,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from fhirsync.store.engine import Database
 from fhirsync.store.tables import locks
 
+log = logging.getLogger(__name__)
 _HOST = socket.gethostname()
 
 
@@ -42,6 +46,15 @@ def _owner_is_dead(owner: str) -> bool:
     return False
 
 
+def _stale(owner: str, expires_at: datetime, now: datetime) -> str:
+    """Why ``owner``'s lock may be taken over ("" when it may not)."""
+    if _owner_is_dead(owner):
+        return "a process that no longer runs (killed mid-run?)"
+    if expires_at <= now:
+        return f"whose hold expired at {expires_at.isoformat(sep=' ', timespec='seconds')} UTC"
+    return ""
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -57,10 +70,14 @@ def acquire(db: Database, name: str, owner: str, ttl: float) -> bool:
                 .with_for_update()
             ).first()
             if row is not None:
-                free = row.owner == owner or row.expires_at <= now or _owner_is_dead(row.owner)
-                if not free:
+                taken_over = _stale(row.owner, row.expires_at, now) if row.owner != owner else ""
+                if row.owner != owner and not taken_over:
                     return False
                 conn.execute(delete(locks).where(locks.c.name == name))
+                if taken_over:
+                    # The last run of this job never finished (its process was killed, or lost
+                    # its database): said once, so an administrator knows why.
+                    log.warning("lock %s: taken over from %s, %s", name, row.owner, taken_over)
             conn.execute(
                 insert(locks).values(
                     name=name, owner=owner, expires_at=now + timedelta(seconds=ttl)
@@ -80,6 +97,20 @@ def refresh(db: Database, name: str, owner: str, ttl: float) -> None:
             .where(locks.c.name == name, locks.c.owner == owner)
             .values(expires_at=_now() + timedelta(seconds=ttl))
         )
+
+
+def keeper(db: Database, name: str, owner: str, ttl: float) -> Callable[[], None]:
+    """A function to call as a run makes progress: it extends ``owner``'s hold on ``name`` by
+    ``ttl`` once ``ttl / 4`` seconds have passed since the last extension. A run may outlast
+    ``ttl``, and an expired lock lets a second run start beside it."""
+    last = [time.monotonic()]
+
+    def keep() -> None:
+        if time.monotonic() - last[0] > ttl / 4:
+            refresh(db, name, owner, ttl)
+            last[0] = time.monotonic()
+
+    return keep
 
 
 def release(db: Database, name: str, owner: str) -> None:

@@ -35,7 +35,14 @@ from fhirsync.sync.push import (
 )
 from fhirsync.sync.reconcile import Remote, reconciler_for, remote_of
 from fhirsync.sync.retry import RetryPolicy
-from fhirsync.sync.status import Listener, Outcome, RunFinished, RunStarted, ignore
+from fhirsync.sync.status import (
+    Listener,
+    Outcome,
+    RunFinished,
+    RunStarted,
+    ignore,
+    on_progress,
+)
 
 LOCK_NAME = "push"
 LOCK_TTL = 600.0
@@ -139,6 +146,9 @@ def run_push(
         return _finish(
             db, listener, "busy", {}, started=started, error="another push run is in progress"
         )
+    # Extended as batches are settled: a long push outlasts LOCK_TTL, and an expired lock let
+    # a second run start and send the same batches again.
+    listener = on_progress(listener, locks.keeper(db, LOCK_NAME, owner, LOCK_TTL))
     try:
         listener(RunStarted(OPERATION, tuple(name for name, _ in categories)))
         with db.write() as conn:
@@ -154,12 +164,16 @@ def run_push(
             # parent answers, or the parent idles.
             with bulk_settings(), quick_handoffs():
                 totals = push_categories(ctx, categories)
+        # The error is kept with its class, as pull keeps it: /health shows only the class.
         except TransientError as exc:
-            return _finish(db, listener, "unreachable", totals, started=started, error=str(exc))
+            error = f"{type(exc).__name__}: {exc}"
+            return _finish(db, listener, "unreachable", totals, started=started, error=error)
         except AuthError as exc:  # the parent answers: its account for this node is the problem
-            return _finish(db, listener, "configuration", totals, started=started, error=str(exc))
+            error = f"{type(exc).__name__}: {exc}"
+            return _finish(db, listener, "configuration", totals, started=started, error=error)
         except RequestError as exc:
-            return _finish(db, listener, "failures", totals, started=started, error=str(exc))
+            error = f"{type(exc).__name__}: {exc}"
+            return _finish(db, listener, "failures", totals, started=started, error=error)
         finally:
             sender.close()
             facade.close()

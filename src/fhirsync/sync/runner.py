@@ -16,6 +16,7 @@ from fhirsync.errors import (
     ConfigurationError,
     FeedNotFound,
     RequestError,
+    RunStopped,
     TransientError,
 )
 from fhirsync.runtime import bulk_settings
@@ -29,11 +30,10 @@ from fhirsync.sync.status import (
     CategoryStopped,
     Listener,
     Outcome,
-    RunEvent,
     RunFinished,
-    RunProgress,
     RunStarted,
     ignore,
+    on_progress,
 )
 
 log = logging.getLogger(__name__)
@@ -95,17 +95,7 @@ def _run(
                 totals.failed += 1
                 continue
             locks.refresh(db, "pull", owner, LOCK_TTL)
-        outcome = "failures" if totals.failed else "ok"
-        # A stopped category is kept as the run's error, so `fhirsync status` shows it.
-        error = "; ".join(stopped) or None
-        if classes and missing == len(classes):
-            # No feed anywhere: a wrong parentFeedLocation (an /openmrs suffix, say), not a
-            # parent without some categories. The scheduler backs off as for an unreachable one.
-            outcome = "unreachable"
-            error = (
-                f"{config.parent_url} publishes none of the {missing} feeds (each answered "
-                "404): check general.parentFeedLocation"
-            )
+        outcome, error = _read_outcome(config, totals, stopped, missing=missing, of=len(classes))
         if not stopped and recovery.exists():
             recovery.unlink()
             log.info("node %s: recovery pull after a restore done", config.instance_id)
@@ -113,6 +103,8 @@ def _run(
         outcome, error = "unreachable", f"{type(exc).__name__}: {exc}"
     except AuthError as exc:  # the parent answers: its account for this node is the problem
         outcome, error = "configuration", f"{type(exc).__name__}: {exc}"
+    except RunStopped:
+        outcome, error = "stopped", None  # the pages read so far are committed, with markers
     finally:
         if checker is not None:
             checker.close()
@@ -136,18 +128,25 @@ def _run(
     return result
 
 
+def _read_outcome(
+    config: NodeConfig, totals: Totals, stopped: list[str], *, missing: int, of: int
+) -> tuple[Outcome, str | None]:
+    """The outcome of a run that read every category (``missing`` of ``of`` feeds were 404)."""
+    if of and missing == of:
+        # No feed anywhere: a wrong parentFeedLocation (an /openmrs suffix, say), not a parent
+        # without some categories. The scheduler backs off as for an unreachable one.
+        return "unreachable", (
+            f"{config.parent_url} publishes none of the {missing} feeds (each answered 404): "
+            "check general.parentFeedLocation"
+        )
+    # A stopped category is kept as the run's error, so `fhirsync status` shows it.
+    return ("failures" if totals.failed else "ok"), "; ".join(stopped) or None
+
+
 def _refreshing(db: Database, owner: str, listener: Listener) -> Listener:
     """``listener``, extending the run lock every LOCK_TTL/4 seconds of page progress: one large
     category can take longer than LOCK_TTL, and an expired lock lets a second run start."""
-    last = [time.monotonic()]
-
-    def wrapped(event: RunEvent) -> None:
-        if isinstance(event, RunProgress) and time.monotonic() - last[0] > LOCK_TTL / 4:
-            locks.refresh(db, "pull", owner, LOCK_TTL)
-            last[0] = time.monotonic()
-        listener(event)
-
-    return wrapped
+    return on_progress(listener, locks.keeper(db, "pull", owner, LOCK_TTL))
 
 
 def _validate(config: NodeConfig) -> None:

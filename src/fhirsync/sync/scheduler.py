@@ -4,7 +4,8 @@ Each direction runs every ``{pull,push}.schedule`` seconds when ``{pull,push}.en
 thread (the engine is synchronous), independent of the other. Both flags and schedules are read
 as the loop goes, so a change saved on the admin page applies within seconds. While the parent
 is unreachable it backs off per the RetryPolicy, capped by the schedule, and resets on the next
-success. Stopping is not a failure. Backoff and last error are kept in the run state, so
+success. Stopping is not a failure: a pull run ends after the page it is on when serve stops or
+pull is disabled (outcome "stopped"). Backoff and last error are kept in the run state, so
 ``fhirsync status`` and the UI show them. The database run lock makes a scheduled run skip (not
 wait) while a manual run of the same node and direction is going on.
 """
@@ -20,26 +21,28 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from fhirsync.clients.registry import unknown_preferences
-from fhirsync.errors import FhirsyncError
+from fhirsync.errors import FhirsyncError, RunStopped
 from fhirsync.settings import NodeConfig, SyncMethodConfig
 from fhirsync.store import runs
 from fhirsync.store.checkpoints import IdleCheckpointer
 from fhirsync.store.engine import Database
+from fhirsync.store.retention import AuditRetention
 from fhirsync.sync import pull_context, push
 from fhirsync.sync.push_run import run_push
 from fhirsync.sync.retry import RetryPolicy
 from fhirsync.sync.runner import run_pull
-from fhirsync.sync.status import RunFinished
+from fhirsync.sync.status import Listener, RunEvent, RunFinished, RunProgress
 
 log = logging.getLogger(__name__)
-# Consecutive failure counts that get a log line: a long outage logs a few lines, not thousands.
-_LOGGED_AT = frozenset({1, 2, 4, 8, 16, 32, 64, 128})
 DEFAULT_SCHEDULE = 300.0
 CONFIG_CHECK_SECONDS = 2.0
 """How often a waiting scheduler looks at the configuration again."""
 Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
-RunOnce = Callable[[NodeConfig, Database], RunFinished]
+RunOnce = Callable[[NodeConfig, Database, Listener], RunFinished]
+"""One run; it calls the listener after each page, which raises RunStopped to end it there."""
 
 
 class Scheduler:
@@ -102,8 +105,19 @@ class Scheduler:
                 continue
             outcome, error = self._run_once()
             schedule = self._method(self.config).schedule  # read before the delay is made of it
+            failed_before = self.failures
             delay = self.next_delay(outcome)
-            if self.failures in _LOGGED_AT:
+            if failed_before and not self.failures:
+                log.info(
+                    "node %s: scheduled %s works again after %d failed runs",
+                    self.config.instance_id,
+                    self.operation,
+                    failed_before,
+                )
+            # At 1, 2, 4, 8, ... failures in a row: a long outage logs a few lines, not one a
+            # run. (It stopped at 128: a longer outage then looked, in the log, like one that
+            # had ended.)
+            if self.failures and self.failures & (self.failures - 1) == 0:
                 log.warning(
                     "node %s: scheduled %s failed %d time(s), next try in %.0fs: %s",
                     self.config.instance_id,
@@ -112,6 +126,12 @@ class Scheduler:
                     delay,
                     error,
                 )
+            self._save_state(delay, error)
+            self._wait(delay, schedule)
+
+    def _save_state(self, delay: float, error: str | None) -> None:
+        """Keep the backoff in the run state for ``fhirsync status`` and /health."""
+        try:
             with self.db.write() as conn:
                 runs.save(
                     conn,
@@ -121,7 +141,16 @@ class Scheduler:
                     next_run_at=datetime.now(UTC) + timedelta(seconds=delay),
                     **({"last_error": error} if error else {}),
                 )
-            self._wait(delay, schedule)
+        except SQLAlchemyError as exc:
+            # Another process held the database past busy_timeout (or the disk is full): the
+            # state is saved after the next run. Raised here, it ended the thread, and the node
+            # never synced again until restarted.
+            log.warning(
+                "node %s: scheduled %s: cannot save the run state: %s",
+                self.config.instance_id,
+                self.operation,
+                str(getattr(exc, "orig", None) or exc).splitlines()[0],
+            )
 
     def _wait(self, delay: float, schedule: int | None) -> None:
         """Wait ``delay`` seconds, or less if the direction is disabled meanwhile or its
@@ -133,9 +162,17 @@ class Scheduler:
                 return
             self._stop.wait(min(left, CONFIG_CHECK_SECONDS))
 
+    def _stopping(self, event: RunEvent) -> None:
+        """The listener of a scheduled run: ends it after the page it just committed when serve
+        is stopping or this direction was disabled. Without it, SIGTERM (or unticking pull on
+        the admin page) waited for the whole run: a long pull was cut off by serve's stop
+        timeout, or the init system's kill, anyway."""
+        if isinstance(event, RunProgress) and (self._stop.is_set() or not self.enabled):
+            raise RunStopped(f"scheduled {self.operation} asked to stop")
+
     def _run_once(self) -> tuple[str, str | None]:
         try:
-            result = self._run_once_fn(self.config, self.db)
+            result = self._run_once_fn(self.config, self.db, self._stopping)
         except FhirsyncError as exc:  # configuration changed under us: keep serving, report it
             return "error", f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # the loop's thread must outlive any one run
@@ -168,25 +205,42 @@ class Scheduler:
 
 
 def pull_scheduler(config: NodeConfig, db: Database) -> Scheduler:
-    """The scheduler of pull (``pull.enabled``, ``pull.schedule``)."""
-    return Scheduler(config, db, pull_context.OPERATION, lambda c: c.sync2.pull, run_pull)
+    """The scheduler of pull (``pull.enabled``, ``pull.schedule``); a run stops at its next
+    page when asked."""
+
+    def run(c: NodeConfig, d: Database, listener: Listener) -> RunFinished:
+        return run_pull(c, d, listener=listener)
+
+    return Scheduler(config, db, pull_context.OPERATION, lambda c: c.sync2.pull, run)
 
 
 def push_scheduler(config: NodeConfig, db: Database) -> Scheduler:
-    """The scheduler of push (``push.enabled``, ``push.schedule``)."""
-    return Scheduler(config, db, push.OPERATION, lambda c: c.sync2.push, run_push)
+    """The scheduler of push (``push.enabled``, ``push.schedule``). A push run is not stopped
+    early: it ends by itself, or with serve's stop timeout."""
+
+    def run(c: NodeConfig, d: Database, _listener: Listener) -> RunFinished:
+        return run_push(c, d)
+
+    return Scheduler(config, db, push.OPERATION, lambda c: c.sync2.push, run)
 
 
 def lifespan(config: NodeConfig, db: Database) -> Lifespan:
-    """An ASGI lifespan that runs the pull and push schedulers, and the idle WAL checkpointer
-    of a SQLite node, while the app serves."""
+    """An ASGI lifespan that runs the pull and push schedulers, audit retention, and the idle
+    WAL checkpointer of a SQLite node, while the app serves."""
 
     @asynccontextmanager
     async def run(_app: Any) -> AsyncIterator[None]:
         for warning in unknown_preferences(config):
             log.warning("node=%s %s", config.instance_id, warning)
         schedulers = [pull_scheduler(config, db), push_scheduler(config, db)]
-        background: list[Scheduler | IdleCheckpointer] = [*schedulers, IdleCheckpointer(db)]
+        retention = AuditRetention(
+            db, config.settings.audit_retention_days, config.sync2.general.local_instance_id or ""
+        )
+        background: list[Scheduler | IdleCheckpointer | AuditRetention] = [
+            retention,  # first: its start-up pass is done before the node answers
+            *schedulers,
+            IdleCheckpointer(db),
+        ]
         for task in background:
             task.start()
         try:

@@ -10,7 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-Outcome = Literal["ok", "failures", "unreachable", "configuration", "busy"]
+Outcome = Literal["ok", "failures", "unreachable", "configuration", "busy", "stopped"]
+"""How a run ended; "stopped": a scheduled run was asked to end early (serve stopping, or its
+direction disabled) and kept what it had committed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,17 @@ class RunFinished:
 
 RunEvent = RunStarted | RunProgress | RecordFailed | CategoryStopped | RunFinished
 Listener = Callable[[RunEvent], None]
+
+
+def on_progress(listener: Listener, action: Callable[[], None]) -> Listener:
+    """``listener``, calling ``action`` first at each :class:`RunProgress`."""
+
+    def wrapped(event: RunEvent) -> None:
+        if isinstance(event, RunProgress):
+            action()
+        listener(event)
+
+    return wrapped
 
 
 def ignore(_event: RunEvent) -> None:

@@ -137,3 +137,29 @@ def test_postgresql_is_left_to_its_own_log(db_url: str) -> None:
     assert checkpointer.done == []
     assert not any(t.name == "wal-checkpoint" for t in threading.enumerate())
     db.dispose()
+
+
+class _ClockSetBack:
+    """The ``time`` module as seen after the system clock was set back an hour (NTP correcting
+    a server's clock): wall-clock time behind the WAL file's modification time."""
+
+    monotonic = staticmethod(time.monotonic)
+
+    @staticmethod
+    def time() -> float:
+        return time.time() - 3600
+
+
+def test_idle_checkpoints_go_on_when_the_clock_is_set_back(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("fhirsync.store.checkpoints.time", _ClockSetBack)
+    _write(sqlite_db, 0)
+    checkpointer = IdleCheckpointer(sqlite_db, idle=0.2, poll=0.05)
+    checkpointer.start()
+    try:
+        assert _wait_for(lambda: len(checkpointer.done) == 1), "no checkpoint for an hour"
+    finally:
+        checkpointer.stop()
+    assert checkpointer.done[0].copied_pages == checkpointer.done[0].wal_pages > 0
+    sqlite_db.dispose()

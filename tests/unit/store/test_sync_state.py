@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -205,3 +206,39 @@ def test_a_conflict_is_found_by_its_prefix_in_any_case_and_never_by_a_pattern(
         # LIKE wildcards are characters here, not patterns: they name no conflict.
         for pattern in ("________", "%%%%%%%%", uuid[:7] + "%", uuid[:7] + "_"):
             assert conflicts.get(conn, pattern) is None, pattern
+
+
+def test_taking_over_a_dead_process_lock_is_said(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A serve killed mid-run (kill -9, a power cut) leaves its lock: the next run takes it at
+    # once, and says whose it was, so an administrator knows the last run did not finish.
+    dead = f"{locks._HOST}:999999999:deadbeef"
+    assert locks.acquire(db, "pull", dead, 600)
+    caplog.set_level(logging.WARNING, logger="fhirsync.store.locks")
+    assert locks.acquire(db, "pull", locks.new_owner(), 60)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and dead in said[0] and "no longer runs" in said[0]
+
+
+def test_taking_over_an_expired_lock_is_said(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    other_host = "another-host:1234:cafebabe"
+    assert locks.acquire(db, "push", other_host, -1)
+    caplog.set_level(logging.WARNING, logger="fhirsync.store.locks")
+    assert locks.acquire(db, "push", locks.new_owner(), 60)
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and other_host in said[0] and "expired" in said[0]
+
+
+def test_a_free_or_own_lock_is_taken_quietly(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="fhirsync.store.locks")
+    owner = locks.new_owner()
+    assert locks.acquire(db, "pull", owner, 60)
+    assert locks.acquire(db, "pull", owner, 60)
+    locks.release(db, "pull", owner)
+    assert locks.acquire(db, "pull", locks.new_owner(), 60)
+    assert caplog.records == []

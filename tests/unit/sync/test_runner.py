@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -10,8 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
-from fhirsync.errors import ConfigurationError
+from fhirsync.errors import ConfigurationError, RunStopped
 from fhirsync.node import init_node, open_node
 from fhirsync.settings import NodeConfig, SyncMethodConfig
 from fhirsync.store import locks, runs
@@ -19,7 +21,7 @@ from fhirsync.store.engine import Database
 from fhirsync.sync.retry import RetryPolicy
 from fhirsync.sync.runner import run_pull
 from fhirsync.sync.scheduler import Scheduler, pull_scheduler
-from fhirsync.sync.status import RunFinished
+from fhirsync.sync.status import Listener, RunFinished, RunProgress
 
 
 @pytest.fixture
@@ -80,7 +82,7 @@ def test_a_crashed_scheduled_run_is_logged_and_the_schedule_goes_on(
     calls: list[int] = []
     ran_again = threading.Event()
 
-    def run_once(config: NodeConfig, database: Database) -> RunFinished:
+    def run_once(config: NodeConfig, database: Database, listener: Listener) -> RunFinished:
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("disk I/O error")  # not a FhirsyncError: e.g. a full disk
@@ -116,7 +118,7 @@ def test_enabling_and_disabling_on_a_running_node_takes_effect_without_a_restart
     runs_seen: list[float] = []
     ran = threading.Event()
 
-    def run_once(config: NodeConfig, database: Database) -> RunFinished:
+    def run_once(config: NodeConfig, database: Database, listener: Listener) -> RunFinished:
         runs_seen.append(time.monotonic())
         ran.set()
         return RunFinished("pull", "ok", 0, 0, 0, 0.0, None)
@@ -147,3 +149,136 @@ def test_enabling_and_disabling_on_a_running_node_takes_effect_without_a_restart
     finally:
         scheduler.stop()
         db.dispose()
+
+
+def test_a_database_locked_past_busy_timeout_does_not_end_the_schedule(
+    child: NodeConfig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Saving the run state after a run can fail too (another process held the database for
+    longer than busy_timeout): the loop logs it and runs again, it does not die silently."""
+    _, db = open_node(child.node_dir)
+    real_save = runs.save
+    saves: list[int] = []
+
+    def locked_once(conn: object, operation: str, **values: object) -> None:
+        saves.append(1)
+        if len(saves) == 1:
+            raise OperationalError("UPDATE sync_runs", {}, sqlite3.OperationalError("locked"))
+        real_save(conn, operation, **values)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("fhirsync.sync.scheduler.runs.save", locked_once)
+    calls: list[int] = []
+    ran_again = threading.Event()
+
+    def run_once(config: NodeConfig, database: Database, listener: Listener) -> RunFinished:
+        calls.append(1)
+        if len(calls) > 1:
+            ran_again.set()
+        return RunFinished("pull", "unreachable", 0, 0, 0, 0.0, "ConnectionFailed: refused")
+
+    method = SyncMethodConfig(enabled=True, schedule=3600)
+    scheduler = Scheduler(child, db, "pull", lambda _c: method, run_once)
+    scheduler.policy = RetryPolicy(base_delay=0.01, factor=1, max_delay=0.01, jitter=0)
+    caplog.set_level(logging.INFO, logger="fhirsync.sync.scheduler")
+    scheduler.start()
+    try:
+        assert ran_again.wait(10), "the scheduler thread died when the database was locked"
+    finally:
+        scheduler.stop()
+        db.dispose()
+    saved = [r for r in caplog.records if "cannot save the run state: locked" in r.getMessage()]
+    assert saved and saved[0].levelno == logging.WARNING
+
+
+def test_stopping_the_scheduler_ends_a_long_run_at_its_next_page(child: NodeConfig) -> None:
+    _, db = open_node(child.node_dir)
+    pages: list[int] = []
+    running, ended = threading.Event(), threading.Event()
+
+    def endless_run(config: NodeConfig, database: Database, listener: Listener) -> RunFinished:
+        try:
+            for page in range(100_000):  # a feed far longer than serve is given to stop
+                pages.append(page)
+                listener(RunProgress("pull", "patient", page, None))
+                running.set()
+                time.sleep(0.01)
+        except RunStopped:
+            return RunFinished("pull", "stopped", len(pages), 0, 0, 0.0, None)
+        finally:
+            ended.set()
+        return RunFinished("pull", "ok", len(pages), 0, 0, 0.0, None)
+
+    method = SyncMethodConfig(enabled=True, schedule=3600)
+    scheduler = Scheduler(child, db, "pull", lambda _c: method, endless_run)
+    scheduler.start()
+    try:
+        assert running.wait(10)
+        scheduler.stop(timeout=10)
+        assert ended.wait(10), "the run went on after serve was asked to stop"
+    finally:
+        db.dispose()
+    assert len(pages) < 100_000
+
+
+def test_disabling_pull_ends_a_long_run_at_its_next_page(child: NodeConfig) -> None:
+    _, db = open_node(child.node_dir)
+    running, ended = threading.Event(), threading.Event()
+    outcomes: list[str] = []
+    method = SyncMethodConfig(enabled=True, schedule=3600)
+
+    def endless_run(config: NodeConfig, database: Database, listener: Listener) -> RunFinished:
+        try:
+            for page in range(100_000):
+                listener(RunProgress("pull", "patient", page, None))
+                running.set()
+                time.sleep(0.01)
+        except RunStopped:
+            outcomes.append("stopped")
+        finally:
+            ended.set()
+        return RunFinished("pull", "stopped", 0, 0, 0, 0.0, None)
+
+    scheduler = Scheduler(child, db, "pull", lambda _c: method, endless_run)
+    scheduler.start()
+    try:
+        assert running.wait(10)
+        method.enabled = False  # what saving the admin page's Configuration does, in effect
+        assert ended.wait(10), "the run went on after pull was disabled"
+    finally:
+        scheduler.stop()
+        db.dispose()
+    assert outcomes == ["stopped"]
+
+
+def test_a_long_outage_keeps_being_logged_sparsely_and_its_end_is_logged(
+    child: NodeConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, db = open_node(child.node_dir)
+    outcomes = ["unreachable"] * 300 + ["ok"]
+    done = threading.Event()
+
+    def run_once(config: NodeConfig, database: Database, listener: Listener) -> RunFinished:
+        outcome = outcomes.pop(0) if outcomes else "ok"
+        if not outcomes:
+            done.set()
+        error = "ConnectionFailed: refused" if outcome == "unreachable" else None
+        return RunFinished("pull", outcome, 0, 0, 0, 0.0, error)  # type: ignore[arg-type]
+
+    method = SyncMethodConfig(enabled=True, schedule=3600)
+    scheduler = Scheduler(child, db, "pull", lambda _c: method, run_once)
+    scheduler.policy = RetryPolicy(base_delay=0.0001, factor=1, max_delay=0.0001, jitter=0)
+    caplog.set_level(logging.INFO, logger="fhirsync.sync.scheduler")
+    scheduler.start()
+    try:
+        assert done.wait(60)
+    finally:
+        scheduler.stop()
+        db.dispose()
+    lines = [r.getMessage() for r in caplog.records]
+    failed = [line for line in lines if "scheduled pull failed" in line]
+    # 1, 2, 4, ... 256: an outage of any length is still in the log, in a few lines.
+    assert [int(line.split(" failed ")[1].split()[0]) for line in failed] == [
+        2**n for n in range(9)
+    ]
+    assert lines[-1].startswith("node child: scheduled pull works again")
+    assert "after 300 failed runs" in lines[-1]

@@ -52,7 +52,6 @@ def install(app: FastAPI) -> None:
         secure=node.config.base_url.startswith("https://"),
     )
     app.add_exception_handler(LoginRequired, _to_login)
-    admin_dashboard.clean_up_audit(node)
     app.mount("/sync2/static", StaticFiles(directory=str(UI_DIR / "static")), name="sync2-static")
     for module_router in (
         router,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import sys
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -29,7 +27,6 @@ from fhirsync.sync.lag import Lag, ParentStatus
 sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "PluginImportFixer"]
 
 router = APIRouter(prefix="/sync2", include_in_schema=False)
-log = logging.getLogger(__name__)
 
 _PARENT_TIMEOUT = 2.0
 _CHART_STYLE = Style(
@@ -60,25 +57,6 @@ class Facts:
     lag: Lag
     restored: bool
     """Restored from a backup and its recovery pull (own changes included) still to come."""
-
-
-_last_cleanup: list[float] = []
-_CLEANUP_EVERY = 3600.0
-
-
-def clean_up_audit(node: NodeContext) -> int:
-    """Delete audit rows older than ``audit_retention_days`` (at start-up, then hourly at most)."""
-    _last_cleanup[:] = [time.monotonic()]
-    with node.db.write() as conn:
-        removed = audit_query.apply_retention(conn, node.config.settings.audit_retention_days)
-    if removed:
-        log.info("audit retention removed=%d", removed)
-    return removed
-
-
-def _clean_up_if_due(node: NodeContext) -> None:
-    if not _last_cleanup or time.monotonic() - _last_cleanup[0] > _CLEANUP_EVERY:
-        clean_up_audit(node)
 
 
 def gather(node: NodeContext) -> Facts:
@@ -140,7 +118,6 @@ def activity_chart(node: NodeContext, *, hours: int = 24) -> str:
 @router.get("/")
 def dashboard(request: Request, node: NodeDep, session: PageSession) -> Response:
     """The dashboard page."""
-    _clean_up_if_due(node)
     return page(
         request,
         "dashboard.html",
