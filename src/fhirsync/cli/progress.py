@@ -31,7 +31,8 @@ _STOPS_SHOWN = 3
 """Categories stopped by the same kind of error that are named one by one."""
 
 # A busy run (another one holds the lock) did nothing this time: the contract's "failures" code.
-_EXIT = {"ok": EXIT_OK, "failures": EXIT_FAILURES, "busy": EXIT_FAILURES}
+# "stopped" comes only from serve's scheduler (a stop asked for); mapped so no outcome lacks a code.
+_EXIT = {"ok": EXIT_OK, "failures": EXIT_FAILURES, "busy": EXIT_FAILURES, "stopped": EXIT_FAILURES}
 
 
 @dataclass(frozen=True, slots=True)
