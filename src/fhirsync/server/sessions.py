@@ -1,7 +1,9 @@
 """Admin-page login sessions and CSRF tokens, kept in signed cookies (no server-side state).
 
-A session cookie carries the user name, role, a random nonce and an expiry, signed with
-itsdangerous, so any process serving the node can check it (DESIGN.md §6). The CSRF token of a form
+A session cookie carries the user name, role, a random nonce, an expiry and a stamp of the account's
+password hash, signed with itsdangerous, so any process serving the node can check it (DESIGN.md
+§6). A new password (``fhirsync user password``) changes the stamp, so it ends every session
+signed in with the old one, including one an attacker holds. The CSRF token of a form
 is an HMAC of the session nonce: a page from this site can show it, another site cannot compute it.
 Before login, a short-lived pre-login cookie provides the nonce for the login form.
 
@@ -21,13 +23,12 @@ from pathlib import Path
 from typing import Any, cast
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import select
 
 from fhirsync.errors import ConfigurationError, Unauthenticated
 from fhirsync.settings import NodeConfig
+from fhirsync.store import users
 from fhirsync.store.engine import Database
-from fhirsync.store.tables import users
-from fhirsync.store.users import Role
+from fhirsync.store.users import Account, Role
 
 SESSION_COOKIE = "fhirsync_session"
 PRELOGIN_COOKIE = "fhirsync_prelogin"
@@ -47,6 +48,7 @@ class Session:
     role: Role
     nonce: str
     expires: int
+    stamp: str  # of the password hash at sign-in (:meth:`SessionManager.account_stamp`)
 
     @property
     def is_admin(self) -> bool:
@@ -90,13 +92,30 @@ class SessionManager:
         self.lifetime_seconds = lifetime_seconds
         self.secure = secure
 
-    def issue(self, user: str, role: Role) -> tuple[str, Session]:
-        """A new session for ``user`` and the cookie value carrying it."""
+    def issue(self, user: str, role: Role, password_hash: str) -> tuple[str, Session]:
+        """A new session for ``user`` (whose stored hash is ``password_hash``) and the cookie
+        value carrying it."""
         session = Session(
-            user, role, secrets.token_urlsafe(16), int(time.time()) + self.lifetime_seconds
+            user,
+            role,
+            secrets.token_urlsafe(16),
+            int(time.time()) + self.lifetime_seconds,
+            self.account_stamp(password_hash),
         )
-        value = self._sessions.dumps([session.user, session.role, session.nonce, session.expires])
+        value = self._sessions.dumps(
+            [session.user, session.role, session.nonce, session.expires, session.stamp]
+        )
         return value, session
+
+    def account_stamp(self, password_hash: str) -> str:
+        """A keyed digest of a stored password hash (the cookie never carries the hash itself)."""
+        return hmac.new(self._key, f"account:{password_hash}".encode(), hashlib.sha256).hexdigest()
+
+    def still_valid(self, session: Session, account: Account | None) -> bool:
+        """Whether ``account`` (as stored now) still has the password ``session`` signed in with."""
+        if account is None:
+            return False
+        return hmac.compare_digest(self.account_stamp(account.password_hash), session.stamp)
 
     def read(self, cookie: str | None) -> Session | None:
         """The session in ``cookie`` if its signature is good and it has not expired."""
@@ -106,12 +125,13 @@ class SessionManager:
             data = self._sessions.loads(cookie, max_age=self.lifetime_seconds)
         except BadSignature:
             return None
-        if not isinstance(data, list) or len(data) != 4:
+        # A cookie of an older fhirsync has no stamp (4 items): its user signs in again.
+        if not isinstance(data, list) or len(data) != 5:
             return None
-        user, role, nonce, expires = data
+        user, role, nonce, expires, stamp = data
         if role not in ("admin", "viewer") or int(expires) < time.time():
             return None
-        return Session(str(user), cast(Role, role), str(nonce), int(expires))
+        return Session(str(user), cast(Role, role), str(nonce), int(expires), str(stamp))
 
     def new_prelogin(self) -> tuple[str, str]:
         """A nonce for the login form and the cookie value carrying it."""
@@ -139,11 +159,11 @@ class SessionManager:
         return hmac.compare_digest(self.csrf_token(nonce), token)
 
 
-def current_role(db: Database, name: str) -> Role | None:
-    """The account's role now (None if deleted), so a removed or demoted user loses access."""
+def current_account(db: Database, name: str) -> Account | None:
+    """The account as stored now (None if deleted), so a removed or demoted user, or a changed
+    password, ends a session."""
     with db.read() as conn:
-        role = conn.execute(select(users.c.role).where(users.c.name == name)).scalar_one_or_none()
-    return cast(Role, role) if role is not None else None
+        return users.account(conn, name)
 
 
 def cookie_options(manager: SessionManager) -> dict[str, Any]:

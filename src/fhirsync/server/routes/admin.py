@@ -35,6 +35,7 @@ from fhirsync.server.sessions import (
     LoginRequired,
     SessionManager,
     cookie_options,
+    current_account,
     load_key,
 )
 
@@ -147,7 +148,14 @@ async def login(
             next_url=_safe_next(next),
             status=403,
         )
-    value, _session = manager.issue(user.name, user.role)
+    # The session is bound to the password it was opened with (see sessions.py); read the hash
+    # after authenticate, which may just have replaced an outdated one.
+    account = current_account(node.db, user.name)
+    if account is None:
+        return _login_page(
+            request, error="Wrong user name or password.", next_url=_safe_next(next), status=401
+        )
+    value, _session = manager.issue(user.name, user.role, account.password_hash)
     response = RedirectResponse(_safe_next(next), status_code=303)
     response.set_cookie(
         SESSION_COOKIE, value, max_age=manager.lifetime_seconds, **cookie_options(manager)

@@ -19,7 +19,7 @@ from fhirsync.server.sessions import (
     Session,
     SessionManager,
     cookie_options,
-    current_role,
+    current_account,
 )
 
 UI_DIR = Path(__file__).resolve().parents[2] / "ui"
@@ -65,17 +65,21 @@ def sessions(request: Request) -> SessionManager:
 def get_session(request: Request, node: Annotated[NodeContext, Depends(get_node)]) -> Session:
     """The signed-in user; LoginRequired (a redirect to the login page) if there is none.
 
-    The account is looked up on every request so that a deleted or demoted user loses access
-    at once, although the cookie itself cannot be revoked.
+    The account is looked up on every request so that a deleted or demoted user, or one whose
+    password was changed, loses access at once, although the cookie itself cannot be revoked.
     """
-    session = sessions(request).read(request.cookies.get(SESSION_COOKIE))
+    manager = sessions(request)
+    session = manager.read(request.cookies.get(SESSION_COOKIE))
     if session is None:
         raise LoginRequired("Please sign in")
-    role = current_role(node.db, session.user)
-    if role is None or role == "child":
+    account = current_account(node.db, session.user)
+    if account is None or not manager.still_valid(session, account):
+        raise LoginRequired("Please sign in")
+    role = account.user.role
+    if role == "child":
         raise LoginRequired("Please sign in")
     if role != session.role:
-        session = Session(session.user, role, session.nonce, session.expires)
+        session = Session(session.user, role, session.nonce, session.expires, session.stamp)
     return session
 
 
