@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import httpx
+from fastapi.routing import APIRoute
 from tests.integration.api_support import admin_pages
 
+from fhirsync.server.app import create_app
 from fhirsync.store import users
 from fhirsync.testing.servers import NodeHandle
 
@@ -24,3 +29,35 @@ def test_a_new_password_ends_the_sessions_signed_in_with_the_old_one(node: NodeH
             assert gone.headers["location"].startswith("/sync2/login")
     with admin_pages(node, password="a-brand-new-password-2026") as browser:
         assert browser.get("/sync2/").status_code == 200
+
+
+def test_nothing_but_health_and_sign_in_answers_without_credentials(node: NodeHandle) -> None:
+    with httpx.Client(base_url=node.base_url, timeout=30.0) as anonymous:
+        for route in routes_of(node):
+            if route in ("/health", "/sync2/login"):
+                continue
+            answer = anonymous.get(route.replace("{", "").replace("}", ""), follow_redirects=False)
+            # 401 (APIs), a redirect to the sign-in page (admin pages), or no such page at all.
+            assert answer.status_code in (303, 401, 404, 405), (route, answer.status_code)
+
+
+def routes_of(node: NodeHandle) -> list[str]:
+    """Every GET path the node's app serves (schema documents included), but static files."""
+    config, db = node.open()
+    try:
+        app = create_app(config, db)
+    finally:
+        db.dispose()
+    paths = {app.openapi_url, app.docs_url, app.redoc_url}
+    pending: list[Any] = list(app.routes)
+    while pending:
+        route = pending.pop()
+        # FastAPI keeps each included router as one entry holding the router's own routes.
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            pending.extend(included.routes)
+        elif isinstance(route, APIRoute) and "GET" in route.methods:
+            paths.add(route.path)
+    found = sorted(p for p in paths if p)
+    assert len(found) > 20, found  # the walk reached the routers
+    return found

@@ -26,6 +26,9 @@ def create_app(config: NodeConfig, db: Database) -> FastAPI:
     app = FastAPI(
         title="fhirsync",
         version=__version__,
+        # No schema document either: every endpoint but /health needs credentials (DESIGN.md
+        # §5.8), and an anonymous /openapi.json listed the whole API surface.
+        openapi_url=None,
         docs_url=None,
         redoc_url=None,
         lifespan=scheduler.lifespan(config, db),
