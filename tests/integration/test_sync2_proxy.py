@@ -191,6 +191,10 @@ def test_proxy_refuses_foreign_inner_urls(parent: NodeHandle, node_factory: Node
         "file:///etc/passwd",
         f"{parent.base_url}/ws/rest/sync2",
         f"{parent.base_url}/sync2/",
+        # Dot segments that the inner client would resolve to a path outside /ws/.
+        f"{parent.base_url}/ws/../sync2/config",
+        f"{parent.base_url}/ws/./../metrics",
+        f"{parent.base_url}/ws/rest/sync2/../sync2",
     ]
     with as_user(parent, "clinic-a") as client:
         for url in foreign:

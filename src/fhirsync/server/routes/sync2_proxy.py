@@ -104,7 +104,9 @@ def inner_path(url: str, own_bases: list[str]) -> str:
             path == b_path or path.startswith(b_path + "/")
         ):
             rest = path[len(b_path) :] or "/"
-            if rest.rstrip("/") == PROXY_PATH or not rest.startswith("/ws/"):
+            # The inner client resolves "." and ".." segments, so "/ws/../metrics" would leave /ws/.
+            dotted = any(segment in (".", "..") for segment in rest.split("/"))
+            if dotted or rest.rstrip("/") == PROXY_PATH or not rest.startswith("/ws/"):
                 raise RequestError("request.url must name an API of this node under /ws/")
             return rest + (f"?{parts.query}" if parts.query else "")
     raise RequestError("request.url does not point at this node; the proxy only forwards to itself")
