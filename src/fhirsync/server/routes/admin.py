@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from fhirsync.errors import Forbidden, Unauthenticated
@@ -136,7 +137,9 @@ async def login(
             "The sign-in form had expired or was not sent from this site. Reload it and try again."
         )
     try:
-        user = node.authenticator.authenticate(username.strip(), password)
+        # In a worker thread: argon2 (~16 ms of CPU) and the account read would otherwise stall
+        # every other request of the node, sign-in attempts after one another most of all.
+        user = await run_in_threadpool(node.authenticator.authenticate, username.strip(), password)
     except Unauthenticated:
         return _login_page(
             request, error="Wrong user name or password.", next_url=_safe_next(next), status=401
@@ -150,7 +153,7 @@ async def login(
         )
     # The session is bound to the password it was opened with (see sessions.py); read the hash
     # after authenticate, which may just have replaced an outdated one.
-    account = current_account(node.db, user.name)
+    account = await run_in_threadpool(current_account, node.db, user.name)
     if account is None:
         return _login_page(
             request, error="Wrong user name or password.", next_url=_safe_next(next), status=401
