@@ -148,6 +148,12 @@ def test_bad_bodies_are_400(central: NodeHandle) -> None:
         assert client.post(URL, json={"uuid": "x", "bogus": 1}).status_code == 400
         bad_time = client.post(URL, json={"uuid": "x", "timestamp": "yesterday"})
         assert bad_time.status_code == 400
+        # Uuids end up in the admin pages' link and form paths: "../pull#" made Retry pull.
+        for key in ("uuid", "nextMessageUuid", "mergeConflictUuid"):
+            sneaky = client.post(URL, json={"uuid": "m-1", key: "../pull#"})
+            assert sneaky.status_code == 400, (key, sneaky.text)
+            assert key in sneaky.json()["error"]["message"]
+        assert client.get(URL, params=ALL).json()["itemsCount"] == 0
 
 
 def test_out_of_range_times_and_overlong_fields_are_400(central: NodeHandle) -> None:

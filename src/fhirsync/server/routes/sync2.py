@@ -7,6 +7,7 @@ messages here (create and update); administrators and viewers read them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any
@@ -54,6 +55,15 @@ _JSON_FIELDS = (
     ("nextMessageUuid", "next_message_uuid"),
     ("creatorInstanceId", "creator_instance_id"),
     ("voided", "voided"),
+    ("mergeConflictUuid", "merge_conflict_uuid"),
+)
+
+_UUIDISH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+"""A message uuid: OpenMRS's own samples hold names such as ``next_message_uuid``; no ``/``,
+``#``, ``?`` or leading dot."""
+_UUID_FIELDS = (
+    ("uuid", "uuid"),
+    ("nextMessageUuid", "next_message_uuid"),
     ("mergeConflictUuid", "merge_conflict_uuid"),
 )
 
@@ -117,6 +127,11 @@ def from_json(body: bytes) -> AuditMessage:
         if key not in ("id", "success", "timestamp", "voided")
     }
     values["uuid"] = values["uuid"] or ""
+    for key, name in _UUID_FIELDS:
+        # These become paths of the admin pages' links and forms (/sync2/audit/{uuid}/retry):
+        # "../pull#" would have made a Retry button start a pull instead.
+        if values[name] and _UUIDISH.fullmatch(values[name]) is None:
+            raise RequestError(f"{key}: {values[name][:40]!r} is not a uuid")
     return AuditMessage(
         id=None,
         success=success,
