@@ -5,16 +5,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
 from tests.browser.conftest import log_in, screenshot
+from tests.integration.conflict_support import edit, read
 
 from fhirsync.store import conflicts as conflict_repo
 from fhirsync.store import users
 from fhirsync.testing.network import (
-    FHIR,
     Network,
     all_agree,
     build_network,
@@ -39,20 +38,6 @@ def net(tmp_path: Path) -> Iterator[Network]:
     network = build_network(tmp_path / "net", TREE)
     yield network
     network.stop()
-
-
-def read(node: NodeHandle, uuid: str) -> dict[str, Any]:
-    with node.client() as client:
-        response = client.get(f"{FHIR}/Patient/{uuid}")
-        response.raise_for_status()
-        body: dict[str, Any] = response.json()
-        return body
-
-
-def edit(node: NodeHandle, uuid: str, **fields: Any) -> None:
-    body = {**read(node, uuid), **fields}
-    with node.client() as client:
-        client.put(f"{FHIR}/Patient/{uuid}", json=body).raise_for_status()
 
 
 def conflicts_of(node: NodeHandle, status: str | None) -> list[conflict_repo.Conflict]:

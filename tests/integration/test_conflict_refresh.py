@@ -12,11 +12,12 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import orjson
 import pytest
 from sqlalchemy import select
+from tests.integration.conflict_support import PAIR, conflict_of, edit
 
 from fhirsync.errors import RecordNotFound
 from fhirsync.records import Record, RecordWrite
@@ -35,8 +36,6 @@ from fhirsync.testing.network import (
 )
 from fhirsync.testing.servers import NodeHandle
 
-PAIR: tuple[tuple[str, str | None], ...] = (("parent", None), ("child", "parent"))
-
 
 @pytest.fixture
 def net(tmp_path: Path) -> Iterator[Network]:
@@ -45,29 +44,11 @@ def net(tmp_path: Path) -> Iterator[Network]:
     network.stop()
 
 
-def edit(node: NodeHandle, uuid: str, **fields: Any) -> None:
-    with node.client() as client:
-        body = client.get(f"{FHIR}/Patient/{uuid}").raise_for_status().json()
-        body.update(fields)
-        client.put(f"{FHIR}/Patient/{uuid}", json=body).raise_for_status()
-
-
 def record(node: NodeHandle, uuid: str) -> Record:
     _config, db = node.open()
     try:
         with db.read() as conn:
             found = record_repo.get(conn, "patient", uuid)
-    finally:
-        db.dispose()
-    assert found is not None
-    return found
-
-
-def conflict_of(node: NodeHandle, conflict_uuid: str) -> Conflict:
-    _config, db = node.open()
-    try:
-        with db.read() as conn:
-            found = conflict_repo.get(conn, conflict_uuid)
     finally:
         db.dispose()
     assert found is not None

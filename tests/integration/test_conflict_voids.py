@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+from tests.integration.conflict_support import PAIR, edit, void
 
 from fhirsync import categories as cats
 from fhirsync.clients.base import OutgoingChange, RecordRef
@@ -32,7 +32,6 @@ from fhirsync.testing.network import (
 )
 from fhirsync.testing.servers import NodeHandle
 
-PAIR: tuple[tuple[str, str | None], ...] = (("parent", None), ("child", "parent"))
 PATIENT = cats.get("patient")
 INCLUDE = {"X-Fhirsync-Inactive": "include"}
 
@@ -55,18 +54,6 @@ def stored(node: NodeHandle, uuid: str) -> tuple[Record, bool]:
         db.dispose()
     assert record is not None
     return record, uuid in open_
-
-
-def edit(node: NodeHandle, uuid: str, **fields: Any) -> None:
-    with node.client() as client:
-        body = client.get(f"{FHIR}/Patient/{uuid}").raise_for_status().json()
-        body.update(fields)
-        client.put(f"{FHIR}/Patient/{uuid}", json=body).raise_for_status()
-
-
-def void(node: NodeHandle, uuid: str) -> None:
-    with node.client() as client:
-        client.delete(f"{FHIR}/Patient/{uuid}").raise_for_status()
 
 
 def add_viewer(node: NodeHandle) -> None:

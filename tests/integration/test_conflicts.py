@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from tests.integration.conflict_support import PAIR, edit, open_conflicts, read
 
-from fhirsync.store import conflicts as conflict_repo
 from fhirsync.store.tables import audit
 from fhirsync.sync.push_run import run_push
 from fhirsync.testing.network import (
@@ -26,8 +26,6 @@ from fhirsync.testing.network import (
 )
 from fhirsync.testing.servers import NodeHandle
 
-PAIR: tuple[tuple[str, str | None], ...] = (("parent", None), ("child", "parent"))
-
 
 def make_net(root: Path, policy: str | None = None, tree: Any = PAIR) -> Network:
     extra = {"conflict_policies": {"patient": policy}} if policy else None
@@ -39,30 +37,6 @@ def net(tmp_path: Path) -> Iterator[Network]:
     network = make_net(tmp_path / "net")
     yield network
     network.stop()
-
-
-def read(node: NodeHandle, uuid: str) -> dict[str, Any]:
-    with node.client() as client:
-        response = client.get(f"{FHIR}/Patient/{uuid}")
-        response.raise_for_status()
-        body: dict[str, Any] = response.json()
-        return body
-
-
-def edit(node: NodeHandle, uuid: str, **fields: Any) -> None:
-    body = read(node, uuid)
-    body.update(fields)
-    with node.client() as client:
-        client.put(f"{FHIR}/Patient/{uuid}", json=body).raise_for_status()
-
-
-def open_conflicts(node: NodeHandle) -> list[conflict_repo.Conflict]:
-    _config, db = node.open()
-    try:
-        with db.read() as conn:
-            return conflict_repo.list_conflicts(conn)
-    finally:
-        db.dispose()
 
 
 def audit_actions(node: NodeHandle, uuid: str) -> list[str]:

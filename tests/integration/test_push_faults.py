@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from tests.integration.conflict_support import PAIR, edit, open_conflicts, read, void
 
 from fhirsync.categories import Category
 from fhirsync.clients.base import OutgoingChange, SendResult
 from fhirsync.errors import ConnectionFailed
 from fhirsync.settings import NodeConfig
-from fhirsync.store import conflicts as conflict_repo
 from fhirsync.store import failures
 from fhirsync.store.tables import audit
 from fhirsync.sync.push_run import http_sender, run_push
@@ -29,54 +29,12 @@ from fhirsync.testing.network import (
 )
 from fhirsync.testing.servers import NodeHandle
 
-PAIR: tuple[tuple[str, str | None], ...] = (("parent", None), ("child", "parent"))
-
 
 @pytest.fixture
 def net(tmp_path: Path) -> Iterator[Network]:
     network = build_network(tmp_path / "net", PAIR)
     yield network
     network.stop()
-
-
-def read(node: NodeHandle, uuid: str) -> dict[str, Any]:
-    with node.client() as client:
-        response = client.get(f"{FHIR}/Patient/{uuid}")
-        response.raise_for_status()
-        body: dict[str, Any] = response.json()
-        return body
-
-
-def edit(node: NodeHandle, uuid: str, **fields: Any) -> None:
-    body = read(node, uuid)
-    body.update(fields)
-    with node.client() as client:
-        client.put(f"{FHIR}/Patient/{uuid}", json=body).raise_for_status()
-
-
-def void(node: NodeHandle, uuid: str) -> None:
-    with node.client() as client:
-        assert client.delete(f"{FHIR}/Patient/{uuid}").status_code == 204
-
-
-def open_conflicts(node: NodeHandle) -> list[conflict_repo.Conflict]:
-    _config, db = node.open()
-    try:
-        with db.read() as conn:
-            return conflict_repo.list_conflicts(conn)
-    finally:
-        db.dispose()
-
-
-def conflict_of(node: NodeHandle, conflict_uuid: str) -> conflict_repo.Conflict:
-    _config, db = node.open()
-    try:
-        with db.read() as conn:
-            found = conflict_repo.get(conn, conflict_uuid)
-    finally:
-        db.dispose()
-    assert found is not None
-    return found
 
 
 def audit_actions(node: NodeHandle, uuid: str) -> list[str]:
