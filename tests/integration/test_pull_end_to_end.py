@@ -320,3 +320,21 @@ def test_java_sub_resource_entries_pull_their_owner(node_factory: NodeFactory) -
     finally:
         db.dispose()
     assert b"Osei-Bonsu" in stored
+
+
+def test_an_idle_pull_does_not_rewrite_its_lock_for_every_category(
+    node_factory: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ~25 lock writes a run kept the WAL busy on a short schedule, so it never checkpointed.
+    from fhirsync.store import locks
+
+    parent = node_factory("parent")
+    child = node_factory("child", parent=parent, start=False)
+    extended: list[str] = []
+    real = locks.refresh
+    monkeypatch.setattr(
+        locks, "refresh", lambda db, name, *rest: (extended.append(name), real(db, name, *rest))
+    )
+    result = pull(child)
+    assert (result.outcome, result.events_read) == ("ok", 0), result
+    assert extended == []  # a run shorter than a quarter of the lock's lifetime extends nothing

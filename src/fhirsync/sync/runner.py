@@ -73,13 +73,17 @@ def _run(
     feed, transport = connect_parent(config)  # no I/O yet: errors come from reading
     checker: BodyChecker | None = None
     recovery = config.recovery_file
+    # Extends the run lock every LOCK_TTL/4 seconds of progress (pages and categories): one large
+    # category can outlast LOCK_TTL. Not after every category: an idle run of ~25 categories then
+    # wrote 25 times, and on a short schedule the WAL was never idle long enough to checkpoint.
+    keep = locks.keeper(db, "pull", owner, LOCK_TTL)
     include_own = include_own or recovery.exists()
     try:
         _save(db, started_at=datetime.now(UTC), outcome="running")
         classes = [c for c in config.sync2.pull.classes if c.enabled]
         listener(RunStarted(OPERATION, tuple(c.category.lower() for c in classes)))
         ctx = build_context(
-            config, db, feed, transport, _refreshing(db, owner, listener), include_own=include_own
+            config, db, feed, transport, on_progress(listener, keep), include_own=include_own
         )
         checker = ctx.checker
         for cls in classes:
@@ -94,7 +98,7 @@ def _run(
                     missing += 1
                 totals.failed += 1
                 continue
-            locks.refresh(db, "pull", owner, LOCK_TTL)
+            keep()
         outcome, error = _read_outcome(config, totals, stopped, missing=missing, of=len(classes))
         if not stopped and recovery.exists():
             recovery.unlink()
@@ -141,12 +145,6 @@ def _read_outcome(
         )
     # A stopped category is kept as the run's error, so `fhirsync status` shows it.
     return ("failures" if totals.failed else "ok"), "; ".join(stopped) or None
-
-
-def _refreshing(db: Database, owner: str, listener: Listener) -> Listener:
-    """``listener``, extending the run lock every LOCK_TTL/4 seconds of page progress: one large
-    category can take longer than LOCK_TTL, and an expired lock lets a second run start."""
-    return on_progress(listener, locks.keeper(db, "pull", owner, LOCK_TTL))
 
 
 def _validate(config: NodeConfig) -> None:
