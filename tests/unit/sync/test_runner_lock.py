@@ -9,7 +9,7 @@ import pytest
 from fhirsync.store import locks
 from fhirsync.store.engine import open_database
 from fhirsync.sync import runner
-from fhirsync.sync.status import RunEvent, RunProgress
+from fhirsync.sync.status import RunEvent, RunProgress, on_progress
 
 
 def test_page_progress_extends_the_run_lock(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -19,7 +19,8 @@ def test_page_progress_extends_the_run_lock(db_url: str, monkeypatch: pytest.Mon
         owner = locks.new_owner()
         assert locks.acquire(db, "pull", owner, 0.4)
         seen: list[RunEvent] = []
-        listener = runner._refreshing(db, owner, seen.append)
+        # What the runner wraps its listener in (one keeper per run).
+        listener = on_progress(seen.append, locks.keeper(db, "pull", owner, runner.LOCK_TTL))
         for n in range(6):  # 0.6 s of pages: past the lock's first expiry
             time.sleep(0.1)
             listener(RunProgress("pull", "patient", n, None))
