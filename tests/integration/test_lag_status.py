@@ -278,3 +278,22 @@ def test_health_names_only_the_error_class_of_a_failed_push_or_pull(
     schedulers = httpx.get(f"{child.base_url}/health").json()["schedulers"]
     assert schedulers["push"]["lastErrorClass"] == "ConnectionFailed"
     assert schedulers["pull"]["lastErrorClass"] == "ConnectionFailed"
+
+
+def test_health_calls_a_run_whose_process_was_killed_interrupted(
+    node_factory: NodeFactory,
+) -> None:
+    from datetime import UTC, datetime
+
+    from fhirsync.store import runs
+
+    node = node_factory("clinic", start=False)
+    _config, db = node.open()
+    try:
+        with db.write() as conn:  # what a run leaves behind when SIGKILL stops it: no lock held
+            runs.save(conn, "pull", started_at=datetime.now(UTC), outcome="running")
+    finally:
+        db.dispose()
+    node.start()
+    pull = httpx.get(f"{node.base_url}/health").json()["schedulers"]["pull"]
+    assert (pull["running"], pull["lastOutcome"]) == (False, "interrupted")

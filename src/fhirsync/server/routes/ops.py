@@ -26,11 +26,15 @@ def _iso(moment: datetime | None) -> str | None:
 def _scheduler(node: NodeContext, operation: str, state: runs.RunState) -> dict[str, Any]:
     """One direction's scheduler: configured or not, a run going on, backoff and last error."""
     method = node.config.sync2.pull if operation == "pull" else node.config.sync2.push
+    running = locks.holder(node.db, operation) is not None
+    outcome = state.outcome
+    if outcome == "running" and not running:
+        outcome = "interrupted"  # its process was killed mid-run; the next run resumes
     return {
         "enabled": method.enabled and node.config.parent_url is not None,
         "scheduleSeconds": method.schedule,
-        "running": locks.holder(node.db, operation) is not None,
-        "lastOutcome": state.outcome,
+        "running": running,
+        "lastOutcome": outcome,
         "lastStarted": _iso(state.started_at),
         "lastFinished": _iso(state.finished_at),
         "consecutiveFailures": state.consecutive_failures,
