@@ -128,8 +128,10 @@ def test_list_filters_pages_and_show(
     assert f"uuid: {uuid}" in shown.stdout and "resource_name: patient" in shown.stdout
     detail = _json("audit", node, "show", uuid, "--json")
     assert detail["plainError"].startswith("The record was rejected")
-    missing = cli("audit", node, "show", new_uuid())
-    assert missing.returncode == 1
+    unknown = new_uuid()
+    missing = cli("audit", node, "show", unknown)
+    assert missing.returncode == 2  # a usage error, as for `conflicts show`
+    assert f"usage: no audit message {unknown}" in missing.stderr
 
 
 @pytest.mark.postgres

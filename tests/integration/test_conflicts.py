@@ -190,6 +190,9 @@ def test_cli_resolution_converges_a_three_level_tree(tmp_path: Path) -> None:
         assert waiting.returncode == 1, waiting.stdout + waiting.stderr  # needs an administrator
         assert "conflicts: 1 open" in waiting.stdout
         assert f"{conflict.uuid} pull patient/{uuid} fields: gender" in waiting.stdout
+        unknown = cli("conflicts", str(child.node_dir), "show", "no-such-conflict")
+        assert unknown.returncode == 2, unknown.stdout + unknown.stderr  # as for `audit show`
+        assert "usage: no conflict 'no-such-conflict'" in unknown.stderr
         shown = cli("conflicts", str(child.node_dir), "show", conflict.uuid)
         assert shown.returncode == 0 and "gender" in shown.stdout and "male" in shown.stdout
         merged = {**conflict.local(), "gender": "unknown"}

@@ -189,8 +189,9 @@ def show(
     finally:
         db.dispose()
     if message is None:
-        err_console.print(f"no audit message {uuid}", markup=False)
-        raise typer.Exit(EXIT_FAILURES)
+        # An id that names nothing is a usage error (2), as for `conflicts show`.
+        err_console.print(f"[red]usage:[/red] no audit message {plain(uuid)}")
+        raise typer.Exit(EXIT_USAGE)
     if as_json:
         body = {**asdict(message), "plainError": plain_error(message)}
         body["previousMessageUuid"] = previous.uuid if previous else None

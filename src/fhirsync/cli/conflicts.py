@@ -12,6 +12,7 @@ from rich.table import Table
 from fhirsync.cli.common import (
     EXIT_OK,
     EXIT_UNREACHABLE,
+    EXIT_USAGE,
     console,
     err_console,
     handle_errors,
@@ -86,7 +87,9 @@ def show(
     finally:
         db.dispose()
     if found is None:
-        raise ConfigurationError(f"no conflict {conflict!r}", field="CONFLICT")
+        # An id that names nothing is a usage error (2), as for `audit show`.
+        err_console.print(f"[red]usage:[/red] no conflict {plain(repr(conflict))}")
+        raise typer.Exit(EXIT_USAGE)
     console.print(
         f"conflict {found.uuid} on {found.category}/{found.record_uuid} ({found.status}); "
         f"conflicting: {', '.join(found.paths)}",
