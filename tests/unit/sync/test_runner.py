@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,20 @@ def child(tmp_path: Path) -> NodeConfig:
         admin_password="x" * 12,
     )
     return result.config
+
+
+def quick_scheduler(
+    config: NodeConfig,
+    db: Database,
+    run_once: Callable[[NodeConfig, Database, Listener], RunFinished],
+    *,
+    delay: float,
+) -> Scheduler:
+    """A pull scheduler, enabled hourly, that runs ``run_once`` and backs off ``delay`` seconds."""
+    method = SyncMethodConfig(enabled=True, schedule=3600)
+    scheduler = Scheduler(config, db, "pull", lambda _c: method, run_once)
+    scheduler.policy = RetryPolicy(base_delay=delay, factor=1, max_delay=delay, jitter=0)
+    return scheduler
 
 
 def test_missing_parent_is_a_configuration_error(tmp_path: Path) -> None:
@@ -89,9 +104,7 @@ def test_a_crashed_scheduled_run_is_logged_and_the_schedule_goes_on(
         ran_again.set()
         return RunFinished("pull", "failures", 3, 2, 1, 0.5, None)
 
-    method = SyncMethodConfig(enabled=True, schedule=3600)
-    scheduler = Scheduler(child, db, "pull", lambda _c: method, run_once)
-    scheduler.policy = RetryPolicy(base_delay=0.01, factor=1, max_delay=0.01, jitter=0)
+    scheduler = quick_scheduler(child, db, run_once, delay=0.01)
     caplog.set_level(logging.INFO, logger="fhirsync.sync.scheduler")
     scheduler.start()
     try:
@@ -176,9 +189,7 @@ def test_a_database_locked_past_busy_timeout_does_not_end_the_schedule(
             ran_again.set()
         return RunFinished("pull", "unreachable", 0, 0, 0, 0.0, "ConnectionFailed: refused")
 
-    method = SyncMethodConfig(enabled=True, schedule=3600)
-    scheduler = Scheduler(child, db, "pull", lambda _c: method, run_once)
-    scheduler.policy = RetryPolicy(base_delay=0.01, factor=1, max_delay=0.01, jitter=0)
+    scheduler = quick_scheduler(child, db, run_once, delay=0.01)
     caplog.set_level(logging.INFO, logger="fhirsync.sync.scheduler")
     scheduler.start()
     try:
@@ -264,9 +275,7 @@ def test_a_long_outage_keeps_being_logged_sparsely_and_its_end_is_logged(
         error = "ConnectionFailed: refused" if outcome == "unreachable" else None
         return RunFinished("pull", outcome, 0, 0, 0, 0.0, error)  # type: ignore[arg-type]
 
-    method = SyncMethodConfig(enabled=True, schedule=3600)
-    scheduler = Scheduler(child, db, "pull", lambda _c: method, run_once)
-    scheduler.policy = RetryPolicy(base_delay=0.0001, factor=1, max_delay=0.0001, jitter=0)
+    scheduler = quick_scheduler(child, db, run_once, delay=0.0001)
     caplog.set_level(logging.INFO, logger="fhirsync.sync.scheduler")
     scheduler.start()
     try:
