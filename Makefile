@@ -30,10 +30,10 @@ demo: $(STAMP) $(HTMX)
 test: test-sqlite test-postgres
 
 test-sqlite: $(STAMP) $(HTMX)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist worksteal
 
 test-postgres: $(STAMP) $(HTMX)
-	FHIRSYNC_TEST_DB=postgresql $(BIN)/pytest -q -m postgres
+	FHIRSYNC_TEST_DB=postgresql $(BIN)/pytest -q -n auto --dist worksteal -m postgres
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench

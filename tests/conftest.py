@@ -3,6 +3,7 @@ real nodes served on 127.0.0.1."""
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,12 @@ from fhirsync.testing import postgres
 from fhirsync.testing.servers import NodeHandle, create_node
 
 USE_POSTGRES = os.environ.get("FHIRSYNC_TEST_DB", "sqlite") == "postgresql"
+
+# The CLI's rich consoles keep the width COLUMNS gives when they are made. Made here, before any
+# test, they follow each CliRunner(env={"COLUMNS": ...}) instead of the first test that happened
+# to import them (pytest-xdist deals the tests out in another order, and one saw 80 columns).
+os.environ.pop("COLUMNS", None)
+importlib.import_module("fhirsync.cli.common")
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -23,12 +24,34 @@ from fhirsync.store.engine import Database
 ADMIN_PASSWORD = "test-admin-password"
 
 
+_TEST_PORTS = (20000, 32000)
+"""Node ports for tests: below Linux's ephemeral range (32768-60999 by default), which bind-to-0
+and outgoing connections take from. pytest-xdist worker N of K takes the N-th K-th of it."""
+_next_port = itertools.count()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that is free right now, from this process's own block.
+
+    A node's port is chosen when it is created and bound when it starts, often seconds later.
+    Ports the kernel hands out (bind to 0) come from the ephemeral range, where another test
+    process, or any outgoing connection, could take the same port meanwhile: the node then fails
+    to start, or worse, its handle talks to another test's node. Each pytest-xdist worker takes
+    ports from a block of its own below that range, in turn, skipping any in use.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")
+    block = (_TEST_PORTS[1] - _TEST_PORTS[0]) // (int(workers) if workers.isdigit() else 1)
+    base = _TEST_PORTS[0] + block * (int(worker) if worker.isdigit() else 0)
+    for _ in range(block):
+        port = base + next(_next_port) % block
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:  # taken, or in TIME_WAIT after a test: the next one
+                continue
+            return port
+    raise RuntimeError(f"no free port in {base}-{base + block - 1}")
 
 
 def wait_healthy(base_url: str, timeout: float = 30.0) -> None:
