@@ -3,17 +3,29 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
 from tests.conftest import NodeFactory
-from tests.integration.pull_support import edit_sync2, new_uuid, patient, put, write_raw
+from tests.integration.api_support import admin_pages
+from tests.integration.pull_support import (
+    edit_sync2,
+    new_uuid,
+    patient,
+    put,
+    save_sync2,
+    write_raw,
+)
 from typer.testing import CliRunner
 
 from fhirsync.cli.main import build_app
 from fhirsync.records import ENTRY_ID_PREFIX
-from fhirsync.sync import lag
+from fhirsync.sync import lag, scheduler
 from fhirsync.sync.push_run import run_push
 from fhirsync.sync.runner import run_pull
 from fhirsync.testing.javafeed import JavaEvent, JavaFeedServer
@@ -297,3 +309,56 @@ def test_health_calls_a_run_whose_process_was_killed_interrupted(
     node.start()
     pull = httpx.get(f"{node.base_url}/health").json()["schedulers"]["pull"]
     assert (pull["running"], pull["lastOutcome"]) == (False, "interrupted")
+
+
+def _health_until(node: NodeHandle, wanted: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while True:
+        body: dict[str, Any] = httpx.get(f"{node.base_url}/health", timeout=10).json()
+        if wanted(body):
+            return body
+        assert time.monotonic() < deadline, body
+        time.sleep(0.1)
+
+
+def test_a_scheduler_kept_from_running_by_a_locked_database_is_overdue(
+    node_factory: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another program holding the database's write lock stops every scheduled run before it
+    # starts, and the scheduler cannot save its next run time either. /health said "ok" all along
+    # (an uptime monitor saw nothing) while the node synced nothing.
+    monkeypatch.setattr(scheduler, "OVERDUE_AFTER", timedelta(seconds=1))
+    parent = node_factory("parent")
+    child = node_factory("child", parent=parent, start=False)
+    data = edit_sync2(child)
+    data["pull"].update(enabled=True, schedule=1)
+    save_sync2(child, data)
+    child.start()
+
+    def ran(body: dict[str, Any]) -> bool:
+        return bool(body["schedulers"]["pull"]["lastOutcome"] == "ok")
+
+    healthy = _health_until(child, ran)
+    assert healthy["status"] == "ok" and healthy["schedulers"]["pull"]["overdue"] is False
+    config, _db = child.open()
+    _db.dispose()
+    holder = sqlite3.connect(config.db_url.removeprefix("sqlite:///"))
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        late = _health_until(child, lambda b: bool(b["schedulers"]["pull"]["overdue"]))
+        assert late["status"] == "degraded" and late["database"] == "ok"
+        assert late["schedulers"]["push"]["overdue"] is False  # push is not scheduled
+        with admin_pages(child) as pages:
+            live = pages.get("/sync2/live").text
+        assert "Scheduled pull is overdue" in live and "Scheduled push" not in live
+        shown = CliRunner(env={"COLUMNS": "200"}).invoke(
+            build_app(), ["status", str(child.node_dir)]
+        )
+        assert "scheduled pull is overdue" in shown.stdout, shown.output
+        assert shown.exit_code == 0, shown.output  # overdue is said, not an exit code of its own
+    finally:
+        holder.rollback()
+        holder.close()
+    # The lock is gone: the next scheduled run goes through and the node is healthy again.
+    back = _health_until(child, lambda b: b["status"] == "ok")
+    assert back["schedulers"]["pull"]["overdue"] is False

@@ -72,8 +72,9 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
     node's credentials, 3 the parent is unreachable (for monitoring scripts)."""
     from fhirsync.clients.registry import unknown_preferences
     from fhirsync.node import open_node
-    from fhirsync.store import conflicts, failures, markers, runs
+    from fhirsync.store import conflicts, failures, locks, markers, runs
     from fhirsync.sync import lag
+    from fhirsync.sync.scheduler import is_scheduled, overdue_since
 
     config, db = open_node(node_path(node_dir))
     try:
@@ -112,6 +113,15 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
         _print_lag(found)
         for operation, state in states.items():
             _print_run(operation, state)
+            running = locks.holder(db, operation) is not None
+            scheduled = is_scheduled(config, operation)
+            due = overdue_since(state, scheduled=scheduled, running=running)
+            if due is not None:
+                console.print(
+                    f"  scheduled {operation} is overdue: due {_when(due)} and not started "
+                    "(is 'fhirsync serve' running for this node? another program may hold its "
+                    "database locked)"
+                )
         if config.recovery_file.exists():
             console.print(
                 "restored from a backup: the next complete pull also applies the changes that "

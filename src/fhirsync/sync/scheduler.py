@@ -40,9 +40,35 @@ log = logging.getLogger(__name__)
 DEFAULT_SCHEDULE = 300.0
 CONFIG_CHECK_SECONDS = 2.0
 """How often a waiting scheduler looks at the configuration again."""
+OVERDUE_AFTER = timedelta(seconds=60)
+"""How late an idle scheduler's next run may be before /health, the dashboard and ``fhirsync
+status`` call it overdue. A run starts within CONFIG_CHECK_SECONDS of its time and holds the run
+lock while it goes on, so a minute late means no run could start or save its state: the database
+is write-locked by another program, or ``fhirsync serve`` is not running."""
 Lifespan = Callable[[Any], AbstractAsyncContextManager[None]]
 RunOnce = Callable[[NodeConfig, Database, Listener], RunFinished]
 """One run; it calls the listener after each page, which raises RunStopped to end it there."""
+
+
+def is_scheduled(config: NodeConfig, operation: str) -> bool:
+    """True when ``operation`` ("pull" or "push") runs on a schedule: enabled, with a parent."""
+    method = config.sync2.pull if operation == pull_context.OPERATION else config.sync2.push
+    return method.enabled and config.parent_url is not None
+
+
+def overdue_since(
+    state: runs.RunState, *, scheduled: bool, running: bool, now: datetime | None = None
+) -> datetime | None:
+    """When the next run of a scheduled, idle direction was due, if that is more than
+    OVERDUE_AFTER ago; None when it is not overdue.
+
+    While the database stays write-locked the scheduler can neither run nor save its next run
+    time, and the node otherwise looked healthy: /health said "ok" and nothing synced.
+    """
+    if not scheduled or running or state.next_run_at is None:
+        return None
+    late = (now or datetime.now(UTC)) - state.next_run_at
+    return state.next_run_at if late > OVERDUE_AFTER else None
 
 
 class Scheduler:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pygal
 from fastapi import APIRouter, Request
@@ -15,11 +15,12 @@ from fhirsync.errors import FhirsyncError
 from fhirsync.server.deps import NodeContext, NodeDep
 from fhirsync.server.routes import admin_actions
 from fhirsync.server.routes.admin_common import AdminFormSession, PageSession, page, redirect
-from fhirsync.store import audit_query, conflicts, failures, runs
+from fhirsync.store import audit_query, conflicts, failures, locks, runs
 from fhirsync.store.audit_query import AuditMessage
 from fhirsync.store.runs import RunState
 from fhirsync.sync import lag
 from fhirsync.sync.lag import Lag, ParentStatus
+from fhirsync.sync.scheduler import is_scheduled, overdue_since
 
 # pygal appends a legacy import hook (for its optional map plug-ins, unused here) to sys.meta_path.
 # Python 3.11 warns about it on every later failed import (ImportWarning), which breaks libraries
@@ -48,6 +49,8 @@ class Facts:
     last_push: AuditMessage | None
     pull_run: RunState
     push_run: RunState
+    overdue: dict[str, datetime]
+    """Per direction ("pull", "push"): when its overdue scheduled run was due."""
     parked: int
     waiting: int
     failed_by_category: dict[str, int]
@@ -85,7 +88,18 @@ def gather(node: NodeContext) -> Facts:
         open_conflicts=open_conflicts,
         lag=behind,
         restored=node.config.recovery_file.exists(),
+        overdue=_overdue(node, {"pull": pull_run, "push": push_run}),
     )
+
+
+def _overdue(node: NodeContext, states: dict[str, RunState]) -> dict[str, datetime]:
+    out: dict[str, datetime] = {}
+    for operation, state in states.items():
+        running = locks.holder(node.db, operation) is not None
+        due = overdue_since(state, scheduled=is_scheduled(node.config, operation), running=running)
+        if due is not None:
+            out[operation] = due
+    return out
 
 
 def activity_chart(node: NodeContext, *, hours: int = 24) -> str:

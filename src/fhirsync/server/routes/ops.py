@@ -15,6 +15,7 @@ from fhirsync import __version__
 from fhirsync.server.auth import require_role
 from fhirsync.server.deps import CurrentUser, NodeContext, NodeDep
 from fhirsync.store import locks, runs
+from fhirsync.sync.scheduler import is_scheduled, overdue_since
 
 router = APIRouter()
 
@@ -24,16 +25,19 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _scheduler(node: NodeContext, operation: str, state: runs.RunState) -> dict[str, Any]:
-    """One direction's scheduler: configured or not, a run going on, backoff and last error."""
+    """One direction's scheduler: configured or not, a run going on, overdue, backoff and last
+    error."""
     method = node.config.sync2.pull if operation == "pull" else node.config.sync2.push
     running = locks.holder(node.db, operation) is not None
+    scheduled = is_scheduled(node.config, operation)
     outcome = state.outcome
     if outcome == "running" and not running:
         outcome = "interrupted"  # its process was killed mid-run; the next run resumes
     return {
-        "enabled": method.enabled and node.config.parent_url is not None,
+        "enabled": scheduled,
         "scheduleSeconds": method.schedule,
         "running": running,
+        "overdue": overdue_since(state, scheduled=scheduled, running=running) is not None,
         "lastOutcome": outcome,
         "lastStarted": _iso(state.started_at),
         "lastFinished": _iso(state.finished_at),
@@ -50,8 +54,9 @@ def _scheduler(node: NodeContext, operation: str, state: runs.RunState) -> dict[
 @router.api_route("/health", methods=["GET", "HEAD"])
 def health(node: NodeDep) -> JSONResponse:
     """Database reachability, the node's identity and its schedulers; 503 when the database is
-    down. A scheduler backing off (the parent is unreachable) makes the status "degraded" but is
-    still answered with 200: this node itself works."""
+    down. A scheduler backing off (the parent is unreachable) or overdue (no run could start: the
+    database is write-locked) makes the status "degraded" but is still answered with 200: this
+    node itself answers."""
     body: dict[str, Any] = {
         "status": "ok",
         "version": __version__,
@@ -67,7 +72,9 @@ def health(node: NodeDep) -> JSONResponse:
         body["status"] = "degraded"
         body["database"] = "unreachable"
         return JSONResponse(body, status_code=503)
-    if any(s["enabled"] and s["backoffSeconds"] for s in body["schedulers"].values()):
+    if any(
+        s["overdue"] or (s["enabled"] and s["backoffSeconds"]) for s in body["schedulers"].values()
+    ):
         body["status"] = "degraded"
     return JSONResponse(body)
 
