@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,7 +28,9 @@ ADMIN_PASSWORD = "test-admin-password"
 _TEST_PORTS = (20000, 32000)
 """Node ports for tests: below Linux's ephemeral range (32768-60999 by default), which bind-to-0
 and outgoing connections take from. pytest-xdist worker N of K takes the N-th K-th of it."""
-_next_port = itertools.count()
+_next_port = itertools.count(random.randrange(1 << 20))
+"""From a random place: two test runs started side by side (not as xdist workers) share the
+range, and would otherwise both hand out 20000 first."""
 
 
 def free_port() -> int:
