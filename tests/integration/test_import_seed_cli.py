@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -138,6 +139,11 @@ def test_import_exits_2_for_a_missing_file_or_node(
     assert "nope.ndjson" in missing.stderr
     folder = cli("import", str(node.node_dir), str(tmp_path))  # the folder, not the file in it
     assert folder.exit_code == 2 and f"{tmp_path}: is a directory" in folder.stderr, folder.output
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)  # what `fhirsync import NODE <(zcat export.gz)` hands over
+    piped = cli("import", str(node.node_dir), str(pipe))
+    assert piped.exit_code == 2 and "is not a regular file" in piped.stderr, piped.output
+    assert "no such file" not in piped.stderr  # it was there: the old message sent people looking
     good = tmp_path / "ok.ndjson"
     good.write_text(json.dumps({"resourceType": "Patient", "gender": "male"}) + "\n")
     no_node = run("import", str(tmp_path / "not-a-node"), str(good))

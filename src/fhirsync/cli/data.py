@@ -58,7 +58,12 @@ def import_(
     from fhirsync.service import importer
 
     if not file.is_file():
-        reason = "is a directory" if file.is_dir() else "no such file"
+        if file.is_dir():
+            reason = "is a directory"
+        elif file.exists():  # a pipe (/dev/stdin, <(zcat ...)): import reads a file's size
+            reason = "is not a regular file: save the data to a file (gzip is read as it is)"
+        else:
+            reason = "no such file"
         err_console.print(f"[red]error:[/red] {plain(file)}: {reason}")
         raise typer.Exit(EXIT_USAGE)
     config, db = open_node(node_path(node_dir))
