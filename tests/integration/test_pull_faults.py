@@ -264,7 +264,11 @@ def test_a_record_that_keeps_waiting_is_audited_once_not_every_run(
     bad, visit = new_uuid(), new_uuid()
     write_raw(parent, "patient", [{**patient(bad, "Bad"), "gender": "robot"}], "parent")
     put(parent, encounter(visit, bad))
-    child = node_factory("child", parent=parent, start=False)
+    # Retries an hour apart: the four runs are over before the patient's retry is due, however
+    # slowly a busy machine runs them (at the default 1 s, a loaded run retried it).
+    child = node_factory(
+        "child", parent=parent, start=False, extra_settings={"retry_base_delay": 3600}
+    )
     edit_sync2(child, persistFailureAudit=True)
     results = [pull(child) for _ in range(4)]
     # The first run records the wait; later runs find it unchanged (the scheduler may run every
