@@ -191,6 +191,21 @@ def get(conn: Connection, failure_id: int) -> Failure | None:
     return _failure(row) if row is not None else None
 
 
+def status_by_audit(conn: Connection, audit_uuids: Iterable[str]) -> dict[str, FailureStatus]:
+    """The status of the failure each of these audit rows reported (its latest attempt), by
+    audit uuid; rows that reported no failure are left out."""
+    wanted = list(dict.fromkeys(audit_uuids))
+    out: dict[str, FailureStatus] = {}
+    for start in range(0, len(wanted), 500):
+        rows = conn.execute(
+            select(failures.c.audit_uuid, failures.c.status).where(
+                failures.c.audit_uuid.in_(wanted[start : start + 500])
+            )
+        )
+        out.update({str(uuid): status for uuid, status in rows})
+    return out
+
+
 def list_open(
     conn: Connection, operation: str | None = None, status: FailureStatus | None = None
 ) -> list[Failure]:
