@@ -24,6 +24,8 @@ from fhirsync.store.tables import failures
 
 FailureStatus = Literal["retrying", "waiting", "parked", "resolved", "dismissed"]
 OPEN: tuple[FailureStatus, ...] = ("retrying", "waiting", "parked")
+MESSAGE_MAX = 4000
+"""The longest error message kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +122,7 @@ def record(conn: Connection, notes: Sequence[FailureNote], *, now: datetime) -> 
                 "action": note.action,
                 "links": orjson.dumps(dict(note.links)).decode(),
                 "error_class": note.error_class,
-                "error_message": note.error_message[:4000],
+                "error_message": note.error_message[:MESSAGE_MAX],
                 "attempts": note.attempts,
                 "status": note.status,
                 "last_failed_at": moment,
