@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -210,6 +211,41 @@ def test_rejected_record_is_parked_visible_and_retryable(node_factory: NodeFacto
     assert push(child).outcome == "ok"
     assert open_failures(child) == []
     assert set(snapshot(parent)) == {*good, bad}
+
+
+def test_with_continue_on_failure_off_nothing_after_a_rejected_record_is_sent(
+    node_factory: NodeFactory,
+) -> None:
+    # The run whose retry of the rejected record came due sent it again, and then left it out
+    # of the feed: the records after it went up (and the marker passed it) though it failed.
+    # One record a batch: the records of a batch are sent together, whatever fails among them.
+    parent, child = make_pair(
+        node_factory, record_max_attempts=2, continue_on_failure=False, fetch_batch_size=1
+    )
+    bad = str(uuidlib.uuid4())
+    _config, db = child.open()
+    try:
+        with db.write() as conn:
+            store.write(
+                conn, RecordWrite("patient", bad, patient("Bad", gender="femme"), "child-a")
+            )
+    finally:
+        db.dispose()
+    later = create_patients(child, 2)
+    runs = []
+    for _ in range(3):
+        runs.append(push(child))
+        time.sleep(0.1)  # past the retry delay
+    assert [r.outcome for r in runs] == ["failures"] * 3
+    assert set(snapshot(parent)).isdisjoint(later)
+    [parked] = open_failures(child)
+    assert (parked.record_uuid, parked.status) == (bad, "parked")
+    # Fixed locally: the new event sends it, then the rest follows.
+    with child.client() as client:
+        assert client.put(f"{FHIR}/Patient/{bad}", json=patient("Good", id=bad)).status_code == 200
+    assert push(child).outcome == "ok"
+    assert open_failures(child) == []
+    assert set(snapshot(parent)) == {bad, *later}
 
 
 class _FlakySender:
