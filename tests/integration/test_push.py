@@ -20,7 +20,7 @@ from fhirsync.settings import NodeConfig
 from fhirsync.store import conflicts as conflict_repo
 from fhirsync.store import failures, users
 from fhirsync.store import records as store
-from fhirsync.store.tables import records
+from fhirsync.store.tables import audit, records
 from fhirsync.sync.push_run import http_sender, run_push
 from fhirsync.sync.status import RecordFailed, RunEvent, RunFinished
 from fhirsync.testing.network import event_count, run_on
@@ -213,6 +213,19 @@ def test_rejected_record_is_parked_visible_and_retryable(node_factory: NodeFacto
     assert set(snapshot(parent)) == {*good, bad}
 
 
+def push_audit_rows(node: NodeHandle, record_uuid: str) -> int:
+    """PUSH audit rows about ``record_uuid`` on ``node``."""
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            query = select(audit.c.id).where(
+                audit.c.record_uuid == record_uuid, audit.c.operation == "PUSH"
+            )
+            return len(conn.execute(query).all())
+    finally:
+        db.dispose()
+
+
 def test_with_continue_on_failure_off_nothing_after_a_rejected_record_is_sent(
     node_factory: NodeFactory,
 ) -> None:
@@ -222,6 +235,7 @@ def test_with_continue_on_failure_off_nothing_after_a_rejected_record_is_sent(
     parent, child = make_pair(
         node_factory, record_max_attempts=2, continue_on_failure=False, fetch_batch_size=1
     )
+    edit_sync2(child, persistFailureAudit=True)
     bad = str(uuidlib.uuid4())
     _config, db = child.open()
     try:
@@ -239,7 +253,10 @@ def test_with_continue_on_failure_off_nothing_after_a_rejected_record_is_sent(
     assert [r.outcome for r in runs] == ["failures"] * 3
     assert set(snapshot(parent)).isdisjoint(later)
     [parked] = open_failures(child)
-    assert (parked.record_uuid, parked.status) == (bad, "parked")
+    # Sent again by each run, as the log stops just before it, but tried twice, not thrice: a
+    # run that finds it failing as before, its retry not due, is no new attempt nor audit row.
+    assert (parked.record_uuid, parked.status, parked.attempts) == (bad, "parked", 2)
+    assert push_audit_rows(child, bad) == 2
     # Fixed locally: the new event sends it, then the rest follows.
     with child.client() as client:
         assert client.put(f"{FHIR}/Patient/{bad}", json=patient("Good", id=bad)).status_code == 200

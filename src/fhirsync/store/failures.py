@@ -56,6 +56,13 @@ class Failure(FailureNote):
     first_failed_at: datetime
     last_failed_at: datetime
 
+    def awaits_retry(self, now: datetime) -> bool:
+        """True while only its retry time (or a person) is to try it again: parked, or
+        retrying before ``next_retry_at``."""
+        if self.status == "retrying":
+            return self.next_retry_at is not None and self.next_retry_at > now
+        return self.status == "parked"
+
 
 def _naive(moment: datetime | None) -> datetime | None:
     return moment.astimezone(UTC).replace(tzinfo=None) if moment is not None else None

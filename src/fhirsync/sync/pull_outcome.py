@@ -105,12 +105,8 @@ def _fails_as_before(
     as it did: not another attempt (that counted two a run, and tried a parked one each run)."""
     if previous is None or previous.entry_id != change.entry.entry_id:
         return False
-    if previous.status == "retrying":
-        not_due = previous.next_retry_at is not None and previous.next_retry_at > now
-    else:
-        not_due = previous.status == "parked"
     return (
-        not_due
+        previous.awaits_retry(now)
         and previous.error_class == type(error).__name__
         and previous.error_message == error.summary()[:MESSAGE_MAX]
     )
