@@ -22,6 +22,7 @@ from fhirsync.store import failures, users
 from fhirsync.store import records as store
 from fhirsync.store.tables import audit, records
 from fhirsync.sync.push_run import http_sender, run_push
+from fhirsync.sync.runner import run_pull
 from fhirsync.sync.status import RecordFailed, RunEvent, RunFinished
 from fhirsync.testing.network import event_count, run_on
 from fhirsync.testing.servers import NodeHandle
@@ -263,6 +264,37 @@ def test_with_continue_on_failure_off_nothing_after_a_rejected_record_is_sent(
     assert push(child).outcome == "ok"
     assert open_failures(child) == []
     assert set(snapshot(parent)) == {bad, *later}
+
+
+def test_a_rejected_push_closes_when_a_pull_brings_both_sides_to_the_same_version(
+    node_factory: NodeFactory,
+) -> None:
+    # The parent refused the child's edit; the parent's own later edit of the same field wins
+    # on pull (parent-wins), so both hold the parent's version and nothing is left to send. The
+    # parked push stayed open for good: status exited 1 until someone retried or dismissed it.
+    parent, child = make_pair(
+        node_factory, record_max_attempts=1, conflict_policies={"patient": "parent-wins"}
+    )
+    [uuid] = create_patients(child, 1)
+    assert push(child).outcome == "ok"
+    _config, db = child.open()
+    try:
+        with db.write() as conn:  # an edit the parent refuses (stored without validation)
+            store.write(
+                conn, RecordWrite("patient", uuid, patient(gender="femme", id=uuid), "child-a")
+            )
+    finally:
+        db.dispose()
+    assert push(child).outcome == "failures"
+    assert [(f.record_uuid, f.status) for f in open_failures(child)] == [(uuid, "parked")]
+    with parent.client() as client:
+        fixed = client.put(f"{FHIR}/Patient/{uuid}", json=patient(gender="unknown", id=uuid))
+        assert fixed.status_code == 200, fixed.text
+    pulled = run_on(child, run_pull)
+    assert pulled.outcome == "ok", pulled
+    assert snapshot(child)[uuid][:2] == snapshot(parent)[uuid][:2]
+    assert open_failures(child) == []
+    assert push(child).outcome == "ok"
 
 
 class _FlakySender:
