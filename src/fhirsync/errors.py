@@ -113,7 +113,8 @@ class RecordGone(RecordError):
 
 
 class RemoteRejected(RecordError):
-    """Raised when a remote node refuses one record with a 4xx status."""
+    """Raised when a remote node refuses one record with a 4xx status (or a 5xx for that record
+    alone, in a batch answered entry by entry)."""
 
     def __init__(self, message: str, *, status: int, **kwargs: str | None) -> None:
         super().__init__(message, **kwargs)

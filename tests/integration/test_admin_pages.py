@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from tests.conftest import NodeFactory
 from tests.integration.api_support import admin_pages, post_form
+from tests.integration.pull_support import encounter, new_uuid, patient, pull, put, write_raw
 
 from fhirsync.store import audit_query
 from fhirsync.store.audit_query import AuditMessage
@@ -93,6 +94,45 @@ def test_a_failure_id_no_database_holds_is_not_a_server_error(
             client, "/sync2/failures", f"/sync2/failures/{HUGE}/{action}", reason="duplicate"
         )
     assert response.status_code < 500, response.text
+
+
+def test_a_record_left_waiting_for_a_dismissed_patient_can_be_dismissed_on_the_page(
+    node_factory: NodeFactory,
+) -> None:
+    # Only parked rows had the Dismiss form: once its patient was dismissed, an encounter
+    # waited for it for good, and the page offered no way to close it (status stayed at 1).
+    from fhirsync.store import failures
+
+    parent = node_factory("parent")
+    bad, visit = new_uuid(), new_uuid()
+    write_raw(parent, "patient", [{**patient(bad, "Bad"), "gender": "robot"}], "parent")
+    put(parent, encounter(visit, bad))
+    child = node_factory("child", parent=parent, extra_settings={"record_max_attempts": 1})
+    assert pull(child).outcome == "failures"
+    _config, db = child.open()
+    try:
+        with db.read() as conn:
+            by_record = {f.record_uuid: f for f in failures.list_open(conn, "pull")}
+    finally:
+        db.dispose()
+    parked, waiting = by_record[bad], by_record[visit]
+    assert (parked.status, waiting.status) == ("parked", "waiting")
+    with admin_pages(child) as client:
+        page = client.get("/sync2/failures").text
+        assert f'action="/sync2/failures/{parked.id}/retry"' in page
+        # A waiting row offers no Retry: it is tried by itself once its record is here.
+        assert f'action="/sync2/failures/{waiting.id}/retry"' not in page
+        for row in (parked, waiting):
+            assert f'action="/sync2/failures/{row.id}/dismiss"' in page
+            done = post_form(
+                client,
+                "/sync2/failures",
+                f"/sync2/failures/{row.id}/dismiss",
+                reason="entered twice",
+            )
+            assert done.status_code == 303, done.text
+        page = client.get("/sync2/failures").text
+    assert "No failed records" in page
 
 
 def test_paging_neither_repeats_nor_skips_rows_when_new_messages_arrive(node: NodeHandle) -> None:

@@ -285,3 +285,27 @@ def test_status_and_audit_show_a_failure_message_with_brackets_as_it_is(
     assert "[code] [/]" in status.stdout
     listed = cli("audit", node, "list", "--failed")
     assert listed.returncode == 0, listed.stdout + listed.stderr
+
+
+def test_a_retry_that_succeeds_says_so_when_success_audit_is_not_kept(
+    failed_child: tuple[NodeHandle, NodeHandle, list[str]],
+) -> None:
+    # persistSuccessAudit false (OpenMRS's default file) with failures kept: a retry that works
+    # stores no success row to link the failed one to, and was reported as failed again.
+    parent, child, (_good, bad1, bad2) = failed_child
+    edit_sync2(child, persistFailureAudit=True, persistSuccessAudit=False)
+    node = str(child.node_dir)
+    failed = _json("audit", node, "list", "--status", "FAILURE", "--json")["results"]
+    by_record = {m["record_uuid"]: m["uuid"] for m in failed}
+    put(parent, patient(bad1, "Fixed"))
+    one = cli("audit", node, "retry", by_record[bad1])
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert "Retry succeeded" in one.stdout, one.stdout
+
+    put(parent, patient(bad2, "Fixed too"))
+    # Spec §7.3 links a failed message only to a stored one: both stay unlinked, both worked.
+    rest = cli("audit", node, "retry", "--category", "patient")
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    assert "retried 2 failed message(s): 2 succeeded, 0 failed again" in rest.stdout, rest.stdout
+    assert {("patient", bad1), ("patient", bad2)} <= set(held(child))
+    assert _open_failures(child) == []

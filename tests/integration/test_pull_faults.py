@@ -285,6 +285,47 @@ def test_a_record_that_keeps_waiting_is_audited_once_not_every_run(
     assert (waiting.status, waiting.depends_on) == ("waiting", bad)
 
 
+def test_with_continue_on_failure_off_a_parked_record_is_not_retried_every_run(
+    node_factory: NodeFactory,
+) -> None:
+    # The feed stops just before the bad record, so every run reads it again: each read
+    # counted an attempt (two a run once its retry was due too) and wrote an audit row, for as
+    # long as it stayed broken, and a parked record was tried every run, not only by hand.
+    parent = node_factory("parent")
+    bad, after = new_uuid(), new_uuid()
+    write_raw(parent, "patient", [{**patient(bad, "Bad"), "gender": "robot"}], "parent")
+    put(parent, patient(after, "After"))
+    child = node_factory(
+        "child",
+        parent=parent,
+        start=False,
+        extra_settings={
+            "continue_on_failure": False,
+            "record_max_attempts": 2,
+            "retry_base_delay": 0.05,
+        },
+    )
+    edit_sync2(child, persistFailureAudit=True)
+    results = []
+    for _ in range(4):
+        results.append(pull(child))
+        time.sleep(0.2)  # past the retry delay
+    assert [r.outcome for r in results] == ["failures"] * 4  # the feed is still held up
+    assert ("patient", after) not in held(child)
+    _config, db = child.open()
+    try:
+        with db.read() as conn:
+            [parked] = failures.list_open(conn, "pull")
+    finally:
+        db.dispose()
+    assert (parked.record_uuid, parked.status, parked.attempts) == (bad, "parked", 2)
+    assert audit_rows(child, bad) == 2
+    put(parent, patient(bad, "Fixed"))  # fixed at the parent: the feed moves on
+    healed = pull(child)
+    assert (healed.outcome, healed.applied) == ("ok", 2), healed
+    assert held(child) == held(parent)
+
+
 def audit_rows(node: NodeHandle, record_uuid: str) -> int:
     """Audit rows about ``record_uuid`` on ``node``."""
     _config, db = node.open()

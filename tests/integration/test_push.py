@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,8 +20,9 @@ from fhirsync.settings import NodeConfig
 from fhirsync.store import conflicts as conflict_repo
 from fhirsync.store import failures, users
 from fhirsync.store import records as store
-from fhirsync.store.tables import records
+from fhirsync.store.tables import audit, records
 from fhirsync.sync.push_run import http_sender, run_push
+from fhirsync.sync.runner import run_pull
 from fhirsync.sync.status import RecordFailed, RunEvent, RunFinished
 from fhirsync.testing.network import event_count, run_on
 from fhirsync.testing.servers import NodeHandle
@@ -210,6 +212,89 @@ def test_rejected_record_is_parked_visible_and_retryable(node_factory: NodeFacto
     assert push(child).outcome == "ok"
     assert open_failures(child) == []
     assert set(snapshot(parent)) == {*good, bad}
+
+
+def push_audit_rows(node: NodeHandle, record_uuid: str) -> int:
+    """PUSH audit rows about ``record_uuid`` on ``node``."""
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            query = select(audit.c.id).where(
+                audit.c.record_uuid == record_uuid, audit.c.operation == "PUSH"
+            )
+            return len(conn.execute(query).all())
+    finally:
+        db.dispose()
+
+
+def test_with_continue_on_failure_off_nothing_after_a_rejected_record_is_sent(
+    node_factory: NodeFactory,
+) -> None:
+    # The run whose retry of the rejected record came due sent it again, and then left it out
+    # of the feed: the records after it went up (and the marker passed it) though it failed.
+    # One record a batch: the records of a batch are sent together, whatever fails among them.
+    parent, child = make_pair(
+        node_factory, record_max_attempts=2, continue_on_failure=False, fetch_batch_size=1
+    )
+    edit_sync2(child, persistFailureAudit=True)
+    bad = str(uuidlib.uuid4())
+    _config, db = child.open()
+    try:
+        with db.write() as conn:
+            store.write(
+                conn, RecordWrite("patient", bad, patient("Bad", gender="femme"), "child-a")
+            )
+    finally:
+        db.dispose()
+    later = create_patients(child, 2)
+    runs = []
+    for _ in range(3):
+        runs.append(push(child))
+        time.sleep(0.1)  # past the retry delay
+    assert [r.outcome for r in runs] == ["failures"] * 3
+    assert set(snapshot(parent)).isdisjoint(later)
+    [parked] = open_failures(child)
+    # Sent again by each run, as the log stops just before it, but tried twice, not thrice: a
+    # run that finds it failing as before, its retry not due, is no new attempt nor audit row.
+    assert (parked.record_uuid, parked.status, parked.attempts) == (bad, "parked", 2)
+    assert push_audit_rows(child, bad) == 2
+    # Fixed locally: the new event sends it, then the rest follows.
+    with child.client() as client:
+        assert client.put(f"{FHIR}/Patient/{bad}", json=patient("Good", id=bad)).status_code == 200
+    assert push(child).outcome == "ok"
+    assert open_failures(child) == []
+    assert set(snapshot(parent)) == {bad, *later}
+
+
+def test_a_rejected_push_closes_when_a_pull_brings_both_sides_to_the_same_version(
+    node_factory: NodeFactory,
+) -> None:
+    # The parent refused the child's edit; the parent's own later edit of the same field wins
+    # on pull (parent-wins), so both hold the parent's version and nothing is left to send. The
+    # parked push stayed open for good: status exited 1 until someone retried or dismissed it.
+    parent, child = make_pair(
+        node_factory, record_max_attempts=1, conflict_policies={"patient": "parent-wins"}
+    )
+    [uuid] = create_patients(child, 1)
+    assert push(child).outcome == "ok"
+    _config, db = child.open()
+    try:
+        with db.write() as conn:  # an edit the parent refuses (stored without validation)
+            store.write(
+                conn, RecordWrite("patient", uuid, patient(gender="femme", id=uuid), "child-a")
+            )
+    finally:
+        db.dispose()
+    assert push(child).outcome == "failures"
+    assert [(f.record_uuid, f.status) for f in open_failures(child)] == [(uuid, "parked")]
+    with parent.client() as client:
+        fixed = client.put(f"{FHIR}/Patient/{uuid}", json=patient(gender="unknown", id=uuid))
+        assert fixed.status_code == 200, fixed.text
+    pulled = run_on(child, run_pull)
+    assert pulled.outcome == "ok", pulled
+    assert snapshot(child)[uuid][:2] == snapshot(parent)[uuid][:2]
+    assert open_failures(child) == []
+    assert push(child).outcome == "ok"
 
 
 class _FlakySender:

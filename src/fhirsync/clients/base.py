@@ -4,10 +4,12 @@ Every implementation (``fhir.py``, ``rest.py``, plug-ins registered in the ``fhi
 entry-point group) passes ``tests/contract/test_source_client.py``.
 
 Error contract for every method:
-- a connection failure, timeout or 5xx raises a :class:`~fhirsync.errors.TransientError` subclass
-  and nothing is half-applied; the caller stops the run and keeps its marker;
-- a problem with one record never raises: it is reported per uuid in the result, as a
-  :class:`~fhirsync.errors.RecordError` (so one bad record cannot stop a batch).
+- a connection failure, timeout or 5xx for the request raises a
+  :class:`~fhirsync.errors.TransientError` subclass and nothing is half-applied; the caller stops
+  the run and keeps its marker;
+- a problem with one record never raises (a 5xx for one entry of an answered batch included): it
+  is reported per uuid in the result, as a :class:`~fhirsync.errors.RecordError` (so one bad
+  record cannot stop a batch).
 """
 
 from __future__ import annotations

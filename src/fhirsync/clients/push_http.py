@@ -13,7 +13,9 @@ records where the change began. This module sends one batch of one category with
 
 Errors follow the client contract of ``clients/base.py``: connection problems, timeouts and 5xx
 raise a TransientError (the batch is not acknowledged, the marker stays); a 4xx about one record
-is reported per uuid as RemoteRejected/InvalidResource with the parent's message.
+is reported per uuid as RemoteRejected/InvalidResource with the parent's message, and so is a 5xx
+about one entry of a FHIR batch whose other entries were answered (a transaction answered 500 is
+sent again as that batch to find out).
 """
 
 from __future__ import annotations
@@ -193,22 +195,32 @@ class HttpPushSender:
             return SendResult(
                 sent={change.uuid for change in changes}, versions=_versions(changes, answers)
             )
-        if response.status_code in (401, 403, 413) or response.status_code >= 500:
+        # A 500 may be one entry's unexpected exception (OpenMRS's answer to many bodies it
+        # cannot handle): the batch tells. Other 5xx (a gateway, an overloaded parent) are not.
+        if response.status_code in (401, 403, 413) or response.status_code > 500:
             raise _whole_request_error(response)
         response = self._post_bundle("batch", entries, origin)
         if response.status_code >= 400:
             raise _whole_request_error(response)
         answers = _json(response).get("entry") or []
         result = SendResult(versions=_versions(changes, answers))
+        server_errors = 0
         for index, change in enumerate(changes):
             answer = answers[index] if index < len(answers) else {}
             status, message = _entry_status(answer)
             if 200 <= status < 300 or (change.state != "active" and status in _GONE_OK):
                 result.sent.add(change.uuid)
-            elif status >= 500 or status == 0:
-                raise ServerUnavailable(f"the parent answered {status} for {change.uuid}")
+            elif status == 0:
+                raise ServerUnavailable(f"the parent did not answer for {change.uuid}")
             else:
+                # A 5xx for one entry of an answered batch is that record's failure (retried,
+                # then parked): taken for an outage, one such record stopped every push run.
+                if status >= 500:
+                    server_errors += 1
                 result.failed[change.uuid] = _record_error(status, message, category, change.uuid)
+        if server_errors == len(changes) > 1:
+            # Every record at once: the parent is in trouble (its database, say), not the records.
+            raise ServerUnavailable(f"the parent answered 5xx for all {len(changes)} records")
         return result
 
     def _post_bundle(self, kind: str, entries: list[bytes], origin: str) -> httpx.Response:

@@ -24,6 +24,8 @@ from fhirsync.store.tables import failures
 
 FailureStatus = Literal["retrying", "waiting", "parked", "resolved", "dismissed"]
 OPEN: tuple[FailureStatus, ...] = ("retrying", "waiting", "parked")
+MESSAGE_MAX = 4000
+"""The longest error message kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,13 @@ class Failure(FailureNote):
     id: int
     first_failed_at: datetime
     last_failed_at: datetime
+
+    def awaits_retry(self, now: datetime) -> bool:
+        """True while only its retry time (or a person) is to try it again: parked, or
+        retrying before ``next_retry_at``."""
+        if self.status == "retrying":
+            return self.next_retry_at is not None and self.next_retry_at > now
+        return self.status == "parked"
 
 
 def _naive(moment: datetime | None) -> datetime | None:
@@ -120,7 +129,7 @@ def record(conn: Connection, notes: Sequence[FailureNote], *, now: datetime) -> 
                 "action": note.action,
                 "links": orjson.dumps(dict(note.links)).decode(),
                 "error_class": note.error_class,
-                "error_message": note.error_message[:4000],
+                "error_message": note.error_message[:MESSAGE_MAX],
                 "attempts": note.attempts,
                 "status": note.status,
                 "last_failed_at": moment,
@@ -189,6 +198,21 @@ def get(conn: Connection, failure_id: int) -> Failure | None:
     """One failure by id (any status)."""
     row = conn.execute(select(failures).where(failures.c.id == failure_id)).first()
     return _failure(row) if row is not None else None
+
+
+def status_by_audit(conn: Connection, audit_uuids: Iterable[str]) -> dict[str, FailureStatus]:
+    """The status of the failure each of these audit rows reported (its latest attempt), by
+    audit uuid; rows that reported no failure are left out."""
+    wanted = list(dict.fromkeys(audit_uuids))
+    out: dict[str, FailureStatus] = {}
+    for start in range(0, len(wanted), 500):
+        rows = conn.execute(
+            select(failures.c.audit_uuid, failures.c.status).where(
+                failures.c.audit_uuid.in_(wanted[start : start + 500])
+            )
+        )
+        out.update({str(uuid): status for uuid, status in rows})
+    return out
 
 
 def list_open(

@@ -154,7 +154,34 @@ def _sync_state(conn: Connection, batch: PageCommit, now: datetime) -> None:
     """The page's agreed versions, conflicts and always-kept audit rows (same transaction)."""
     if batch.agreed:
         agreed_repo.upsert_many(conn, batch.agreed, now=now)
+        if batch.operation == "pull":
+            _close_settled_pushes(conn, batch.agreed)
     if batch.conflicts:
         conflict_repo.record_many(conn, batch.conflicts, now=now)
     if batch.kept_audit:
         audit.insert_many(conn, batch.kept_audit, _KEEP_ALL, now=now)
+
+
+def _close_settled_pushes(conn: Connection, rows: Sequence[Agreed]) -> None:
+    """Resolve the open push failures of records a pull left as the parent holds them.
+
+    A change the parent refused stayed open (parked for good, keeping ``fhirsync status`` at 1)
+    once the parent's own version replaced it here: there is nothing left to send.
+    """
+    by_category: dict[str, dict[str, Agreed]] = {}
+    for row in rows:
+        if not row.pending_push:
+            by_category.setdefault(row.category, {})[row.uuid] = row
+    for category, agreed_rows in by_category.items():
+        stale = failures.open_for(conn, "push", category, agreed_rows)
+        if not stale:
+            continue
+        held = records.get_many(conn, [category], stale)
+        settled = [
+            uuid
+            for uuid, rec in held.items()
+            if (rec.content_hash, rec.state)
+            == (agreed_rows[uuid].content_hash, agreed_rows[uuid].state)
+        ]
+        if settled:
+            failures.resolve(conn, "push", category, settled)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import Connection
+
 from fhirsync.errors import FhirsyncError
 from fhirsync.settings import NodeConfig
 from fhirsync.store import audit_query, failures
@@ -103,10 +105,21 @@ def retry_message(config: NodeConfig, db: Database, uuid: str) -> Outcome:
         after = audit_query.get_message(conn, uuid)
         new_uuid = after.next_message_uuid if after else None
         new = audit_query.get_message(conn, new_uuid) if new_uuid else None
+        resolved = _resolved(conn, [uuid])
     if new is not None:
         ok = new.success
         return Outcome(ok, "Retry succeeded." if ok else "Retry failed again.", new.uuid)
+    if uuid in resolved:
+        return Outcome(True, "Retry succeeded.")
     return describe(result)
+
+
+def _resolved(conn: Connection, uuids: list[str]) -> set[str]:
+    """The failed messages whose failure is resolved now, though no message follows them up:
+    with ``persistSuccessAudit`` off the success row is not stored, so nothing links to the
+    failed one (spec §7.3) and a retry that worked was reported as failed again."""
+    statuses = failures.status_by_audit(conn, uuids)
+    return {uuid for uuid, status in statuses.items() if status == "resolved"}
 
 
 def retry_failure(config: NodeConfig, db: Database, failure_id: int) -> Outcome:
@@ -163,11 +176,12 @@ def retry_matching(config: NodeConfig, db: Database, flt: AuditFilter) -> RetryT
     runs = [describe(run_retry(config, db, op, ids)) for op, ids in by_op.items()]
     succeeded = failed = 0
     with db.read() as conn:
+        resolved = _resolved(conn, [m.uuid for m in messages])
         for m in messages:
             after = audit_query.get_message(conn, m.uuid)
             nxt = after.next_message_uuid if after else None
             new = audit_query.get_message(conn, nxt) if nxt else None
-            if new is not None and new.success:
+            if new.success if new is not None else m.uuid in resolved:
                 succeeded += 1
             else:
                 failed += 1

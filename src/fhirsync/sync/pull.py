@@ -228,8 +228,18 @@ def _first_failed_entry(
 
 
 def _retry_due(ctx: PullContext, category: str, preferred: str | None, totals: Totals) -> None:
-    """Retry this category's failures whose time has come (and waiting ones)."""
+    """Retry this category's failures whose time has come, and waiting ones whose record has
+    arrived (the others are not fetched again only to wait on)."""
     due = ctx.local.due_failures(OPERATION, category, ctx.clock())
+    needed = sorted({f.depends_on for f in due if f.status == "waiting" and f.depends_on})
+    if needed:
+        names = [c.name for c in cats.all_categories()]
+        arrived = set(ctx.local.read_any(names, needed))
+        due = [
+            f
+            for f in due
+            if f.status != "waiting" or f.depends_on is None or f.depends_on in arrived
+        ]
     if not due:
         return
     items: list[tuple[Category, str, FeedEntry]] = []

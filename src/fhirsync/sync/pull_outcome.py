@@ -9,7 +9,7 @@ from datetime import datetime
 from fhirsync.errors import DependencyMissing, RecordError
 from fhirsync.records import FeedEntry, RecordWrite
 from fhirsync.store.audit import AuditEntry, new_uuid
-from fhirsync.store.failures import Failure, FailureNote
+from fhirsync.store.failures import MESSAGE_MAX, Failure, FailureNote
 from fhirsync.store.local import MarkerMove, PageCommit
 from fhirsync.sync.apply import Change, Outcome, Skip, Write
 from fhirsync.sync.pull_context import OPERATION, Plan, PullContext, Totals
@@ -54,6 +54,10 @@ def page_commit(
             # grew the log by a row a run (every few seconds on a short schedule) and logged a
             # warning each time, for as long as the record it needs stayed away.
             continue
+        elif _fails_as_before(change, outcome.error, previous, now):
+            # Read again because continue_on_failure is off and the feed stopped before it; its
+            # open failure says so already and waits for its retry time (or a person).
+            totals.failed += 1
         else:
             entry = _audit(
                 ctx,
@@ -91,6 +95,20 @@ def _waits_as_before(change: Change, error: RecordError, previous: Failure | Non
         and isinstance(error, DependencyMissing)
         and previous.depends_on == error.detail
         and previous.entry_id == change.entry.entry_id
+    )
+
+
+def _fails_as_before(
+    change: Change, error: RecordError, previous: Failure | None, now: datetime
+) -> bool:
+    """True when the feed entry that failed is read again before its retry is due, and fails
+    as it did: not another attempt (that counted two a run, and tried a parked one each run)."""
+    if previous is None or previous.entry_id != change.entry.entry_id:
+        return False
+    return (
+        previous.awaits_retry(now)
+        and previous.error_class == type(error).__name__
+        and previous.error_message == error.summary()[:MESSAGE_MAX]
     )
 
 

@@ -77,6 +77,13 @@ def push_category(ctx: PushContext, category: Category, preferred: str | None) -
     """Retry due failures of ``category``, then push its events from the marker to the end."""
     totals = Totals()
     retried = _retry_due(ctx, category, preferred, totals)
+    # With continue_on_failure off the log stops at a record that failed again: left out of the
+    # feed as just retried, it let the records after it go up and the marker pass it.
+    held = (
+        frozenset(ctx.local.open_failures(OPERATION, category.name, sorted(retried)))
+        if retried and not ctx.continue_on_failure
+        else frozenset()
+    )
     retried |= _send_pending(ctx, category, preferred, totals)
     key = marker_key(ctx, category.name)
     after = ctx.local.marker(key).last_page or 0
@@ -94,6 +101,7 @@ def push_category(ctx: PushContext, category: Category, preferred: str | None) -
             key=key,
             total=total,
             retried=frozenset(retried),
+            held=held,
         )
         return pusher.run(after)
     finally:

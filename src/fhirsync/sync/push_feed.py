@@ -46,7 +46,7 @@ class _Flight:
     """A batch sent and not yet settled."""
 
     prepared: Prepared
-    move: MarkerMove
+    move: MarkerMove | None
     events: int
     answer: Future[SendResult]
     on_wire: threading.Event
@@ -67,10 +67,13 @@ class FeedPusher:
         key: MarkerKey,
         total: int,
         retried: frozenset[str] = frozenset(),
+        held: frozenset[str] = frozenset(),
     ) -> None:
         self.ctx, self.category, self.preferred = ctx, category, preferred
         self.totals, self.committer = totals, committer
         self.key, self.total, self.retried = key, total, retried
+        # Records retried in this run that failed again: the log stops at the first of them.
+        self.held = held
         self.done = 0
         self._flight: _Flight | None = None
         self._sender: ThreadPoolExecutor | None = None
@@ -94,17 +97,34 @@ class FeedPusher:
             batch = self._read(after)
             if batch.last_event is None:
                 return
+            stop_at = min(
+                (i.event.seq for i in batch.items if i.event.record_uuid in self.held),
+                default=None,
+            )
+            events = batch.events_read
+            move: MarkerMove | None = MarkerMove(
+                self.key, batch.last_event.entry_id, batch.last_seq
+            )
+            relayed = batch.items
+            if stop_at is not None:
+                # Sent as far as the record that failed again; the marker stays just before it.
+                relayed = [i for i in relayed if i.event.seq < stop_at]
+                events = stop_at - 1 - batch.after_seq
+                move = (
+                    MarkerMove(self.key, relayed[-1].event.entry_id, stop_at - 1)
+                    if relayed
+                    else None
+                )
             items = [
                 Item(i.event.record_uuid, i.event.entry_id, i.event.seq, i.record)
-                for i in batch.items
+                for i in relayed
                 if i.event.record_uuid not in self.retried
             ]
-            self.totals.read += batch.events_read
-            self.totals.skipped += batch.events_read - len(batch.items)
+            self.totals.read += events
+            self.totals.skipped += events - len(relayed)
             prepared = prepare(self.ctx, self.category, self.preferred, items)
             self.totals.skipped += len(items) - len(prepared.items)
-            move = MarkerMove(self.key, batch.last_event.entry_id, batch.last_seq)
-            if self._send(prepared, move, batch.events_read):
+            if self._send(prepared, move, events) or stop_at is not None:
                 self.ctx.listener(
                     CategoryStopped(
                         OPERATION, self.category.name, "RecordError", "continue_on_failure is off"
@@ -129,7 +149,7 @@ class FeedPusher:
             batch = self.ctx.local.read_outbox(self.category, after, self.ctx.batch_size)
         return batch
 
-    def _send(self, prepared: Prepared, move: MarkerMove, events: int) -> bool:
+    def _send(self, prepared: Prepared, move: MarkerMove | None, events: int) -> bool:
         """Send ``prepared``; pipelined, queue it right behind the batch in flight (the sender
         thread sends it the moment that one is answered), then settle that one. True when the
         category must stop."""
@@ -150,7 +170,7 @@ class FeedPusher:
         return self._settle(previous.prepared, previous.move, previous.events, answer)
 
     def _settle(
-        self, prepared: Prepared, move: MarkerMove, events: int, result: SendResult
+        self, prepared: Prepared, move: MarkerMove | None, events: int, result: SendResult
     ) -> bool:
         """Commit a batch's outcome (on the committer) and report progress; True to stop."""
         page, stop = settle(self.ctx, prepared, result, move=move, totals=self.totals)

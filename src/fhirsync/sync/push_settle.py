@@ -23,7 +23,7 @@ from fhirsync.records import Record, RecordWrite
 from fhirsync.store import agreed as agreed_repo
 from fhirsync.store.agreed import Agreed
 from fhirsync.store.audit import AuditEntry
-from fhirsync.store.failures import Failure, FailureNote
+from fhirsync.store.failures import MESSAGE_MAX, Failure, FailureNote
 from fhirsync.store.local import MarkerMove, PageCommit
 from fhirsync.sync.push_batch import STATE_ACTIONS, Item, Prepared
 from fhirsync.sync.push_context import OPERATION, PushContext, Totals
@@ -208,6 +208,11 @@ def _page(
             totals.sent += 1
             continue
         error = errors[item.uuid]
+        if _fails_as_before(item, error, previous, now):
+            # Sent again because continue_on_failure is off and the log stopped before it; its
+            # open failure says so already and waits for its retry time (or a person).
+            totals.failed += 1
+            continue
         entry = _audit(ctx, category, item, error, previous, now).with_uuid()
         audit.append(entry)
         notes.append(
@@ -233,6 +238,20 @@ def _page(
         resolved=resolved,
         marker=move,
         agreed=agreed,
+    )
+
+
+def _fails_as_before(
+    item: Item, error: RecordError, previous: Failure | None, now: datetime
+) -> bool:
+    """True when the event that failed is sent again before its retry is due, and fails as it
+    did: not another attempt (that tried a parked record, and wrote its audit row, every run)."""
+    if previous is None or previous.entry_id != item.entry_id:
+        return False
+    return (
+        previous.awaits_retry(now)
+        and previous.error_class == type(error).__name__
+        and previous.error_message == error.summary(with_detail=True)[:MESSAGE_MAX]
     )
 
 

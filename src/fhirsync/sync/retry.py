@@ -6,6 +6,7 @@ retries of failed records (with a different counter each).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,10 @@ from fhirsync.errors import (
     TransientError,
 )
 from fhirsync.settings import NodeSettings
+
+LONGEST_WAIT = timedelta(days=3650)
+"""The furthest a retry is put off: ``retry_max_delay`` has no upper bound, and a date past the
+calendar's end cannot be stored."""
 
 
 class Decision(Enum):
@@ -62,12 +67,18 @@ class RetryPolicy:
 
     def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        raw = min(self.max_delay, self.base_delay * self.factor ** max(0, attempt - 1))
+        try:
+            growth = self.factor ** max(0, attempt - 1)
+        except OverflowError:
+            # The counters have no bound (a scheduler's failed runs during a long outage, a
+            # large record_max_attempts): 2.0 ** 1024 raised and ended the scheduler's thread.
+            growth = math.inf
+        raw = min(self.max_delay, self.base_delay * growth)
         return max(0.0, raw * (1 + self.jitter * (2 * rand() - 1)))
 
     def next_try(self, attempt: int, now: datetime) -> datetime:
-        """When to try again after failed attempt ``attempt``."""
-        return now + timedelta(seconds=self.delay(attempt))
+        """When to try again after failed attempt ``attempt`` (at most :data:`LONGEST_WAIT`)."""
+        return now + timedelta(seconds=min(self.delay(attempt), LONGEST_WAIT.total_seconds()))
 
     def decide(self, error: BaseException, attempt: int = 1) -> Decision:
         """What to do after ``error`` on attempt ``attempt`` (record-level counters)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -88,3 +88,18 @@ def test_retry_policy_backoff_and_decisions() -> None:
     assert policy.next_try(1, now) > now
     with pytest.raises(ValueError):
         policy.decide(ValueError("not ours"))
+
+
+def test_retry_policy_delay_stays_at_its_cap_however_many_attempts() -> None:
+    # record_max_attempts is unbounded and the scheduler counts failed runs without end: the
+    # 1025th attempt of the default policy raised OverflowError (2.0 ** 1024).
+    policy = RetryPolicy.from_settings(NodeSettings(record_max_attempts=1_000_000))
+    assert policy.delay(1025, rand=lambda: 0.5) == policy.max_delay
+    assert policy.delay(10**9, rand=lambda: 0.5) == policy.max_delay
+    steep = RetryPolicy(base_delay=1, factor=1000, max_delay=60, jitter=0)
+    assert steep.delay(200) == 60
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert policy.next_try(5000, now) <= now + timedelta(seconds=policy.max_delay * 1.1)
+    # A cap beyond the calendar (retry_max_delay has no upper bound) still gives a time.
+    endless = RetryPolicy(base_delay=1, factor=2, max_delay=1e300, jitter=0)
+    assert endless.next_try(5000, now) > now

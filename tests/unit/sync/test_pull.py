@@ -363,3 +363,37 @@ def test_an_origin_beyond_the_store_is_reported_and_the_page_applies(db: Databas
     assert (totals.read, totals.applied, totals.failed) == (3, 2, 1)
     assert set(held(db, "patient")) == {uid(1), uid(3)}
     assert ctx.local.marker(marker_key(ctx, "patient")).last_entry_id == "tag:3"
+
+
+def test_records_waiting_for_a_parked_patient_are_not_fetched_again_every_run(
+    db: Database,
+) -> None:
+    # Every run retried every waiting record: one fetch from the parent each, only to find the
+    # patient still missing. A parked patient with a few thousand encounters (or a patient feed
+    # stopped at a broken page) made each scheduled pull fetch them all again.
+    parent, events = FakeParent(page_size=50), []
+    parent.bodies[uid(1)] = {**patient(1), "gender": "femme"}
+    parent.event("patient", 1, "CREATED")
+    for n in range(100, 130):
+        parent.bodies[uid(n)] = encounter(n, subject=1)
+        parent.event("encounter", n, "CREATED")
+    ctx = make_ctx(db, parent, events)
+    ctx.policy = RetryPolicy(max_attempts=1)
+    pull_category(ctx, "patient", None)
+    pull_category(ctx, "encounter", None)
+    with db.read() as conn:
+        assert failures.counts(conn, "pull") == {"parked": 1, "waiting": 30}
+    before = parent.fetches
+    for _ in range(3):
+        pull_category(ctx, "patient", None)
+        pull_category(ctx, "encounter", None)
+    assert parent.fetches == before
+    # Once the patient is here, the next run fetches and applies them.
+    parent.bodies[uid(1)] = patient(1)
+    with db.write() as conn:
+        failures.requeue(conn)
+    pull_category(ctx, "patient", None)
+    pull_category(ctx, "encounter", None)
+    assert set(held(db, "encounter")) == {uid(n) for n in range(100, 130)}
+    with db.read() as conn:
+        assert failures.list_open(conn, "pull") == []

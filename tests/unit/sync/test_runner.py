@@ -291,3 +291,15 @@ def test_a_long_outage_keeps_being_logged_sparsely_and_its_end_is_logged(
     ]
     assert lines[-1].startswith("node child: scheduled pull works again")
     assert "after 300 failed runs" in lines[-1]
+
+
+def test_the_backoff_survives_an_outage_of_thousands_of_runs(child: NodeConfig) -> None:
+    # With a short schedule (pull every 10 s) a parent down for three hours is 1000+ failed runs;
+    # the 1025th raised OverflowError out of the loop and ended the scheduler's thread.
+    _, db = open_node(child.node_dir)
+    scheduler = pull_scheduler(child, db)  # the node's own policy: retry_* of fhirsync.json
+    delays = [scheduler.next_delay("unreachable") for _ in range(1100)]
+    db.dispose()
+    assert scheduler.failures == 1100
+    cap = min(float(child.sync2.pull.schedule or 300), child.settings.retry_max_delay)
+    assert cap * 0.9 <= delays[-1] <= cap
