@@ -6,7 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.integration.conflict_support import edit, read
 
+from fhirsync.sync.push_run import run_push
 from fhirsync.testing.network import (
     FHIR,
     Network,
@@ -14,6 +16,7 @@ from fhirsync.testing.network import (
     build_network,
     create_patient,
     event_count,
+    run_on,
     snapshot,
     sync_round,
     sync_until_quiet,
@@ -91,3 +94,29 @@ def test_updates_and_voids_travel_both_ways(net: Network) -> None:
     counts = {name: event_count(h) for name, h in nodes.items()}
     assert sync_round(net).moved == 0
     assert {name: event_count(h) for name, h in nodes.items()} == counts
+
+
+@pytest.fixture
+def paged_net(tmp_path: Path) -> Iterator[Network]:
+    # One entry per feed page: two changes of one record always land on different pages.
+    network = build_network(tmp_path / "tree", extra_settings={"feed_page_size": 1})
+    yield network
+    network.stop()
+
+
+def test_a_parent_edit_behind_a_relayed_change_reaches_the_grandchild(paged_net: Network) -> None:
+    """The middle node reads the grandchild's relayed change on one page and fetches the parent's
+    newer version; that version must not be labelled as the grandchild's own (it would skip it)."""
+    net = paged_net
+    nodes = net.nodes
+    deep = create_patient(nodes["grandchild-a1"], "Deep")
+    sync_until_quiet(net)
+    edit(nodes["grandchild-a1"], deep, gender="male")
+    run_on(nodes["grandchild-a1"], run_push)
+    run_on(nodes["child-a"], run_push)
+    edit(nodes["parent"], deep, birthDate="1970-01-01")
+    sync_until_quiet(net)
+    for name, handle in nodes.items():
+        body = read(handle, deep)
+        assert (body["gender"], body["birthDate"]) == ("male", "1970-01-01"), name
+    assert all_agree(net)
