@@ -26,6 +26,8 @@ from fhirsync.testing.network import (
 pytest.importorskip("fhirsync.feed.reader")
 pytest.importorskip("fhirsync.clients.facade")
 
+REST = "/ws/rest/v1"
+
 
 @pytest.fixture
 def net(tmp_path: Path) -> Iterator[Network]:
@@ -120,3 +122,28 @@ def test_a_parent_edit_behind_a_relayed_change_reaches_the_grandchild(paged_net:
         body = read(handle, deep)
         assert (body["gender"], body["birthDate"]) == ("male", "1970-01-01"), name
     assert all_agree(net)
+
+
+def test_metadata_retired_and_restored_below_is_restored_everywhere(net: Network) -> None:
+    """A REST unretire made on a middle node reaches its parent and the other branch (its
+    stored body carries no ``retired`` flag, so the push must ask for the restore)."""
+    nodes = net.nodes
+    with nodes["child-a"].client() as client:
+        created = client.post(f"{REST}/visittype", json={"name": "Outreach", "description": "d"})
+        uuid = created.raise_for_status().json()["uuid"]
+    sync_until_quiet(net)
+    with nodes["child-a"].client() as client:
+        assert client.delete(f"{REST}/visittype/{uuid}").status_code == 204
+    sync_until_quiet(net)
+    with nodes["child-a"].client() as client:
+        client.post(f"{REST}/visittype/{uuid}", json={"retired": False}).raise_for_status()
+    sync_until_quiet(net)
+    for name, handle in nodes.items():
+        with handle.client() as client:
+            assert client.get(f"{REST}/visittype/{uuid}").json()["retired"] is False, name
+    with nodes["child-a"].client() as client:
+        assert client.delete(f"{REST}/visittype/{uuid}", params={"purge": ""}).status_code == 204
+    sync_until_quiet(net)
+    for name, handle in nodes.items():
+        with handle.client() as client:
+            assert client.get(f"{REST}/visittype/{uuid}").status_code == 404, name
