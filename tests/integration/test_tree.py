@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.integration.conflict_support import edit, read
 
 from fhirsync.sync.push_run import run_push
+from fhirsync.sync.runner import run_pull
 from fhirsync.testing.network import (
     FHIR,
     Network,
@@ -147,3 +149,37 @@ def test_metadata_retired_and_restored_below_is_restored_everywhere(net: Network
     for name, handle in nodes.items():
         with handle.client() as client:
             assert client.get(f"{REST}/visittype/{uuid}").status_code == 404, name
+
+
+def test_a_relayed_change_arriving_while_the_middle_node_pushes_a_merge_goes_up(
+    net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A middle node's push first sends the records a merge left to push; a grandchild's change
+    of such a record that arrives while that push runs must go up too, not be taken as sent."""
+    from fhirsync.sync import push as push_module
+
+    nodes = net.nodes
+    shared = create_patient(nodes["parent"], "Shared")
+    sync_until_quiet(net)
+    edit(nodes["grandchild-a1"], shared, gender="male")
+    run_on(nodes["grandchild-a1"], run_push)
+    edit(nodes["parent"], shared, birthDate="1970-01-01")
+    run_on(nodes["child-a"], run_pull)  # merges the two: queued for the parent
+    send_pending = push_module._send_pending
+
+    def then_the_grandchild_pushes(*args: Any, **kwargs: Any) -> set[str]:
+        sent = send_pending(*args, **kwargs)
+        if shared in sent:
+            edit(nodes["grandchild-a1"], shared, name=[{"family": "Late"}])
+            run_on(nodes["grandchild-a1"], run_push)
+        return sent
+
+    monkeypatch.setattr(push_module, "_send_pending", then_the_grandchild_pushes)
+    run_on(nodes["child-a"], run_push)
+    monkeypatch.undo()
+    sync_until_quiet(net)
+    for name, handle in nodes.items():
+        body = read(handle, shared)
+        assert body["name"][0]["family"] == "Late", name
+        assert (body["gender"], body["birthDate"]) == ("male", "1970-01-01"), name
+    assert all_agree(net)

@@ -76,6 +76,9 @@ def pending(ctx: PushContext, category: Category) -> int:
 def push_category(ctx: PushContext, category: Category, preferred: str | None) -> Totals:
     """Retry due failures of ``category``, then push its events from the marker to the end."""
     totals = Totals()
+    # Read before the records are: the retries below send every change up to here, and a
+    # change made after it goes with the feed (else an edit made while the run works is lost).
+    sent_through = ctx.local.outbox_head(category)
     retried = _retry_due(ctx, category, preferred, totals)
     retried |= _send_pending(ctx, category, preferred, totals)
     key = marker_key(ctx, category.name)
@@ -94,6 +97,7 @@ def push_category(ctx: PushContext, category: Category, preferred: str | None) -
             key=key,
             total=total,
             retried=frozenset(retried),
+            retried_through=sent_through,
         )
         return pusher.run(after)
     finally:

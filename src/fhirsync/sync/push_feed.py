@@ -67,10 +67,14 @@ class FeedPusher:
         key: MarkerKey,
         total: int,
         retried: frozenset[str] = frozenset(),
+        retried_through: int = 0,
     ) -> None:
+        """``retried``: records sent just before, as they were after event ``retried_through``
+        (their events up to it are not sent again)."""
         self.ctx, self.category, self.preferred = ctx, category, preferred
         self.totals, self.committer = totals, committer
         self.key, self.total, self.retried = key, total, retried
+        self.retried_through = retried_through
         self.done = 0
         self._flight: _Flight | None = None
         self._sender: ThreadPoolExecutor | None = None
@@ -97,7 +101,7 @@ class FeedPusher:
             items = [
                 Item(i.event.record_uuid, i.event.entry_id, i.event.seq, i.record)
                 for i in batch.items
-                if i.event.record_uuid not in self.retried
+                if i.event.record_uuid not in self.retried or i.event.seq > self.retried_through
             ]
             self.totals.read += batch.events_read
             self.totals.skipped += batch.events_read - len(batch.items)
