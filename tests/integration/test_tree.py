@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from tests.integration.conflict_support import edit, read
 
+from fhirsync.sync.push_run import run_push
+from fhirsync.sync.runner import run_pull
 from fhirsync.testing.network import (
     FHIR,
     Network,
@@ -14,6 +18,7 @@ from fhirsync.testing.network import (
     build_network,
     create_patient,
     event_count,
+    run_on,
     snapshot,
     sync_round,
     sync_until_quiet,
@@ -22,6 +27,8 @@ from fhirsync.testing.network import (
 # Pull needs the feed reader and client facade of the transport work; skip until they exist.
 pytest.importorskip("fhirsync.feed.reader")
 pytest.importorskip("fhirsync.clients.facade")
+
+REST = "/ws/rest/v1"
 
 
 @pytest.fixture
@@ -91,3 +98,88 @@ def test_updates_and_voids_travel_both_ways(net: Network) -> None:
     counts = {name: event_count(h) for name, h in nodes.items()}
     assert sync_round(net).moved == 0
     assert {name: event_count(h) for name, h in nodes.items()} == counts
+
+
+@pytest.fixture
+def paged_net(tmp_path: Path) -> Iterator[Network]:
+    # One entry per feed page: two changes of one record always land on different pages.
+    network = build_network(tmp_path / "tree", extra_settings={"feed_page_size": 1})
+    yield network
+    network.stop()
+
+
+def test_a_parent_edit_behind_a_relayed_change_reaches_the_grandchild(paged_net: Network) -> None:
+    """The middle node reads the grandchild's relayed change on one page and fetches the parent's
+    newer version; that version must not be labelled as the grandchild's own (it would skip it)."""
+    net = paged_net
+    nodes = net.nodes
+    deep = create_patient(nodes["grandchild-a1"], "Deep")
+    sync_until_quiet(net)
+    edit(nodes["grandchild-a1"], deep, gender="male")
+    run_on(nodes["grandchild-a1"], run_push)
+    run_on(nodes["child-a"], run_push)
+    edit(nodes["parent"], deep, birthDate="1970-01-01")
+    sync_until_quiet(net)
+    for name, handle in nodes.items():
+        body = read(handle, deep)
+        assert (body["gender"], body["birthDate"]) == ("male", "1970-01-01"), name
+    assert all_agree(net)
+
+
+def test_metadata_retired_and_restored_below_is_restored_everywhere(net: Network) -> None:
+    """A REST unretire made on a middle node reaches its parent and the other branch (its
+    stored body carries no ``retired`` flag, so the push must ask for the restore)."""
+    nodes = net.nodes
+    with nodes["child-a"].client() as client:
+        created = client.post(f"{REST}/visittype", json={"name": "Outreach", "description": "d"})
+        uuid = created.raise_for_status().json()["uuid"]
+    sync_until_quiet(net)
+    with nodes["child-a"].client() as client:
+        assert client.delete(f"{REST}/visittype/{uuid}").status_code == 204
+    sync_until_quiet(net)
+    with nodes["child-a"].client() as client:
+        client.post(f"{REST}/visittype/{uuid}", json={"retired": False}).raise_for_status()
+    sync_until_quiet(net)
+    for name, handle in nodes.items():
+        with handle.client() as client:
+            assert client.get(f"{REST}/visittype/{uuid}").json()["retired"] is False, name
+    with nodes["child-a"].client() as client:
+        assert client.delete(f"{REST}/visittype/{uuid}", params={"purge": ""}).status_code == 204
+    sync_until_quiet(net)
+    for name, handle in nodes.items():
+        with handle.client() as client:
+            assert client.get(f"{REST}/visittype/{uuid}").status_code == 404, name
+
+
+def test_a_relayed_change_arriving_while_the_middle_node_pushes_a_merge_goes_up(
+    net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A middle node's push first sends the records a merge left to push; a grandchild's change
+    of such a record that arrives while that push runs must go up too, not be taken as sent."""
+    from fhirsync.sync import push as push_module
+
+    nodes = net.nodes
+    shared = create_patient(nodes["parent"], "Shared")
+    sync_until_quiet(net)
+    edit(nodes["grandchild-a1"], shared, gender="male")
+    run_on(nodes["grandchild-a1"], run_push)
+    edit(nodes["parent"], shared, birthDate="1970-01-01")
+    run_on(nodes["child-a"], run_pull)  # merges the two: queued for the parent
+    send_pending = push_module._send_pending
+
+    def then_the_grandchild_pushes(*args: Any, **kwargs: Any) -> set[str]:
+        sent = send_pending(*args, **kwargs)
+        if shared in sent:
+            edit(nodes["grandchild-a1"], shared, name=[{"family": "Late"}])
+            run_on(nodes["grandchild-a1"], run_push)
+        return sent
+
+    monkeypatch.setattr(push_module, "_send_pending", then_the_grandchild_pushes)
+    run_on(nodes["child-a"], run_push)
+    monkeypatch.undo()
+    sync_until_quiet(net)
+    for name, handle in nodes.items():
+        body = read(handle, shared)
+        assert body["name"][0]["family"] == "Late", name
+        assert (body["gender"], body["birthDate"]) == ("male", "1970-01-01"), name
+    assert all_agree(net)

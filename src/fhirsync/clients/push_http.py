@@ -50,6 +50,8 @@ from fhirsync.errors import (
 FHIR_JSON = "application/fhir+json"
 _GONE_OK = (404, 410)
 """A delete the parent answers with 404/410 found nothing left to void: the change is done."""
+_RESTORE_FLAGS = {"UNRETIRED": "retired", "UNVOIDED": "voided"}
+"""REST: the representation flag an undo sets to false (``sync.push_batch`` picks the action)."""
 
 
 class RawBody(Mapping[str, Any]):
@@ -248,6 +250,10 @@ class HttpPushSender:
             if change.state == "active":
                 body = dict(change.body or {})
                 body["uuid"] = change.uuid
+                if change.action in _RESTORE_FLAGS:
+                    # A stored representation has no state flag, and an update without one
+                    # keeps the parent's record retired or voided.
+                    body[_RESTORE_FLAGS[change.action]] = False
                 response = self._request(
                     "POST",
                     base,

@@ -30,6 +30,19 @@ def child_instance_ids(conn: Connection) -> dict[str, str]:
     return {str(r.instance_id): str(r.name) for r in rows}
 
 
+def relaying_origins(conn: Connection) -> frozenset[str]:
+    """The nodes whose changes reach this node through its children: the child accounts and the
+    origins of the records received from them (a grandchild's, relayed by its parent)."""
+    found = set(child_instance_ids(conn))
+    if not found:
+        return frozenset()  # a leaf: no scan of its records
+    rows = conn.execute(
+        select(records.c.origin).where(records.c.via.like(CHILD_VIA_PREFIX + "%")).distinct()
+    )
+    found.update(str(r[0]) for r in rows)
+    return frozenset(found)
+
+
 def received_per_child(conn: Connection) -> dict[str, int]:
     """Instance id → number of records whose current version was received from that child."""
     rows = conn.execute(

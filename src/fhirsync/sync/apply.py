@@ -117,8 +117,17 @@ def collapse(items: Sequence[tuple[Category, str, FeedEntry]]) -> list[Change]:
     ]
 
 
-def origin_of(entry: FeedEntry, parent: str) -> str:
-    """Where a change began: the entry's origin, else the parent itself (Java feeds)."""
+def origin_of(entry: FeedEntry, parent: str, below: frozenset[str] = frozenset()) -> str:
+    """Where a change began: the entry's origin, else the parent itself (Java feeds).
+
+    ``below`` are the nodes whose changes come up through this node's children. Such a change
+    reached the parent through this node, which holds it already: pulled again it changes
+    nothing. A pulled body that does differ is a newer version (the body fetched for an older
+    entry, its later entries on a later page), made by someone the entry does not name, so it is
+    the parent's: labelled as the node below's, that node would skip it as its own change.
+    """
+    if entry.origin is not None and entry.origin in below:
+        return parent
     return entry.origin or parent
 
 

@@ -28,6 +28,7 @@ from fhirsync.errors import (
 from fhirsync.feed.reader import FeedReader
 from fhirsync.records import ORIGIN_MAX, FeedEntry, MarkerKey, Record
 from fhirsync.settings import NodeConfig
+from fhirsync.store import children
 from fhirsync.store.audit import AuditEntry, AuditPolicy
 from fhirsync.store.engine import Database
 from fhirsync.store.local import MarkerMove, PageCommit, StoreLocalSide
@@ -334,7 +335,7 @@ def _outcomes(
     out: dict[tuple[str, str], Outcome] = {}
     for change in changes:
         key = (change.category.name, change.uuid)
-        origin = apply.origin_of(change.entry, ctx.parent_url)
+        origin = apply.origin_of(change.entry, ctx.parent_url, ctx.below)
         if change.needs_fetch:
             body, error = ready.fetched.get(key, (None, None))
             checked = ready.checked.get(key)
@@ -442,4 +443,10 @@ def build_context(
         listener=listener,
         clock=lambda: datetime.now(UTC),
         checker=make_checker(settings.pull_validation_workers),
+        below=_below(db),
     )
+
+
+def _below(db: Database) -> frozenset[str]:
+    with db.read() as conn:
+        return children.relaying_origins(conn)

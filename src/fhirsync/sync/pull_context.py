@@ -78,6 +78,8 @@ class PullContext:
     clock: Callable[[], datetime] = field(default=datetime.now)
     checker: BodyChecker = field(default_factory=InlineChecker)
     """Where fetched bodies are validated (``sync.checking``); every body is validated."""
+    below: frozenset[str] = frozenset()
+    """The nodes whose changes come up through this node's children (``apply.origin_of``)."""
 
 
 @dataclass

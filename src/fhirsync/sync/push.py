@@ -76,6 +76,9 @@ def pending(ctx: PushContext, category: Category) -> int:
 def push_category(ctx: PushContext, category: Category, preferred: str | None) -> Totals:
     """Retry due failures of ``category``, then push its events from the marker to the end."""
     totals = Totals()
+    # Read before the records are: the retries below send every change up to here, and a
+    # change made after it goes with the feed (else an edit made while the run works is lost).
+    sent_through = ctx.local.outbox_head(category)
     retried = _retry_due(ctx, category, preferred, totals)
     # With continue_on_failure off the log stops at a record that failed again: left out of the
     # feed as just retried, it let the records after it go up and the marker pass it.
@@ -102,6 +105,7 @@ def push_category(ctx: PushContext, category: Category, preferred: str | None) -
             total=total,
             retried=frozenset(retried),
             held=held,
+            retried_through=sent_through,
         )
         return pusher.run(after)
     finally:

@@ -32,6 +32,8 @@ STATE_ACTIONS: Mapping[str, Action] = {
     "deleted": "DELETED",
 }
 """The action a record's state sends (anything else is an update)."""
+_RESTORES: Mapping[str, Action] = {"voided": "UNVOIDED", "retired": "UNRETIRED"}
+"""The action an active record sends when the parent holds it voided or retired."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +167,8 @@ def _outgoing(category: Category, record: Record, base: Agreed | None = None) ->
 
     A FHIR body goes as stored (its ``id`` is the uuid): the sender splices the bytes."""
     action: Action = STATE_ACTIONS.get(record.state, "UPDATED")
+    if record.state == "active" and base is not None and base.state in _RESTORES:
+        action = _RESTORES[base.state]
     base_version = _base_tag(category, base)
     body: Mapping[str, Any]
     if category.fhir_type is not None:

@@ -68,12 +68,16 @@ class FeedPusher:
         total: int,
         retried: frozenset[str] = frozenset(),
         held: frozenset[str] = frozenset(),
+        retried_through: int = 0,
     ) -> None:
+        """``retried``: records sent just before, as they were after event ``retried_through``
+        (their events up to it are not sent again)."""
         self.ctx, self.category, self.preferred = ctx, category, preferred
         self.totals, self.committer = totals, committer
         self.key, self.total, self.retried = key, total, retried
         # Records retried in this run that failed again: the log stops at the first of them.
         self.held = held
+        self.retried_through = retried_through
         self.done = 0
         self._flight: _Flight | None = None
         self._sender: ThreadPoolExecutor | None = None
@@ -118,7 +122,7 @@ class FeedPusher:
             items = [
                 Item(i.event.record_uuid, i.event.entry_id, i.event.seq, i.record)
                 for i in relayed
-                if i.event.record_uuid not in self.retried
+                if i.event.record_uuid not in self.retried or i.event.seq > self.retried_through
             ]
             self.totals.read += events
             self.totals.skipped += events - len(relayed)

@@ -13,6 +13,7 @@ from fhirsync.sync.apply import (
     Write,
     collapse,
     content_change,
+    origin_of,
     references,
     state_change,
 )
@@ -91,3 +92,11 @@ def test_references() -> None:
         "patient": {"display": "no ref"},
     }
     assert references(body) == [(("patient",), "p1"), (("visit", "encounter"), "e1")]
+
+
+def test_origin_of_a_change_from_below_is_the_parent() -> None:
+    parent = "http://central:8080"
+    assert origin_of(_e("UPDATED", "clinic-b"), parent, frozenset({"clinic-a"})) == "clinic-b"
+    assert origin_of(_e("UPDATED"), parent) == parent  # a Java feed names no origin
+    # A change from below this node came up through it: pulled back, a different body is newer.
+    assert origin_of(_e("UPDATED", "clinic-a"), parent, frozenset({"clinic-a"})) == parent
