@@ -11,15 +11,17 @@ import uuid as uuid_lib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import orjson
 from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
 
 from fhirsync import __version__, categories
 from fhirsync.categories import ENCOUNTER_TAG_SYSTEM, FHIR_BASE, Category
 from fhirsync.errors import (
+    ConflictError,
     InvalidResource,
     RecordGone,
     RecordNotFound,
@@ -29,6 +31,7 @@ from fhirsync.records import Record, RecordWrite
 from fhirsync.service.authors import Author
 from fhirsync.service.validation import normalize_resource
 from fhirsync.store import records as store
+from fhirsync.store.engine import Database
 from fhirsync.store.records import WriteResult, fhir_instant, utcnow
 
 FHIR_JSON = "application/fhir+json"
@@ -158,6 +161,30 @@ def create_write(
     body = {**resource, "id": resource_id}
     category = categories.for_fhir_resource(body)
     return RecordWrite(category.name, resource_id, body, author.origin, via=author.via)
+
+
+_T = TypeVar("_T")
+
+
+def in_write(db: Database, work: Callable[[Connection], _T]) -> _T:
+    """``work`` in one write transaction, run once more if a record it inserts was inserted by a
+    concurrent request meanwhile; ConflictError if that happens again.
+
+    On PostgreSQL two requests PUTting one new id both find no record (each statement reads
+    committed rows, and there is no row to lock yet), and the second insert fails on the unique
+    key: a 500. The second run finds the record and updates it, as SQLite, which serialises
+    writers, always did.
+    """
+    try:
+        with db.write() as conn:
+            return work(conn)
+    except IntegrityError:
+        pass
+    try:
+        with db.write() as conn:
+            return work(conn)
+    except IntegrityError as exc:
+        raise ConflictError("a record of this request is being written concurrently") from exc
 
 
 def update_write(
