@@ -18,6 +18,8 @@ from fhirsync.testing.servers import NodeHandle
 pytestmark = pytest.mark.postgres
 
 HUGE = "99999999999999999999"
+BEYOND_32_BITS = str(2**31)
+"""Fits SQLite's 64-bit row ids but not PostgreSQL's 32-bit (SERIAL) ones: was a 500 there."""
 
 
 def insert_messages(
@@ -85,14 +87,23 @@ def test_a_page_past_the_end_shows_the_last_page(node: NodeHandle) -> None:
 
 
 @pytest.mark.parametrize("action", ["retry", "dismiss"])
+@pytest.mark.parametrize("failure_id", [HUGE, BEYOND_32_BITS])
 def test_a_failure_id_no_database_holds_is_not_a_server_error(
-    node: NodeHandle, action: str
+    node: NodeHandle, action: str, failure_id: str
 ) -> None:
     with admin_pages(node) as client:
         response = post_form(
-            client, "/sync2/failures", f"/sync2/failures/{HUGE}/{action}", reason="duplicate"
+            client, "/sync2/failures", f"/sync2/failures/{failure_id}/{action}", reason="duplicate"
         )
     assert response.status_code < 500, response.text
+
+
+def test_an_upto_no_database_holds_is_not_a_server_error(node: NodeHandle) -> None:
+    made = insert_messages(node, 2)
+    with admin_pages(node) as client:
+        response = client.get(f"/sync2/audit?upto={BEYOND_32_BITS}")
+    assert response.status_code < 500, response.text
+    assert response.status_code != 200 or all(u in response.text for u in made)
 
 
 def test_paging_neither_repeats_nor_skips_rows_when_new_messages_arrive(node: NodeHandle) -> None:

@@ -33,10 +33,10 @@ from fhirsync.service.validation import normalize_resource
 from fhirsync.store import records as store
 from fhirsync.store.engine import Database
 from fhirsync.store.records import WriteResult, fhir_instant, utcnow
+from fhirsync.store.tables import MAX_ROW_ID
 
 FHIR_JSON = "application/fhir+json"
 DEFAULT_COUNT = 100
-_MAX_ROW_ID = 2**63 - 1
 MAX_SEARCH_IDS = 10_000
 """Most ids one ``_id`` search takes: each is a query parameter, and PostgreSQL takes at most
 65,535 (a batch fetch sends ``fetch_batch_size``, at most 1,000)."""
@@ -352,9 +352,9 @@ def parse_search(params: Sequence[tuple[str, str]], max_count: int) -> SearchQue
         elif name == "_count":
             count = min(_non_negative(name, value), max_count)
         elif name == "_cursor":
-            # No row id is larger (SQLite's and PostgreSQL's BIGINT), and SQLite refuses a larger
-            # number: past it there is nothing to find.
-            cursor = min(_non_negative(name, value), _MAX_ROW_ID)
+            # No row id is larger, and the databases refuse a larger number: past it there is
+            # nothing to find.
+            cursor = min(_non_negative(name, value), MAX_ROW_ID)
         elif value not in _JSON_FORMATS:
             raise InvalidResource(f"_format {value!r} is not supported (JSON only)", element=name)
     if count is None:
