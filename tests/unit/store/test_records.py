@@ -173,8 +173,8 @@ def test_writers_of_two_categories_in_either_order_do_not_deadlock(
         with db.read() as conn:
             return bool(
                 conn.exec_driver_sql(
-                    "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
-                    "WHERE NOT l.granted AND d.datname = current_database()"
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND datname = current_database()"
                 ).scalar()
             )
 
