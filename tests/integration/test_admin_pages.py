@@ -230,3 +230,39 @@ def test_saving_a_preferred_client_that_names_no_client_says_so(node: NodeHandle
         shown = client.get(saved.headers["location"]).text
     assert "Configuration saved." in shown
     assert "push.classes[0].preferredClient &#39;fihr&#39; names no client" in shown
+
+
+def test_a_dismissal_reason_holding_a_nul_is_kept_readable(node: NodeHandle) -> None:
+    # The reason goes into the failure's note and an audit row: PostgreSQL refused the NUL
+    # (a 500, the failure left open) where SQLite stored it.
+    from sqlalchemy import select
+
+    from fhirsync.store import failures
+    from fhirsync.store.failures import FailureNote
+    from fhirsync.store.tables import failures as failures_table
+
+    _config, db = node.open()
+    try:
+        with db.write() as conn:
+            note = FailureNote(
+                "pull", "marker", "patient", str(uuid.uuid4()), "tag:1", "CREATED", {},
+                "InvalidResource", "broken record", "parked", 3,
+            )  # fmt: skip
+            failures.record(conn, [note], now=datetime.now(UTC))
+            (failure,) = failures.list_open(conn)
+    finally:
+        db.dispose()
+    with admin_pages(node) as client:
+        response = post_form(
+            client, "/sync2/failures", f"/sync2/failures/{failure.id}/dismiss", reason="dup\x00"
+        )
+    assert response.status_code == 303, response.text
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            dismissed = failures.get(conn, failure.id)
+            kept = conn.execute(select(failures_table.c.note)).scalar_one()
+    finally:
+        db.dispose()
+    assert dismissed is not None and dismissed.status == "dismissed"
+    assert kept.endswith("dup\\x00")
