@@ -26,6 +26,7 @@ from fhirsync.settings import (
     load_node,
     parse_node_settings,
     read_json_file,
+    redacted_url,
     write_node_settings,
     write_sync2,
 )
@@ -146,6 +147,14 @@ def init_node(
         db = open_database(config.db_url)
         try:
             with db.write() as conn:
+                if users.list_all(conn):
+                    # Another node's (a PostgreSQL server holds many databases, and one was
+                    # named twice): two nodes in one set of tables mix records and positions.
+                    raise ConfigurationError(
+                        f"database {redacted_url(config.db_url)!r} already holds a node (it has "
+                        "user accounts): give each node an empty database of its own",
+                        field="db_url",
+                    )
                 users.add(conn, "admin", password, "admin")
         finally:
             db.dispose()

@@ -228,9 +228,29 @@ class NodeSettings(BaseSettings):
     @field_validator("db_url")
     @classmethod
     def _known_driver(cls, value: str) -> str:
-        if value and not value.startswith(("sqlite", "postgresql")):
-            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
-        return value
+        if not value:
+            return value
+        # Parsed as the engine will parse it: a URL that passes here otherwise failed only when
+        # the database was opened, as a traceback (a driver that is not installed, a bad port).
+        # Imported here: SQLAlchemy costs start-up time, and a default SQLite node has no URL.
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        supported = "must be a sqlite:/// or postgresql+psycopg:// URL"
+        try:
+            url = make_url(value)
+        except ValueError as exc:  # int() of the port
+            raise ValueError(f"{supported}: its port is not a number") from exc
+        except ArgumentError as exc:
+            raise ValueError(supported) from exc
+        driver = url.drivername.partition("+")[2]
+        if url.get_backend_name() == "sqlite" and driver in ("", "pysqlite"):
+            return value
+        if url.get_backend_name() == "postgresql" and driver in ("", "psycopg"):
+            return value
+        if url.get_backend_name() in ("sqlite", "postgresql"):
+            raise ValueError(f"{supported}: the {driver} driver is not supported")
+        raise ValueError(supported)
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -19,6 +19,8 @@ from fhirsync.testing.servers import NodeHandle
 pytestmark = pytest.mark.postgres
 
 HUGE = "99999999999999999999"
+BEYOND_32_BITS = str(2**31)
+"""Fits SQLite's 64-bit row ids but not PostgreSQL's 32-bit (SERIAL) ones: was a 500 there."""
 
 
 def insert_messages(
@@ -86,12 +88,13 @@ def test_a_page_past_the_end_shows_the_last_page(node: NodeHandle) -> None:
 
 
 @pytest.mark.parametrize("action", ["retry", "dismiss"])
+@pytest.mark.parametrize("failure_id", [HUGE, BEYOND_32_BITS])
 def test_a_failure_id_no_database_holds_is_not_a_server_error(
-    node: NodeHandle, action: str
+    node: NodeHandle, action: str, failure_id: str
 ) -> None:
     with admin_pages(node) as client:
         response = post_form(
-            client, "/sync2/failures", f"/sync2/failures/{HUGE}/{action}", reason="duplicate"
+            client, "/sync2/failures", f"/sync2/failures/{failure_id}/{action}", reason="duplicate"
         )
     assert response.status_code < 500, response.text
 
@@ -133,6 +136,14 @@ def test_a_record_left_waiting_for_a_dismissed_patient_can_be_dismissed_on_the_p
             assert done.status_code == 303, done.text
         page = client.get("/sync2/failures").text
     assert "No failed records" in page
+
+
+def test_an_upto_no_database_holds_is_not_a_server_error(node: NodeHandle) -> None:
+    made = insert_messages(node, 2)
+    with admin_pages(node) as client:
+        response = client.get(f"/sync2/audit?upto={BEYOND_32_BITS}")
+    assert response.status_code < 500, response.text
+    assert response.status_code != 200 or all(u in response.text for u in made)
 
 
 def test_paging_neither_repeats_nor_skips_rows_when_new_messages_arrive(node: NodeHandle) -> None:
@@ -259,3 +270,39 @@ def test_saving_a_preferred_client_that_names_no_client_says_so(node: NodeHandle
         shown = client.get(saved.headers["location"]).text
     assert "Configuration saved." in shown
     assert "push.classes[0].preferredClient &#39;fihr&#39; names no client" in shown
+
+
+def test_a_dismissal_reason_holding_a_nul_is_kept_readable(node: NodeHandle) -> None:
+    # The reason goes into the failure's note and an audit row: PostgreSQL refused the NUL
+    # (a 500, the failure left open) where SQLite stored it.
+    from sqlalchemy import select
+
+    from fhirsync.store import failures
+    from fhirsync.store.failures import FailureNote
+    from fhirsync.store.tables import failures as failures_table
+
+    _config, db = node.open()
+    try:
+        with db.write() as conn:
+            note = FailureNote(
+                "pull", "marker", "patient", str(uuid.uuid4()), "tag:1", "CREATED", {},
+                "InvalidResource", "broken record", "parked", 3,
+            )  # fmt: skip
+            failures.record(conn, [note], now=datetime.now(UTC))
+            (failure,) = failures.list_open(conn)
+    finally:
+        db.dispose()
+    with admin_pages(node) as client:
+        response = post_form(
+            client, "/sync2/failures", f"/sync2/failures/{failure.id}/dismiss", reason="dup\x00"
+        )
+    assert response.status_code == 303, response.text
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            dismissed = failures.get(conn, failure.id)
+            kept = conn.execute(select(failures_table.c.note)).scalar_one()
+    finally:
+        db.dispose()
+    assert dismissed is not None and dismissed.status == "dismissed"
+    assert kept.endswith("dup\\x00")

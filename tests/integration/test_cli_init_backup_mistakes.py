@@ -77,3 +77,24 @@ def test_backup_into_the_node_itself_is_refused(node: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "inside the node directory" in one_line_error(result)
     assert not (node / "backups").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "wrong"),
+    [
+        ("postgresql+psycopg2://sync:Hunter2-pw@127.0.0.1/clinic", "driver"),
+        ("postgresql+asyncpg://sync:Hunter2-pw@127.0.0.1/clinic", "driver"),
+        ("postgresql+psycopg://sync:Hunter2-pw@127.0.0.1:54a2/clinic", "port"),
+        ("postgresql+psycopg://sync:Hunter2-pw@[::1/clinic", "port"),
+    ],
+)
+def test_init_with_a_database_url_it_cannot_use_is_one_line(
+    tmp_path: Path, url: str, wrong: str
+) -> None:
+    # The settings check let any 'postgresql...' URL through: a driver that is not installed
+    # ended in a ModuleNotFoundError traceback, a mistyped port in a ValueError one.
+    result = init(tmp_path / "n", "--instance-id", "n", "--db", url)
+    assert result.exit_code == 2, result.output
+    line = one_line_error(result)
+    assert "'db_url'" in line and wrong in line and "Hunter2" not in line
+    assert not (tmp_path / "n").exists()

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from fhirsync.server.auth import RECHECK_SECONDS
 from fhirsync.store import users
@@ -260,3 +261,24 @@ def test_user_list_warns_about_child_accounts_sharing_an_instance_id(tmp_path: P
     shared = run("user", "list", str(node_dir))
     assert shared.returncode == 0, shared.stderr
     assert "warning: child accounts ca, cb share the instance id 'clinic-x'" in shared.stdout
+
+
+@pytest.mark.postgres
+def test_init_into_a_database_another_node_uses_is_refused(tmp_path: Path, db_url: str) -> None:
+    # A PostgreSQL server holds many databases, and a second node named the first one's. With
+    # --admin-password the refusal read "user 'admin' already exists"; once the first node's
+    # admin had another name, the second node was made, and both kept their records and feed
+    # positions in the same tables.
+    first = run("init", str(tmp_path / "a"), "--instance-id", "a", "--db", db_url,
+                "--admin-password", "long-enough-pw")  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert run("user", "add", str(tmp_path / "a"), "keeper", "--role", "admin",
+               "--password", "long-enough-pw").returncode == 0  # fmt: skip
+    assert run("user", "remove", str(tmp_path / "a"), "admin").returncode == 0
+    for password in ("--admin-password", None):
+        extra = [password, "long-enough-pw"] if password else []
+        second = run("init", str(tmp_path / "b"), "--instance-id", "b", "--db", db_url, *extra)
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert "already holds a node" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert not (tmp_path / "b").exists()

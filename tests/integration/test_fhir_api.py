@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,59 @@ def test_put_upserts_with_the_client_id(client: httpx.Client, node: NodeHandle) 
 
     record = stored(node, "patient", pid)
     assert record.origin == "node-a"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("how", ["put", "transaction", "batch"])
+def test_concurrent_puts_of_one_new_id_all_succeed(node: NodeHandle, how: str) -> None:
+    # A client retrying a PUT whose answer it did not wait for, or two children sending one new
+    # record: on PostgreSQL every writer found no record and inserted it, and all but the first
+    # failed on the unique key with a 500 (8 of 30 PUTs, 19 of 30 transaction Bundles in a
+    # trial). SQLite serialises the writers, so the later ones updated the record.
+    writers, rounds = 6, 4
+
+    def request(client: httpx.Client, pid: str, gender: str) -> tuple[int, str]:
+        body = patient(id=pid, gender=gender)
+        if how == "put":
+            answer = client.put(f"{BASE}/Patient/{pid}", json=body)
+            return answer.status_code, answer.text
+        entry = {"request": {"method": "PUT", "url": f"Patient/{pid}"}, "resource": body}
+        bundle = {"resourceType": "Bundle", "type": how, "entry": [entry]}
+        answer = client.post(BASE, json=bundle)
+        if answer.status_code != 200:
+            return answer.status_code, answer.text
+        line = answer.json()["entry"][0]["response"]["status"]
+        return int(line.split()[0]), answer.text
+
+    for n in range(rounds):
+        pid = f"race-{how}-{n}"
+        barrier = threading.Barrier(writers)
+        answers: list[tuple[int, str]] = []
+
+        def write(
+            gender: str,
+            pid: str = pid,
+            barrier: threading.Barrier = barrier,
+            answers: list[tuple[int, str]] = answers,
+        ) -> None:
+            with node.client() as client:
+                barrier.wait(timeout=30)
+                answers.append(request(client, pid, gender))
+
+        threads = [
+            threading.Thread(target=write, args=(("male", "female", "other")[i % 3],))
+            for i in range(writers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert sorted(status for status, _text in answers if status not in (200, 201)) == [], [
+            text for status, text in answers if status not in (200, 201)
+        ]
+        assert [status for status, _text in answers].count(201) == 1
+        record = stored(node, "patient", pid)
+        assert record is not None and record.state == "active"
 
 
 def test_retired_category_answers_410(client: httpx.Client, node: NodeHandle) -> None:
@@ -269,6 +323,7 @@ def test_search_errors_and_limits(node_factory: NodeFactory) -> None:
             assert element in outcome_issue(response)["diagnostics"]
 
 
+@pytest.mark.postgres  # its 32-bit row ids refused a cursor SQLite's 64-bit ones took: a 500
 def test_search_values_at_the_edges_of_their_range(client: httpx.Client) -> None:
     """Values a client may send that Python or SQLite cannot hold as they are: answered, not 500."""
     pid = client.post(f"{BASE}/Patient", json=patient()).json()["id"]
@@ -285,7 +340,7 @@ def test_search_values_at_the_edges_of_their_range(client: httpx.Client) -> None
         assert found({"_lastUpdated": value}) == []
     assert found({"_lastUpdated": "lt0001-01-01T00:00:00+14:00"}) == []
     # A cursor past any row id a database can hold is past the last match.
-    for cursor in (str(2**63), "9" * 30):
+    for cursor in (str(2**31), str(2**63), "9" * 30):
         assert found({"_cursor": cursor}) == []
 
     # "²" is a digit to str.isdigit() but no number to int(): refused like any other non-number.

@@ -187,8 +187,7 @@ def _batch(raw_entries: list[Any], ctx: BundleContext) -> list[dict[str, Any]]:
                 with ctx.db.read() as conn:
                     _get(conn, entry, ctx)
             else:
-                with ctx.db.write() as conn:
-                    _write_one(conn, entry, ctx)
+                fhir.in_write(ctx.db, functools.partial(_write_one, entry=entry, ctx=ctx))
             responses.append(entry.response)
         except FhirsyncError as exc:
             responses.append(_error_entry(exc, ctx.status_for(exc)))
@@ -234,11 +233,14 @@ def _transaction(raw_entries: list[Any], ctx: BundleContext) -> list[dict[str, A
                 )
             seen.add(key)
     ordered = sorted(entries, key=lambda e: (_ORDER[e.method], e.index))
-    with ctx.db.write() as conn:
+
+    def apply(conn: Connection) -> None:
         _apply_writes(conn, [e for e in ordered if e.method != "GET"], new_ids, ctx)
         for entry in ordered:
             if entry.method == "GET":
                 _get(conn, entry, ctx)
+
+    fhir.in_write(ctx.db, apply)
     return [e.response for e in entries]
 
 

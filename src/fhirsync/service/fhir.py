@@ -11,15 +11,17 @@ import uuid as uuid_lib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import orjson
 from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
 
 from fhirsync import __version__, categories
 from fhirsync.categories import ENCOUNTER_TAG_SYSTEM, FHIR_BASE, Category
 from fhirsync.errors import (
+    ConflictError,
     InvalidResource,
     RecordGone,
     RecordNotFound,
@@ -29,11 +31,12 @@ from fhirsync.records import Record, RecordWrite
 from fhirsync.service.authors import Author
 from fhirsync.service.validation import normalize_resource
 from fhirsync.store import records as store
+from fhirsync.store.engine import Database
 from fhirsync.store.records import WriteResult, fhir_instant, utcnow
+from fhirsync.store.tables import MAX_ROW_ID
 
 FHIR_JSON = "application/fhir+json"
 DEFAULT_COUNT = 100
-_MAX_ROW_ID = 2**63 - 1
 MAX_SEARCH_IDS = 10_000
 """Most ids one ``_id`` search takes: each is a query parameter, and PostgreSQL takes at most
 65,535 (a batch fetch sends ``fetch_batch_size``, at most 1,000)."""
@@ -158,6 +161,30 @@ def create_write(
     body = {**resource, "id": resource_id}
     category = categories.for_fhir_resource(body)
     return RecordWrite(category.name, resource_id, body, author.origin, via=author.via)
+
+
+_T = TypeVar("_T")
+
+
+def in_write(db: Database, work: Callable[[Connection], _T]) -> _T:
+    """``work`` in one write transaction, run once more if a record it inserts was inserted by a
+    concurrent request meanwhile; ConflictError if that happens again.
+
+    On PostgreSQL two requests PUTting one new id both find no record (each statement reads
+    committed rows, and there is no row to lock yet), and the second insert fails on the unique
+    key: a 500. The second run finds the record and updates it, as SQLite, which serialises
+    writers, always did.
+    """
+    try:
+        with db.write() as conn:
+            return work(conn)
+    except IntegrityError:
+        pass
+    try:
+        with db.write() as conn:
+            return work(conn)
+    except IntegrityError as exc:
+        raise ConflictError("a record of this request is being written concurrently") from exc
 
 
 def update_write(
@@ -325,9 +352,9 @@ def parse_search(params: Sequence[tuple[str, str]], max_count: int) -> SearchQue
         elif name == "_count":
             count = min(_non_negative(name, value), max_count)
         elif name == "_cursor":
-            # No row id is larger (SQLite's and PostgreSQL's BIGINT), and SQLite refuses a larger
-            # number: past it there is nothing to find.
-            cursor = min(_non_negative(name, value), _MAX_ROW_ID)
+            # No row id is larger, and the databases refuse a larger number: past it there is
+            # nothing to find.
+            cursor = min(_non_negative(name, value), MAX_ROW_ID)
         elif value not in _JSON_FORMATS:
             raise InvalidResource(f"_format {value!r} is not supported (JSON only)", element=name)
     if count is None:

@@ -122,7 +122,9 @@ def upsert_many(conn: Connection, rows: Sequence[Agreed], *, now: datetime) -> N
                 r.pending_push,
                 when,
             )
-            for r in latest.values()
+            # In key order: a pull page and a push batch settling at once upserted the same
+            # rows in their own orders, and on PostgreSQL each held one the other waited for.
+            for _key, r in sorted(latest.items())
         ],
     )
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, and_, delete, func, insert, or_, select, update
 
 from fhirsync.store.failures import OPEN
-from fhirsync.store.tables import audit, failures
+from fhirsync.store.tables import MAX_ROW_ID, audit, failures
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,7 @@ class AuditFilter:
         if self.record_uuid:
             cond.append(audit.c.record_uuid == self.record_uuid)
         if self.up_to_id is not None:
-            cond.append(audit.c.id <= self.up_to_id)
+            cond.append(audit.c.id <= min(self.up_to_id, MAX_ROW_ID))
         return cond
 
 

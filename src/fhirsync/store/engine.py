@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
@@ -126,12 +127,8 @@ def migrate(url: str) -> None:
         raise ConfigurationError(
             f"cannot open database {redacted_url(url)!r}: {exc.orig}", field="db_url"
         ) from exc
-    except DatabaseError as exc:  # e.g. "file is not a database": a damaged or foreign file
-        raise ConfigurationError(
-            f"cannot read database {redacted_url(url)!r}: {exc.orig}. If it is damaged, "
-            "restore the node from a copy made by 'fhirsync backup'",
-            field="db_url",
-        ) from exc
+    except DatabaseError as exc:
+        raise ConfigurationError(_refused(url, exc), field="db_url") from exc
     except CommandError as exc:
         raise ConfigurationError(
             f"database {redacted_url(url)!r} has a schema this fhirsync does not know ({exc}; "
@@ -139,6 +136,29 @@ def migrate(url: str) -> None:
             "version again, or restore a backup taken before the upgrade",
             field="db_url",
         ) from exc
+
+
+_INSUFFICIENT_PRIVILEGE = "42501"
+
+
+def _refused(url: str, exc: DatabaseError) -> str:
+    """The one-line error of a database that refused the migrations."""
+    # PostgreSQL's text goes on with the statement and a caret under it ("LINE 2: CREATE ...").
+    reason = str(exc.orig).splitlines()[0] if str(exc.orig) else type(exc.orig).__name__
+    shown = redacted_url(url)
+    if getattr(exc.orig, "sqlstate", None) == _INSUFFICIENT_PRIVILEGE:
+        role = make_url(url).username
+        return (
+            f"database {shown!r} refused the role {role!r}: {reason}. fhirsync creates, reads "
+            "and changes its tables there: connect as the role that owns the database and its "
+            "tables, or grant this role those rights"
+        )
+    if url.startswith("sqlite"):  # e.g. "file is not a database": a damaged or foreign file
+        return (
+            f"cannot read database {shown!r}: {reason}. If it is damaged, restore the node "
+            "from a copy made by 'fhirsync backup'"
+        )
+    return f"cannot read database {shown!r}: {reason}"
 
 
 HEAD_REVISION = "0005"

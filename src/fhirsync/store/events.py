@@ -51,7 +51,9 @@ def append(conn: Connection, new_events: Sequence[NewEvent]) -> list[ChangeEvent
     counts: dict[str, int] = {}
     for ev in new_events:
         counts[ev.category] = counts.get(ev.category, 0) + 1
-    next_seq = {category: _reserve(conn, category, n) for category, n in counts.items()}
+    # Counters are taken in category order: a writer holds each one until it commits, and two
+    # writers taking two categories' counters in opposite orders deadlocked on PostgreSQL.
+    next_seq = {category: _reserve(conn, category, n) for category, n in sorted(counts.items())}
     out: list[ChangeEvent] = []
     event_uuids = bulk.random_uuids(len(new_events))
     for ev, event_uuid in zip(new_events, event_uuids, strict=True):

@@ -20,7 +20,7 @@ from typing import Literal
 import orjson
 from sqlalchemy import Connection, case, func, insert, select, update
 
-from fhirsync.store.tables import failures
+from fhirsync.store.tables import MAX_ROW_ID, failures
 
 FailureStatus = Literal["retrying", "waiting", "parked", "resolved", "dismissed"]
 OPEN: tuple[FailureStatus, ...] = ("retrying", "waiting", "parked")
@@ -196,6 +196,8 @@ def waiting_on(conn: Connection, operation: str) -> list[Failure]:
 
 def get(conn: Connection, failure_id: int) -> Failure | None:
     """One failure by id (any status)."""
+    if not 0 < failure_id <= MAX_ROW_ID:
+        return None
     row = conn.execute(select(failures).where(failures.c.id == failure_id)).first()
     return _failure(row) if row is not None else None
 

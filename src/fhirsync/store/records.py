@@ -84,7 +84,13 @@ def get_many(
     out: dict[str, Record] = {}
     if not categories:
         return out
-    lock = " FOR UPDATE" if for_update and conn.dialect.name != "sqlite" else ""
+    # Rows are locked in the order the query returns them: by uuid in code point order (the
+    # "C" collation), the order write_many sorts its uuids in.
+    lock = (
+        ' ORDER BY uuid COLLATE "C" FOR UPDATE'
+        if for_update and conn.dialect.name != "sqlite"
+        else ""
+    )
     in_categories = bulk.placeholders(conn, len(categories))
     for start in range(0, len(wanted), _CHUNK):
         chunk = wanted[start : start + _CHUNK]
@@ -207,8 +213,11 @@ def write_many(
     by_cat: dict[str, list[str]] = {}
     for w in writes:
         by_cat.setdefault(w.category, []).append(w.uuid)
-    for category, uuids in by_cat.items():
-        for uuid, rec in get_many(conn, [category], uuids, for_update=True).items():
+    # Every writer locks rows in one order (category, then uuid), whatever the order of its
+    # writes: on PostgreSQL two Bundles naming the same records in opposite orders otherwise
+    # each held one row the other waited for ("deadlock detected").
+    for category, uuids in sorted(by_cat.items()):
+        for uuid, rec in get_many(conn, [category], sorted(uuids), for_update=True).items():
             current[(category, uuid)] = rec
 
     results: list[WriteResult] = []

@@ -21,6 +21,11 @@ from fhirsync.records import ORIGIN_MAX
 
 metadata = MetaData()
 
+MAX_ROW_ID = 2**31 - 1
+"""The largest id an autoincrement key holds on both databases: PostgreSQL makes it INTEGER
+(SERIAL, 32 bits) where SQLite's row ids have 64. A larger id, from a URL or a command line, names
+no row, and PostgreSQL refuses to even compare one with the column."""
+
 records = Table(
     "records",
     metadata,

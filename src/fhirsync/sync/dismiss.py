@@ -34,7 +34,9 @@ def dismiss(
 
     RequestError when the reason is empty; RecordNotFound when no open failure has that id.
     """
-    reason = " ".join(reason.split())
+    # Kept in the failure's note and an audit row, whose text PostgreSQL refuses with a NUL in
+    # it (the dismissal failed with a 500): shown as error texts show one (errors.py).
+    reason = " ".join(reason.split()).replace("\x00", "\\x00")
     if not reason:
         raise RequestError("Say why this failure is dismissed (the reason is kept in the audit).")
     reason = reason[:MAX_REASON]

@@ -246,3 +246,21 @@ def test_remembered_credentials_are_trusted_only_between_rechecks(
     assert auth.authenticate_header(header).name == "alice"
     assert auth.remembered(header) is not None
     db.dispose()
+
+
+def test_a_name_with_a_nul_is_refused_like_any_wrong_name(db_url: str) -> None:
+    # PostgreSQL refuses text holding a NUL: looking such a name up raised a DataError, so a
+    # Basic header or sign-in form naming "ad\0min" was answered 500 (and the error logged with
+    # a traceback) instead of 401. SQLite looked it up and found nobody.
+    db = open_database(db_url)
+    try:
+        with db.write() as conn:
+            users.add(conn, "admin", "correct-horse", "admin")
+        auth = Authenticator(db)
+        with pytest.raises(Unauthenticated):
+            auth.authenticate_header(_header("ad\x00min", "correct-horse"))
+        with pytest.raises(Unauthenticated):
+            auth.authenticate("admin\x00", "correct-horse")
+        assert auth.authenticate_header(_header("admin", "correct-horse")).name == "admin"
+    finally:
+        db.dispose()

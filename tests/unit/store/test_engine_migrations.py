@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import uuid as uuidlib
 from datetime import datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, insert, select, text
@@ -16,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from fhirsync.errors import ConfigurationError
 from fhirsync.store.engine import HEAD_REVISION, alembic_config, open_database
 from fhirsync.store.tables import conflicts
+from fhirsync.testing import postgres
 from fhirsync.testing.servers import free_port
 
 
@@ -155,3 +158,27 @@ def test_processes_opening_an_outdated_database_at_once_all_succeed(db_url: str)
     finally:
         again.dispose()
     assert version == HEAD_REVISION
+
+
+@pytest.mark.postgres
+def test_a_role_without_the_right_to_create_tables_is_told_so(db_url: str) -> None:
+    # PostgreSQL 15 lets only the owner create tables in a new database's public schema. The
+    # error quoted the failed CREATE TABLE over three lines and advised restoring "a copy made
+    # by 'fhirsync backup'", which cannot copy a PostgreSQL node.
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL roles (FHIRSYNC_TEST_DB=postgresql checks this)")
+    role = f"fhirsync_r_{uuidlib.uuid4().hex[:10]}"
+    with psycopg.connect(postgres.ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        with pytest.raises(ConfigurationError) as info:
+            open_database(db_url.replace("//postgres@", f"//{role}@"))
+        message = str(info.value)
+        assert info.value.field == "db_url"
+        assert len(message.splitlines()) == 1, message
+        assert "permission denied" in message and role in message and "owns the database" in message
+        assert "fhirsync backup" not in message
+    finally:
+        postgres.drop_database(db_url)  # its sessions closed, so the role can go
+        with psycopg.connect(postgres.ADMIN_DSN, autocommit=True) as admin:
+            admin.execute(f'DROP ROLE "{role}"')

@@ -120,3 +120,87 @@ def test_concurrent_first_events_of_a_category_all_commit_with_distinct_seqs(db_
             assert seqs == list(range(1, writers + 1))
             assert events.latest_seq(conn, category) == writers
     db.dispose()
+
+
+def _location(name: str) -> dict[str, object]:
+    return {"resourceType": "Location", "name": name}
+
+
+@pytest.mark.parametrize("records_exist", [False, True], ids=["new records", "updates"])
+def test_writers_of_two_categories_in_either_order_do_not_deadlock(
+    db_url: str, records_exist: bool
+) -> None:
+    # Two transaction Bundles, one listing a Patient before a Location and one the other way
+    # round, took the per-category feed counters (and the record rows) in entry order: on
+    # PostgreSQL each held one and waited for the other, and one Bundle failed with "deadlock
+    # detected" (a 500). SQLite's exclusive write transactions never met this.
+    import threading
+    import time
+
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite serialises writers (FHIRSYNC_TEST_DB=postgresql checks this)")
+    db = open_database(db_url)
+    if records_exist:
+        with db.write() as conn:
+            records.write_many(
+                conn,
+                [
+                    RecordWrite("patient", "p1", _patient("male"), "n1"),
+                    RecordWrite("location", "l1", _location("Ward 1"), "n1"),
+                ],
+            )
+    # New records of their own (the writers then meet on the feed counters), or the same two.
+    patient_uuid = "p1" if records_exist else "p2"
+    location_uuid = "l1" if records_exist else "l2"
+    other_patient = "p1" if records_exist else "p3"
+    other_location = "l1" if records_exist else "l3"
+    errors: list[BaseException] = []
+
+    def patient_first() -> None:
+        try:
+            with db.write() as conn:
+                records.write_many(
+                    conn,
+                    [
+                        RecordWrite("patient", patient_uuid, _patient("female"), "n1"),
+                        RecordWrite("location", location_uuid, _location("Ward 2"), "n1"),
+                    ],
+                )
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+
+    def waiting_for_a_lock() -> bool:
+        with db.read() as conn:
+            return bool(
+                conn.exec_driver_sql(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                ).scalar()
+            )
+
+    other = threading.Thread(target=patient_first)
+    try:
+        # A writer that takes the locks in the one order every writer uses (location, then
+        # patient) holds the location's rows while the other transaction starts.
+        with db.write() as conn:
+            records.write_many(
+                conn, [RecordWrite("location", other_location, _location("Ward 3"), "n1")]
+            )
+            other.start()
+            deadline = time.monotonic() + 10
+            while not waiting_for_a_lock() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            records.write_many(
+                conn, [RecordWrite("patient", other_patient, _patient("other"), "n1")]
+            )
+    finally:
+        other.join(30)
+        db.dispose()
+    assert errors == []
+    db = open_database(db_url)
+    with db.read() as conn:
+        patient = records.get(conn, "patient", patient_uuid)
+        location = records.get(conn, "location", location_uuid)
+        assert patient is not None and b"female" in patient.body  # the later writer's
+        assert location is not None and b"Ward 2" in location.body
+    db.dispose()

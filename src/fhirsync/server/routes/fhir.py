@@ -154,10 +154,12 @@ async def update(
     author = _author(node, user, request)
 
     def work() -> fhir.WriteOutcome:
-        with node.db.write() as conn:
-            done = fhir.update(
+        done = fhir.in_write(
+            node.db,
+            lambda conn: fhir.update(
                 conn, resource_type, resource_id, resource, author, expected_version=expected
-            )
+            ),
+        )
         _recheck(node, done.record)
         return done
 
