@@ -49,12 +49,22 @@ def _records_so_far(node: NodeHandle) -> Callable[[], int]:
 
 def _interrupt_when(started: Callable[[], bool], *args: str) -> subprocess.CompletedProcess[str]:
     """Run ``fhirsync ARGS``; send SIGINT (Ctrl-C) once ``started()``; its result."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fhirsync", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # A suite started in the background by a shell without job control (`make test &`, some CI
+    # runners) ignores SIGINT, and so would the command, inheriting that: it then ran to the end
+    # and the test failed. A handled SIGINT is reset to the default by exec, as at a terminal.
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fhirsync", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     deadline = time.monotonic() + 60
     while not started() and process.poll() is None:
         assert time.monotonic() < deadline, "the command never started its work"
