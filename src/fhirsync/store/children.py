@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, func, select
 
-from fhirsync.store.tables import events, records, users
+from fhirsync.store.tables import FROM_CHILDREN, events, records, users
 
 CHILD_VIA_PREFIX = "child:"
 
@@ -36,9 +36,7 @@ def relaying_origins(conn: Connection) -> frozenset[str]:
     found = set(child_instance_ids(conn))
     if not found:
         return frozenset()  # a leaf: no scan of its records
-    rows = conn.execute(
-        select(records.c.origin).where(records.c.via.like(CHILD_VIA_PREFIX + "%")).distinct()
-    )
+    rows = conn.execute(select(records.c.origin).where(FROM_CHILDREN).distinct())
     found.update(str(r[0]) for r in rows)
     return frozenset(found)
 
@@ -46,9 +44,7 @@ def relaying_origins(conn: Connection) -> frozenset[str]:
 def received_per_child(conn: Connection) -> dict[str, int]:
     """Instance id → number of records whose current version was received from that child."""
     rows = conn.execute(
-        select(records.c.via, func.count())
-        .where(records.c.via.like(CHILD_VIA_PREFIX + "%"))
-        .group_by(records.c.via)
+        select(records.c.via, func.count()).where(FROM_CHILDREN).group_by(records.c.via)
     )
     return {str(via).removeprefix(CHILD_VIA_PREFIX): int(n) for via, n in rows}
 

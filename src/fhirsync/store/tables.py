@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from fhirsync.records import ORIGIN_MAX
@@ -43,6 +44,18 @@ records = Table(
 )
 Index("ix_records_uuid", records.c.uuid)
 Index("ix_records_category_last_updated", records.c.category, records.c.last_updated)
+FROM_CHILDREN = text("substr(via, 1, 6) = 'child:'")
+"""Rows received from a child account (``store.children``). A query must use this very text,
+literal included, for the partial index below to serve it (neither database proves it from a
+LIKE or a bound parameter); substr and equality compare characters as they are under any
+PostgreSQL collation, where a range on ``via`` would not."""
+Index(
+    "ix_records_from_children",
+    records.c.via,
+    records.c.origin,
+    sqlite_where=FROM_CHILDREN,
+    postgresql_where=FROM_CHILDREN,
+)
 
 events = Table(
     "events",
