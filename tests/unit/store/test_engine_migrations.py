@@ -32,6 +32,7 @@ def test_an_outdated_database_is_migrated(db_url: str) -> None:
     db = open_database(db_url)
     with db.write() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0002'"))
+        conn.execute(text("DROP INDEX ix_records_from_children"))  # made by 0006
         conn.execute(text("DROP TABLE conflicts"))
         conn.execute(text("DROP TABLE agreed"))
     db.dispose()
@@ -80,6 +81,7 @@ def test_a_record_has_at_most_one_open_conflict_and_older_duplicates_are_superse
         # A database from before migration 0004, holding two open conflicts for one record.
         conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
         conn.execute(text("DROP INDEX ux_conflicts_open_record"))
+        conn.execute(text("DROP INDEX ix_records_from_children"))  # made by 0006
         _conflict(conn, "c-old", "rec-a", "open")
         _conflict(conn, "c-new", "rec-a", "open")
         _conflict(conn, "c-done", "rec-b", "resolved")
