@@ -70,6 +70,15 @@ def write_raw(node: NodeHandle, category: str, bodies: list[dict[str, Any]], ori
         db.dispose()
 
 
+def invalid_patient_with_visit(parent: NodeHandle) -> tuple[str, str]:
+    """An invalid Patient written straight into ``parent``'s store (its API would refuse it) and
+    an Encounter of it: on pull the patient fails and the encounter waits for it. Their uuids."""
+    bad, visit = new_uuid(), new_uuid()
+    write_raw(parent, "patient", [{**patient(bad, "Bad"), "gender": "robot"}], "parent")
+    put(parent, encounter(visit, bad))
+    return bad, visit
+
+
 def held(node: NodeHandle) -> Held:
     """(category, uuid) → (content hash, state) of every record the node stores."""
     _config, db = node.open()

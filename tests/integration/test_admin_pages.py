@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from tests.conftest import NodeFactory
 from tests.integration.api_support import admin_pages, post_form
-from tests.integration.pull_support import encounter, new_uuid, patient, pull, put, write_raw
+from tests.integration.pull_support import invalid_patient_with_visit, pull
 
 from fhirsync.store import audit_query
 from fhirsync.store.audit_query import AuditMessage
@@ -107,9 +107,7 @@ def test_a_record_left_waiting_for_a_dismissed_patient_can_be_dismissed_on_the_p
     from fhirsync.store import failures
 
     parent = node_factory("parent")
-    bad, visit = new_uuid(), new_uuid()
-    write_raw(parent, "patient", [{**patient(bad, "Bad"), "gender": "robot"}], "parent")
-    put(parent, encounter(visit, bad))
+    bad, visit = invalid_patient_with_visit(parent)
     child = node_factory("child", parent=parent, extra_settings={"record_max_attempts": 1})
     assert pull(child).outcome == "failures"
     _config, db = child.open()

@@ -20,9 +20,9 @@ from tests.integration.pull_support import (
     cli,
     committed_records,
     edit_sync2,
-    encounter,
     event_actions,
     held,
+    invalid_patient_with_visit,
     new_uuid,
     patient,
     pull,
@@ -178,11 +178,9 @@ def test_an_invalid_record_is_parked_visible_and_retried_by_hand(
     node_factory: NodeFactory,
 ) -> None:
     parent = node_factory("parent")
-    good, bad, visit = new_uuid(), new_uuid(), new_uuid()
+    good = new_uuid()
     put(parent, patient(good, "Good"))
-    # Written straight into the parent's store: the parent's API would have refused it.
-    write_raw(parent, "patient", [{**patient(bad, "Bad"), "gender": "robot"}], "parent")
-    put(parent, encounter(visit, bad))
+    bad, visit = invalid_patient_with_visit(parent)
     child = node_factory(
         "child",
         parent=parent,
@@ -261,9 +259,7 @@ def test_a_record_that_keeps_waiting_is_audited_once_not_every_run(
     node_factory: NodeFactory,
 ) -> None:
     parent = node_factory("parent")
-    bad, visit = new_uuid(), new_uuid()
-    write_raw(parent, "patient", [{**patient(bad, "Bad"), "gender": "robot"}], "parent")
-    put(parent, encounter(visit, bad))
+    bad, visit = invalid_patient_with_visit(parent)
     # Retries an hour apart: the four runs are over before the patient's retry is due, however
     # slowly a busy machine runs them (at the default 1 s, a loaded run retried it).
     child = node_factory(

@@ -170,19 +170,25 @@ def test_pulled_changes_are_not_pushed_back(node_factory: NodeFactory) -> None:
     assert set(snapshot(parent)) == set(local)
 
 
-def test_rejected_record_is_parked_visible_and_retryable(node_factory: NodeFactory) -> None:
-    parent, child = make_pair(node_factory, record_max_attempts=1)
-    good = create_patients(child, 2)
+def store_invalid_patient(child: NodeHandle) -> str:
+    """An invalid Patient stored on ``child`` without the API's validation (as data from an older
+    node version might be), so the parent rejects it; its uuid."""
     bad = str(uuidlib.uuid4())
     _config, db = child.open()
     try:
         with db.write() as conn:
-            # Stored without the API's validation, as data from an older node version might be.
             store.write(
                 conn, RecordWrite("patient", bad, patient("Bad", gender="femme"), "child-a")
             )
     finally:
         db.dispose()
+    return bad
+
+
+def test_rejected_record_is_parked_visible_and_retryable(node_factory: NodeFactory) -> None:
+    parent, child = make_pair(node_factory, record_max_attempts=1)
+    good = create_patients(child, 2)
+    bad = store_invalid_patient(child)
     seen: list[RunEvent] = []
     finished = push(child, listener=seen.append)
     assert finished.outcome == "failures"
@@ -237,15 +243,7 @@ def test_with_continue_on_failure_off_nothing_after_a_rejected_record_is_sent(
         node_factory, record_max_attempts=2, continue_on_failure=False, fetch_batch_size=1
     )
     edit_sync2(child, persistFailureAudit=True)
-    bad = str(uuidlib.uuid4())
-    _config, db = child.open()
-    try:
-        with db.write() as conn:
-            store.write(
-                conn, RecordWrite("patient", bad, patient("Bad", gender="femme"), "child-a")
-            )
-    finally:
-        db.dispose()
+    bad = store_invalid_patient(child)
     later = create_patients(child, 2)
     runs = []
     for _ in range(3):

@@ -7,6 +7,8 @@ import uuid
 
 import psycopg
 
+from fhirsync.store.engine import Database
+
 ADMIN_DSN = os.environ.get(
     "FHIRSYNC_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test"
 )
@@ -29,3 +31,15 @@ def drop_database(url: str) -> None:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
         )
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def waiting_for_a_lock(db: Database) -> bool:
+    """True while a session of ``db``'s database waits for a lock another one holds (a test of
+    lock order holds one transaction open until the other is seen waiting)."""
+    with db.read() as conn:
+        return bool(
+            conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            ).scalar()
+        )

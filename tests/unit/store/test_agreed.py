@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from fhirsync.store import agreed
-from fhirsync.store.engine import Database, open_database
+from fhirsync.store.engine import open_database
+from fhirsync.testing.postgres import waiting_for_a_lock
 
 pytestmark = pytest.mark.postgres
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -18,16 +19,6 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 def _row(uuid: str, family: str) -> agreed.Agreed:
     body = {"resourceType": "Patient", "name": [{"family": family}]}
     return agreed.of_body("patient", uuid, body, "active", None)
-
-
-def _waiting_for_a_lock(db: Database) -> bool:
-    with db.read() as conn:
-        return bool(
-            conn.exec_driver_sql(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            ).scalar()
-        )
 
 
 def test_commits_writing_the_same_rows_in_either_order_do_not_deadlock(db_url: str) -> None:
@@ -57,7 +48,7 @@ def test_commits_writing_the_same_rows_in_either_order_do_not_deadlock(db_url: s
                 agreed.upsert_many(conn, [_row("a", "A1")], now=NOW)
                 other.start()
                 deadline = time.monotonic() + 10
-                while not _waiting_for_a_lock(db) and time.monotonic() < deadline:
+                while not waiting_for_a_lock(db) and time.monotonic() < deadline:
                     time.sleep(0.02)
                 agreed.upsert_many(conn, [_row("b", "B1")], now=NOW)
         finally:

@@ -11,6 +11,7 @@ from fhirsync.store import events, records
 from fhirsync.store.engine import open_database
 from fhirsync.store.tables import events as events_table
 from fhirsync.store.tables import records as records_table
+from fhirsync.testing.postgres import waiting_for_a_lock
 
 pytestmark = pytest.mark.postgres
 
@@ -169,15 +170,6 @@ def test_writers_of_two_categories_in_either_order_do_not_deadlock(
         except Exception as exc:  # noqa: BLE001 - asserted below
             errors.append(exc)
 
-    def waiting_for_a_lock() -> bool:
-        with db.read() as conn:
-            return bool(
-                conn.exec_driver_sql(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                ).scalar()
-            )
-
     other = threading.Thread(target=patient_first)
     try:
         # A writer that takes the locks in the one order every writer uses (location, then
@@ -188,7 +180,7 @@ def test_writers_of_two_categories_in_either_order_do_not_deadlock(
             )
             other.start()
             deadline = time.monotonic() + 10
-            while not waiting_for_a_lock() and time.monotonic() < deadline:
+            while not waiting_for_a_lock(db) and time.monotonic() < deadline:
                 time.sleep(0.02)
             records.write_many(
                 conn, [RecordWrite("patient", other_patient, _patient("other"), "n1")]
