@@ -98,3 +98,13 @@ def test_init_with_a_database_url_it_cannot_use_is_one_line(
     line = one_line_error(result)
     assert "'db_url'" in line and wrong in line and "Hunter2" not in line
     assert not (tmp_path / "n").exists()
+
+
+def test_init_with_a_sqlite_file_in_a_missing_folder_is_one_line(tmp_path: Path) -> None:
+    # A typo in the folder of --db ended in a FileNotFoundError traceback.
+    missing = tmp_path / "no-such-folder"
+    result = init(tmp_path / "n", "--instance-id", "n", "--db", f"sqlite:///{missing}/node.db")
+    assert result.exit_code == 2, result.output
+    line = one_line_error(result)
+    assert "No such file or directory" in line and str(missing) in line, line
+    assert not (tmp_path / "n").exists() and not missing.exists()

@@ -196,7 +196,15 @@ def _migration_lock(db: Database) -> Iterator[None]:
     if db.is_sqlite:
         path = db.engine.url.database
         assert path is not None  # in-memory databases are refused by Database
-        with open(f"{path}-migrate.lock", "a+b") as handle:
+        try:
+            handle = open(f"{path}-migrate.lock", "a+b")  # noqa: SIM115 - closed just below
+        except OSError as exc:  # a folder that does not exist or cannot be written: a traceback
+            raise ConfigurationError(
+                f"cannot open database {redacted_url(db.url)!r}: {exc.strerror} "
+                f"({Path(path).parent})",
+                field="db_url",
+            ) from exc
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
