@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+
 from fhirsync.store import conflicts as conflict_repo
+from fhirsync.store.tables import audit
 from fhirsync.testing.network import FHIR
 from fhirsync.testing.servers import NodeHandle
 
@@ -54,3 +57,14 @@ def conflict_of(node: NodeHandle, conflict_uuid: str) -> conflict_repo.Conflict:
         db.dispose()
     assert found is not None
     return found
+
+
+def audit_actions(node: NodeHandle, uuid: str) -> list[str]:
+    """The actions of the audit rows ``node`` holds about record ``uuid``, oldest first."""
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            rows = conn.execute(select(audit.c.action).where(audit.c.record_uuid == uuid))
+            return [r.action for r in rows]
+    finally:
+        db.dispose()

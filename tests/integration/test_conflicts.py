@@ -10,10 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
-from tests.integration.conflict_support import PAIR, edit, open_conflicts, read
+from tests.integration.conflict_support import PAIR, audit_actions, edit, open_conflicts, read
 
-from fhirsync.store.tables import audit
 from fhirsync.sync.push_run import run_push
 from fhirsync.testing.network import (
     FHIR,
@@ -24,7 +22,6 @@ from fhirsync.testing.network import (
     sync_round,
     sync_until_quiet,
 )
-from fhirsync.testing.servers import NodeHandle
 
 
 def make_net(root: Path, policy: str | None = None, tree: Any = PAIR) -> Network:
@@ -37,16 +34,6 @@ def net(tmp_path: Path) -> Iterator[Network]:
     network = make_net(tmp_path / "net")
     yield network
     network.stop()
-
-
-def audit_actions(node: NodeHandle, uuid: str) -> list[str]:
-    _config, db = node.open()
-    try:
-        with db.read() as conn:
-            rows = conn.execute(select(audit.c.action).where(audit.c.record_uuid == uuid))
-            return [r.action for r in rows]
-    finally:
-        db.dispose()
 
 
 def shared_patient(net: Network) -> str:

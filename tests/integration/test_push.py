@@ -322,6 +322,20 @@ class _FlakySender:
         self.real.close()
 
 
+class _LosingSender(_FlakySender):
+    """Sends for real, then loses the parent's answer to the ``lose``-th request."""
+
+    def __init__(self, config: NodeConfig, lose: int) -> None:
+        super().__init__(http_sender(config), {})
+        self.lose = lose
+
+    def send(self, category: Category, changes: Sequence[OutgoingChange], **kw: Any) -> SendResult:
+        result = super().send(category, changes, **kw)
+        if self.calls == self.lose:
+            raise ConnectionFailed("connection reset after the parent applied the batch")
+        return result
+
+
 def test_parent_down_mid_push_resumes_without_loss_or_duplicates(
     node_factory: NodeFactory,
 ) -> None:
@@ -351,15 +365,8 @@ def test_lost_acknowledgement_resends_without_duplicates(node_factory: NodeFacto
     parent, child = make_pair(node_factory, fetch_batch_size=4)
     uuids = create_patients(child, 6)
 
-    class _LoseSecondAnswer(_FlakySender):
-        def send(self, category: Category, changes: Sequence[OutgoingChange], **kw: Any) -> Any:
-            result = super().send(category, changes, **kw)
-            if self.calls == 2:
-                raise ConnectionFailed("connection reset after the parent applied the batch")
-            return result
-
     def factory(config: NodeConfig) -> Any:
-        return _LoseSecondAnswer(http_sender(config), {})
+        return _LosingSender(config, lose=2)
 
     assert push(child, sender_factory=factory).outcome == "unreachable"
     assert set(snapshot(parent)) == set(uuids)

@@ -7,16 +7,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
-from tests.integration.conflict_support import PAIR, edit, open_conflicts, read, void
+from tests.integration.conflict_support import (
+    PAIR,
+    edit,
+    open_conflicts,
+    read,
+    void,
+)
+from tests.integration.test_push import _LosingSender, open_failures
 
 from fhirsync.categories import Category
 from fhirsync.clients.base import OutgoingChange, SendResult
-from fhirsync.errors import ConnectionFailed
 from fhirsync.settings import NodeConfig
-from fhirsync.store import failures
-from fhirsync.store.tables import audit
-from fhirsync.sync.push_run import http_sender, run_push
+from fhirsync.sync.push_run import run_push
 from fhirsync.testing.network import (
     FHIR,
     Network,
@@ -35,51 +38,6 @@ def net(tmp_path: Path) -> Iterator[Network]:
     network = build_network(tmp_path / "net", PAIR)
     yield network
     network.stop()
-
-
-def audit_actions(node: NodeHandle, uuid: str) -> list[str]:
-    _config, db = node.open()
-    try:
-        with db.read() as conn:
-            rows = conn.execute(select(audit.c.action).where(audit.c.record_uuid == uuid))
-            return [r.action for r in rows]
-    finally:
-        db.dispose()
-
-
-def open_failures(node: NodeHandle) -> list[failures.Failure]:
-    _config, db = node.open()
-    try:
-        with db.read() as conn:
-            return failures.list_open(conn, "push")
-    finally:
-        db.dispose()
-
-
-class _LosingSender:
-    """Sends for real, then loses the parent's answer to the ``lose``-th request."""
-
-    def __init__(self, config: NodeConfig, lose: int) -> None:
-        self.real = http_sender(config)
-        self.lose = lose
-        self.calls = 0
-
-    def send(
-        self,
-        category: Category,
-        changes: Sequence[OutgoingChange],
-        *,
-        origin: str,
-        preferred: str | None = None,
-    ) -> SendResult:
-        self.calls += 1
-        result = self.real.send(category, changes, origin=origin, preferred=preferred)
-        if self.calls == self.lose:
-            raise ConnectionFailed("connection reset after the parent applied the batch")
-        return result
-
-    def close(self) -> None:
-        self.real.close()
 
 
 def push_losing(node: NodeHandle, lose: int = 1) -> str:
