@@ -10,8 +10,15 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.integration.api_support import admin_pages, post_form
-from tests.integration.conflict_support import PAIR, conflict_of, edit, open_conflicts, read
-from tests.integration.test_push_faults import audit_actions, shared
+from tests.integration.conflict_support import (
+    PAIR,
+    audit_actions,
+    conflict_of,
+    edit,
+    open_conflicts,
+    read,
+)
+from tests.integration.test_push_faults import shared
 
 from fhirsync.errors import RecordNotFound
 from fhirsync.store import conflicts as conflict_repo
