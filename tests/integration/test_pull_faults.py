@@ -9,6 +9,7 @@ event log shows every change applied exactly once.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -129,6 +130,46 @@ def test_a_malformed_page_stops_its_category_only(node_factory: NodeFactory) -> 
     assert healed.outcome == "ok", healed
     assert healed.applied == 7
     assert {u for (_c, u) in held(child)} == set(patients) | set(locations)
+
+
+# --- the parent's feed pages change size -------------------------------------------------------
+
+
+def test_bigger_parent_pages_lose_nothing_after_a_marker_mid_page(
+    node_factory: NodeFactory,
+) -> None:
+    # The child last read a feed of 29 entries in pages of 3: its marker is entry 29 on page 10,
+    # the parent's last page then. The parent's pages then become 10 entries long, and 6 more
+    # changes come: entry 29 is now on page 3, page 10 does not exist, the last page is 4.
+    parent = node_factory("parent", extra_settings={"feed_page_size": 3})
+    first = [new_uuid() for _ in range(29)]
+    for n, uuid in enumerate(first):
+        put(parent, patient(uuid, f"Page{n}"))
+    child = node_factory("child", parent=parent, start=False)
+    assert pull(child).applied == 29
+    parent.stop()
+    settings_file = parent.node_dir / "fhirsync.json"
+    settings = json.loads(settings_file.read_text())
+    settings_file.write_text(json.dumps({**settings, "feed_page_size": 10}))
+    parent.start()
+    later = [new_uuid() for _ in range(6)]
+    for n, uuid in enumerate(later):
+        put(parent, patient(uuid, f"Later{n}"))
+    done = pull(child)
+    assert done.outcome == "ok", done
+    # Entry 30, on page 3 with the marked entry, was skipped when the read resumed at page 4.
+    assert held(child) == held(parent)
+    _config, db = child.open()
+    try:
+        with db.read() as conn:
+            notes = (
+                conn.execute(select(audit.c.details).where(audit.c.action == "RECOVERED"))
+                .scalars()
+                .all()
+            )
+    finally:
+        db.dispose()
+    assert any("page 3" in note for note in notes), notes
 
 
 # --- feeds the parent does not have ------------------------------------------------------------

@@ -5,8 +5,9 @@
 - With a marker (entry id + page): fetch the marker's page, skip up to and including the marked
   entry, then follow ``next-archive`` until a page has none (that one is ``recent``).
 - Recovery (spec §13.5 made non-fatal): if the marked entry is not on its page, look on the
-  neighbouring pages (a Java publisher's pages only shift when its chunking changes); if it is
-  still missing, resume from the START of the marker's page and say so in ``recovered`` (the engine
+  neighbouring pages (a Java publisher's pages only shift when its chunking changes), then on every
+  other page from the last one down (the publisher's page size changed); if it is nowhere, resume
+  from the START of the marker's page (or the last page) and say so in ``recovered`` (the engine
   writes it to the audit). Reading never stops for good on a lost marker.
 - Page URLs are built from the base URL this reader was given, never from the publisher's absolute
   ``self``/``via`` links (spec §13.5); only the page NUMBER is taken from ``via``/``next-archive``.
@@ -144,13 +145,11 @@ class FeedReader:
                 return marked, after, None
         # Only ask for pages that exist: a Java publisher answers 500 beyond its last page.
         latest = self._latest(category)
-        for neighbour in (page - 1, page + 1):
-            if not 1 <= neighbour <= latest:
-                continue
-            other = self._page(category, neighbour)
+        for number in _search_order(page, latest):
+            other = self._page(category, number)
             after = _after(other, entry_id) if other is not None else None
             if other is not None and after is not None:
-                note = f"entry {entry_id} was on page {neighbour}, not page {page}"
+                note = f"entry {entry_id} was on page {number}, not page {page}"
                 return other, after, note
         if marked is None:
             # The marker's page is gone (the publisher's pages got bigger): start at the last page.
@@ -226,6 +225,20 @@ class FeedReader:
 
     def _number(self, page: FeedPage, fallback: int | None) -> int | None:
         return page.page_number if page.page_number is not None else fallback
+
+
+def _search_order(page: int, latest: int) -> Iterator[int]:
+    """The pages to look on for an entry that is not on ``page``: its neighbours (a Java
+    publisher's pages shift by one when its chunking changes), then every other page from the
+    last one down. When the publisher's pages got bigger, the entry is on an EARLIER page, and
+    resuming from a page number would skip the entries after it on that page; a child that was
+    up to date finds it within a few pages of the end. Nothing is searched when the last page
+    has no number."""
+    if latest >= _MAX_PAGE_NUMBER:
+        return
+    near = (page - 1, page + 1)
+    yield from (n for n in near if 1 <= n <= latest)
+    yield from (n for n in range(latest, 0, -1) if n != page and n not in near)
 
 
 def _after(page: FeedPage, entry_id: str) -> Sequence[FeedEntry] | None:

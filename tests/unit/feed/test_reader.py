@@ -11,7 +11,7 @@ from fhirsync import categories
 from fhirsync.clients.facade import extract_uuid, owner_ref
 from fhirsync.clients.http import make_http_client
 from fhirsync.errors import ConnectionFailed, MalformedFeed, TransientError
-from fhirsync.feed.reader import FeedPageChunk, FeedReader
+from fhirsync.feed.reader import FeedPageChunk, FeedReader, _search_order
 from fhirsync.testing.javafeed import JavaEvent, JavaFeedServer
 from fhirsync.testing.proxy import FaultProxy
 from fhirsync.testing.servers import free_port
@@ -84,6 +84,23 @@ def test_marker_page_past_the_end_recovers_from_the_last_page(java: JavaFeedServ
     chunks = _read(java, after_entry_id="tag:atomfeed.ict4h.org:gone", page=9)
     assert _ids(chunks) == [e.entry_id for e in java.events[10:]]
     assert chunks[0].recovered is not None
+
+
+def test_marker_entry_on_an_earlier_page_is_found_when_pages_grew(java: JavaFeedServer) -> None:
+    # The marker was taken when pages were smaller: page 9 is past the end now and its entry is on
+    # page 2. Resuming from the last page would skip the rest of page 2.
+    marked = java.events[6]
+    chunks = _read(java, after_entry_id=marked.entry_id, page=9)
+    assert _ids(chunks) == [e.entry_id for e in java.events[7:]]
+    assert chunks[0].page == 2
+    assert chunks[0].recovered is not None and "on page 2, not page 9" in chunks[0].recovered
+
+
+def test_pages_are_searched_near_the_marker_first_then_from_the_end() -> None:
+    assert list(_search_order(5, 9)) == [4, 6, 9, 8, 7, 3, 2, 1]
+    assert list(_search_order(1, 3)) == [2, 3]
+    assert list(_search_order(12, 3)) == [3, 2, 1]
+    assert list(_search_order(2, 0)) == []  # an empty feed
 
 
 def test_marker_without_a_page_is_found_by_scanning(java: JavaFeedServer) -> None:
