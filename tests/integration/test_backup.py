@@ -230,6 +230,33 @@ def test_the_recovery_pull_can_be_asked_for_by_hand(node_factory: NodeFactory) -
     assert held(child) == held(parent)
 
 
+def test_children_of_a_restored_parent_miss_none_of_its_new_changes(
+    node_factory: NodeFactory,
+) -> None:
+    # Pages of 3. The parent is backed up at 10 entries, grows to 20 (the child reads them all:
+    # its marker is entry 20 on page 7), then is restored and gets 5 new changes: entries 11-15 of
+    # its feed, on pages 4 and 5. The child's marked entry is on no page any more.
+    parent = node_factory("parent", extra_settings={"feed_page_size": 3})
+    child = node_factory("child", parent=parent, start=False)
+    for n in range(10):
+        put(parent, patient(new_uuid(), f"Backed{n}"))
+    copy = parent.node_dir.parent / "parent-backup"
+    backup_node(parent.node_dir, copy)
+    for n in range(10):
+        put(parent, patient(new_uuid(), f"Lost{n}"))
+    assert pull(child).applied == 20
+    _restore(parent, copy)
+    parent.start()
+    after = [new_uuid() for _ in range(5)]
+    for n, uuid in enumerate(after):
+        put(parent, patient(uuid, f"After{n}"))
+    again = pull(child)
+    assert again.outcome == "ok", again
+    # Resuming from the start of the last page (13-15) lost entries 11 and 12.
+    assert set(after) <= {u for (_c, u) in held(child)}
+    assert event_count(child) == 25  # the 10 read again were held already: none written twice
+
+
 def _restore(node: NodeHandle, copy: Path) -> None:
     """Stop ``node`` and put the backup ``copy`` in place of its lost directory."""
     node.stop()

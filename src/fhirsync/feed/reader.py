@@ -6,9 +6,9 @@
   entry, then follow ``next-archive`` until a page has none (that one is ``recent``).
 - Recovery (spec §13.5 made non-fatal): if the marked entry is not on its page, look on the
   neighbouring pages (a Java publisher's pages only shift when its chunking changes), then on every
-  other page from the last one down (the publisher's page size changed); if it is nowhere, resume
-  from the START of the marker's page (or the last page) and say so in ``recovered`` (the engine
-  writes it to the audit). Reading never stops for good on a lost marker.
+  other page from the last one down (the publisher's page size changed); if it is nowhere (the
+  publisher was restored from a backup), read the feed again from page 1. Either is said in
+  ``recovered`` (the engine writes it to the audit). Reading never stops for good on a lost marker.
 - Page URLs are built from the base URL this reader was given, never from the publisher's absolute
   ``self``/``via`` links (spec §13.5); only the page NUMBER is taken from ``via``/``next-archive``.
 - Errors: a transport failure, 5xx or 401 raises the mapped fhirsync error (a TransientError stops
@@ -151,14 +151,17 @@ class FeedReader:
             if other is not None and after is not None:
                 note = f"entry {entry_id} was on page {number}, not page {page}"
                 return other, after, note
+        if latest < _MAX_PAGE_NUMBER:
+            # Every page was searched: the feed no longer holds the entry (the publisher was
+            # restored from a backup, or replaced). Its new entries may be on any page, so only a
+            # read from the start misses none (records already held are not written again).
+            first = self._first_page(category)
+            note = f"entry {entry_id} is nowhere in the feed; read again from page 1"
+            return first, first.entries, note
         if marked is None:
-            # The marker's page is gone (the publisher's pages got bigger): start at the last page.
-            page = max(1, min(page, latest))
-            marked = self._page(category, page) or self._fetch(category, "recent")
-        note = (
-            f"entry {entry_id} not found on page {page} or its neighbours; "
-            f"resumed from the start of page {page}"
-        )
+            # A publisher whose last page has no number: start at the marker's page or recent.
+            marked = self._fetch(category, "recent")
+        note = f"entry {entry_id} not found on page {page}; resumed from the start of that page"
         return marked, marked.entries, note
 
     def _scan_for(

@@ -72,17 +72,24 @@ def test_marker_found_on_a_neighbouring_page_is_reported(java: JavaFeedServer) -
     assert chunks[0].recovered is not None and "page 2" in chunks[0].recovered
 
 
-def test_missing_marker_entry_resumes_from_the_start_of_its_page(java: JavaFeedServer) -> None:
+def test_a_marker_entry_gone_from_the_feed_reads_it_again_from_page_one(
+    java: JavaFeedServer,
+) -> None:
+    # The publisher was restored from a backup: the marked entry is on no page, and the changes
+    # made since may be on any page (resuming from the marker's page would skip page 1's).
     chunks = _read(java, after_entry_id="tag:atomfeed.ict4h.org:gone", page=2)
-    assert _ids(chunks) == [e.entry_id for e in java.events[5:]]
-    assert chunks[0].recovered is not None and "start of page 2" in chunks[0].recovered
+    assert _ids(chunks) == [e.entry_id for e in java.events]
+    assert chunks[0].page == 1
+    assert chunks[0].recovered is not None and "read again from page 1" in chunks[0].recovered
     assert all(c.recovered is None for c in chunks[1:])
+    # Every page was searched once, the marker's first, then from the end; then read from 1.
+    assert java.feed_requests("patient") == ["2", "recent", "1", "3", "1", "2", "3"]
 
 
-def test_marker_page_past_the_end_recovers_from_the_last_page(java: JavaFeedServer) -> None:
+def test_marker_page_past_the_end_is_not_an_outage(java: JavaFeedServer) -> None:
     # A Java publisher answers 500 for a page past its last one; that is not an outage.
     chunks = _read(java, after_entry_id="tag:atomfeed.ict4h.org:gone", page=9)
-    assert _ids(chunks) == [e.entry_id for e in java.events[10:]]
+    assert _ids(chunks) == [e.entry_id for e in java.events]
     assert chunks[0].recovered is not None
 
 
