@@ -153,6 +153,13 @@ audit = Table(
 Index("ix_audit_timestamp", audit.c.timestamp)
 # The audit page's record filter and a record's history (migration 0007).
 Index("ix_audit_record_uuid", audit.c.record_uuid)
+# The message a retry followed up (migration 0007); only the rows a retry followed.
+Index(
+    "ix_audit_next_message_uuid",
+    audit.c.next_message_uuid,
+    sqlite_where=audit.c.next_message_uuid.isnot(None),
+    postgresql_where=audit.c.next_message_uuid.isnot(None),
+)
 
 # --- sync engine state (migration 0002) -------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -157,3 +158,18 @@ def test_a_record_s_audit_rows_are_found_through_an_index(db: Database) -> None:
             assert "ix_audit_record_uuid" in plan, plan
         found = aq.list_messages(conn, AuditFilter(record_uuid="rec-7"))
     assert found.total == 5 and {m.record_uuid for m in found.items} == {"rec-7"}
+
+
+def test_the_message_a_retry_followed_is_found_through_an_index(db: Database) -> None:
+    # A message's details page (and 'fhirsync audit show') names the failed message its retry
+    # followed up: a read of every audit row per page shown.
+    stored = _seed(db, *(_msg(i, success=False) for i in range(100)))
+    followed, retry = stored[3], stored[50]
+    with db.write() as conn:
+        aq.update_message(conn, replace(followed, next_message_uuid=retry.uuid))
+    query = select(audit).where(audit.c.next_message_uuid == retry.uuid)
+    with db.read() as conn:
+        plan = _plan(conn, query)
+        assert "ix_audit_next_message_uuid" in plan, plan
+        previous = aq.previous_message(conn, retry.uuid)
+    assert previous is not None and previous.uuid == followed.uuid

@@ -28,6 +28,7 @@ def _undo_0006_and_later(conn: Connection) -> None:
     conn.execute(text("DROP INDEX ix_records_from_children"))
     conn.execute(text("DROP TABLE revoked_sessions"))
     conn.execute(text("DROP INDEX ix_audit_record_uuid"))
+    conn.execute(text("DROP INDEX ix_audit_next_message_uuid"))
     conn.execute(text("ALTER TABLE failures DROP COLUMN origin"))
 
 
@@ -63,6 +64,7 @@ def test_failures_of_a_database_before_0007_are_kept_without_an_origin(db_url: s
         conn.execute(text("UPDATE alembic_version SET version_num = '0006'"))
         conn.execute(text("DROP TABLE revoked_sessions"))
         conn.execute(text("DROP INDEX ix_audit_record_uuid"))
+        conn.execute(text("DROP INDEX ix_audit_next_message_uuid"))
         conn.execute(text("ALTER TABLE failures DROP COLUMN origin"))
         moment = datetime(2026, 11, 29, 12, 0)
         conn.execute(
