@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from fastapi.routing import APIRoute
-from tests.integration.api_support import admin_pages
+from tests.integration.api_support import admin_pages, post_form
 
 from fhirsync.server.app import create_app
+from fhirsync.server.sessions import SESSION_COOKIE
 from fhirsync.store import users
 from fhirsync.testing.servers import NodeHandle
 
@@ -28,6 +30,27 @@ def test_a_new_password_ends_the_sessions_signed_in_with_the_old_one(node: NodeH
             assert gone.status_code == 303, path
             assert gone.headers["location"].startswith("/sync2/login")
     with admin_pages(node, password="a-brand-new-password-2026") as browser:
+        assert browser.get("/sync2/").status_code == 200
+
+
+@pytest.mark.postgres
+def test_signing_out_ends_that_session_for_a_kept_copy_of_its_cookie(node: NodeHandle) -> None:
+    # The cookie carries the whole session: after "Sign out" a copy taken before (a shared
+    # computer's browser profile, a proxy log) still opened the pages until it expired.
+    with admin_pages(node) as browser, admin_pages(node) as elsewhere:
+        kept = browser.cookies[SESSION_COOKIE]
+        assert browser.get("/sync2/").status_code == 200
+        signed_out = post_form(browser, "/sync2/", "/sync2/logout")
+        assert signed_out.status_code == 303
+        assert signed_out.headers["location"].startswith("/sync2/login")
+        with httpx.Client(base_url=node.base_url, timeout=60.0) as thief:
+            for path in ("/sync2/", "/sync2/config"):
+                gone = thief.get(path, headers={"Cookie": f"{SESSION_COOKIE}={kept}"})
+                assert gone.status_code == 303, path
+                assert gone.headers["location"].startswith("/sync2/login"), path
+        # The same user's other session goes on.
+        assert elsewhere.get("/sync2/").status_code == 200
+    with admin_pages(node) as browser:  # and signing in again works
         assert browser.get("/sync2/").status_code == 200
 
 

@@ -183,3 +183,24 @@ def test_a_relayed_change_arriving_while_the_middle_node_pushes_a_merge_goes_up(
         assert body["name"][0]["family"] == "Late", name
         assert (body["gender"], body["birthDate"]) == ("male", "1970-01-01"), name
     assert all_agree(net)
+
+
+def test_a_retried_change_keeps_the_node_it_came_from(net: Network) -> None:
+    """An encounter made on child-b waits on child-a for its patient, which failed there; when
+    the fixed patient arrives the encounter is retried from the failure kept for it. That entry
+    named child-b as its origin; the retried record was labelled as the parent's, and so was
+    every copy below child-a."""
+    from tests.integration.pull_support import encounter, new_uuid, patient, put, write_raw
+
+    nodes = net.nodes
+    sync_until_quiet(net)
+    bad, visit = new_uuid(), new_uuid()
+    write_raw(nodes["parent"], "patient", [{**patient(bad, "Bad"), "gender": "robot"}], "parent")
+    write_raw(nodes["parent"], "encounter", [encounter(visit, bad)], "child-b")
+    run_on(nodes["child-a"], run_pull)  # the patient fails, the encounter waits for it
+    assert visit not in snapshot(nodes["child-a"])
+    put(nodes["parent"], patient(bad, "Fixed"))
+    run_on(nodes["child-a"], run_pull)  # the patient arrives; the encounter is retried
+    assert origin_of(net, "child-a", visit) == "child-b"
+    run_on(nodes["grandchild-a1"], run_pull)
+    assert origin_of(net, "grandchild-a1", visit) == "child-b"

@@ -1,9 +1,11 @@
-"""Admin-page login sessions and CSRF tokens, kept in signed cookies (no server-side state).
+"""Admin-page login sessions and CSRF tokens, kept in signed cookies.
 
 A session cookie carries the user name, role, a random nonce, an expiry and a stamp of the account's
 password hash, signed with itsdangerous, so any process serving the node can check it (DESIGN.md
 §6). A new password (``fhirsync user password``) changes the stamp, so it ends every session
-signed in with the old one, including one an attacker holds. The CSRF token of a form
+signed in with the old one, including one an attacker holds. Signing out records the session's
+nonce in the database (``store.signouts``) until it expires, so a copy of the cookie kept from
+before is refused by every process, while the user's other sessions go on. The CSRF token of a form
 is an HMAC of the session nonce: a page from this site can show it, another site cannot compute it.
 Before login, a short-lived pre-login cookie provides the nonce for the login form.
 
@@ -19,6 +21,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,7 +29,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from fhirsync.errors import ConfigurationError, Unauthenticated
 from fhirsync.settings import NodeConfig
-from fhirsync.store import users
+from fhirsync.store import signouts, users
 from fhirsync.store.engine import Database
 from fhirsync.store.users import Account, Role
 
@@ -164,6 +167,21 @@ def current_account(db: Database, name: str) -> Account | None:
     password, ends a session."""
     with db.read() as conn:
         return users.account(conn, name)
+
+
+def signed_in_account(db: Database, session: Session) -> Account | None:
+    """The account of ``session`` as stored now; None if it was deleted or the session was
+    signed out (:func:`sign_out`)."""
+    with db.read() as conn:
+        if signouts.is_revoked(conn, session.nonce):
+            return None
+        return users.account(conn, session.user)
+
+
+def sign_out(db: Database, session: Session) -> None:
+    """End ``session`` for every copy of its cookie, in every process serving the node."""
+    with db.write() as conn:
+        signouts.revoke(conn, session.nonce, datetime.fromtimestamp(session.expires, UTC))
 
 
 def cookie_options(manager: SessionManager) -> dict[str, Any]:

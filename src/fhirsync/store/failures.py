@@ -46,6 +46,8 @@ class FailureNote:
     next_retry_at: datetime | None = None
     depends_on: str | None = None
     audit_uuid: str | None = None
+    origin: str | None = None
+    """Where the failed change began, as its feed entry said (pull; None: not said)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,6 +94,7 @@ def _failure(row: object) -> Failure:
         next_retry_at=_aware(r["next_retry_at"]),
         depends_on=r["depends_on"],
         audit_uuid=r["audit_uuid"],
+        origin=r["origin"],
     )
 
 
@@ -136,6 +139,7 @@ def record(conn: Connection, notes: Sequence[FailureNote], *, now: datetime) -> 
                 "next_retry_at": _naive(note.next_retry_at),
                 "depends_on": note.depends_on,
                 "audit_uuid": note.audit_uuid,
+                "origin": note.origin,
             }
             old = existing.get(note.record_uuid)
             if old is None:

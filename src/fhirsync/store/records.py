@@ -266,6 +266,11 @@ def write_many(
         pending.append((len(results), rec))
         results.append(WriteResult(rec, None))
 
+    # New rows in the same (category, uuid) order as the locks above: two writers creating the
+    # same new records in opposite orders otherwise each held one new key the other waited for
+    # on PostgreSQL ("deadlock detected"); now the later one waits, then fails on the unique key
+    # (``service.fhir.in_write`` runs it again as updates). Events stay in write order.
+    inserts.sort(key=lambda row: (row[0], row[1]))
     bulk.insert_rows(conn, records, (*_KEY, *_VALUES), inserts)
     bulk.update_rows(conn, records, _VALUES, _KEY, updates)
     appended = event_log.append(conn, new_events)

@@ -1,14 +1,16 @@
 """Audit retention while a server runs: rows older than ``audit_retention_days`` are deleted at
-start-up and then every hour, whether or not anyone opens the admin pages."""
+start-up and then every hour, whether or not anyone opens the admin pages. The same pass forgets
+the signed-out sessions that have expired (``store.signouts``)."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from datetime import UTC, datetime
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from fhirsync.store import audit_query
+from fhirsync.store import audit_query, signouts
 from fhirsync.store.engine import Database
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class AuditRetention:
         try:
             with self.db.write() as conn:
                 removed = audit_query.apply_retention(conn, self.days)
+                signouts.prune(conn, datetime.now(UTC))
         except SQLAlchemyError as exc:
             log.warning(
                 "node %s: audit retention failed, tried again in %.0fs: %s",

@@ -151,6 +151,15 @@ audit = Table(
     Column("date_created", DateTime, nullable=False),
 )
 Index("ix_audit_timestamp", audit.c.timestamp)
+# The audit page's record filter and a record's history (migration 0007).
+Index("ix_audit_record_uuid", audit.c.record_uuid)
+# The message a retry followed up (migration 0007); only the rows a retry followed.
+Index(
+    "ix_audit_next_message_uuid",
+    audit.c.next_message_uuid,
+    sqlite_where=audit.c.next_message_uuid.isnot(None),
+    postgresql_where=audit.c.next_message_uuid.isnot(None),
+)
 
 # --- sync engine state (migration 0002) -------------------------------------------------------
 
@@ -238,3 +247,18 @@ Index(
     sqlite_where=conflicts.c.status == "open",
     postgresql_where=conflicts.c.status == "open",
 )
+
+# --- sign-out, audit by record, failure origins (migration 0007) ------------------------------
+
+# Sessions signed out before they expired (``server.sessions``): a kept copy of the cookie is
+# refused until then, when the row is pruned with the audit retention.
+revoked_sessions = Table(
+    "revoked_sessions",
+    metadata,
+    Column("nonce", String(64), primary_key=True),
+    Column("expires_at", DateTime, nullable=False),
+)
+
+# The node a failed pull entry named as where its change began (None: a Java feed, or a push),
+# so a retry labels the record as the entry did.
+failures.append_column(Column("origin", String(ORIGIN_MAX), nullable=True))

@@ -245,7 +245,14 @@ def _retry_due(ctx: PullContext, category: str, preferred: str | None, totals: T
         return
     items: list[tuple[Category, str, FeedEntry]] = []
     for f in due:
-        entry = FeedEntry(f.entry_id, f.category, f.action, f.links)  # type: ignore[arg-type]
+        # The origin the entry named: without it the record was labelled as the parent's.
+        entry = FeedEntry(
+            f.entry_id,
+            f.category,
+            f.action,  # type: ignore[arg-type]
+            f.links,
+            origin=f.origin,
+        )
         items.append((cats.get(f.category), f.record_uuid, entry))
     plan = Plan(apply.collapse(items), preferred)
     plan.failures.update({(f.category, f.record_uuid): f for f in due})

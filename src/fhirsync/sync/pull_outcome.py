@@ -151,6 +151,7 @@ def _note(
         next_retry_at=ctx.policy.next_try(attempt, now) if status == "retrying" else None,
         depends_on=error.detail if isinstance(error, DependencyMissing) else None,
         audit_uuid=audit_uuid,
+        origin=change.entry.origin,
     )
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
+from sqlalchemy import Connection, Select, and_, func, select
 
 from fhirsync.store import audit_query as aq
 from fhirsync.store.audit_query import AuditFilter, AuditMessage
 from fhirsync.store.engine import Database, open_database
+from fhirsync.store.tables import audit
 
 pytestmark = pytest.mark.postgres
 
@@ -131,3 +134,42 @@ def test_summaries(db: Database) -> None:
         assert aq.failures_from(conn, "clinic-a") == 2
         last = aq.latest(conn, "push")
         assert last is not None and last.resource_name == "visit"
+
+
+def _plan(conn: Connection, query: Select[object]) -> str:
+    """The database's plan of ``query``, as one line of text."""
+    sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
+    if conn.dialect.name == "sqlite":
+        return " ".join(str(r[3]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+    conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a few rows: a scan is cheaper
+    return " ".join(str(r[0]) for r in conn.exec_driver_sql("EXPLAIN " + sql))
+
+
+def test_a_record_s_audit_rows_are_found_through_an_index(db: Database) -> None:
+    # The audit page's record filter and a record's history read every audit row: seconds on
+    # a node with millions of them.
+    _seed(db, *(_msg(i, record_uuid=f"rec-{i % 40}") for i in range(200)))
+    cond = and_(*AuditFilter(record_uuid="rec-7").where())
+    count = select(func.count()).select_from(audit).where(cond)
+    listing = select(audit).where(cond).order_by(audit.c.timestamp.desc(), audit.c.id.desc())
+    with db.read() as conn:
+        for query in (count, listing):
+            plan = _plan(conn, query)
+            assert "ix_audit_record_uuid" in plan, plan
+        found = aq.list_messages(conn, AuditFilter(record_uuid="rec-7"))
+    assert found.total == 5 and {m.record_uuid for m in found.items} == {"rec-7"}
+
+
+def test_the_message_a_retry_followed_is_found_through_an_index(db: Database) -> None:
+    # A message's details page (and 'fhirsync audit show') names the failed message its retry
+    # followed up: a read of every audit row per page shown.
+    stored = _seed(db, *(_msg(i, success=False) for i in range(100)))
+    followed, retry = stored[3], stored[50]
+    with db.write() as conn:
+        aq.update_message(conn, replace(followed, next_message_uuid=retry.uuid))
+    query = select(audit).where(audit.c.next_message_uuid == retry.uuid)
+    with db.read() as conn:
+        plan = _plan(conn, query)
+        assert "ix_audit_next_message_uuid" in plan, plan
+        previous = aq.previous_message(conn, retry.uuid)
+    assert previous is not None and previous.uuid == followed.uuid

@@ -16,10 +16,20 @@ from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from fhirsync.errors import ConfigurationError
+from fhirsync.store import failures
 from fhirsync.store.engine import HEAD_REVISION, alembic_config, open_database
 from fhirsync.store.tables import conflicts
 from fhirsync.testing import postgres
 from fhirsync.testing.servers import free_port
+
+
+def _undo_0006_and_later(conn: Connection) -> None:
+    """Remove what migrations 0006 and 0007 made, for a test that sets the revision back."""
+    conn.execute(text("DROP INDEX ix_records_from_children"))
+    conn.execute(text("DROP TABLE revoked_sessions"))
+    conn.execute(text("DROP INDEX ix_audit_record_uuid"))
+    conn.execute(text("DROP INDEX ix_audit_next_message_uuid"))
+    conn.execute(text("ALTER TABLE failures DROP COLUMN origin"))
 
 
 def test_head_revision_names_the_newest_migration(db_url: str) -> None:
@@ -32,7 +42,7 @@ def test_an_outdated_database_is_migrated(db_url: str) -> None:
     db = open_database(db_url)
     with db.write() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0002'"))
-        conn.execute(text("DROP INDEX ix_records_from_children"))  # made by 0006
+        _undo_0006_and_later(conn)
         conn.execute(text("DROP TABLE conflicts"))
         conn.execute(text("DROP TABLE agreed"))
     db.dispose()
@@ -43,6 +53,36 @@ def test_an_outdated_database_is_migrated(db_url: str) -> None:
                 HEAD_REVISION
             )
             assert conn.execute(text("SELECT count(*) FROM conflicts")).scalar() == 0
+    finally:
+        again.dispose()
+
+
+@pytest.mark.postgres
+def test_failures_of_a_database_before_0007_are_kept_without_an_origin(db_url: str) -> None:
+    db = open_database(db_url)
+    with db.write() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0006'"))
+        conn.execute(text("DROP TABLE revoked_sessions"))
+        conn.execute(text("DROP INDEX ix_audit_record_uuid"))
+        conn.execute(text("DROP INDEX ix_audit_next_message_uuid"))
+        conn.execute(text("ALTER TABLE failures DROP COLUMN origin"))
+        moment = datetime(2026, 11, 29, 12, 0)
+        conn.execute(
+            text(
+                "INSERT INTO failures (operation, marker_key, category, record_uuid, entry_id, "
+                "action, links, error_class, error_message, attempts, status, first_failed_at, "
+                "last_failed_at) VALUES ('PULL', 'k', 'patient', 'p-1', 'e-1', 'UPDATED', '{}', "
+                "'InvalidResource', 'bad', 1, 'retrying', :t, :t)"
+            ),
+            {"t": moment},
+        )
+    db.dispose()
+    again = open_database(db_url)
+    try:
+        with again.read() as conn:
+            [kept] = failures.list_open(conn)
+            assert (kept.record_uuid, kept.origin) == ("p-1", None)
+            assert conn.execute(text("SELECT count(*) FROM revoked_sessions")).scalar() == 0
     finally:
         again.dispose()
 
@@ -81,7 +121,7 @@ def test_a_record_has_at_most_one_open_conflict_and_older_duplicates_are_superse
         # A database from before migration 0004, holding two open conflicts for one record.
         conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
         conn.execute(text("DROP INDEX ux_conflicts_open_record"))
-        conn.execute(text("DROP INDEX ix_records_from_children"))  # made by 0006
+        _undo_0006_and_later(conn)
         _conflict(conn, "c-old", "rec-a", "open")
         _conflict(conn, "c-new", "rec-a", "open")
         _conflict(conn, "c-done", "rec-b", "resolved")

@@ -196,3 +196,60 @@ def test_writers_of_two_categories_in_either_order_do_not_deadlock(
         assert patient is not None and b"female" in patient.body  # the later writer's
         assert location is not None and b"Ward 2" in location.body
     db.dispose()
+
+
+def test_writers_inserting_the_same_new_records_in_opposite_orders_do_not_deadlock(
+    db_url: str,
+) -> None:
+    # Two Bundles creating the same two new Patients, listed in opposite orders, inserted their
+    # rows in entry order: on PostgreSQL each held one new row's unique key and waited for the
+    # other's, and one failed with "deadlock detected" (a 500). In one order, the later writer
+    # only waits, then finds the records and updates them (``in_write``'s second run).
+    import threading
+    import time
+
+    from fhirsync.service.fhir import in_write
+
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite serialises writers (FHIRSYNC_TEST_DB=postgresql checks this)")
+    db = open_database(db_url)
+    errors: list[BaseException] = []
+    written: list[str] = []
+
+    def b_then_a() -> None:
+        writes = [
+            RecordWrite("patient", "p-b", _patient("female"), "n2"),
+            RecordWrite("patient", "p-a", _patient("female"), "n2"),
+        ]
+        try:
+            results = in_write(db, lambda conn: records.write_many(conn, writes))
+            written.extend(r.record.uuid for r in results)
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+
+    other = threading.Thread(target=b_then_a)
+    try:
+        with db.write() as conn:  # a writer creating p-a, then p-b
+            records.write_many(conn, [RecordWrite("patient", "p-a", _patient("male"), "n1")])
+            other.start()
+            deadline = time.monotonic() + 10
+            while not waiting_for_a_lock(db) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            records.write_many(conn, [RecordWrite("patient", "p-b", _patient("male"), "n1")])
+    finally:
+        other.join(30)
+    try:
+        assert errors == []
+        assert written == ["p-b", "p-a"]  # results (and events) in write order
+        with db.read() as conn:
+            for uuid in ("p-a", "p-b"):
+                patient = records.get(conn, "patient", uuid)
+                assert patient is not None and b"female" in patient.body  # the later writer's
+            logged = conn.execute(
+                select(events_table.c.record_uuid, events_table.c.action)
+                .where(events_table.c.origin == "n2")
+                .order_by(events_table.c.id)
+            ).all()
+        assert [tuple(r) for r in logged] == [("p-b", "UPDATED"), ("p-a", "UPDATED")]
+    finally:
+        db.dispose()

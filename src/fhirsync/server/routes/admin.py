@@ -38,6 +38,7 @@ from fhirsync.server.sessions import (
     cookie_options,
     current_account,
     load_key,
+    sign_out,
 )
 
 router = APIRouter(prefix="/sync2", include_in_schema=False)
@@ -168,8 +169,9 @@ async def login(
 
 
 @router.post("/logout")
-def logout(request: Request, _session: FormSession) -> Response:
-    """End the session."""
+def logout(request: Request, node: NodeDep, session: FormSession) -> Response:
+    """End the session, also for any copy of its cookie."""
+    sign_out(node.db, session)
     response = redirect(request, "/sync2/login", "You are signed out.")
     response.delete_cookie(SESSION_COOKIE, path="/sync2")
     return response

@@ -19,7 +19,7 @@ from fhirsync.server.sessions import (
     Session,
     SessionManager,
     cookie_options,
-    current_account,
+    signed_in_account,
 )
 
 UI_DIR = Path(__file__).resolve().parents[2] / "ui"
@@ -66,13 +66,14 @@ def get_session(request: Request, node: Annotated[NodeContext, Depends(get_node)
     """The signed-in user; LoginRequired (a redirect to the login page) if there is none.
 
     The account is looked up on every request so that a deleted or demoted user, or one whose
-    password was changed, loses access at once, although the cookie itself cannot be revoked.
+    password was changed, loses access at once, and so is the sign-out of the session (a copy
+    of its cookie kept from before is refused).
     """
     manager = sessions(request)
     session = manager.read(request.cookies.get(SESSION_COOKIE))
     if session is None:
         raise LoginRequired("Please sign in")
-    account = current_account(node.db, session.user)
+    account = signed_in_account(node.db, session)
     if account is None or not manager.still_valid(session, account):
         raise LoginRequired("Please sign in")
     role = account.user.role
