@@ -171,36 +171,86 @@ class HttpPushSender:
         *,
         origin: str,
         preferred: str | None = None,
+        in_order: bool = False,
     ) -> SendResult:
-        """Write ``changes`` to the parent as coming from ``origin``."""
+        """Write ``changes`` to the parent as coming from ``origin``.
+
+        ``in_order``: stop at the first change the parent refuses for another reason than a
+        stale base (412), and leave the changes after it unsent (``continue_on_failure`` off).
+        """
         self._greeted()
         use_fhir = category.is_fhir and (preferred in (None, "fhir") or not category.rest_resource)
         if use_fhir:
-            return self._send_fhir(category, changes, origin)
+            return self._send_fhir(category, changes, origin, in_order)
         if category.rest_resource is None:
             raise RequestError(f"category {category.name!r} has no transport to send it with")
-        return self._send_rest(category, changes, origin)
+        return self._send_rest(category, changes, origin, in_order)
 
     # --- FHIR -------------------------------------------------------------------------------
 
     def _send_fhir(
-        self, category: Category, changes: Sequence[OutgoingChange], origin: str
+        self, category: Category, changes: Sequence[OutgoingChange], origin: str, in_order: bool
     ) -> SendResult:
         """A transaction first (one parent transaction for the whole batch: the fast path);
         if the parent refuses it because of one entry, the same changes again as a batch, which
-        the parent answers entry by entry, so one bad record cannot hold back the others."""
+        the parent answers entry by entry, so one bad record cannot hold back the others (or,
+        ``in_order``, the changes before the first bad one, found by halving)."""
         assert category.fhir_type is not None
         entries = [_entry_bytes(category.fhir_type, change) for change in changes]
         response = self._post_bundle("transaction", entries, origin)
         if response.status_code < 300:
-            answers = _json(response).get("entry") or []
-            return SendResult(
-                sent={change.uuid for change in changes}, versions=_versions(changes, answers)
-            )
-        # A 500 may be one entry's unexpected exception (OpenMRS's answer to many bodies it
-        # cannot handle): the batch tells. Other 5xx (a gateway, an overloaded parent) are not.
-        if response.status_code in (401, 403, 413) or response.status_code > 500:
-            raise _whole_request_error(response)
+            return _transacted(changes, response)
+        _check_refusal(response)
+        if in_order:
+            return self._send_fhir_in_order(category, changes, entries, origin)
+        return self._send_fhir_batch(category, changes, entries, origin)
+
+    def _send_fhir_in_order(
+        self,
+        category: Category,
+        changes: Sequence[OutgoingChange],
+        entries: list[bytes],
+        origin: str,
+    ) -> SendResult:
+        """After a refused transaction: transactions of ever shorter runs of the changes left
+        (halved while refused) until one entry is left, which goes alone as a batch for its own
+        answer; stops at the first refused for another reason than a stale base (412).
+
+        A batch would have written every entry after the bad one too, where an administrator
+        who turned ``continue_on_failure`` off expects nothing after it to reach the parent (an
+        encounter after its refused patient). A transaction writes all of its entries or none.
+        """
+        result = SendResult()
+        # [start, refused) was refused as a transaction; None: the rest is untried.
+        start = 0
+        refused: int | None = len(changes)
+        while start < len(changes):
+            if refused is not None and refused - start == 1:
+                one = slice(start, refused)
+                part = self._send_fhir_batch(category, changes[one], entries[one], origin)
+                absorb(result, part)
+                if stops(part, changes[one]):
+                    return result  # the changes after it stay unsent
+                start, refused = refused, None
+                continue
+            end = len(changes) if refused is None else start + (refused - start) // 2
+            response = self._post_bundle("transaction", entries[start:end], origin)
+            if response.status_code < 300:
+                absorb(result, _transacted(changes[start:end], response))
+                start = end
+            else:
+                _check_refusal(response)
+                refused = end
+        return result
+
+    def _send_fhir_batch(
+        self,
+        category: Category,
+        changes: Sequence[OutgoingChange],
+        entries: list[bytes],
+        origin: str,
+    ) -> SendResult:
+        """The changes as a batch Bundle, which the parent answers entry by entry."""
         response = self._post_bundle("batch", entries, origin)
         if response.status_code >= 400:
             raise _whole_request_error(response)
@@ -237,7 +287,7 @@ class HttpPushSender:
     # --- REST -------------------------------------------------------------------------------
 
     def _send_rest(
-        self, category: Category, changes: Sequence[OutgoingChange], origin: str
+        self, category: Category, changes: Sequence[OutgoingChange], origin: str, in_order: bool
     ) -> SendResult:
         result = SendResult()
         base = f"{REST_BASE}/{category.rest_resource}"
@@ -275,6 +325,8 @@ class HttpPushSender:
             else:
                 message = _rest_message(response)
                 result.failed[change.uuid] = _record_error(status, message, category, change.uuid)
+                if in_order and stops(result, [change]):
+                    break  # the changes after it stay unsent
         return result
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -373,6 +425,49 @@ def _versions(changes: Sequence[OutgoingChange], answers: list[Any]) -> dict[str
         if is_valid_id(version):
             out[change.uuid] = version
     return out
+
+
+def absorb(result: SendResult, part: SendResult) -> None:
+    """Add what ``part`` (a later request of the same send) achieved to ``result``."""
+    result.sent |= part.sent
+    result.failed.update(part.failed)
+    result.versions.update(part.versions)
+
+
+def is_stale(error: RecordError) -> bool:
+    """True for the parent's 412: its record changed since the base sent (a conflict to decide,
+    not a failure)."""
+    return isinstance(error, RemoteRejected) and error.status == 412
+
+
+def stops(part: SendResult, changes: Sequence[OutgoingChange]) -> bool:
+    """True when one of ``changes`` (sent in order) was refused for another reason than a stale
+    base, or not acknowledged: in order, nothing after it may be sent."""
+    for change in changes:
+        error = part.failed.get(change.uuid)
+        if (error is not None and not is_stale(error)) or (
+            error is None and change.uuid not in part.sent
+        ):
+            return True
+    return False
+
+
+def _transacted(changes: Sequence[OutgoingChange], response: httpx.Response) -> SendResult:
+    """The outcome of a transaction the parent committed: every change sent."""
+    answers = _json(response).get("entry") or []
+    return SendResult(
+        sent={change.uuid for change in changes}, versions=_versions(changes, answers)
+    )
+
+
+def _check_refusal(response: httpx.Response) -> None:
+    """Raise for a refused transaction that is not about its entries.
+
+    A 500 may be one entry's unexpected exception (OpenMRS's answer to many bodies it cannot
+    handle): a batch tells. Other 5xx (a gateway, an overloaded parent) are not.
+    """
+    if response.status_code in (401, 403, 413) or response.status_code > 500:
+        raise _whole_request_error(response)
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

@@ -57,8 +57,11 @@ class Sender(Protocol):
         *,
         origin: str,
         preferred: str | None = None,
+        in_order: bool = False,
     ) -> SendResult:
-        """Write ``changes``; TransientError if the parent is unreachable, per-uuid failures."""
+        """Write ``changes``; TransientError if the parent is unreachable, per-uuid failures.
+
+        ``in_order``: nothing after the first change refused (other than a 412) is written."""
         ...
 
 

@@ -18,7 +18,8 @@ order. The rules this keeps:
   batch in flight when something else fails is awaited but never committed (a resend is
   idempotent: unchanged writes are ignored, a stale base is a 412 that converges).
 - **continue_on_failure off.** A failure stops the log where it happened, so nothing is sent
-  before the batch before it is settled: batches go one at a time.
+  before the batch before it is settled: batches go one at a time, and a batch goes in order,
+  nothing after its first refused record (``push_batch.send``'s ``in_order``).
 """
 
 from __future__ import annotations
@@ -158,7 +159,10 @@ class FeedPusher:
         thread sends it the moment that one is answered), then settle that one. True when the
         category must stop."""
         if self._sender is None:
-            return self._settle(prepared, move, events, send(self.ctx, prepared))
+            # Not pipelined (continue_on_failure is off): sent in order, and nothing after a
+            # refused record goes up.
+            answer = send(self.ctx, prepared, in_order=not self.ctx.continue_on_failure)
+            return self._settle(prepared, move, events, answer)
         previous = self._flight
         before = previous.answer if previous is not None else None
         on_wire = threading.Event()
