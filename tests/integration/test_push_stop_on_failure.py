@@ -84,3 +84,35 @@ def test_a_stale_base_does_not_stop_the_records_after_it(node_factory: NodeFacto
     merged = read(child, first)
     assert (merged["gender"], merged["birthDate"]) == ("female", "1990-05-05")
     assert open_failures(child) == []
+
+
+def dismiss(node: NodeHandle, failure_id: int) -> None:
+    """Dismiss a failure as ``fhirsync audit NODE_DIR dismiss`` does."""
+    from typer.testing import CliRunner
+
+    from fhirsync.cli.main import build_app
+
+    args = ["audit", str(node.node_dir), "dismiss", str(failure_id), "--reason", "wrong data"]
+    done = CliRunner().invoke(build_app(), args)
+    assert done.exit_code == 0, done.output
+
+
+def test_dismissing_the_blocking_record_lets_the_log_move_on(node_factory: NodeFactory) -> None:
+    # Dismissed, the record was sent again at the next run (the marker had stopped before it),
+    # failed again as a new failure, and the records after it never went up.
+    parent, child = make_pair(node_factory, record_max_attempts=2, continue_on_failure=False)
+    bad = store_invalid_patient(child)
+    later = create_patients(child, 2)
+    assert push(child).outcome == "failures"
+    [failure] = open_failures(child)
+    dismiss(child, failure.id)
+    finished = push(child)
+    assert (finished.outcome, finished.failures) == ("ok", 0), finished
+    assert open_failures(child) == []
+    assert set(snapshot(parent)) == set(later)
+    assert push(child).events_read == 0
+    # A later change of the dismissed record is a new change: it goes up.
+    with child.client() as client:
+        assert client.put(f"{FHIR}/Patient/{bad}", json=patient("Good", id=bad)).status_code == 200
+    assert push(child).outcome == "ok"
+    assert set(snapshot(parent)) == {bad, *later}
