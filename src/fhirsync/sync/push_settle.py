@@ -195,8 +195,10 @@ def _stale(
         body, state = (remote.body, remote.state) if remote else (None, category.delete_state)
         del errors[uuid]
         out.handled.add(uuid)
+        # The parent's change, labelled as pull labels a change its feed names no origin for
+        # (the parent's URL): labelled as this node's, its children were told it began here.
         out.writes.append(
-            RecordWrite(category.name, uuid, body, ctx.local.instance_id, state, via=PULLED_VIA)
+            RecordWrite(category.name, uuid, body, ctx.parent_url, state, via=PULLED_VIA)
         )
         out.audit.append(_audit(ctx, category, Item(uuid, "", 0, local), None, None, now))
     return out
