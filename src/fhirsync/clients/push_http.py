@@ -15,7 +15,8 @@ Errors follow the client contract of ``clients/base.py``: connection problems, t
 raise a TransientError (the batch is not acknowledged, the marker stays); a 4xx about one record
 is reported per uuid as RemoteRejected/InvalidResource with the parent's message, and so is a 5xx
 about one entry of a FHIR batch whose other entries were answered (a transaction answered 500 is
-sent again as that batch to find out).
+sent again as that batch to find out), and a REST write answered 500 with the parent's JSON error
+object. A 500 for every record of a send (more than one) is the parent in trouble: an outage.
 """
 
 from __future__ import annotations
@@ -290,6 +291,7 @@ class HttpPushSender:
         self, category: Category, changes: Sequence[OutgoingChange], origin: str, in_order: bool
     ) -> SendResult:
         result = SendResult()
+        server_errors = 0
         base = f"{REST_BASE}/{category.rest_resource}"
         for change in changes:
             # The base this node started from: a parent that has moved past it answers 412 (a
@@ -320,13 +322,18 @@ class HttpPushSender:
                 result.sent.add(change.uuid)
             elif status in (401, 403):
                 raise _whole_request_error(response)
-            elif status >= 500:
+            elif status >= 500 and not _record_server_error(response):
                 raise ServerUnavailable(f"the parent answered {status} for {change.uuid}")
             else:
+                if status >= 500:
+                    server_errors += 1
                 message = _rest_message(response)
                 result.failed[change.uuid] = _record_error(status, message, category, change.uuid)
                 if in_order and stops(result, [change]):
                     break  # the changes after it stay unsent
+        if server_errors == len(changes) > 1:
+            # Every record at once: the parent is in trouble (its database, say), not the records.
+            raise ServerUnavailable(f"the parent answered 500 for all {len(changes)} records")
         return result
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -505,6 +512,21 @@ def _rest_message(response: httpx.Response) -> str:
         field = f" (field {error['field']})" if error.get("field") else ""
         return f"{error.get('message', 'rejected')}{field}"
     return f"HTTP {response.status_code}"
+
+
+def _record_server_error(response: httpx.Response) -> bool:
+    """True for a REST write answered 500 with the parent's own JSON error object: an
+    unexpected exception about this record (OpenMRS's answer to many bodies it cannot handle;
+    a fhirsync parent's too), retried and then parked like any refusal. Taken for an outage, one
+    such record stopped every push run. A gateway's 502/503/504, a parent that says it is busy
+    (503), and a 500 without that object (a proxy's page) stay an outage."""
+    if response.status_code != 500:
+        return False
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(body, dict) and isinstance(body.get("error"), dict)
 
 
 def _record_error(status: int, message: str, category: Category, uuid: str) -> RecordError:
