@@ -30,8 +30,8 @@ OPENMRS_500 = orjson.dumps(
 
 
 class _Front(QuietHandler):
-    """In front of a real parent: answers a write of ``POISON`` with ``status``/``body`` (or of
-    every record, with ``every``), and forwards everything else."""
+    """In front of a real parent: answers a write of ``POISON`` with ``status``/``body`` (or
+    every REST request, with ``every``), and forwards everything else."""
 
     parent: ClassVar[str] = ""
     status: ClassVar[int] = 500
@@ -42,8 +42,10 @@ class _Front(QuietHandler):
         length = int(self.headers.get("Content-Length") or 0)
         content = self.rfile.read(length) if length else b""
         front = type(self)
-        writes = self.command == "POST" and self.path.startswith("/ws/rest/v1/")
-        if writes and (front.every or orjson.loads(content).get("uuid") == POISON):
+        rest = self.path.startswith("/ws/rest/v1/")
+        writes = self.command == "POST" and rest
+        # ``every``: the parent is in trouble, its REST reads fail too.
+        if (rest and front.every) or (writes and orjson.loads(content).get("uuid") == POISON):
             self.answer(front.status, front.body)
             return
         skip = {"host", "content-length", "connection"}
@@ -56,9 +58,13 @@ class _Front(QuietHandler):
     do_GET = do_POST = do_DELETE = _forward
 
 
-@pytest.fixture
-def pair(node_factory: NodeFactory) -> Iterator[tuple[NodeHandle, NodeHandle]]:
-    parent, child = make_pair(node_factory, record_max_attempts=2)
+@pytest.fixture(params=[True, False], ids=["continue", "stop"])
+def pair(
+    node_factory: NodeFactory, request: pytest.FixtureRequest
+) -> Iterator[tuple[NodeHandle, NodeHandle]]:
+    parent, child = make_pair(
+        node_factory, record_max_attempts=2, continue_on_failure=request.param
+    )
     _Front.parent, _Front.status, _Front.body, _Front.every = (
         parent.base_url,
         500,
@@ -85,7 +91,11 @@ def test_a_500_with_the_parents_error_fails_that_record_only(
     first, _bad, last = visit_types(child)
     finished = push(child)
     assert (finished.outcome, finished.failures) == ("failures", 1), finished
-    assert {first, last} <= set(snapshot(parent)) and POISON not in snapshot(parent)
+    assert first in snapshot(parent) and POISON not in snapshot(parent)
+    # With continue_on_failure off, nothing after the failed record goes up.
+    config, db = child.open()
+    db.dispose()
+    assert (last in snapshot(parent)) == config.settings.continue_on_failure
     [failure] = open_failures(child)
     assert (failure.record_uuid, failure.status, failure.error_class) == (
         POISON,

@@ -231,6 +231,7 @@ class HttpPushSender:
                 part = self._send_fhir_batch(category, changes[one], entries[one], origin)
                 absorb(result, part)
                 if stops(part, changes[one]):
+                    self._check_serving(result, f"{FHIR_BASE}/{category.fhir_type}", "_count")
                     return result  # the changes after it stay unsent
                 start, refused = refused, None
                 continue
@@ -330,11 +331,31 @@ class HttpPushSender:
                 message = _rest_message(response)
                 result.failed[change.uuid] = _record_error(status, message, category, change.uuid)
                 if in_order and stops(result, [change]):
+                    self._check_serving(result, base, "limit")
                     break  # the changes after it stay unsent
         if server_errors == len(changes) > 1:
             # Every record at once: the parent is in trouble (its database, say), not the records.
             raise ServerUnavailable(f"the parent answered 500 for all {len(changes)} records")
         return result
+
+    def _check_serving(self, result: SendResult, path: str, limit: str) -> None:
+        """ServerUnavailable when a send in order stopped at a record answered 5xx, nothing of
+        it was written, and the parent cannot answer a read of ``path`` either.
+
+        Sent out of order, a parent in trouble answers 5xx for every record and the send says
+        so (an outage: the marker stays). In order, the first record alone is answered, and
+        taken for that record's failure it was parked while the parent was down.
+        """
+        server_error = any(
+            isinstance(e, RemoteRejected) and e.status >= 500 for e in result.failed.values()
+        )
+        if not server_error or result.sent:
+            return
+        response = self._request("GET", path, params={limit: "1"})
+        if response.status_code >= 500:
+            raise ServerUnavailable(
+                f"the parent answered {response.status_code} to writes and to a read of {path}"
+            )
 
     # --- plumbing ---------------------------------------------------------------------------
 

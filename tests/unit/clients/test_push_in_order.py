@@ -12,6 +12,7 @@ import pytest
 from fhirsync import categories as cats
 from fhirsync.clients.base import OutgoingChange, SendResult
 from fhirsync.clients.push_http import HttpPushSender
+from fhirsync.errors import ServerUnavailable
 from fhirsync.testing.stub_http import QuietHandler, serving
 
 
@@ -22,6 +23,11 @@ class _Parent(QuietHandler):
     refusals: ClassVar[dict[str, int]] = {}
     written: ClassVar[list[str]] = []
     requests: ClassVar[int] = 0
+    read_status: ClassVar[int] = 200
+
+    def do_GET(self) -> None:
+        body = {"resourceType": "Bundle", "type": "searchset", "entry": []}
+        self.answer(self.read_status, orjson.dumps(body), "application/fhir+json")
 
     def do_POST(self) -> None:
         type(self).requests += 1
@@ -47,7 +53,7 @@ class _Parent(QuietHandler):
 
 @pytest.fixture
 def port() -> Iterator[int]:
-    _Parent.refusals, _Parent.written, _Parent.requests = {}, [], 0
+    _Parent.refusals, _Parent.written, _Parent.requests, _Parent.read_status = {}, [], 0, 200
     with serving(_Parent) as server:
         yield server.server_address[1]
 
@@ -93,3 +99,20 @@ def test_without_order_a_refused_record_holds_back_nothing(port: int) -> None:
 def test_in_order_with_nothing_refused_is_one_transaction(port: int) -> None:
     assert _send(port, IDS, in_order=True).sent == set(IDS)
     assert _Parent.requests == 1
+
+
+def test_in_order_a_500_for_the_first_record_of_a_parent_that_reads_fine_is_that_records(
+    port: int,
+) -> None:
+    _Parent.refusals = {"p-00": 500}
+    result = _send(port, IDS, in_order=True)
+    assert (result.sent, set(result.failed)) == (set(), {"p-00"})
+
+
+def test_in_order_500s_from_a_parent_that_cannot_read_either_are_an_outage(port: int) -> None:
+    # Sent out of order, every entry of the batch answered 500 and told so; in order, the first
+    # one alone does: a read that fails too says it is the parent, not the record.
+    _Parent.refusals = dict.fromkeys(IDS, 500)
+    _Parent.read_status = 500
+    with pytest.raises(ServerUnavailable):
+        _send(port, IDS, in_order=True)
