@@ -1,5 +1,6 @@
-"""A record taken from the parent after a 412 (a stale base on push) is the parent's change: its
-origin says so, this node's children receive it, and it never goes back up."""
+"""A record taken from the parent after a 412 (a stale base on push), or when a conflict closes,
+is the parent's change: its origin says so, this node's children receive it, and it never goes
+back up."""
 
 from __future__ import annotations
 
@@ -65,3 +66,27 @@ def test_the_parents_copy_taken_after_a_412_keeps_the_parent_as_origin(net: Netw
     again = run_on(child, run_push)
     assert (again.outcome, again.applied) == ("ok", 0), again
     assert event_count(parent) == before
+
+
+def test_the_parents_copy_taken_when_a_conflict_closes_keeps_the_parent_as_origin(
+    tmp_path: Path,
+) -> None:
+    # A conflict closes by itself when the local side goes back to the base: the parent's
+    # version is taken, and was labelled as this node's change.
+    pair = build_network(tmp_path / "pair", (("parent", None), ("child", "parent")))
+    try:
+        parent, child = pair.nodes["parent"], pair.nodes["child"]
+        uuid = create_patient(parent, "Mensah")
+        sync_until_quiet(pair)
+        edit(parent, uuid, gender="male")
+        edit(child, uuid, gender="other")
+        assert run_on(child, run_pull).outcome == "ok"  # a conflict (manual policy)
+        edit(child, uuid, gender="female")  # back to the base: the conflict closes
+        assert read(child, uuid)["gender"] == "male"
+        config, db = child.open()
+        db.dispose()
+        _hash, _state, origin, via = snapshot(child)[uuid]
+        assert (origin, via) == (config.parent_url, "parent")
+        assert feed_origin(pair, "child", uuid) == config.parent_url
+    finally:
+        pair.stop()
