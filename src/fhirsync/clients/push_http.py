@@ -21,6 +21,7 @@ object. A 500 for every record of a send (more than one) is the parent in troubl
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -203,7 +204,8 @@ class HttpPushSender:
             return _transacted(changes, response)
         _check_refusal(response)
         if in_order:
-            return self._send_fhir_in_order(category, changes, entries, origin)
+            named = _named_entry(response, len(changes))
+            return self._send_fhir_in_order(category, changes, entries, origin, named)
         return self._send_fhir_batch(category, changes, entries, origin)
 
     def _send_fhir_in_order(
@@ -212,20 +214,25 @@ class HttpPushSender:
         changes: Sequence[OutgoingChange],
         entries: list[bytes],
         origin: str,
+        named: int | None,
     ) -> SendResult:
-        """After a refused transaction: transactions of ever shorter runs of the changes left
-        (halved while refused) until one entry is left, which goes alone as a batch for its own
-        answer; stops at the first refused for another reason than a stale base (412).
+        """After a refused transaction: transactions of the changes before the entry the
+        parent named in its refusal (``named``; else of ever shorter runs, halved while refused)
+        until one entry is left, which goes alone as a batch for its own answer; stops at the
+        first refused for another reason than a stale base (412).
 
         A batch would have written every entry after the bad one too, where an administrator
         who turned ``continue_on_failure`` off expects nothing after it to reach the parent (an
-        encounter after its refused patient). A transaction writes all of its entries or none.
+        encounter after its refused patient). A transaction writes all of its entries or none,
+        so a wrong or missing name costs requests, never order.
         """
         result = SendResult()
         # [start, refused) was refused as a transaction; None: the rest is untried.
         start = 0
         refused: int | None = len(changes)
         while start < len(changes):
+            if refused is not None and named == start:
+                refused = start + 1
             if refused is not None and refused - start == 1:
                 one = slice(start, refused)
                 part = self._send_fhir_batch(category, changes[one], entries[one], origin)
@@ -233,9 +240,14 @@ class HttpPushSender:
                 if stops(part, changes[one]):
                     self._check_serving(result, f"{FHIR_BASE}/{category.fhir_type}", "_count")
                     return result  # the changes after it stay unsent
-                start, refused = refused, None
+                start, refused, named = refused, None, None
                 continue
-            end = len(changes) if refused is None else start + (refused - start) // 2
+            if refused is None:
+                end = len(changes)
+            elif named is not None and start < named < refused:
+                end = named
+            else:
+                end = start + (refused - start) // 2
             response = self._post_bundle("transaction", entries[start:end], origin)
             if response.status_code < 300:
                 absorb(result, _transacted(changes[start:end], response))
@@ -243,6 +255,8 @@ class HttpPushSender:
             else:
                 _check_refusal(response)
                 refused = end
+                at = _named_entry(response, end - start)
+                named = start + at if at is not None else None
         return result
 
     def _send_fhir_batch(
@@ -496,6 +510,29 @@ def _check_refusal(response: httpx.Response) -> None:
     """
     if response.status_code in (401, 403, 413) or response.status_code > 500:
         raise _whole_request_error(response)
+
+
+_ENTRY_NAME = re.compile(r"Bundle\.entry\[(\d+)\]")
+
+
+def _named_entry(response: httpx.Response, count: int) -> int | None:
+    """The index of the entry a refused transaction's OperationOutcome names (a fhirsync
+    parent names it in ``expression`` and the diagnostics, ``Bundle.entry[3]``), or None."""
+    try:
+        outcome = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+    issues = outcome.get("issue") if isinstance(outcome, dict) else None
+    first = issues[0] if isinstance(issues, list) and issues else None
+    if not isinstance(first, dict):
+        return None
+    where = first.get("expression")
+    texts = [*(where if isinstance(where, list) else []), first.get("diagnostics")]
+    for text in texts:
+        found = _ENTRY_NAME.match(text) if isinstance(text, str) else None
+        if found is not None and int(found.group(1)) < count:
+            return int(found.group(1))
+    return None
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

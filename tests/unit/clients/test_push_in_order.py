@@ -24,6 +24,9 @@ class _Parent(QuietHandler):
     written: ClassVar[list[str]] = []
     requests: ClassVar[int] = 0
     read_status: ClassVar[int] = 200
+    names: ClassVar[str] = ""
+    """Which refused entry the OperationOutcome names: "first" (as a fhirsync parent), "last"
+    (a transaction that met a later one first), or none."""
 
     def do_GET(self) -> None:
         body = {"resourceType": "Bundle", "type": "searchset", "entry": []}
@@ -34,9 +37,12 @@ class _Parent(QuietHandler):
         posted = orjson.loads(self.rfile.read(int(self.headers["Content-Length"])))
         ids = [e["resource"]["id"] for e in posted["entry"]]
         if posted["type"] == "transaction":
-            refused = [self.refusals[i] for i in ids if i in self.refusals]
+            refused = [(n, self.refusals[i]) for n, i in enumerate(ids) if i in self.refusals]
             if refused:
-                self.answer(refused[0], b'{"resourceType":"OperationOutcome","issue":[]}')
+                at, status = refused[-1] if self.names == "last" else refused[0]
+                issue = {"expression": [f"Bundle.entry[{at}].request"]} if self.names else {}
+                outcome = {"resourceType": "OperationOutcome", "issue": [issue]}
+                self.answer(status, orjson.dumps(outcome), "application/fhir+json")
                 return
             self.written.extend(ids)
             answers = [{"response": {"status": "200 OK", "etag": 'W/"2"'}} for _ in ids]
@@ -54,6 +60,7 @@ class _Parent(QuietHandler):
 @pytest.fixture
 def port() -> Iterator[int]:
     _Parent.refusals, _Parent.written, _Parent.requests, _Parent.read_status = {}, [], 0, 200
+    _Parent.names = ""
     with serving(_Parent) as server:
         yield server.server_address[1]
 
@@ -82,11 +89,30 @@ def test_in_order_writes_what_precedes_the_refused_record_and_nothing_after(port
     assert _Parent.requests <= 2 * 6 + 1  # halving, not one request per record
 
 
-def test_in_order_goes_past_a_stale_base(port: int) -> None:
+@pytest.mark.parametrize("names", ["", "first", "last"])
+def test_in_order_goes_past_a_stale_base(port: int, names: str) -> None:
+    _Parent.names = names
     _Parent.refusals = {"p-05": 412, "p-30": 400}
     result = _send(port, IDS, in_order=True)
     assert _Parent.written == [i for i in IDS[:30] if i != "p-05"]
     assert set(result.failed) == {"p-05", "p-30"}
+
+
+def test_in_order_the_entry_a_refusal_names_is_tried_alone_at_once(port: int) -> None:
+    # The whole, what precedes the named entry, the entry alone: three requests, not halving.
+    _Parent.names = "first"
+    _Parent.refusals = {"p-25": 400}
+    result = _send(port, IDS, in_order=True)
+    assert (_Parent.written, set(result.failed), _Parent.requests) == (IDS[:25], {"p-25"}, 3)
+
+
+def test_in_order_a_wrong_name_costs_requests_not_order(port: int) -> None:
+    # A transaction may fail first at a later entry than the first bad one (it applies
+    # DELETEs first): the run before the named entry is then refused too, and halved.
+    _Parent.names = "last"
+    _Parent.refusals = {"p-10": 400, "p-20": 400}
+    result = _send(port, IDS, in_order=True)
+    assert (_Parent.written, set(result.failed)) == (IDS[:10], {"p-10"})
 
 
 def test_without_order_a_refused_record_holds_back_nothing(port: int) -> None:
