@@ -114,7 +114,7 @@ class RecordGone(RecordError):
 
 class RemoteRejected(RecordError):
     """Raised when a remote node refuses one record with a 4xx status (or a 5xx for that record
-    alone, in a batch answered entry by entry)."""
+    alone: in a batch answered entry by entry, or a REST write's 500 with the remote's error)."""
 
     def __init__(self, message: str, *, status: int, **kwargs: str | None) -> None:
         super().__init__(message, **kwargs)

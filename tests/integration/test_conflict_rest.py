@@ -133,9 +133,12 @@ class RestIfMatchSender(HttpPushSender):
         *,
         origin: str,
         preferred: str | None = None,
+        in_order: bool = False,
     ) -> SendResult:
         if category.is_fhir:
-            return super().send(category, changes, origin=origin, preferred=preferred)
+            return super().send(
+                category, changes, origin=origin, preferred=preferred, in_order=in_order
+            )
         return self._rest.send(category, changes, origin=origin)
 
     def close(self) -> None:

@@ -311,12 +311,15 @@ class _FlakySender:
         *,
         origin: str,
         preferred: str | None = None,
+        in_order: bool = False,
     ) -> SendResult:
         self.calls += 1
         hook = self.hooks.get(self.calls)
         if hook is not None:
             hook()
-        return self.real.send(category, changes, origin=origin, preferred=preferred)
+        return self.real.send(
+            category, changes, origin=origin, preferred=preferred, in_order=in_order
+        )
 
     def close(self) -> None:
         self.real.close()

@@ -19,6 +19,7 @@ from tests.integration.test_push import (
     patient,
     push,
     snapshot,
+    store_invalid_patient,
 )
 
 from fhirsync.categories import Category
@@ -150,3 +151,20 @@ def test_a_parent_down_stops_a_plug_in_push_and_the_next_run_sends_it_once(
     held = snapshot(parent)
     assert {u: held[u][1] for u in mine} == dict.fromkeys(mine, "active")
     assert push(child).events_read == 0
+
+
+def test_with_continue_on_failure_off_a_plug_in_sends_nothing_after_a_refused_record(
+    node_factory: NodeFactory, plugin: type[RecordingClient]
+) -> None:
+    # A plug-in's send promises nothing about the changes after a refused one: in order, they
+    # go one at a time, and stop there.
+    parent, child = make_pair(node_factory, continue_on_failure=False)
+    _prefer(child, "patient", NAME)
+    before = create_patients(child, 2)
+    bad = store_invalid_patient(child)
+    later = create_patients(child, 2)
+    finished = push(child)
+    assert (finished.outcome, finished.applied, finished.failures) == ("failures", 2, 1)
+    assert set(snapshot(parent)) == set(before)
+    assert [uuids for _c, _o, uuids in plugin.sends] == [[u] for u in [*before, bad]]
+    assert set(later).isdisjoint(snapshot(parent))

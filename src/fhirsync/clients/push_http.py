@@ -15,11 +15,13 @@ Errors follow the client contract of ``clients/base.py``: connection problems, t
 raise a TransientError (the batch is not acknowledged, the marker stays); a 4xx about one record
 is reported per uuid as RemoteRejected/InvalidResource with the parent's message, and so is a 5xx
 about one entry of a FHIR batch whose other entries were answered (a transaction answered 500 is
-sent again as that batch to find out).
+sent again as that batch to find out), and a REST write answered 500 with the parent's JSON error
+object. A 500 for every record of a send (more than one) is the parent in trouble: an outage.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -171,36 +173,100 @@ class HttpPushSender:
         *,
         origin: str,
         preferred: str | None = None,
+        in_order: bool = False,
     ) -> SendResult:
-        """Write ``changes`` to the parent as coming from ``origin``."""
+        """Write ``changes`` to the parent as coming from ``origin``.
+
+        ``in_order``: stop at the first change the parent refuses for another reason than a
+        stale base (412), and leave the changes after it unsent (``continue_on_failure`` off).
+        """
         self._greeted()
         use_fhir = category.is_fhir and (preferred in (None, "fhir") or not category.rest_resource)
         if use_fhir:
-            return self._send_fhir(category, changes, origin)
+            return self._send_fhir(category, changes, origin, in_order)
         if category.rest_resource is None:
             raise RequestError(f"category {category.name!r} has no transport to send it with")
-        return self._send_rest(category, changes, origin)
+        return self._send_rest(category, changes, origin, in_order)
 
     # --- FHIR -------------------------------------------------------------------------------
 
     def _send_fhir(
-        self, category: Category, changes: Sequence[OutgoingChange], origin: str
+        self, category: Category, changes: Sequence[OutgoingChange], origin: str, in_order: bool
     ) -> SendResult:
         """A transaction first (one parent transaction for the whole batch: the fast path);
         if the parent refuses it because of one entry, the same changes again as a batch, which
-        the parent answers entry by entry, so one bad record cannot hold back the others."""
+        the parent answers entry by entry, so one bad record cannot hold back the others (or,
+        ``in_order``, the changes before the first bad one, found by halving)."""
         assert category.fhir_type is not None
         entries = [_entry_bytes(category.fhir_type, change) for change in changes]
         response = self._post_bundle("transaction", entries, origin)
         if response.status_code < 300:
-            answers = _json(response).get("entry") or []
-            return SendResult(
-                sent={change.uuid for change in changes}, versions=_versions(changes, answers)
-            )
-        # A 500 may be one entry's unexpected exception (OpenMRS's answer to many bodies it
-        # cannot handle): the batch tells. Other 5xx (a gateway, an overloaded parent) are not.
-        if response.status_code in (401, 403, 413) or response.status_code > 500:
-            raise _whole_request_error(response)
+            return _transacted(changes, response)
+        _check_refusal(response)
+        if in_order:
+            named = _named_entry(response, len(changes))
+            return self._send_fhir_in_order(category, changes, entries, origin, named)
+        return self._send_fhir_batch(category, changes, entries, origin)
+
+    def _send_fhir_in_order(
+        self,
+        category: Category,
+        changes: Sequence[OutgoingChange],
+        entries: list[bytes],
+        origin: str,
+        named: int | None,
+    ) -> SendResult:
+        """After a refused transaction: transactions of the changes before the entry the
+        parent named in its refusal (``named``; else of ever shorter runs, halved while refused)
+        until one entry is left, which goes alone as a batch for its own answer; stops at the
+        first refused for another reason than a stale base (412).
+
+        A batch would have written every entry after the bad one too, where an administrator
+        who turned ``continue_on_failure`` off expects nothing after it to reach the parent (an
+        encounter after its refused patient). A transaction writes all of its entries or none,
+        so a wrong or missing name costs requests, never order.
+        """
+        result = SendResult()
+        # [start, refused) was refused as a transaction; None: the rest is untried.
+        start = 0
+        refused: int | None = len(changes)
+        while start < len(changes):
+            if refused is not None and named == start:
+                refused = start + 1
+            if refused is not None and refused - start == 1:
+                one = slice(start, refused)
+                part = self._send_fhir_batch(category, changes[one], entries[one], origin)
+                absorb(result, part)
+                if stops(part, changes[one]):
+                    self._check_serving(result, f"{FHIR_BASE}/{category.fhir_type}", "_count")
+                    return result  # the changes after it stay unsent
+                start, refused, named = refused, None, None
+                continue
+            if refused is None:
+                end = len(changes)
+            elif named is not None and start < named < refused:
+                end = named
+            else:
+                end = start + (refused - start) // 2
+            response = self._post_bundle("transaction", entries[start:end], origin)
+            if response.status_code < 300:
+                absorb(result, _transacted(changes[start:end], response))
+                start = end
+            else:
+                _check_refusal(response)
+                refused = end
+                at = _named_entry(response, end - start)
+                named = start + at if at is not None else None
+        return result
+
+    def _send_fhir_batch(
+        self,
+        category: Category,
+        changes: Sequence[OutgoingChange],
+        entries: list[bytes],
+        origin: str,
+    ) -> SendResult:
+        """The changes as a batch Bundle, which the parent answers entry by entry."""
         response = self._post_bundle("batch", entries, origin)
         if response.status_code >= 400:
             raise _whole_request_error(response)
@@ -237,9 +303,10 @@ class HttpPushSender:
     # --- REST -------------------------------------------------------------------------------
 
     def _send_rest(
-        self, category: Category, changes: Sequence[OutgoingChange], origin: str
+        self, category: Category, changes: Sequence[OutgoingChange], origin: str, in_order: bool
     ) -> SendResult:
         result = SendResult()
+        server_errors = 0
         base = f"{REST_BASE}/{category.rest_resource}"
         for change in changes:
             # The base this node started from: a parent that has moved past it answers 412 (a
@@ -270,12 +337,39 @@ class HttpPushSender:
                 result.sent.add(change.uuid)
             elif status in (401, 403):
                 raise _whole_request_error(response)
-            elif status >= 500:
+            elif status >= 500 and not _record_server_error(response):
                 raise ServerUnavailable(f"the parent answered {status} for {change.uuid}")
             else:
+                if status >= 500:
+                    server_errors += 1
                 message = _rest_message(response)
                 result.failed[change.uuid] = _record_error(status, message, category, change.uuid)
+                if in_order and stops(result, [change]):
+                    self._check_serving(result, base, "limit")
+                    break  # the changes after it stay unsent
+        if server_errors == len(changes) > 1:
+            # Every record at once: the parent is in trouble (its database, say), not the records.
+            raise ServerUnavailable(f"the parent answered 500 for all {len(changes)} records")
         return result
+
+    def _check_serving(self, result: SendResult, path: str, limit: str) -> None:
+        """ServerUnavailable when a send in order stopped at a record answered 5xx, nothing of
+        it was written, and the parent cannot answer a read of ``path`` either.
+
+        Sent out of order, a parent in trouble answers 5xx for every record and the send says
+        so (an outage: the marker stays). In order, the first record alone is answered, and
+        taken for that record's failure it was parked while the parent was down.
+        """
+        server_error = any(
+            isinstance(e, RemoteRejected) and e.status >= 500 for e in result.failed.values()
+        )
+        if not server_error or result.sent:
+            return
+        response = self._request("GET", path, params={limit: "1"})
+        if response.status_code >= 500:
+            raise ServerUnavailable(
+                f"the parent answered {response.status_code} to writes and to a read of {path}"
+            )
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -375,6 +469,72 @@ def _versions(changes: Sequence[OutgoingChange], answers: list[Any]) -> dict[str
     return out
 
 
+def absorb(result: SendResult, part: SendResult) -> None:
+    """Add what ``part`` (a later request of the same send) achieved to ``result``."""
+    result.sent |= part.sent
+    result.failed.update(part.failed)
+    result.versions.update(part.versions)
+
+
+def is_stale(error: RecordError) -> bool:
+    """True for the parent's 412: its record changed since the base sent (a conflict to decide,
+    not a failure)."""
+    return isinstance(error, RemoteRejected) and error.status == 412
+
+
+def stops(part: SendResult, changes: Sequence[OutgoingChange]) -> bool:
+    """True when one of ``changes`` (sent in order) was refused for another reason than a stale
+    base, or not acknowledged: in order, nothing after it may be sent."""
+    for change in changes:
+        error = part.failed.get(change.uuid)
+        if (error is not None and not is_stale(error)) or (
+            error is None and change.uuid not in part.sent
+        ):
+            return True
+    return False
+
+
+def _transacted(changes: Sequence[OutgoingChange], response: httpx.Response) -> SendResult:
+    """The outcome of a transaction the parent committed: every change sent."""
+    answers = _json(response).get("entry") or []
+    return SendResult(
+        sent={change.uuid for change in changes}, versions=_versions(changes, answers)
+    )
+
+
+def _check_refusal(response: httpx.Response) -> None:
+    """Raise for a refused transaction that is not about its entries.
+
+    A 500 may be one entry's unexpected exception (OpenMRS's answer to many bodies it cannot
+    handle): a batch tells. Other 5xx (a gateway, an overloaded parent) are not.
+    """
+    if response.status_code in (401, 403, 413) or response.status_code > 500:
+        raise _whole_request_error(response)
+
+
+_ENTRY_NAME = re.compile(r"Bundle\.entry\[(\d+)\]")
+
+
+def _named_entry(response: httpx.Response, count: int) -> int | None:
+    """The index of the entry a refused transaction's OperationOutcome names (a fhirsync
+    parent names it in ``expression`` and the diagnostics, ``Bundle.entry[3]``), or None."""
+    try:
+        outcome = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+    issues = outcome.get("issue") if isinstance(outcome, dict) else None
+    first = issues[0] if isinstance(issues, list) and issues else None
+    if not isinstance(first, dict):
+        return None
+    where = first.get("expression")
+    texts = [*(where if isinstance(where, list) else []), first.get("diagnostics")]
+    for text in texts:
+        found = _ENTRY_NAME.match(text) if isinstance(text, str) else None
+        if found is not None and int(found.group(1)) < count:
+            return int(found.group(1))
+    return None
+
+
 def _json(response: httpx.Response) -> dict[str, Any]:
     try:
         value = orjson.loads(response.content)
@@ -410,6 +570,21 @@ def _rest_message(response: httpx.Response) -> str:
         field = f" (field {error['field']})" if error.get("field") else ""
         return f"{error.get('message', 'rejected')}{field}"
     return f"HTTP {response.status_code}"
+
+
+def _record_server_error(response: httpx.Response) -> bool:
+    """True for a REST write answered 500 with the parent's own JSON error object: an
+    unexpected exception about this record (OpenMRS's answer to many bodies it cannot handle;
+    a fhirsync parent's too), retried and then parked like any refusal. Taken for an outage, one
+    such record stopped every push run. A gateway's 502/503/504, a parent that says it is busy
+    (503), and a 500 without that object (a proxy's page) stay an outage."""
+    if response.status_code != 500:
+        return False
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(body, dict) and isinstance(body.get("error"), dict)
 
 
 def _record_error(status: int, message: str, category: Category, uuid: str) -> RecordError:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from fhirsync.categories import Category
 from fhirsync.clients.base import OutgoingChange, SendResult, SourceClient
-from fhirsync.clients.push_http import HttpPushSender
+from fhirsync.clients.push_http import HttpPushSender, absorb, stops
 from fhirsync.clients.registry import BUILT_INS
 
 
@@ -40,11 +40,30 @@ class PluginRoutedSender:
         *,
         origin: str,
         preferred: str | None = None,
+        in_order: bool = False,
     ) -> SendResult:
         """Write ``changes`` through the preferred plug-in, else through the HTTP sender."""
         if preferred is not None and preferred not in BUILT_INS:
             plugin = self._plugins.get(preferred)
             if plugin is not None and plugin.supports(category):
+                if in_order:
+                    return _one_by_one(plugin, category, changes, origin)
                 return plugin.send(category, changes, origin=origin)
             preferred = self._fallback
-        return self._http.send(category, changes, origin=origin, preferred=preferred)
+        return self._http.send(
+            category, changes, origin=origin, preferred=preferred, in_order=in_order
+        )
+
+
+def _one_by_one(
+    plugin: SourceClient, category: Category, changes: Sequence[OutgoingChange], origin: str
+) -> SendResult:
+    """Send ``changes`` one at a time until one is refused (other than a 412): a plug-in's
+    ``send`` promises nothing about the changes after a refused one, which must stay unsent."""
+    result = SendResult()
+    for change in changes:
+        part = plugin.send(category, [change], origin=origin)
+        absorb(result, part)
+        if stops(part, [change]):
+            break
+    return result

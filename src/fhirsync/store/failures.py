@@ -12,7 +12,7 @@ One open row per (operation, category, record). Status values:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -154,6 +154,27 @@ def record(conn: Connection, notes: Sequence[FailureNote], *, now: datetime) -> 
                 )
             else:
                 conn.execute(update(failures).where(failures.c.id == old.id).values(**values))
+
+
+def dismissed_for(
+    conn: Connection, operation: str, category: str, entries: Mapping[str, str]
+) -> set[str]:
+    """The records among ``entries`` (uuid → the entry id of the event that asks for it now)
+    whose failure for that very event an administrator dismissed (a later event is a new
+    change, not dismissed)."""
+    wanted = list(entries)
+    out: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        rows = conn.execute(
+            select(failures.c.record_uuid, failures.c.entry_id).where(
+                failures.c.operation == operation,
+                failures.c.category == category,
+                failures.c.status == "dismissed",
+                failures.c.record_uuid.in_(wanted[start : start + 500]),
+            )
+        )
+        out.update(str(u) for u, entry_id in rows if entries.get(str(u)) == entry_id)
+    return out
 
 
 def resolve(conn: Connection, operation: str, category: str, uuids: Iterable[str]) -> list[Failure]:

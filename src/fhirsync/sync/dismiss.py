@@ -3,6 +3,10 @@
 The failure is closed and an audit row (operation of the failure, ``success`` false, error class
 ``Dismissed``) is written in the same transaction; the failure's own audit row links to it
 (``nextMessageUuid``), so the audit list shows the failed row as handled and no longer retryable.
+
+With ``continue_on_failure`` off the push log stopped just before the failed record; the next
+push passes over the event that failed (``sync/push_feed.py``) and sends the records after it. A
+later change of the record is a new event and goes up as usual.
 """
 
 from __future__ import annotations

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from fhirsync.categories import Category
 from fhirsync.clients.base import OutgoingChange, SendResult
-from fhirsync.clients.push_http import RawBody
+from fhirsync.clients.push_http import RawBody, absorb, stops
 from fhirsync.errors import RecordError, RecordNotFound
 from fhirsync.records import Action, Record
 from fhirsync.service import rest as rest_service
@@ -57,8 +59,8 @@ class Prepared:
     failures: Mapping[str, Failure]
     errors: dict[str, RecordError]
     """Records that failed before the batch was sent (gone locally, body-first refused)."""
-    groups: dict[str, list[OutgoingChange]]
-    """The changes to send, by origin (one request each)."""
+    outgoing: list[tuple[str, OutgoingChange]]
+    """The changes to send with their origins, in the order of the items."""
 
     @property
     def uuids(self) -> frozenset[str]:
@@ -78,7 +80,7 @@ def prepare(
         # An open conflict keeps both versions where they are until a person resolves it.
         kept = [i for i in items if i.uuid not in held]
     failures = ctx.local.open_failures(OPERATION, category.name, [i.uuid for i in kept])
-    out = Prepared(category, preferred, kept, bases, failures, {}, {})
+    out = Prepared(category, preferred, kept, bases, failures, {}, [])
     for item in kept:
         if item.record is None:
             out.errors[item.uuid] = RecordNotFound(
@@ -90,19 +92,41 @@ def prepare(
             base = _send_body_first(ctx, category, preferred, item.record, base, out.errors)
             if item.uuid in out.errors:
                 continue
-        out.groups.setdefault(item.record.origin, []).append(_outgoing(category, item.record, base))
+        out.outgoing.append((item.record.origin, _outgoing(category, item.record, base)))
     return out
 
 
-def send(ctx: PushContext, prepared: Prepared) -> SendResult:
-    """Send the prepared changes: one request per origin (TransientError escapes)."""
+def send(ctx: PushContext, prepared: Prepared, *, in_order: bool = False) -> SendResult:
+    """Send the prepared changes: one request per origin (TransientError escapes).
+
+    ``in_order`` (``continue_on_failure`` off): one request per run of changes of one origin, in
+    the order of the items, and nothing after the first record refused (other than a 412), or
+    failed before sending, is sent; those records are in neither ``sent`` nor ``failed``.
+    """
     result = SendResult()
-    for origin, changes in prepared.groups.items():
-        part = _send(ctx, prepared.category, prepared.preferred, origin, changes)
-        result.sent |= part.sent
-        result.failed.update(part.failed)
-        result.versions.update(part.versions)
+    if not in_order:
+        groups: dict[str, list[OutgoingChange]] = {}
+        for origin, change in prepared.outgoing:
+            groups.setdefault(origin, []).append(change)
+        for origin, changes in groups.items():
+            absorb(result, _send(ctx, prepared.category, prepared.preferred, origin, changes))
+        return result
+    for origin, run in groupby(_before_first_error(prepared), key=itemgetter(0)):
+        changes = [change for _origin, change in run]
+        part = _send(ctx, prepared.category, prepared.preferred, origin, changes, in_order=True)
+        absorb(result, part)
+        if stops(part, changes):
+            break
     return result
+
+
+def _before_first_error(prepared: Prepared) -> list[tuple[str, OutgoingChange]]:
+    """The outgoing changes of the items before the first one that failed before sending."""
+    bad = next((i for i, item in enumerate(prepared.items) if item.uuid in prepared.errors), None)
+    if bad is None:
+        return prepared.outgoing
+    before = {item.uuid for item in prepared.items[:bad]}
+    return [(origin, change) for origin, change in prepared.outgoing if change.uuid in before]
 
 
 def _edited_then_voided(record: Record, base: Agreed | None) -> bool:
@@ -149,16 +173,19 @@ def _send(
     preferred: str | None,
     origin: str,
     changes: Sequence[OutgoingChange],
+    *,
+    in_order: bool = False,
 ) -> SendResult:
     """One request per batch (of one origin), in slices of ``batch_size``."""
     result = SendResult()
     for start in range(0, len(changes), ctx.batch_size):
+        piece = changes[start : start + ctx.batch_size]
         part = ctx.transport.send(
-            category, changes[start : start + ctx.batch_size], origin=origin, preferred=preferred
+            category, piece, origin=origin, preferred=preferred, in_order=in_order
         )
-        result.sent |= part.sent
-        result.failed.update(part.failed)
-        result.versions.update(part.versions)
+        absorb(result, part)
+        if in_order and stops(part, piece):
+            break
     return result
 
 

@@ -3,7 +3,7 @@ Protocols of the local side and the sender it drives (``sync/push.py`` runs them
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -37,6 +37,11 @@ class OutboxSide(LocalSide, Protocol):
         """Agreed versions of these records, and the uuids held back by an open conflict."""
         ...
 
+    def dismissed(self, operation: str, category: Category, entries: Mapping[str, str]) -> set[str]:
+        """The records among ``entries`` (uuid → entry id) whose failure for that event was
+        dismissed by hand."""
+        ...
+
     def pending_pushes(self, category: Category) -> list[str]:
         """Records to send though no new event asks for it."""
         ...
@@ -57,8 +62,11 @@ class Sender(Protocol):
         *,
         origin: str,
         preferred: str | None = None,
+        in_order: bool = False,
     ) -> SendResult:
-        """Write ``changes``; TransientError if the parent is unreachable, per-uuid failures."""
+        """Write ``changes``; TransientError if the parent is unreachable, per-uuid failures.
+
+        ``in_order``: nothing after the first change refused (other than a 412) is written."""
         ...
 
 

@@ -18,12 +18,14 @@ order. The rules this keeps:
   batch in flight when something else fails is awaited but never committed (a resend is
   idempotent: unchanged writes are ignored, a stale base is a 412 that converges).
 - **continue_on_failure off.** A failure stops the log where it happened, so nothing is sent
-  before the batch before it is settled: batches go one at a time.
+  before the batch before it is settled: batches go one at a time, and a batch goes in order,
+  nothing after its first refused record (``push_batch.send``'s ``in_order``).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ from fhirsync.clients.base import SendResult
 from fhirsync.clients.push_http import signalling_written
 from fhirsync.records import MarkerKey
 from fhirsync.store.local import MarkerMove
-from fhirsync.store.outbox import OutboxBatch
+from fhirsync.store.outbox import OutboxBatch, OutboxItem
 from fhirsync.sync.committer import PageCommitter
 from fhirsync.sync.push_batch import Item, Prepared, prepare, send
 from fhirsync.sync.push_context import OPERATION, PushContext, Totals
@@ -119,13 +121,15 @@ class FeedPusher:
                     if relayed
                     else None
                 )
+            dismissed = self._dismissed(relayed)
             items = [
                 Item(i.event.record_uuid, i.event.entry_id, i.event.seq, i.record)
                 for i in relayed
-                if i.event.record_uuid not in self.retried or i.event.seq > self.retried_through
+                if (i.event.record_uuid not in self.retried or i.event.seq > self.retried_through)
+                and i.event.record_uuid not in dismissed
             ]
             self.totals.read += events
-            self.totals.skipped += events - len(relayed)
+            self.totals.skipped += events - len(relayed) + len(dismissed)
             prepared = prepare(self.ctx, self.category, self.preferred, items)
             self.totals.skipped += len(items) - len(prepared.items)
             if self._send(prepared, move, events) or stop_at is not None:
@@ -136,6 +140,16 @@ class FeedPusher:
                 )
                 return
             after = batch.last_seq
+
+    def _dismissed(self, items: Sequence[OutboxItem]) -> set[str]:
+        """Records whose failed event an administrator dismissed: with ``continue_on_failure``
+        off the marker stopped just before such a record, which was sent (and failed) again at
+        every run, so the records after it never went up. Passed over, not sent (a later change
+        of the record is a new event and goes up). With it on, the marker is already past them."""
+        if self.ctx.continue_on_failure or not items:
+            return set()
+        entries = {i.event.record_uuid: i.event.entry_id for i in items}
+        return self.ctx.local.dismissed(OPERATION, self.category, entries)
 
     def _read(self, after: int) -> OutboxBatch:
         """The next batch; read again once the batch in flight and the pending page are done
@@ -158,7 +172,10 @@ class FeedPusher:
         thread sends it the moment that one is answered), then settle that one. True when the
         category must stop."""
         if self._sender is None:
-            return self._settle(prepared, move, events, send(self.ctx, prepared))
+            # Not pipelined (continue_on_failure is off): sent in order, and nothing after a
+            # refused record goes up.
+            answer = send(self.ctx, prepared, in_order=not self.ctx.continue_on_failure)
+            return self._settle(prepared, move, events, answer)
         previous = self._flight
         before = previous.answer if previous is not None else None
         on_wire = threading.Event()

@@ -51,14 +51,21 @@ def settle(
         for i in items
         if i.uuid in sent and i.record is not None
     ]
-    for item in items:
-        # A 412 is handled (its parent copy decided at commit), not a failure.
-        if item.uuid not in sent and item.uuid not in errors and item.uuid not in stale.handled:
+    in_order = not ctx.continue_on_failure and move is not None and not retrying
+    # A 412 is handled (its parent copy decided at commit), not a failure.
+    missing = [
+        i
+        for i in items
+        if i.uuid not in sent and i.uuid not in errors and i.uuid not in stale.handled
+    ]
+    unsent = _unsent(items, errors, missing) if in_order else set()
+    for item in missing:
+        if item.uuid not in unsent:
             errors[item.uuid] = RecordError(
                 "the parent did not acknowledge this record", category=category.name, uuid=item.uuid
             )
     stop = False
-    if errors and not ctx.continue_on_failure and move is not None and not retrying:
+    if errors and in_order and move is not None:
         first_bad = min(i.seq for i in items if i.uuid in errors)
         # Keep the marker just before the first failure: the next run sends from there again.
         before = [i for i in items if i.seq < first_bad]
@@ -68,6 +75,7 @@ def settle(
         ctx,
         prepared,
         sent=sent,
+        unsent=unsent,
         errors=errors,
         move=move,
         totals=totals,
@@ -75,6 +83,20 @@ def settle(
         agreed=agreed,
     )
     return page, stop
+
+
+def _unsent(
+    items: Sequence[Item], errors: Mapping[str, RecordError], missing: Sequence[Item]
+) -> set[str]:
+    """Sent in order (``continue_on_failure`` off): the records left unsent after the first one
+    that failed or was not acknowledged. No attempt, so no failure: the marker stops before them
+    and a later run sends them once the record before them is fixed or dismissed."""
+    stop_at = min(
+        [i.seq for i in items if i.uuid in errors] + [i.seq for i in missing[:1]], default=None
+    )
+    if stop_at is None:
+        return set()
+    return {i.uuid for i in missing if i.seq > stop_at}
 
 
 def _agreed_of(category: Category, record: Record, version: str | None) -> Agreed:
@@ -173,8 +195,10 @@ def _stale(
         body, state = (remote.body, remote.state) if remote else (None, category.delete_state)
         del errors[uuid]
         out.handled.add(uuid)
+        # The parent's change, labelled as pull labels a change its feed names no origin for
+        # (the parent's URL): labelled as this node's, its children were told it began here.
         out.writes.append(
-            RecordWrite(category.name, uuid, body, ctx.local.instance_id, state, via=PULLED_VIA)
+            RecordWrite(category.name, uuid, body, ctx.parent_url, state, via=PULLED_VIA)
         )
         out.audit.append(_audit(ctx, category, Item(uuid, "", 0, local), None, None, now))
     return out
@@ -188,6 +212,7 @@ def _page(
     prepared: Prepared,
     *,
     sent: set[str],
+    unsent: set[str],
     errors: Mapping[str, RecordError],
     move: MarkerMove | None,
     totals: Totals,
@@ -200,7 +225,7 @@ def _page(
     notes: list[FailureNote] = []
     for item in prepared.items:
         previous = failures.get(item.uuid)
-        if item.uuid in stale.handled:
+        if item.uuid in stale.handled or item.uuid in unsent:
             continue
         if item.uuid in sent:
             # Stored with a uuid drawn in bulk at insert time (nothing links to it yet).

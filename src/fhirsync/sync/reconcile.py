@@ -115,14 +115,18 @@ def decide(
     operation: str,
     now: datetime,
     remote_write: RecordWrite | None = None,
+    remote_origin: str | None = None,
 ) -> Decision:
-    """The decision for one record (see the module docstring)."""
+    """The decision for one record (see the module docstring).
+
+    ``remote_write``: the parent's version as pulled (its origin named); else it is written,
+    when taken, with ``remote_origin`` (the parent's label) as origin."""
     remote_hash = canonical.content_hash(remote.body)
     agreed_remote = agreed_repo.of_body(
         category, uuid, remote.body, remote.state, remote.parent_version
     )
     take = remote_write or RecordWrite(
-        category, uuid, remote.body, instance_id, remote.state, via=PULLED_VIA
+        category, uuid, remote.body, remote_origin or instance_id, remote.state, via=PULLED_VIA
     )
     if local is None:
         return Decision("take-remote", take, agreed_remote)
@@ -223,6 +227,9 @@ class Reconciler:
     instance_id: str
     policies: Mapping[str, Policy] = field(default_factory=dict)
     clock: Callable[[], datetime] = field(default=datetime.now)
+    parent: str | None = None
+    """The origin of the parent's version when it is taken outside a pull (a conflict that
+    closes): the parent's URL, as pull labels a change whose feed entry names no origin."""
 
     def policy(self, category: str) -> Policy:
         """The policy of ``category`` (``manual`` unless configured)."""
@@ -331,6 +338,7 @@ class Reconciler:
                 instance_id=self.instance_id,
                 operation=conflict.operation,
                 now=now,
+                remote_origin=self.parent,
             )
             entry = AuditEntry(
                 success=True,
@@ -496,7 +504,10 @@ _CLOSED_WHY = {
 def reconciler_for(config: NodeConfig) -> Reconciler:
     """The conflict handling of ``config``'s node (its instance id and per-category policies)."""
     return Reconciler(
-        config.instance_id, dict(config.settings.conflict_policies), lambda: datetime.now(UTC)
+        config.instance_id,
+        dict(config.settings.conflict_policies),
+        lambda: datetime.now(UTC),
+        config.parent_url,
     )
 
 
