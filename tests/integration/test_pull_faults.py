@@ -363,6 +363,52 @@ def test_with_continue_on_failure_off_a_parked_record_is_not_retried_every_run(
     assert held(child) == held(parent)
 
 
+def test_with_continue_on_failure_off_a_dismissed_record_no_longer_holds_up_the_feed(
+    node_factory: NodeFactory,
+) -> None:
+    # The feed stops just before the bad record; dismissing its failure is the administrator's
+    # "go on without it". The next run read the entry again, parked a new failure and stayed
+    # held up, so nothing after it ever arrived.
+    parent = node_factory("parent")
+    bad, after = new_uuid(), new_uuid()
+    write_raw(parent, "patient", [{**patient(bad, "Bad"), "gender": "robot"}], "parent")
+    put(parent, patient(after, "After"))
+    child = node_factory(
+        "child",
+        parent=parent,
+        start=False,
+        extra_settings={"continue_on_failure": False, "record_max_attempts": 1},
+    )
+    assert pull(child).outcome == "failures"
+    _config, db = child.open()
+    try:
+        with db.read() as conn:
+            [parked] = failures.list_open(conn, "pull")
+    finally:
+        db.dispose()
+    done = cli("audit", str(child.node_dir), "dismiss", str(parked.id), "--reason", "bad data")
+    assert done.returncode == 0, done.stdout + done.stderr
+    # Another bad record after it: the feed now stops there, and only there.
+    worse = new_uuid()
+    write_raw(parent, "patient", [{**patient(worse, "Worse"), "gender": "robot"}], "parent")
+    moved = pull(child)
+    assert (moved.outcome, moved.failures) == ("failures", 1), moved
+    assert {u for (_c, u) in held(child)} == {after}
+    _config, db = child.open()
+    try:
+        with db.read() as conn:
+            [blocking] = failures.list_open(conn, "pull")
+    finally:
+        db.dispose()
+    assert blocking.record_uuid == worse
+    put(parent, patient(worse, "Better"))
+    assert pull(child).outcome == "ok"
+    assert pull(child).events_read == 0
+    # A later change of the dismissed record is a new change: it comes down.
+    put(parent, patient(bad, "Fixed"))
+    assert (pull(child).outcome, held(child)) == ("ok", held(parent))
+
+
 def audit_rows(node: NodeHandle, record_uuid: str) -> int:
     """Audit rows about ``record_uuid`` on ``node``."""
     _config, db = node.open()

@@ -134,6 +134,11 @@ class LocalSide(Protocol):
         """Failures of ``category`` whose retry is due now (and every waiting one)."""
         ...
 
+    def dismissed(self, operation: str, category: str, entries: Mapping[str, str]) -> set[str]:
+        """The records among ``entries`` (uuid → entry id) whose failure for that very event an
+        administrator dismissed."""
+        ...
+
     def commit(self, batch: PageCommit, *, now: datetime) -> CommitResult:
         """Apply a page's writes, failures, audit rows and marker move all or nothing."""
         ...

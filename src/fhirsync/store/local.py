@@ -119,6 +119,12 @@ class StoreLocalSide:
         with self.db.read() as conn:
             return failures.due(conn, operation, category, now=now)
 
+    def dismissed(self, operation: str, category: str, entries: Mapping[str, str]) -> set[str]:
+        """The records among ``entries`` (uuid → entry id) whose failure for that very event an
+        administrator dismissed."""
+        with self.db.read() as conn:
+            return failures.dismissed_for(conn, operation, category, entries)
+
     def commit(self, batch: PageCommit, *, now: datetime) -> CommitResult:
         """Apply ``batch`` in one transaction: records (+ events), failures, audit, marker."""
         with self.db.write() as conn, canonical.hashes_remembered():

@@ -9,7 +9,7 @@ None) and changes pushed by this node's children (``via == "child:..."``) are re
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
@@ -19,7 +19,6 @@ from fhirsync.records import ChangeEvent, Record
 from fhirsync.store import agreed as agreed_repo
 from fhirsync.store import conflicts as conflict_repo
 from fhirsync.store import events as event_log
-from fhirsync.store import failures
 from fhirsync.store import records as record_repo
 from fhirsync.store.agreed import Agreed
 from fhirsync.store.audit import AuditPolicy
@@ -120,12 +119,6 @@ class StoreOutboxSide(StoreLocalSide):
             bases = agreed_repo.get_many(conn, category.name, uuids)
             held = set(conflict_repo.open_for(conn, category.name, uuids))
         return bases, held
-
-    def dismissed(self, operation: str, category: Category, entries: Mapping[str, str]) -> set[str]:
-        """The records among ``entries`` (uuid → entry id) whose failure for that event was
-        dismissed by hand."""
-        with self.db.read() as conn:
-            return failures.dismissed_for(conn, operation, category.name, entries)
 
     def pending_pushes(self, category: Category) -> list[str]:
         """Records of ``category`` to send though no new event asks for it (merges, resolutions)."""

@@ -167,6 +167,7 @@ def _apply_page(
     """Apply one page and commit it with the marker; True when the category must stop here."""
     accepted = [e for e in entries if ctx.filters.accepts(e)]
     plan = _plan(ctx, accepted, preferred)
+    _drop_dismissed(ctx, plan)
     ready = _prepare(ctx, plan.changes, preferred)  # overlaps the previous page's commit
     committer.wait()
     _add_open_failures(ctx, plan)
@@ -182,6 +183,7 @@ def _apply_page(
     # before it (the next run reads it again), and record the failure.
     head = list(entries[:failed_at])
     head_plan = _plan(ctx, [e for e in head if ctx.filters.accepts(e)], preferred)
+    _drop_dismissed(ctx, head_plan)
     _add_open_failures(ctx, head_plan)
     head_outcomes = _outcomes(ctx, head_plan) if head else {}
     marker = MarkerMove(move.key, head[-1].entry_id, move.page) if head else None
@@ -295,6 +297,28 @@ def _unusable(entry: FeedEntry, uuid: str) -> InvalidResource | None:
     else:
         return None
     return InvalidResource(f"entry {entry.entry_id}: {why}")
+
+
+def _drop_dismissed(ctx: PullContext, plan: Plan) -> None:
+    """Leave out the changes whose failure for that very entry an administrator dismissed.
+
+    With ``continue_on_failure`` off the marker stops just before a failed entry, so the next
+    run reads it again: a dismissed one was fetched, failed and parked anew at every run, and
+    the feed never moved on. (With it on, the marker is already past it.) A later entry about the
+    record is a new change and is applied as usual.
+    """
+    if ctx.continue_on_failure or not plan.changes:
+        return
+    by_cat: dict[str, dict[str, str]] = {}
+    for change in plan.changes:
+        by_cat.setdefault(change.category.name, {})[change.uuid] = change.entry.entry_id
+    dropped = {
+        (name, uuid)
+        for name, entries in by_cat.items()
+        for uuid in ctx.local.dismissed(OPERATION, name, entries)
+    }
+    if dropped:
+        plan.changes = [c for c in plan.changes if (c.category.name, c.uuid) not in dropped]
 
 
 def _add_open_failures(ctx: PullContext, plan: Plan) -> None:

@@ -3,7 +3,7 @@ Protocols of the local side and the sender it drives (``sync/push.py`` runs them
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -35,11 +35,6 @@ class OutboxSide(LocalSide, Protocol):
         self, category: Category, uuids: Sequence[str]
     ) -> tuple[dict[str, Agreed], set[str]]:
         """Agreed versions of these records, and the uuids held back by an open conflict."""
-        ...
-
-    def dismissed(self, operation: str, category: Category, entries: Mapping[str, str]) -> set[str]:
-        """The records among ``entries`` (uuid → entry id) whose failure for that event was
-        dismissed by hand."""
         ...
 
     def pending_pushes(self, category: Category) -> list[str]:

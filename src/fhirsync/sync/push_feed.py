@@ -149,7 +149,7 @@ class FeedPusher:
         if self.ctx.continue_on_failure or not items:
             return set()
         entries = {i.event.record_uuid: i.event.entry_id for i in items}
-        return self.ctx.local.dismissed(OPERATION, self.category, entries)
+        return self.ctx.local.dismissed(OPERATION, self.category.name, entries)
 
     def _read(self, after: int) -> OutboxBatch:
         """The next batch; read again once the batch in flight and the pending page are done
