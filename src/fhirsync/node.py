@@ -272,9 +272,10 @@ def move_parent(node_dir: Path, new_url: str, *, from_start: bool = False) -> in
     send everything again. When the parent has only moved, its feeds at the new address hold the
     very entries this node read last: each position is checked there, then carried over. A
     parent whose feeds do not hold them is another parent: ConfigurationError, nothing changed,
-    unless ``from_start`` (then its feeds are read, and this node's changes sent, from the start).
+    unless ``from_start`` (then its feeds are read, and this node's changes sent, from the start,
+    and the versions agreed with the old parent are forgotten: nothing sends them to the new one).
     """
-    from fhirsync.store import locks, markers
+    from fhirsync.store import agreed, conflicts, locks, markers
     from fhirsync.sync.push_context import PUSH_FEED_PREFIX
 
     config = load_node(node_dir)
@@ -301,6 +302,11 @@ def move_parent(node_dir: Path, new_url: str, *, from_start: bool = False) -> in
             with db.write() as conn:
                 carried = markers.move_feed(conn, old, new)
                 markers.move_feed(conn, PUSH_FEED_PREFIX + old, PUSH_FEED_PREFIX + new)
+        elif old != new:
+            # Another parent: the versions agreed with the old one must never go up as If-Match.
+            with db.write() as conn:
+                agreed.forget_parent(conn)
+                conflicts.forget_remote_versions(conn)
         update_sync2(node_dir, {"general": {"parentFeedLocation": new}})
     finally:
         for direction in held:
