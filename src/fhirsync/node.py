@@ -123,11 +123,12 @@ def init_node(
             data["parent_password"] = parent_password
         data.update(extra_settings or {})
         settings: NodeSettings = parse_node_settings(data, SETTINGS_FILE)
-        base = settings.base_url or f"http://{host}:{port}"
         sync2 = Sync2Config(
             general=GeneralConfig(
                 parent_feed_location=(parent or "").strip().rstrip("/") or None,
-                local_feed_location=base,
+                # Not written: fhirsync does not use it (settings.unused_settings), and a copy
+                # of the address went stale when host or port changed in fhirsync.json.
+                local_feed_location=None,
                 local_instance_id=instance_id,
                 persist_success_audit=True,
                 persist_failure_audit=True,

@@ -205,8 +205,8 @@ class NodeSettings(BaseSettings):
     audit_retention_days: int = Field(90, ge=1, description="Days audit rows are kept.")
     audit_keep_payloads: bool = Field(
         False,
-        description="Not used yet: accepted, but audit details never hold record bodies "
-        "(they name the record and the error).",
+        description="Not supported: only `false` is accepted. Audit rows never hold record "
+        "bodies (patient data); they name the record and the error.",
     )
     log_level: str = Field("INFO", description="Python logging level.")
     session_secret: SecretStr = Field(
@@ -251,6 +251,17 @@ class NodeSettings(BaseSettings):
         if url.get_backend_name() in ("sqlite", "postgresql"):
             raise ValueError(f"{supported}: the {driver} driver is not supported")
         raise ValueError(supported)
+
+    @field_validator("audit_keep_payloads")
+    @classmethod
+    def _no_payloads(cls, value: bool) -> bool:
+        # Accepted and ignored, it let an administrator believe record bodies were kept.
+        if value:
+            raise ValueError(
+                "not supported: audit rows never hold record bodies (patient data), only the "
+                "record's id and the error; remove the setting or set it to false"
+            )
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -346,6 +357,28 @@ class NodeConfig(BaseModel):
         typed into the file or the admin page), or None when blank."""
         value = (self.sync2.general.parent_feed_location or "").strip().rstrip("/")
         return value or None
+
+
+SYNC2_LOCAL_FEED_DEFAULTS = ("http://localhost:8080/openmrs", "defaultAddress")
+"""``localFeedLocation`` of Sync 2.0's default file and of its samples."""
+
+
+def unused_settings(config: NodeConfig) -> list[str]:
+    """Warnings about settings this node accepts but does not use (for ``fhirsync status``,
+    and ``serve``'s log at start); empty when there are none to mention.
+
+    ``general.localFeedLocation`` is where an OpenMRS node reaches itself over HTTP to read its
+    own feed and records. fhirsync reads its store directly, and its address for other nodes
+    is ``base_url``: the Sync 2.0 default, and the address ``init`` writes, go unmentioned.
+    """
+    local = (config.sync2.general.local_feed_location or "").strip().rstrip("/")
+    if not local or local in SYNC2_LOCAL_FEED_DEFAULTS or local == config.base_url:
+        return []
+    return [
+        f"{SYNC2_FILE} general.localFeedLocation {local!r} is not used: fhirsync reads its own "
+        f"store directly, and other nodes reach it at base_url in {SETTINGS_FILE} (now "
+        f"{config.base_url})"
+    ]
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

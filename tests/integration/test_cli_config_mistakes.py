@@ -128,3 +128,32 @@ def test_a_preferred_client_that_names_no_client_is_warned_about(node: Path) -> 
     warning = next(line for line in result.stdout.splitlines() if line.startswith("warning:"))
     assert "pull.classes[1].preferredClient 'fihr' names no client (fhir, rest)" in warning
     assert fhirsync("status", str(node)).stdout.count("warning:") == 1
+
+
+def test_settings_fhirsync_does_not_use_are_named_not_silently_ignored(node: Path) -> None:
+    # A Java node's own address: fhirsync reads and writes its store directly, so the value
+    # does nothing, and an administrator who set it is told so (and where the address is set).
+    def java_address(data: dict[str, Any]) -> None:
+        data["general"]["localFeedLocation"] = "http://clinic-a:8080/openmrs"
+
+    edit_sync2(node, java_address)
+    result = fhirsync("status", str(node))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, result.stdout
+    assert "general.localFeedLocation" in warnings[0] and "base_url" in warnings[0], warnings
+    # The Sync 2.0 default, and the node's own address, load without a word.
+    for quiet in ("http://localhost:8080/openmrs", "http://127.0.0.1:8080"):
+        edit_sync2(node, lambda data, url=quiet: data["general"].update(localFeedLocation=url))
+        assert "warning:" not in fhirsync("status", str(node)).stdout, quiet
+
+    # Keeping record bodies in the audit log is not supported: asking for it is refused (a
+    # setting that said "accepted, not used yet" let an administrator believe it was on).
+    settings = json.loads((node / "fhirsync.json").read_text())
+    (node / "fhirsync.json").write_text(json.dumps({**settings, "audit_keep_payloads": True}))
+    refused = fhirsync("status", str(node))
+    assert refused.exit_code == 2, refused.output
+    line = one_line_error(refused)
+    assert "audit_keep_payloads" in line and "not supported" in line, line
+    (node / "fhirsync.json").write_text(json.dumps({**settings, "audit_keep_payloads": False}))
+    assert fhirsync("status", str(node)).exit_code == 0

@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from fhirsync.clients import sockets
 from fhirsync.clients.registry import unknown_preferences
 from fhirsync.errors import FhirsyncError, RunStopped
-from fhirsync.settings import NodeConfig, SyncMethodConfig
+from fhirsync.settings import NodeConfig, SyncMethodConfig, unused_settings
 from fhirsync.store import runs
 from fhirsync.store.checkpoints import IdleCheckpointer
 from fhirsync.store.engine import Database
@@ -296,7 +296,7 @@ def lifespan(config: NodeConfig, db: Database) -> Lifespan:
 
     @asynccontextmanager
     async def run(_app: Any) -> AsyncIterator[None]:
-        for warning in unknown_preferences(config):
+        for warning in [*unknown_preferences(config), *unused_settings(config)]:
             log.warning("node=%s %s", config.instance_id, warning)
         schedulers = [pull_scheduler(config, db), push_scheduler(config, db)]
         retention = AuditRetention(
