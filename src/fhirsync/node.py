@@ -24,6 +24,7 @@ from fhirsync.settings import (
     Sync2Config,
     SyncMethodConfig,
     load_node,
+    parent_url_problem,
     parse_node_settings,
     read_json_file,
     redacted_url,
@@ -281,11 +282,9 @@ def move_parent(node_dir: Path, new_url: str, *, from_start: bool = False) -> in
 
     config = load_node(node_dir)
     new = new_url.strip().rstrip("/")
-    if not new.startswith(("http://", "https://")):
-        raise ConfigurationError(
-            f"{new_url!r}: the parent's URL must start with http:// or https://",
-            field="general.parentFeedLocation",
-        )
+    problem = parent_url_problem(new)
+    if problem:
+        raise ConfigurationError(problem, field="general.parentFeedLocation")
     old = config.parent_url
     db = open_database(config.db_url)
     owner = locks.new_owner()

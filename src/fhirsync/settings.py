@@ -447,6 +447,26 @@ def parse_json_text(text: str, source: str) -> Any:
         ) from exc
 
 
+def parent_url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as the parent's base URL (for a message), None if nothing.
+
+    Checked where it is set (``sync2.json``, ``init --parent``, ``move-parent``): a URL that
+    cannot be parsed, or whose port no server can have, otherwise failed later as a traceback
+    or as "parent unreachable".
+    """
+    shown = redacted_url(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
+    except ValueError as exc:
+        return f"the parent's URL {shown!r} is not a valid URL: {exc}"
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return (
+            f"the parent's URL must start with http:// or https:// and name a host (got {shown!r})"
+        )
+    return None
+
+
 def parse_sync2(data: Any, source: str = SYNC2_FILE) -> Sync2Config:
     """Validate parsed ``sync2.json`` data; ConfigurationError names the field."""
     try:
@@ -461,15 +481,13 @@ def parse_sync2(data: Any, source: str = SYNC2_FILE) -> Sync2Config:
                 source=source,
             )
     parent = (config.general.parent_feed_location or "").strip()
-    if parent:
-        parts = urlsplit(parent)
-        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-            raise ConfigurationError(
-                f"{source}: field 'general.parentFeedLocation': the parent's URL must start "
-                f"with http:// or https:// and name a host (got {redacted_url(parent)!r})",
-                field="general.parentFeedLocation",
-                source=source,
-            )
+    problem = parent_url_problem(parent) if parent else None
+    if problem:
+        raise ConfigurationError(
+            f"{source}: field 'general.parentFeedLocation': {problem}",
+            field="general.parentFeedLocation",
+            source=source,
+        )
     # Both become the origin of records (a Java parent's feed names none: its URL does), kept
     # in ORIGIN_MAX characters: PostgreSQL refused every such write, SQLite stored it.
     for field, value in (

@@ -157,3 +157,22 @@ def test_settings_fhirsync_does_not_use_are_named_not_silently_ignored(node: Pat
     assert "audit_keep_payloads" in line and "not supported" in line, line
     (node / "fhirsync.json").write_text(json.dumps({**settings, "audit_keep_payloads": False}))
     assert fhirsync("status", str(node)).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("http://", "name a host"),
+        ("http://[::1", "not a valid URL"),
+        ("http://127.0.0.1:99999", "Port out of range"),
+    ],
+)
+def test_move_parent_to_a_bad_url_is_one_line_and_changes_nothing(
+    node: Path, url: str, said: str
+) -> None:
+    before = (node / "sync2.json").read_text()
+    result = fhirsync("move-parent", str(node), url)
+    assert result.exit_code == 2, result.output
+    line = one_line_error(result)
+    assert "parent's URL" in line and said in line, line
+    assert (node / "sync2.json").read_text() == before
