@@ -172,9 +172,29 @@ def init_node(
 
 
 def open_node(node_dir: Path) -> tuple[NodeConfig, Database]:
-    """Load a node directory and open (migrating if needed) its database."""
+    """Load a node directory and open (migrating if needed) its database; ConfigurationError
+    when its SQLite file is missing (only ``init`` creates one)."""
     config = load_node(node_dir)
-    return config, open_database(config.db_url)
+    return config, _open_existing(config)
+
+
+def _open_existing(config: NodeConfig) -> Database:
+    _check_database_file(config)
+    return open_database(config.db_url)
+
+
+def _check_database_file(config: NodeConfig) -> None:
+    """ConfigurationError when the node's SQLite file is missing (only ``init`` creates one)."""
+    url = make_url(config.db_url)
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    if path and path != ":memory:" and not Path(path).exists():
+        # Opening it would create an empty database: a parent then served empty feeds to
+        # children that count what they sent it as delivered, and never send it again.
+        raise ConfigurationError(
+            f"the database {path} is missing: restore the node from its backup (see `fhirsync "
+            "backup`), or check db_url; only `fhirsync init` creates a node's database",
+            field="db_url",
+        )
 
 
 def update_sync2(node_dir: Path, changes: dict[str, object]) -> None:
@@ -213,6 +233,7 @@ def backup_node(node_dir: Path, dest: Path) -> Copied:
             "and fhirsync.json beside it)",
             field="db_url",
         )
+    _check_database_file(config)
     if dest.exists():
         raise ConfigurationError(f"{dest} already exists: name a new directory for the backup")
     if dest.resolve().is_relative_to(node_dir.resolve()):
@@ -286,7 +307,7 @@ def move_parent(node_dir: Path, new_url: str, *, from_start: bool = False) -> in
     if problem:
         raise ConfigurationError(problem, field="general.parentFeedLocation")
     old = config.parent_url
-    db = open_database(config.db_url)
+    db = _open_existing(config)
     owner = locks.new_owner()
     held: list[str] = []
     try:

@@ -176,3 +176,17 @@ def test_move_parent_to_a_bad_url_is_one_line_and_changes_nothing(
     line = one_line_error(result)
     assert "parent's URL" in line and said in line, line
     assert (node / "sync2.json").read_text() == before
+
+
+def test_a_node_whose_database_file_is_gone_is_refused_not_started_empty(node: Path) -> None:
+    # Deleted, or left behind by a copy of the settings files alone: every command created an
+    # empty database in its place, and a parent served empty feeds to children that counted
+    # what they had sent it as delivered.
+    (node / "fhirsync.db").unlink()
+    copy = str(node.parent / "copy")
+    for command in (["status"], ["pull"], ["serve"], ["backup", copy]):
+        result = fhirsync(command[0], str(node), *command[1:])
+        assert result.exit_code == 2, result.output
+        line = one_line_error(result)
+        assert "fhirsync.db" in line and "backup" in line, line
+        assert not (node / "fhirsync.db").exists()
