@@ -324,6 +324,7 @@ def move_parent(node_dir: Path, new_url: str, *, from_start: bool = False) -> in
                 carried = markers.move_feed(conn, old, new)
                 markers.move_feed(conn, PUSH_FEED_PREFIX + old, PUSH_FEED_PREFIX + new)
         elif old != new:
+            _check_sync_parent(config, new)
             # Another parent: the versions agreed with the old one must never go up as If-Match.
             with db.write() as conn:
                 agreed.forget_parent(conn)
@@ -334,6 +335,31 @@ def move_parent(node_dir: Path, new_url: str, *, from_start: bool = False) -> in
             locks.release(db, direction, owner)
         db.dispose()
     return carried
+
+
+def _check_sync_parent(config: NodeConfig, new: str) -> None:
+    """ConfigurationError unless ``new`` serves sync feeds (TransientError if it does not answer).
+
+    Asked before a move to another parent changes anything: a typo there made the node forget
+    what it had agreed with its parent, for a URL no pull could read.
+    """
+    from fhirsync.clients.http import status_of
+
+    pulled = config.sync2.pull.enabled_categories() or ["patient"]
+    feed = f"/ws/atomfeed/{pulled[0]}/recent"
+    timeout = config.settings.http_connect_timeout
+    status = status_of(
+        new, feed, timeout=timeout, auth=config.parent_auth, ca_file=config.parent_ca_path
+    )
+    # 401/403: a sync parent that does not know this node's credentials yet; 500: OpenMRS's
+    # answer for the recent page of an empty feed.
+    if status < 300 or status in (401, 403, 500):
+        return
+    raise ConfigurationError(
+        f"{new} is not a sync parent: its {pulled[0]} feed answered HTTP {status} (check the "
+        "URL: a fhirsync parent has no path after host and port, an OpenMRS one ends in /openmrs)",
+        field="general.parentFeedLocation",
+    )
 
 
 def _check_same_parent(config: NodeConfig, db: Database, old: str, new: str) -> None:

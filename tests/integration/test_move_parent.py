@@ -90,6 +90,13 @@ def test_a_different_parent_is_refused_unless_read_from_the_start(
     assert unreachable.returncode == 3, unreachable.stdout + unreachable.stderr
     assert _parent_url(child) == before
 
+    # Read from the start, but still a sync parent: a typo or a dead address changes nothing
+    # (a move forgets what the node agreed with its old parent).
+    for wrong, code in ((other.base_url + "/openmrs", 2), (f"http://127.0.0.1:{free_port()}", 3)):
+        typo = cli("move-parent", str(child.node_dir), wrong, "--from-start")
+        assert typo.returncode == code, typo.stdout + typo.stderr
+        assert _parent_url(child) == before
+
     fresh = cli("move-parent", str(child.node_dir), other.base_url, "--from-start")
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     assert "from the beginning" in fresh.stdout
