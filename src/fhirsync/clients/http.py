@@ -176,6 +176,8 @@ def translated(where: str) -> Iterator[None]:
         hint = ""
         if "CERTIFICATE_VERIFY_FAILED" in reason:
             hint = " (a certificate from the hospital's own authority: set parent_ca_file)"
+        elif "WRONG_VERSION_NUMBER" in reason:
+            hint = " (the server speaks plain http there: use an http:// URL)"
         raise ConnectionFailed(f"cannot reach {where}: {reason}{hint}") from exc
     except httpx.InvalidURL as exc:
         raise ConfigurationError(f"{where}: invalid URL ({exc})") from exc
