@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from fhirsync import categories
 from fhirsync.errors import BackupFailed, ConfigurationError
@@ -117,7 +118,7 @@ def init_node(
     try:
         data: dict[str, object] = {"port": port, "host": host}
         if db_url:
-            data["db_url"] = db_url
+            data["db_url"] = _absolute_sqlite(db_url)
         if parent_user:
             data["parent_user"] = parent_user
         if parent_password:
@@ -169,6 +170,20 @@ def init_node(
         if made_dir and not any(node_dir.iterdir()):
             node_dir.rmdir()
         raise
+
+
+def _absolute_sqlite(url: str) -> str:
+    """``url`` with a relative SQLite path made absolute (from the working directory, where
+    ``init`` creates the file): kept relative, every later command run from elsewhere opened
+    another, empty file. Any other URL unchanged (the settings check judges it)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return url
+    path = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if not path or path == ":memory:" or Path(path).is_absolute():
+        return url
+    return parsed.set(database=str(Path(path).resolve())).render_as_string(hide_password=False)
 
 
 def open_node(node_dir: Path) -> tuple[NodeConfig, Database]:
