@@ -17,12 +17,14 @@ import socket
 import ssl
 import threading
 import typing
+import weakref
 from urllib.parse import urlsplit
 
 import httpcore
 
 _lock = threading.Lock()
-_open: dict[tuple[str, int], set[_TrackedStream]] = {}
+_open: dict[tuple[str, int], weakref.WeakSet[_TrackedStream]] = {}
+"""Weak: a client dropped without being closed must not be kept alive (with its socket) here."""
 
 
 def cut_url(url: str) -> int:
@@ -84,7 +86,7 @@ class _TrackedStream(httpcore.NetworkStream):
         self._inner = inner
         self._key = key
         with _lock:
-            _open.setdefault(key, set()).add(self)
+            _open.setdefault(key, weakref.WeakSet()).add(self)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         return self._inner.read(max_bytes, timeout)
