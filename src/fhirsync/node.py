@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from fhirsync import categories
 from fhirsync.errors import BackupFailed, ConfigurationError
@@ -24,6 +25,7 @@ from fhirsync.settings import (
     Sync2Config,
     SyncMethodConfig,
     load_node,
+    parent_url_problem,
     parse_node_settings,
     read_json_file,
     redacted_url,
@@ -116,18 +118,19 @@ def init_node(
     try:
         data: dict[str, object] = {"port": port, "host": host}
         if db_url:
-            data["db_url"] = db_url
+            data["db_url"] = _absolute_sqlite(db_url)
         if parent_user:
             data["parent_user"] = parent_user
         if parent_password:
             data["parent_password"] = parent_password
         data.update(extra_settings or {})
         settings: NodeSettings = parse_node_settings(data, SETTINGS_FILE)
-        base = settings.base_url or f"http://{host}:{port}"
         sync2 = Sync2Config(
             general=GeneralConfig(
                 parent_feed_location=(parent or "").strip().rstrip("/") or None,
-                local_feed_location=base,
+                # Not written: fhirsync does not use it (settings.unused_settings), and a copy
+                # of the address went stale when host or port changed in fhirsync.json.
+                local_feed_location=None,
                 local_instance_id=instance_id,
                 persist_success_audit=True,
                 persist_failure_audit=True,
@@ -169,10 +172,44 @@ def init_node(
         raise
 
 
+def _absolute_sqlite(url: str) -> str:
+    """``url`` with a relative SQLite path made absolute (from the working directory, where
+    ``init`` creates the file): kept relative, every later command run from elsewhere opened
+    another, empty file. Any other URL unchanged (the settings check judges it)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return url
+    path = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if not path or path == ":memory:" or Path(path).is_absolute():
+        return url
+    return parsed.set(database=str(Path(path).resolve())).render_as_string(hide_password=False)
+
+
 def open_node(node_dir: Path) -> tuple[NodeConfig, Database]:
-    """Load a node directory and open (migrating if needed) its database."""
+    """Load a node directory and open (migrating if needed) its database; ConfigurationError
+    when its SQLite file is missing (only ``init`` creates one)."""
     config = load_node(node_dir)
-    return config, open_database(config.db_url)
+    return config, _open_existing(config)
+
+
+def _open_existing(config: NodeConfig) -> Database:
+    _check_database_file(config)
+    return open_database(config.db_url)
+
+
+def _check_database_file(config: NodeConfig) -> None:
+    """ConfigurationError when the node's SQLite file is missing (only ``init`` creates one)."""
+    url = make_url(config.db_url)
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    if path and path != ":memory:" and not Path(path).exists():
+        # Opening it would create an empty database: a parent then served empty feeds to
+        # children that count what they sent it as delivered, and never send it again.
+        raise ConfigurationError(
+            f"the database {path} is missing: restore the node from its backup (see `fhirsync "
+            "backup`), or check db_url; only `fhirsync init` creates a node's database",
+            field="db_url",
+        )
 
 
 def update_sync2(node_dir: Path, changes: dict[str, object]) -> None:
@@ -211,6 +248,7 @@ def backup_node(node_dir: Path, dest: Path) -> Copied:
             "and fhirsync.json beside it)",
             field="db_url",
         )
+    _check_database_file(config)
     if dest.exists():
         raise ConfigurationError(f"{dest} already exists: name a new directory for the backup")
     if dest.resolve().is_relative_to(node_dir.resolve()):
@@ -272,20 +310,19 @@ def move_parent(node_dir: Path, new_url: str, *, from_start: bool = False) -> in
     send everything again. When the parent has only moved, its feeds at the new address hold the
     very entries this node read last: each position is checked there, then carried over. A
     parent whose feeds do not hold them is another parent: ConfigurationError, nothing changed,
-    unless ``from_start`` (then its feeds are read, and this node's changes sent, from the start).
+    unless ``from_start`` (then its feeds are read, and this node's changes sent, from the start,
+    and the versions agreed with the old parent are forgotten: nothing sends them to the new one).
     """
-    from fhirsync.store import locks, markers
+    from fhirsync.store import agreed, conflicts, locks, markers
     from fhirsync.sync.push_context import PUSH_FEED_PREFIX
 
     config = load_node(node_dir)
     new = new_url.strip().rstrip("/")
-    if not new.startswith(("http://", "https://")):
-        raise ConfigurationError(
-            f"{new_url!r}: the parent's URL must start with http:// or https://",
-            field="general.parentFeedLocation",
-        )
+    problem = parent_url_problem(new)
+    if problem:
+        raise ConfigurationError(problem, field="general.parentFeedLocation")
     old = config.parent_url
-    db = open_database(config.db_url)
+    db = _open_existing(config)
     owner = locks.new_owner()
     held: list[str] = []
     try:
@@ -301,12 +338,43 @@ def move_parent(node_dir: Path, new_url: str, *, from_start: bool = False) -> in
             with db.write() as conn:
                 carried = markers.move_feed(conn, old, new)
                 markers.move_feed(conn, PUSH_FEED_PREFIX + old, PUSH_FEED_PREFIX + new)
+        elif old != new:
+            _check_sync_parent(config, new)
+            # Another parent: the versions agreed with the old one must never go up as If-Match.
+            with db.write() as conn:
+                agreed.forget_parent(conn)
+                conflicts.forget_remote_versions(conn)
         update_sync2(node_dir, {"general": {"parentFeedLocation": new}})
     finally:
         for direction in held:
             locks.release(db, direction, owner)
         db.dispose()
     return carried
+
+
+def _check_sync_parent(config: NodeConfig, new: str) -> None:
+    """ConfigurationError unless ``new`` serves sync feeds (TransientError if it does not answer).
+
+    Asked before a move to another parent changes anything: a typo there made the node forget
+    what it had agreed with its parent, for a URL no pull could read.
+    """
+    from fhirsync.clients.http import status_of
+
+    pulled = config.sync2.pull.enabled_categories() or ["patient"]
+    feed = f"/ws/atomfeed/{pulled[0]}/recent"
+    timeout = config.settings.http_connect_timeout
+    status = status_of(
+        new, feed, timeout=timeout, auth=config.parent_auth, ca_file=config.parent_ca_path
+    )
+    # 401/403: a sync parent that does not know this node's credentials yet; 500: OpenMRS's
+    # answer for the recent page of an empty feed.
+    if status < 300 or status in (401, 403, 500):
+        return
+    raise ConfigurationError(
+        f"{new} is not a sync parent: its {pulled[0]} feed answered HTTP {status} (check the "
+        "URL: a fhirsync parent has no path after host and port, an OpenMRS one ends in /openmrs)",
+        field="general.parentFeedLocation",
+    )
 
 
 def _check_same_parent(config: NodeConfig, db: Database, old: str, new: str) -> None:

@@ -205,8 +205,8 @@ class NodeSettings(BaseSettings):
     audit_retention_days: int = Field(90, ge=1, description="Days audit rows are kept.")
     audit_keep_payloads: bool = Field(
         False,
-        description="Not used yet: accepted, but audit details never hold record bodies "
-        "(they name the record and the error).",
+        description="Not supported: only `false` is accepted. Audit rows never hold record "
+        "bodies (patient data); they name the record and the error.",
     )
     log_level: str = Field("INFO", description="Python logging level.")
     session_secret: SecretStr = Field(
@@ -251,6 +251,17 @@ class NodeSettings(BaseSettings):
         if url.get_backend_name() in ("sqlite", "postgresql"):
             raise ValueError(f"{supported}: the {driver} driver is not supported")
         raise ValueError(supported)
+
+    @field_validator("audit_keep_payloads")
+    @classmethod
+    def _no_payloads(cls, value: bool) -> bool:
+        # Accepted and ignored, it let an administrator believe record bodies were kept.
+        if value:
+            raise ValueError(
+                "not supported: audit rows never hold record bodies (patient data), only the "
+                "record's id and the error; remove the setting or set it to false"
+            )
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -348,6 +359,28 @@ class NodeConfig(BaseModel):
         return value or None
 
 
+SYNC2_LOCAL_FEED_DEFAULTS = ("http://localhost:8080/openmrs", "defaultAddress")
+"""``localFeedLocation`` of Sync 2.0's default file and of its samples."""
+
+
+def unused_settings(config: NodeConfig) -> list[str]:
+    """Warnings about settings this node accepts but does not use (for ``fhirsync status``,
+    and ``serve``'s log at start); empty when there are none to mention.
+
+    ``general.localFeedLocation`` is where an OpenMRS node reaches itself over HTTP to read its
+    own feed and records. fhirsync reads its store directly, and its address for other nodes
+    is ``base_url``: the Sync 2.0 default, and the address ``init`` writes, go unmentioned.
+    """
+    local = (config.sync2.general.local_feed_location or "").strip().rstrip("/")
+    if not local or local in SYNC2_LOCAL_FEED_DEFAULTS or local == config.base_url:
+        return []
+    return [
+        f"{SYNC2_FILE} general.localFeedLocation {local!r} is not used: fhirsync reads its own "
+        f"store directly, and other nodes reach it at base_url in {SETTINGS_FILE} (now "
+        f"{config.base_url})"
+    ]
+
+
 def _field_path(loc: tuple[int | str, ...]) -> str:
     """``pull.classes[3].enabled``: list positions as an administrator reads them in JSON."""
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
@@ -414,6 +447,26 @@ def parse_json_text(text: str, source: str) -> Any:
         ) from exc
 
 
+def parent_url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as the parent's base URL (for a message), None if nothing.
+
+    Checked where it is set (``sync2.json``, ``init --parent``, ``move-parent``): a URL that
+    cannot be parsed, or whose port no server can have, otherwise failed later as a traceback
+    or as "parent unreachable".
+    """
+    shown = redacted_url(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
+    except ValueError as exc:
+        return f"the parent's URL {shown!r} is not a valid URL: {exc}"
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return (
+            f"the parent's URL must start with http:// or https:// and name a host (got {shown!r})"
+        )
+    return None
+
+
 def parse_sync2(data: Any, source: str = SYNC2_FILE) -> Sync2Config:
     """Validate parsed ``sync2.json`` data; ConfigurationError names the field."""
     try:
@@ -428,15 +481,13 @@ def parse_sync2(data: Any, source: str = SYNC2_FILE) -> Sync2Config:
                 source=source,
             )
     parent = (config.general.parent_feed_location or "").strip()
-    if parent:
-        parts = urlsplit(parent)
-        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-            raise ConfigurationError(
-                f"{source}: field 'general.parentFeedLocation': the parent's URL must start "
-                f"with http:// or https:// and name a host (got {redacted_url(parent)!r})",
-                field="general.parentFeedLocation",
-                source=source,
-            )
+    problem = parent_url_problem(parent) if parent else None
+    if problem:
+        raise ConfigurationError(
+            f"{source}: field 'general.parentFeedLocation': {problem}",
+            field="general.parentFeedLocation",
+            source=source,
+        )
     # Both become the origin of records (a Java parent's feed names none: its URL does), kept
     # in ORIGIN_MAX characters: PostgreSQL refused every such write, SQLite stored it.
     for field, value in (

@@ -128,3 +128,65 @@ def test_a_preferred_client_that_names_no_client_is_warned_about(node: Path) -> 
     warning = next(line for line in result.stdout.splitlines() if line.startswith("warning:"))
     assert "pull.classes[1].preferredClient 'fihr' names no client (fhir, rest)" in warning
     assert fhirsync("status", str(node)).stdout.count("warning:") == 1
+
+
+def test_settings_fhirsync_does_not_use_are_named_not_silently_ignored(node: Path) -> None:
+    # A Java node's own address: fhirsync reads and writes its store directly, so the value
+    # does nothing, and an administrator who set it is told so (and where the address is set).
+    def java_address(data: dict[str, Any]) -> None:
+        data["general"]["localFeedLocation"] = "http://clinic-a:8080/openmrs"
+
+    edit_sync2(node, java_address)
+    result = fhirsync("status", str(node))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, result.stdout
+    assert "general.localFeedLocation" in warnings[0] and "base_url" in warnings[0], warnings
+    # The Sync 2.0 default, and the node's own address, load without a word.
+    for quiet in ("http://localhost:8080/openmrs", "http://127.0.0.1:8080"):
+        edit_sync2(node, lambda data, url=quiet: data["general"].update(localFeedLocation=url))
+        assert "warning:" not in fhirsync("status", str(node)).stdout, quiet
+
+    # Keeping record bodies in the audit log is not supported: asking for it is refused (a
+    # setting that said "accepted, not used yet" let an administrator believe it was on).
+    settings = json.loads((node / "fhirsync.json").read_text())
+    (node / "fhirsync.json").write_text(json.dumps({**settings, "audit_keep_payloads": True}))
+    refused = fhirsync("status", str(node))
+    assert refused.exit_code == 2, refused.output
+    line = one_line_error(refused)
+    assert "audit_keep_payloads" in line and "not supported" in line, line
+    (node / "fhirsync.json").write_text(json.dumps({**settings, "audit_keep_payloads": False}))
+    assert fhirsync("status", str(node)).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("http://", "name a host"),
+        ("http://[::1", "not a valid URL"),
+        ("http://127.0.0.1:99999", "Port out of range"),
+    ],
+)
+def test_move_parent_to_a_bad_url_is_one_line_and_changes_nothing(
+    node: Path, url: str, said: str
+) -> None:
+    before = (node / "sync2.json").read_text()
+    result = fhirsync("move-parent", str(node), url)
+    assert result.exit_code == 2, result.output
+    line = one_line_error(result)
+    assert "parent's URL" in line and said in line, line
+    assert (node / "sync2.json").read_text() == before
+
+
+def test_a_node_whose_database_file_is_gone_is_refused_not_started_empty(node: Path) -> None:
+    # Deleted, or left behind by a copy of the settings files alone: every command created an
+    # empty database in its place, and a parent served empty feeds to children that counted
+    # what they had sent it as delivered.
+    (node / "fhirsync.db").unlink()
+    copy = str(node.parent / "copy")
+    for command in (["status"], ["pull"], ["serve"], ["backup", copy]):
+        result = fhirsync(command[0], str(node), *command[1:])
+        assert result.exit_code == 2, result.output
+        line = one_line_error(result)
+        assert "fhirsync.db" in line and "backup" in line, line
+        assert not (node / "fhirsync.db").exists()

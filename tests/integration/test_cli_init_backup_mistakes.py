@@ -108,3 +108,21 @@ def test_init_with_a_sqlite_file_in_a_missing_folder_is_one_line(tmp_path: Path)
     line = one_line_error(result)
     assert "No such file or directory" in line and str(missing) in line, line
     assert not (tmp_path / "n").exists() and not missing.exists()
+
+
+def test_a_relative_sqlite_path_names_the_file_init_made_from_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `--db sqlite:///clinic.db` made the file in the directory init ran in, and kept the
+    # relative URL: every later command run from elsewhere (a systemd unit, cron) opened
+    # another file there, an empty node.
+    (tmp_path / "here").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    done = init(tmp_path / "n", "--instance-id", "n", "--db", "sqlite:///clinic.db")
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "here" / "clinic.db").exists()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    status = fhirsync("status", str(tmp_path / "n"))
+    assert status.exit_code == 0, status.output
+    assert list((tmp_path / "elsewhere").iterdir()) == []

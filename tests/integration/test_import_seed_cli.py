@@ -227,6 +227,12 @@ def test_import_reads_gzip_and_a_byte_order_mark_and_refuses_utf16_by_name(
     (tmp_path / "cut.ndjson.gz").write_bytes(gzip.compress(plain)[:-20])  # a broken download
     cut = cli("import", node, str(tmp_path / "cut.ndjson.gz"), "--workers", "1")
     assert cut.exit_code == 2 and "gzip data is damaged" in cut.stderr, cut.output
+    # Damaged in its first bytes (a header from another tool, a file cut at 10 bytes): this
+    # was a traceback (BadGzipFile, EOFError) from reading the first line.
+    for name, damaged in (("header", b"\x1f\x8b garbage"), ("short", gzip.compress(plain)[:10])):
+        (tmp_path / f"{name}.ndjson.gz").write_bytes(damaged)
+        bad = cli("import", node, str(tmp_path / f"{name}.ndjson.gz"), "--workers", "1")
+        assert bad.exit_code == 2 and "gzip data is damaged" in bad.stderr, (name, bad.output)
 
     windows = b"\xef\xbb\xbf" + plain.replace(b"\n", b"\r\n")
     (tmp_path / "windows.ndjson").write_bytes(windows)

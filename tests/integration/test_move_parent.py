@@ -7,10 +7,20 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from sqlalchemy import select
 from tests.conftest import NodeFactory
+from tests.integration.conflict_support import edit, open_conflicts
 from tests.integration.pull_support import cli, held, new_uuid, patient, pull, put
-from tests.integration.test_push import create_patients, make_pair, push
+from tests.integration.test_push import (
+    CHILD_PASSWORD,
+    add_child_account,
+    create_patients,
+    make_pair,
+    open_failures,
+    push,
+)
 
+from fhirsync.store.tables import agreed
 from fhirsync.testing.javafeed import JavaEvent, JavaFeedServer
 from fhirsync.testing.servers import NodeHandle, free_port
 
@@ -80,6 +90,13 @@ def test_a_different_parent_is_refused_unless_read_from_the_start(
     assert unreachable.returncode == 3, unreachable.stdout + unreachable.stderr
     assert _parent_url(child) == before
 
+    # Read from the start, but still a sync parent: a typo or a dead address changes nothing
+    # (a move forgets what the node agreed with its old parent).
+    for wrong, code in ((other.base_url + "/openmrs", 2), (f"http://127.0.0.1:{free_port()}", 3)):
+        typo = cli("move-parent", str(child.node_dir), wrong, "--from-start")
+        assert typo.returncode == code, typo.stdout + typo.stderr
+        assert _parent_url(child) == before
+
     fresh = cli("move-parent", str(child.node_dir), other.base_url, "--from-start")
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     assert "from the beginning" in fresh.stdout
@@ -126,3 +143,38 @@ def test_a_java_parent_moved_or_replaced(node_factory: NodeFactory) -> None:
         after = pull(child)
         assert (after.outcome, after.events_read, after.applied) == ("ok", 10, 10), after
         assert moved.feed_requests("patient")[1:] == ["3", "4", "5"]
+
+
+def _agreed_versions(node: NodeHandle) -> dict[str, str | None]:
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            rows = conn.execute(select(agreed.c.uuid, agreed.c.parent_version))
+            return {r.uuid: r.parent_version for r in rows}
+    finally:
+        db.dispose()
+
+
+def test_a_move_to_another_parent_sends_none_of_the_old_parents_versions(
+    node_factory: NodeFactory,
+) -> None:
+    old, child = make_pair(node_factory)
+    new = node_factory("new-parent")
+    add_child_account(new, "child-a", CHILD_PASSWORD)
+    mine = create_patients(child, 1)[0]
+    assert push(child).applied == 1
+    edit(child, mine, gender="female")
+    assert push(child).applied == 1  # the old parent holds it at version 2, and the child knows
+
+    done = cli("move-parent", str(child.node_dir), new.base_url, "--from-start")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _agreed_versions(child) == {mine: None}  # the base stays, the old parent's tag goes
+    edit(child, mine, birthDate="1980-01-01")
+    after = push(child)
+    # The new parent never had the record: sent with the old parent's version as If-Match it
+    # was refused (412), taken for one voided there and kept as a conflict, never sent.
+    assert (after.outcome, after.failures, after.applied) == ("ok", 0, 1), after
+    assert open_failures(child) == [] and open_conflicts(child) == []
+    assert held(child)[("patient", mine)][1] == "active", held(child)[("patient", mine)]
+    assert held(new)[("patient", mine)] == held(child)[("patient", mine)]
+    assert held(old)[("patient", mine)] != held(child)[("patient", mine)]

@@ -55,11 +55,24 @@ def test_unknown_key_names_the_field() -> None:
     assert info.value.field == "general.bogus"
 
 
-@pytest.mark.parametrize("url", ["parent.example.org:8080", "ftp://parent", "http://"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "parent.example.org:8080",
+        "ftp://parent",
+        "http://",
+        # A traceback from urlsplit; then pulls said "parent unreachable" (exit 3) for a port
+        # no server can have.
+        "http://[::1",
+        "http://127.0.0.1:99999",
+        "http://parent:80a",
+    ],
+)
 def test_a_parent_url_that_is_no_http_url_is_refused(url: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         parse_sync2({"general": {"parentFeedLocation": url}})
     assert info.value.field == "general.parentFeedLocation"
+    assert "parentFeedLocation" in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -72,6 +72,7 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
     node's credentials, 3 the parent is unreachable (for monitoring scripts)."""
     from fhirsync.clients.registry import unknown_preferences
     from fhirsync.node import open_node
+    from fhirsync.settings import unused_settings
     from fhirsync.store import conflicts, failures, locks, markers, runs
     from fhirsync.sync import lag
     from fhirsync.sync.scheduler import is_scheduled, overdue_since
@@ -82,7 +83,7 @@ def status(node_dir: Annotated[Path, typer.Argument(help="The node directory.")]
         console.print(
             f"node [bold]{plain(config.instance_id)}[/bold]  parent {plain(parent or '(none)')}"
         )
-        for warning in unknown_preferences(config):
+        for warning in [*unknown_preferences(config), *unused_settings(config)]:
             console.print(f"[yellow]warning:[/yellow] {plain(warning)}")
         reachable = _reachable(config) if parent else "no parent"
         found = lag.gather(config, db, ask_parent=reachable == "yes")

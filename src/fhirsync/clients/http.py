@@ -32,9 +32,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import httpx
 import orjson
 
+from fhirsync.clients.sockets import TrackingBackend
 from fhirsync.errors import (
     ConfigurationError,
     ConnectionFailed,
@@ -95,12 +97,19 @@ def make_http_client(
 
 
 def _transport(pool_size: int, *, verify: ssl.SSLContext | bool) -> httpx.HTTPTransport:
-    return httpx.HTTPTransport(
+    transport = httpx.HTTPTransport(
         verify=verify,
         limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
         trust_env=False,
         socket_options=[(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)],
     )
+    # Connections a stopping server can cut (clients/sockets.py). httpx 0.28 takes no network
+    # backend, so its pool's is replaced; tests/unit/clients/test_sockets.py fails if that
+    # stops working with a new httpx.
+    pool = transport._pool
+    assert isinstance(pool, httpcore.ConnectionPool), type(pool)  # trust_env=False: no proxy
+    pool._network_backend = TrackingBackend()
+    return transport
 
 
 class LazyTransport(httpx.BaseTransport):
@@ -167,6 +176,8 @@ def translated(where: str) -> Iterator[None]:
         hint = ""
         if "CERTIFICATE_VERIFY_FAILED" in reason:
             hint = " (a certificate from the hospital's own authority: set parent_ca_file)"
+        elif "WRONG_VERSION_NUMBER" in reason:
+            hint = " (the server speaks plain http there: use an http:// URL)"
         raise ConnectionFailed(f"cannot reach {where}: {reason}{hint}") from exc
     except httpx.InvalidURL as exc:
         raise ConfigurationError(f"{where}: invalid URL ({exc})") from exc

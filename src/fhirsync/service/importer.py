@@ -154,12 +154,13 @@ def _lines_of(handle: io.BufferedReader, path: Path) -> Iterator[Iterable[bytes]
     the file's own bytes. ConfigurationError for UTF-16 text (PowerShell's ``>`` writes it)."""
     compressed = handle.peek(2)[:2] == b"\x1f\x8b"
     with gzip.GzipFile(fileobj=handle) if compressed else nullcontext(handle) as text:
-        start = text.peek(3)[:3]
-        if start[:2] in (b"\xff\xfe", b"\xfe\xff"):
-            raise ConfigurationError(f"{path} is UTF-16 text: save it as UTF-8 to import it")
-        if start == b"\xef\xbb\xbf":
-            text.read(3)
         try:
+            # Read inside the try: a damaged gzip header fails here, at the first peek.
+            start = text.peek(3)[:3]
+            if start[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                raise ConfigurationError(f"{path} is UTF-16 text: save it as UTF-8 to import it")
+            if start == b"\xef\xbb\xbf":
+                text.read(3)
             yield text
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # a truncated download, say
             raise ConfigurationError(

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, delete, select, update
 
-from fhirsync import canonical
+from fhirsync import canonical, categories
 from fhirsync.records import RecordState
 from fhirsync.store import bulk
 from fhirsync.store.tables import agreed
@@ -138,6 +138,23 @@ def clear_pending(conn: Connection, category: str, uuids: Iterable[str]) -> None
             .where(agreed.c.category == category, agreed.c.uuid.in_(wanted))
             .values(pending_push=False)
         )
+
+
+def forget_parent(conn: Connection) -> int:
+    """Forget every version tag agreed with the parent, for a node that moves to another parent
+    (``fhirsync move-parent --from-start``); how many rows were changed.
+
+    Those tags mean nothing there: sent as ``If-Match`` to a parent that never had the record,
+    they were refused with 412 and the record was taken for one voided at the parent (a
+    conflict, never sent). FHIR rows keep their body as the base of pull's merges but lose the
+    parent's ``versionId``; REST rows go, since their base is itself the tag push sends.
+    """
+    rest = [c.name for c in categories.all_categories() if not c.is_fhir]
+    dropped = conn.execute(delete(agreed).where(agreed.c.category.in_(rest))).rowcount
+    cleared = conn.execute(
+        update(agreed).where(agreed.c.parent_version.is_not(None)).values(parent_version=None)
+    ).rowcount
+    return int(dropped or 0) + int(cleared or 0)
 
 
 def _to_agreed(row: Any) -> Agreed:

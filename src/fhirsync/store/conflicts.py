@@ -181,6 +181,17 @@ def close(conn: Connection, uuid: str, *, resolved_by: str, resolution: str, now
     return done.rowcount == 1
 
 
+def forget_remote_versions(conn: Connection) -> int:
+    """Forget the parent's version held by every open conflict (the node moved to another
+    parent, where it means nothing: a resolution would send it up as ``If-Match``)."""
+    done = conn.execute(
+        update(conflicts)
+        .where(conflicts.c.status == OPEN, conflicts.c.remote_version.is_not(None))
+        .values(remote_version=None)
+    )
+    return int(done.rowcount or 0)
+
+
 def _to_conflict(row: Any) -> Conflict:
     return Conflict(
         uuid=row.uuid,

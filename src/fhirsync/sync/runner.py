@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from fhirsync.clients.facade import ClientFacade
 from fhirsync.errors import (
     AuthError,
     ConfigurationError,
@@ -19,6 +20,7 @@ from fhirsync.errors import (
     RunStopped,
     TransientError,
 )
+from fhirsync.feed.reader import FeedReader
 from fhirsync.runtime import bulk_settings
 from fhirsync.settings import NodeConfig
 from fhirsync.store import locks, runs
@@ -70,7 +72,7 @@ def _run(
     stopped: list[str] = []
     missing = 0  # categories whose feed the parent does not have (404)
     outcome: Outcome = "ok"
-    feed, transport = connect_parent(config)  # no I/O yet: errors come from reading
+    connected: tuple[FeedReader, ClientFacade] | None = None
     checker: BodyChecker | None = None
     recovery = config.recovery_file
     # Extends the run lock every LOCK_TTL/4 seconds of progress (pages and categories): one large
@@ -79,6 +81,10 @@ def _run(
     keep = locks.keeper(db, "pull", owner, LOCK_TTL)
     include_own = include_own or recovery.exists()
     try:
+        # Inside the try: a client that cannot be made (parent_ca_file names no file, a plug-in
+        # refuses the settings) left the run lock held, and `serve` skipped its runs until the
+        # lock expired. No I/O yet: errors come from reading.
+        connected = feed, transport = connect_parent(config)
         _save(db, started_at=datetime.now(UTC), outcome="running")
         classes = [c for c in config.sync2.pull.classes if c.enabled]
         listener(RunStarted(OPERATION, tuple(c.category.lower() for c in classes)))
@@ -112,8 +118,9 @@ def _run(
     finally:
         if checker is not None:
             checker.close()
-        transport.close()
-        feed.close()
+        if connected is not None:
+            connected[1].close()
+            connected[0].close()
         locks.release(db, "pull", owner)
     seconds = time.monotonic() - started
     result = RunFinished(

@@ -23,9 +23,10 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from fhirsync.clients import sockets
 from fhirsync.clients.registry import unknown_preferences
 from fhirsync.errors import FhirsyncError, RunStopped
-from fhirsync.settings import NodeConfig, SyncMethodConfig
+from fhirsync.settings import NodeConfig, SyncMethodConfig, unused_settings
 from fhirsync.store import runs
 from fhirsync.store.checkpoints import IdleCheckpointer
 from fhirsync.store.engine import Database
@@ -38,6 +39,9 @@ from fhirsync.sync.status import Listener, RunEvent, RunFinished, RunProgress
 
 log = logging.getLogger(__name__)
 DEFAULT_SCHEDULE = 300.0
+STOP_GRACE = 1.0
+"""Seconds a stopping scheduler waits for its run to end by itself before cutting its
+connections to the parent (:meth:`Scheduler.stop`)."""
 CONFIG_CHECK_SECONDS = 2.0
 """How often a waiting scheduler looks at the configuration again."""
 OVERDUE_AFTER = timedelta(seconds=60)
@@ -107,11 +111,23 @@ class Scheduler:
             self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Ask the loop to stop and wait for the current run to end (stopping is no failure)."""
+        """Ask the loop to stop and wait for the current run to end (stopping is no failure).
+
+        A run still going after STOP_GRACE seconds is waiting on the parent (a pull ends after
+        the page it is on; a push's batch is answered in well under that): its connections to
+        the parent are cut, and it ends as when the network drops, recorded as stopped.
+        """
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        deadline = time.monotonic() + timeout
+        thread.join(STOP_GRACE)
+        while thread.is_alive() and time.monotonic() < deadline:
+            if self.config.parent_url is not None:
+                # Again and again: a run between two requests opens its next connection later.
+                sockets.cut_url(self.config.parent_url)
+            thread.join(0.2)
 
     def next_delay(self, outcome: str) -> float:
         """The schedule after a run that reached the parent; a growing backoff (capped by the
@@ -130,6 +146,9 @@ class Scheduler:
                 self._stop.wait(CONFIG_CHECK_SECONDS)
                 continue
             outcome, error = self._run_once()
+            if self._stop.is_set():
+                self._stopped(outcome)
+                return
             schedule = self._method(self.config).schedule  # read before the delay is made of it
             failed_before = self.failures
             delay = self.next_delay(outcome)
@@ -154,6 +173,27 @@ class Scheduler:
                 )
             self._save_state(delay, error)
             self._wait(delay, schedule)
+
+    def _stopped(self, outcome: str) -> None:
+        """Record a run that ended because serve stopped (its connections to the parent cut,
+        see :meth:`stop`) as stopped, not as a failure to reach the parent: no backoff."""
+        if outcome != "unreachable":
+            return
+        try:
+            with self.db.write() as conn:
+                runs.save(
+                    conn,
+                    self.operation,
+                    outcome="stopped",
+                    last_error="stopped while waiting for the parent (fhirsync serve stopping)",
+                )
+        except SQLAlchemyError as exc:
+            log.warning(
+                "node %s: scheduled %s: cannot save the run state: %s",
+                self.config.instance_id,
+                self.operation,
+                str(getattr(exc, "orig", None) or exc).splitlines()[0],
+            )
 
     def _save_state(self, delay: float, error: str | None) -> None:
         """Keep the backoff in the run state for ``fhirsync status`` and /health."""
@@ -242,7 +282,7 @@ def pull_scheduler(config: NodeConfig, db: Database) -> Scheduler:
 
 def push_scheduler(config: NodeConfig, db: Database) -> Scheduler:
     """The scheduler of push (``push.enabled``, ``push.schedule``). A push run is not stopped
-    early: it ends by itself, or with serve's stop timeout."""
+    between batches: it ends by itself, or its connections are cut (:meth:`Scheduler.stop`)."""
 
     def run(c: NodeConfig, d: Database, _listener: Listener) -> RunFinished:
         return run_push(c, d)
@@ -256,7 +296,7 @@ def lifespan(config: NodeConfig, db: Database) -> Lifespan:
 
     @asynccontextmanager
     async def run(_app: Any) -> AsyncIterator[None]:
-        for warning in unknown_preferences(config):
+        for warning in [*unknown_preferences(config), *unused_settings(config)]:
             log.warning("node=%s %s", config.instance_id, warning)
         schedulers = [pull_scheduler(config, db), push_scheduler(config, db)]
         retention = AuditRetention(

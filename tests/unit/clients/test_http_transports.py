@@ -104,3 +104,14 @@ def test_an_unusable_ca_file_names_the_setting(
     finally:
         client.close()
     assert info.value.field == "parent_ca_file"
+
+
+def test_https_to_a_plain_http_server_says_the_server_speaks_http(plain_port: int) -> None:
+    # "[SSL: WRONG_VERSION_NUMBER] wrong version number" alone sends an administrator after
+    # certificates; the parent URL just says https:// for a server that speaks http.
+    client = make_http_client(f"https://127.0.0.1:{plain_port}", None)
+    try:
+        with pytest.raises(ConnectionFailed, match=r"speaks plain http"):
+            request(client, "GET", "/x")
+    finally:
+        client.close()

@@ -66,6 +66,24 @@ def test_missing_parent_is_a_configuration_error(tmp_path: Path) -> None:
     assert "parentFeedLocation" in done.stderr
 
 
+def test_a_run_that_cannot_reach_for_its_parent_frees_the_lock(child: NodeConfig) -> None:
+    # parent_ca_file names no file: refused when the run makes its clients, after it took the
+    # lock. The lock stayed held: `serve` (the same live process) skipped its scheduled pulls
+    # and refused "Pull now" as busy for LOCK_TTL, after the file was put in place.
+    config = child.model_copy(
+        update={"settings": child.settings.model_copy(update={"parent_ca_file": "gone.pem"})}
+    )
+    _, db = open_node(child.node_dir)
+    try:
+        with pytest.raises(ConfigurationError, match="parent_ca_file"):
+            run_pull(config, db)
+        assert locks.holder(db, "pull") is None
+        with db.read() as conn:
+            assert runs.get(conn, "pull").outcome != "running"
+    finally:
+        db.dispose()
+
+
 def test_a_second_run_is_refused_while_one_holds_the_lock(child: NodeConfig) -> None:
     _, db = open_node(child.node_dir)
     owner = locks.new_owner()
