@@ -4,6 +4,8 @@
 - ``/sync2/...``: an HTML error page
 - everything else (REST v1, Sync 2.0 endpoints, feeds, ops): OpenMRS-style JSON
   ``{"error": {"message": ..., "code": ..., "detail": ...}}``
+
+A database that cannot be reached (SQLAlchemy's ``OperationalError``) is 503 on every surface.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -141,6 +144,25 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return render(request.url.path, exc.status_code, str(exc.detail))
 
 
+DATABASE_UNAVAILABLE = (
+    "This node's database is unavailable just now (its server is down or restarting, or another "
+    "program holds it locked). Nothing was changed; try again in a moment."
+)
+DATABASE_RETRY_AFTER_SECONDS = 10
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    # The store lets SQLAlchemy's OperationalError through: a database server that is down, a
+    # lock held past the busy timeout, a serialisation failure. All mean "try again later", so
+    # they are answered 503 (a child's sync retries it) instead of "Internal server error".
+    # Only the class is logged: the error's text can quote a statement.
+    assert isinstance(exc, OperationalError)
+    log.warning("database unavailable path=%s error=%s", request.url.path, type(exc.orig).__name__)
+    response = render(request.url.path, 503, DATABASE_UNAVAILABLE)
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    return response
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error path=%s", request.url.path)
     return render(request.url.path, 500, "Internal server error")
@@ -151,4 +173,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(FhirsyncError, _fhirsync_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)
