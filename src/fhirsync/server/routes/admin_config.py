@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -30,6 +32,18 @@ router = APIRouter(prefix="/sync2", include_in_schema=False)
 
 MASK = "********"
 _MAX_IMPORT_BYTES = 1024 * 1024
+_SAVING = threading.Lock()
+"""Held from the stale-form check to the write, so two saves cannot both pass the check."""
+STALE_MESSAGE = (
+    "The configuration was changed since this page was shown (in another tab, by another "
+    "administrator or from the command line)."
+)
+
+
+def version_of(config: Sync2Config) -> str:
+    """A short fingerprint of ``config``: the form carries it, so a save from a page showing an
+    older configuration is refused instead of silently undoing the newer one."""
+    return hashlib.sha256(config.to_json().encode()).hexdigest()[:32]
 
 
 def masked_sync2(config: Sync2Config) -> str:
@@ -74,19 +88,25 @@ def _config_page(
     *,
     text: str | None = None,
     error: ConfigurationError | None = None,
+    refused_text: str | None = None,
 ) -> Response:
+    """The page; ``refused_text`` is an edit refused because the configuration changed meanwhile
+    (the form then shows the current configuration, and the refused text beside it)."""
     return page(
         request,
         "config.html",
         {
             "nav": "config",
             "text": text if text is not None else masked_sync2(node.config.sync2),
+            "version": version_of(node.config.sync2),
             "error": error,
+            "refused_text": refused_text,
+            "stale_message": STALE_MESSAGE,
             "settings_rows": settings_rows(node.config.settings),
             "node_dir": str(node.config.node_dir),
         },
         session=session,
-        status_code=400 if error else 200,
+        status_code=409 if refused_text is not None else 400 if error else 200,
     )
 
 
@@ -120,12 +140,20 @@ def save_config(
     node: NodeDep,
     session: AdminFormSession,
     sync2_json: Annotated[str, Form()] = "",
+    version: Annotated[str, Form()] = "",
 ) -> Response:
-    """Save an edited sync2.json after validating it; an error names the field."""
-    try:
-        _save(node, sync2_json, SYNC2_FILE)
-    except ConfigurationError as exc:
-        return _config_page(request, node, session, text=sync2_json, error=exc)
+    """Save an edited sync2.json after validating it; an error names the field.
+
+    A form made for an older configuration (``version``) is refused; a post without a version
+    (a script) is saved as before.
+    """
+    with _SAVING:
+        if version and version != version_of(node.config.sync2):
+            return _config_page(request, node, session, refused_text=sync2_json)
+        try:
+            _save(node, sync2_json, SYNC2_FILE)
+        except ConfigurationError as exc:
+            return _config_page(request, node, session, text=sync2_json, error=exc)
     return redirect(request, "/sync2/config", _with_warnings(node, "Configuration saved."))
 
 
