@@ -23,6 +23,7 @@ from fhirsync.settings import (
     Sync2Config,
     parse_json_text,
     parse_sync2,
+    redacted_url,
     write_sync2,
 )
 from fhirsync.store import audit_query, users
@@ -69,14 +70,17 @@ def _unmask(data: Any, current: Sync2Config) -> Any:
 
 
 def settings_rows(settings: NodeSettings) -> list[tuple[str, str, str]]:
-    """(name, shown value, help) of every node setting; secrets are never shown."""
+    """(name, shown value, help) of every node setting; secrets are never shown, nor the
+    password of a URL (``db_url`` may hold the database's)."""
     rows = []
     for name, field in NodeSettings.model_fields.items():
         value = getattr(settings, name)
         if isinstance(value, SecretStr):
             shown = "(set, hidden)" if value.get_secret_value() else "(not set)"
+        elif isinstance(value, str):
+            shown = redacted_url(value) or '""'
         else:
-            shown = json.dumps(value) if not isinstance(value, str) else (value or '""')
+            shown = json.dumps(value)
         rows.append((name, shown, field.description or ""))
     return rows
 
