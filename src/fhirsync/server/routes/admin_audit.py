@@ -17,7 +17,6 @@ from fhirsync.server.routes.admin_common import AdminFormSession, PageSession, p
 from fhirsync.store import audit_query
 from fhirsync.store import conflicts as conflict_repo
 from fhirsync.store.audit_query import AuditMessage
-from fhirsync.sync import manual
 
 router = APIRouter(prefix="/sync2/audit", include_in_schema=False)
 
@@ -85,7 +84,7 @@ def audit_list(
             "origins": origins,
             "categories": categories,
             "filter_error": error,
-            "retry_blocked": admin_actions.retry_unavailable_reason(),
+            "retry_blocked": admin_actions.retry_unavailable_reason(node),
             "own_id": node.config.sync2.general.local_instance_id,
             "snapshot": snapshot,
         },
@@ -125,7 +124,7 @@ def audit_detail(request: Request, node: NodeDep, session: PageSession, uuid: st
             "plain_error": plain_error(message),
             "links": _links(message),
             "retryable": retryable,
-            "retry_blocked": admin_actions.retry_unavailable_reason(),
+            "retry_blocked": admin_actions.retry_unavailable_reason(node),
             "own_id": own,
             "conflict": conflict,
         },
@@ -179,7 +178,7 @@ def retry_all(
     filters = Filters(status, operation, category, origin, since, until, record)
     back = f"/sync2/audit?{filters.query()}"
     try:
-        totals = manual.retry_matching(node.config, node.db, filters.to_filter())
+        totals = admin_actions.retry_matching(node, filters.to_filter())
     except FhirsyncError as exc:
         return redirect(request, back, f"Retry stopped: {exc.message}", kind="error")
     if not totals.messages:

@@ -1,0 +1,84 @@
+"""Retry on the Failed records and audit pages when no retry can run."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from tests.integration.api_support import admin_pages, post_form
+
+from fhirsync.store import audit, failures
+from fhirsync.store.audit import AuditEntry, AuditPolicy
+from fhirsync.store.failures import FailureNote
+from fhirsync.testing.servers import NodeHandle
+
+
+def _parked(node: NodeHandle, operation: str) -> tuple[int, str]:
+    """A parked failure of ``operation`` and its audit message: (failure id, message uuid)."""
+    record = str(uuid.uuid4())
+    entry = AuditEntry(
+        success=False,
+        resource_name="patient",
+        record_uuid=record,
+        action="CREATED",
+        operation=operation.upper(),
+        details="refused",
+        creator_instance_id=node.instance_id,
+        error_class="RemoteRejected",
+    )
+    _config, db = node.open()
+    try:
+        with db.write() as conn:
+            (message,) = audit.insert_many(
+                conn, [entry], AuditPolicy(True, True), now=datetime.now(UTC)
+            )
+            note = FailureNote(
+                operation, "marker", "patient", record, "tag:1", "CREATED", {},
+                "RemoteRejected", "refused", "parked", 3, audit_uuid=message.uuid,
+            )  # fmt: skip
+            failures.record(conn, [note], now=datetime.now(UTC))
+            [found] = failures.for_review(conn, 10)
+    finally:
+        db.dispose()
+    return found.id, message.uuid
+
+
+def _status(node: NodeHandle, failure_id: int) -> str:
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            found = failures.get(conn, failure_id)
+    finally:
+        db.dispose()
+    assert found is not None
+    return found.status
+
+
+def _flash(client: object, response: object) -> str:
+    page = client.get(response.headers["location"]).text  # type: ignore[attr-defined]
+    found = re.search(r'class="flash error"[^>]*>(.*?)</p>', page, re.S)
+    assert found, "no error message on the page"
+    return found.group(1)
+
+
+@pytest.mark.parametrize("operation", ["pull", "push"])
+@pytest.mark.parametrize("where", ["failures", "audit", "audit-all"])
+def test_retry_without_a_parent_says_so_and_leaves_the_failure_parked(
+    node: NodeHandle, operation: str, where: str
+) -> None:
+    # A node moved to the top of its tree keeps the failures of its old parent. Retry answered
+    # "Retry not done" yet gave the failure a fresh set of tries: it left the parked count and
+    # showed "Will be retried automatically", which no run would ever do.
+    failure_id, message = _parked(node, operation)
+    with admin_pages(node) as client:
+        if where == "failures":
+            answer = post_form(client, "/sync2/failures", f"/sync2/failures/{failure_id}/retry")
+        elif where == "audit":
+            answer = post_form(client, f"/sync2/audit/{message}", f"/sync2/audit/{message}/retry")
+        else:
+            answer = post_form(client, "/sync2/audit", "/sync2/audit/retry-failed")
+        assert answer.status_code == 303
+        assert "No parent is configured" in _flash(client, answer)
+    assert _status(node, failure_id) == "parked"
