@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from tests.browser.conftest import log_in
 from tests.conftest import NodeFactory
+from tests.integration.failure_support import parked_failure
 
 pytestmark = pytest.mark.browser
 
@@ -23,3 +24,22 @@ def test_a_node_without_a_parent_lists_no_lag_it_cannot_have(
     expect(live).not_to_contain_text("Lag per category")
     expect(live.locator("td", has_text="unknown")).to_have_count(0)
     expect(live).not_to_contain_text("The other 0 categories")
+
+
+def test_a_dismissed_record_is_not_reported_as_the_last_failure(
+    page: Page, node_factory: NodeFactory
+) -> None:
+    # The dismissal is kept as the newest (failed) PULL row, so once the administrator had
+    # dealt with the failure the Last pull card said "Last record failed: patient", in red.
+    node = node_factory("central")
+    parked_failure(node, "pull")
+    log_in(page, node.base_url, "admin", node.admin_password)
+    expect(page.locator("#live")).to_contain_text("Last record failed: patient")
+    page.get_by_role("link", name="Failed records").click()
+    page.get_by_label("Reason for dismissing").fill("duplicate of another patient")
+    page.get_by_role("button", name="Dismiss").click()
+    expect(page.get_by_role("status")).to_contain_text("Dismissed patient")
+    page.get_by_role("link", name="Dashboard").click()
+    live = page.locator("#live")
+    expect(live).to_contain_text("Last record dismissed: patient")
+    expect(live).not_to_contain_text("Last record failed")

@@ -3,46 +3,13 @@
 from __future__ import annotations
 
 import re
-import uuid
-from datetime import UTC, datetime
 
 import pytest
 from tests.integration.api_support import admin_pages, post_form
+from tests.integration.failure_support import parked_failure
 
-from fhirsync.store import audit, failures
-from fhirsync.store.audit import AuditEntry, AuditPolicy
-from fhirsync.store.failures import FailureNote
+from fhirsync.store import failures
 from fhirsync.testing.servers import NodeHandle
-
-
-def _parked(node: NodeHandle, operation: str) -> tuple[int, str]:
-    """A parked failure of ``operation`` and its audit message: (failure id, message uuid)."""
-    record = str(uuid.uuid4())
-    entry = AuditEntry(
-        success=False,
-        resource_name="patient",
-        record_uuid=record,
-        action="CREATED",
-        operation=operation.upper(),
-        details="refused",
-        creator_instance_id=node.instance_id,
-        error_class="RemoteRejected",
-    )
-    _config, db = node.open()
-    try:
-        with db.write() as conn:
-            (message,) = audit.insert_many(
-                conn, [entry], AuditPolicy(True, True), now=datetime.now(UTC)
-            )
-            note = FailureNote(
-                operation, "marker", "patient", record, "tag:1", "CREATED", {},
-                "RemoteRejected", "refused", "parked", 3, audit_uuid=message.uuid,
-            )  # fmt: skip
-            failures.record(conn, [note], now=datetime.now(UTC))
-            [found] = failures.for_review(conn, 10)
-    finally:
-        db.dispose()
-    return found.id, message.uuid
 
 
 def _status(node: NodeHandle, failure_id: int) -> str:
@@ -71,7 +38,7 @@ def test_retry_without_a_parent_says_so_and_leaves_the_failure_parked(
     # A node moved to the top of its tree keeps the failures of its old parent. Retry answered
     # "Retry not done" yet gave the failure a fresh set of tries: it left the parked count and
     # showed "Will be retried automatically", which no run would ever do.
-    failure_id, message = _parked(node, operation)
+    failure_id, message = parked_failure(node, operation)
     with admin_pages(node) as client:
         if where == "failures":
             answer = post_form(client, "/sync2/failures", f"/sync2/failures/{failure_id}/retry")
