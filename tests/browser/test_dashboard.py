@@ -43,3 +43,7 @@ def test_a_dismissed_record_is_not_reported_as_the_last_failure(
     live = page.locator("#live")
     expect(live).to_contain_text("Last record dismissed: patient")
     expect(live).not_to_contain_text("Last record failed")
+    # Its details say the same.
+    live.get_by_role("link", name="details").first.click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("dismissed")
+    expect(page.get_by_role("heading", level=1)).not_to_contain_text("failed")
