@@ -44,6 +44,11 @@ from fhirsync.errors import (
 
 log = logging.getLogger(__name__)
 
+NO_FRAMING = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}
+"""Headers of every admin page and its error pages: no other page may frame them and have an
+administrator click their buttons unseen (the SameSite session cookie does not stop another web
+app on the same host, e.g. OpenMRS beside a fhirsync agent)."""
+
 # Most specific first: the first class an error is an instance of decides its status.
 STATUS_BY_ERROR: tuple[tuple[type[FhirsyncError], int], ...] = (
     (Unauthenticated, 401),
@@ -115,6 +120,7 @@ def render(
             + (f"<p>Field: <code>{html.escape(element)}</code></p>" if element else "")
             + '<p><a href="/sync2/">Back to the dashboard</a></p></body></html>'
         )
+        headers.update(NO_FRAMING)
         return Response(page, status, headers, media_type="text/html; charset=utf-8")
     err: dict[str, Any] = {"message": message, "code": status}
     if element:
