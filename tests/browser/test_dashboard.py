@@ -47,3 +47,21 @@ def test_a_dismissed_record_is_not_reported_as_the_last_failure(
     live.get_by_role("link", name="details").first.click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("dismissed")
     expect(page.get_by_role("heading", level=1)).not_to_contain_text("failed")
+
+
+def test_the_dashboard_says_when_its_live_part_cannot_be_refreshed(
+    page: Page, node_factory: NodeFactory
+) -> None:
+    # The live part refreshes every 10 s. When the node stopped answering (or answered 503,
+    # its database down) htmx kept the old figures, "Reachable" included, with no sign of it.
+    node = node_factory("central")
+    page.clock.install()
+    log_in(page, node.base_url, "admin", node.admin_password)
+    note = page.get_by_text("could not be refreshed")
+    expect(note).to_be_hidden()
+    node.stop()
+    page.clock.run_for(11_000)
+    expect(note).to_be_visible()
+    node.start()
+    page.clock.run_for(11_000)
+    expect(note).to_be_hidden()
