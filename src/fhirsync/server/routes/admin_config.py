@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import threading
@@ -171,15 +172,26 @@ async def import_config(
     try:
         if len(raw) > _MAX_IMPORT_BYTES:
             raise ConfigurationError(f"{name}: the file is larger than 1 MiB", source=name)
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ConfigurationError(f"{name}: not a UTF-8 text file", source=name) from exc
-        _save(node, text, name)
+        _save(node, _file_text(raw, name), name)
     except ConfigurationError as exc:
         return _config_page(request, node, session, error=exc)
     saved = f"Configuration imported from {name}."
     return redirect(request, "/sync2/config", _with_warnings(node, saved))
+
+
+def _file_text(raw: bytes, name: str) -> str:
+    """The text of an uploaded file: UTF-8, with or without the byte order mark that Windows
+    editors put in front (JSON itself allows none, so it is dropped here)."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ConfigurationError(
+            f"{name}: the file is saved as UTF-16 ('Unicode'); "
+            "save it as UTF-8 and import it again",
+            source=name,
+        )
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"{name}: not a UTF-8 text file", source=name) from exc
 
 
 def _with_warnings(node: NodeContext, message: str) -> str:
