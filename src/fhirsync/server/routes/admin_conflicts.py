@@ -29,6 +29,9 @@ router = APIRouter(prefix="/sync2/conflicts", include_in_schema=False)
 
 _LIST = "/sync2/conflicts"
 _CHOICES = ("local", "remote", "edit")
+SHOWN = 200
+"""Rows on the list at most (a restored node or a bulk edit can leave thousands); the page
+says how many more are open."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +139,14 @@ def _get(node: NodeContext, uuid: str) -> Conflict | None:
 def conflicts_page(request: Request, node: NodeDep, session: PageSession) -> Response:
     """Open conflicts, newest first."""
     with node.db.read() as conn:
-        rows = conflict_repo.list_conflicts(conn)
-    return page(request, "conflicts.html", {"nav": "conflicts", "rows": rows}, session=session)
+        rows = conflict_repo.list_conflicts(conn, limit=SHOWN)
+        total = conflict_repo.count_open(conn)
+    return page(
+        request,
+        "conflicts.html",
+        {"nav": "conflicts", "rows": rows, "total": total},
+        session=session,
+    )
 
 
 @router.get("/{uuid}")
