@@ -125,3 +125,20 @@ def test_hostile_and_unbroken_text_stays_inert_and_inside_the_window(
     page.goto(f"{node.base_url}/sync2/failures")
     expect(page.get_by_role("button", name="Dismiss")).to_be_in_viewport()
     assert dialogs == []
+
+
+def test_a_long_instance_id_wraps_in_the_page_header(page: Page, node_factory: NodeFactory) -> None:
+    # The header showed the node's instance id on one line: 200 characters without a space
+    # made every page 1,900 px wide.
+    from tests.integration.pull_support import edit_sync2
+
+    node = node_factory("central", start=False)
+    edit_sync2(node, localInstanceId=f"hospital-{'x' * 200}")
+    node.start()
+    log_in(page, node.base_url, "admin", node.admin_password)
+    for path in ("/sync2/", "/sync2/audit"):
+        page.goto(f"{node.base_url}{path}")
+        width, viewport = page.evaluate(
+            "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+        )
+        assert width <= viewport, f"{path} is {width} px wide in a {viewport} px window"
