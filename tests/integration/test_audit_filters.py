@@ -16,3 +16,13 @@ def test_a_from_time_after_the_until_time_is_named_not_an_empty_list(node: NodeH
         listing = client.get("/sync2/audit?since=2026-03-01T00:00&until=2026-02-01T00:00").text
     assert "is after" in listing
     assert message in listing
+
+
+def test_an_empty_log_is_not_blamed_on_the_filters(node: NodeHandle) -> None:
+    # Right after init the unfiltered list said "No audit message matches these filters".
+    with admin_pages(node) as client:
+        empty = client.get("/sync2/audit").text
+        filtered = client.get("/sync2/audit?status=FAILURE").text
+    assert "No audit messages yet" in empty
+    assert "matches these filters" not in empty
+    assert "No audit message matches these filters" in filtered
