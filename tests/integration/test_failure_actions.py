@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from tests.integration.api_support import admin_pages, post_form
+from tests.integration.api_support import add_user, admin_pages, post_form
 from tests.integration.failure_support import parked_failure
 
 from fhirsync.store import failures
@@ -49,3 +49,13 @@ def test_retry_without_a_parent_says_so_and_leaves_the_failure_parked(
         assert answer.status_code == 303
         assert "No parent is configured" in _flash(client, answer)
     assert _status(node, failure_id) == "parked"
+
+
+def test_only_administrators_are_told_why_retry_is_off(node: NodeHandle) -> None:
+    # A viewer, who has no Retry button at all, got the red "Retry is not possible now" note.
+    parked_failure(node, "pull")
+    add_user(node, "watcher", "viewer")
+    with admin_pages(node) as admin:
+        assert "Retry is not possible now" in admin.get("/sync2/failures").text
+    with admin_pages(node, "watcher", "watcher-password") as viewer:
+        assert "Retry is not possible now" not in viewer.get("/sync2/failures").text
