@@ -223,8 +223,8 @@ async def resolve(
         return redirect(
             request,
             here,
-            "The conflict changed since the page was shown (a newer sync updated it). "
-            "Review it again; nothing was changed.",
+            "The conflict changed since the page was shown (a sync or a change made here "
+            "updated it). Review it again; nothing was changed.",
             kind="error",
         )
     try:
