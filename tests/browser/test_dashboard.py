@@ -8,6 +8,8 @@ from tests.browser.conftest import log_in
 from tests.conftest import NodeFactory
 from tests.integration.failure_support import parked_failure
 
+from fhirsync.testing.proxy import FaultProxy
+
 pytestmark = pytest.mark.browser
 
 
@@ -55,13 +57,14 @@ def test_the_dashboard_says_when_its_live_part_cannot_be_refreshed(
     # The live part refreshes every 10 s. When the node stopped answering (or answered 503,
     # its database down) htmx kept the old figures, "Reachable" included, with no sign of it.
     node = node_factory("central")
-    page.clock.install()
-    log_in(page, node.base_url, "admin", node.admin_password)
-    note = page.get_by_text("could not be refreshed")
-    expect(note).to_be_hidden()
-    node.stop()
-    page.clock.run_for(11_000)
-    expect(note).to_be_visible()
-    node.start()
-    page.clock.run_for(11_000)
-    expect(note).to_be_hidden()
+    with FaultProxy("127.0.0.1", node.port) as proxy:
+        page.clock.install()
+        log_in(page, proxy.base_url, "admin", node.admin_password)
+        note = page.get_by_text("could not be refreshed")
+        expect(note).to_be_hidden()
+        proxy.refuse()
+        page.clock.run_for(11_000)
+        expect(note).to_be_visible()
+        proxy.heal()
+        page.clock.run_for(11_000)
+        expect(note).to_be_hidden()
