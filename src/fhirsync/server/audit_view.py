@@ -47,14 +47,22 @@ class Filters:
     """One record's uuid (the conflict page links to its messages)."""
 
     def to_filter(self) -> AuditFilter:
-        """The store's filter for these form values; RequestError for a time that is none."""
+        """The store's filter for these form values; RequestError for a time that is none, or
+        a range that ends before it starts (it would match nothing, and look like no data)."""
+        since = _parse_time(self.since, "since")
+        until = _parse_time(self.until, "until")
+        if since is not None and until is not None and since > until:
+            raise RequestError(
+                f"The 'since' time {self.since!r} is after the 'until' time {self.until!r}: "
+                "no message can match"
+            )
         return AuditFilter(
             success={"SUCCESS": True, "FAILURE": False}.get(self.status.upper()),
             operation=self.operation if self.operation.upper() in ("PULL", "PUSH") else None,
             resource_name=self.category or None,
             creator_instance_id=self.origin or None,
-            since=_parse_time(self.since, "since"),
-            until=_parse_time(self.until, "until"),
+            since=since,
+            until=until,
             record_uuid=self.record.strip() or None,
         )
 

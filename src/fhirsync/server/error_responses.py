@@ -4,6 +4,8 @@
 - ``/sync2/...``: an HTML error page
 - everything else (REST v1, Sync 2.0 endpoints, feeds, ops): OpenMRS-style JSON
   ``{"error": {"message": ..., "code": ..., "detail": ...}}``
+
+A database that cannot be reached (SQLAlchemy's ``OperationalError``) is 503 on every surface.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -40,6 +43,11 @@ from fhirsync.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+NO_FRAMING = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}
+"""Headers of every admin page and its error pages: no other page may frame them and have an
+administrator click their buttons unseen (the SameSite session cookie does not stop another web
+app on the same host, e.g. OpenMRS beside a fhirsync agent)."""
 
 # Most specific first: the first class an error is an instance of decides its status.
 STATUS_BY_ERROR: tuple[tuple[type[FhirsyncError], int], ...] = (
@@ -112,6 +120,7 @@ def render(
             + (f"<p>Field: <code>{html.escape(element)}</code></p>" if element else "")
             + '<p><a href="/sync2/">Back to the dashboard</a></p></body></html>'
         )
+        headers.update(NO_FRAMING)
         return Response(page, status, headers, media_type="text/html; charset=utf-8")
     err: dict[str, Any] = {"message": message, "code": status}
     if element:
@@ -141,6 +150,25 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return render(request.url.path, exc.status_code, str(exc.detail))
 
 
+DATABASE_UNAVAILABLE = (
+    "This node's database is unavailable just now (its server is down or restarting, or another "
+    "program holds it locked). Nothing was changed; try again in a moment."
+)
+DATABASE_RETRY_AFTER_SECONDS = 10
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    # The store lets SQLAlchemy's OperationalError through: a database server that is down, a
+    # lock held past the busy timeout, a serialisation failure. All mean "try again later", so
+    # they are answered 503 (a child's sync retries it) instead of "Internal server error".
+    # Only the class is logged: the error's text can quote a statement.
+    assert isinstance(exc, OperationalError)
+    log.warning("database unavailable path=%s error=%s", request.url.path, type(exc.orig).__name__)
+    response = render(request.url.path, 503, DATABASE_UNAVAILABLE)
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    return response
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error path=%s", request.url.path)
     return render(request.url.path, 500, "Internal server error")
@@ -151,4 +179,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(FhirsyncError, _fhirsync_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)

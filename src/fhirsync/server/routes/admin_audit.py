@@ -15,12 +15,16 @@ from fhirsync.server.deps import NodeDep
 from fhirsync.server.routes import admin_actions
 from fhirsync.server.routes.admin_common import AdminFormSession, PageSession, page, redirect
 from fhirsync.store import audit_query
+from fhirsync.store import conflicts as conflict_repo
 from fhirsync.store.audit_query import AuditMessage
-from fhirsync.sync import manual
 
 router = APIRouter(prefix="/sync2/audit", include_in_schema=False)
 
 PAGE_SIZE = 20
+CONFLICT_NOT_RETRIED = (
+    "Retry not done: this message records a conflict, which a retry cannot settle. "
+    "Resolve it on the Conflicts page."
+)
 
 
 def _links(message: AuditMessage) -> dict[str, str]:
@@ -80,7 +84,7 @@ def audit_list(
             "origins": origins,
             "categories": categories,
             "filter_error": error,
-            "retry_blocked": admin_actions.retry_unavailable_reason(),
+            "retry_blocked": admin_actions.retry_unavailable_reason(node),
             "own_id": node.config.sync2.general.local_instance_id,
             "snapshot": snapshot,
         },
@@ -94,11 +98,17 @@ def audit_detail(request: Request, node: NodeDep, session: PageSession, uuid: st
     with node.db.read() as conn:
         message = audit_query.get_message(conn, uuid)
         previous = audit_query.previous_message(conn, uuid)
+        conflict = (
+            conflict_repo.get(conn, message.merge_conflict_uuid)
+            if message is not None and message.merge_conflict_uuid
+            else None
+        )
     if message is None:
         raise RecordNotFound(f"There is no audit message {uuid}.")
     own = node.config.sync2.general.local_instance_id
     retryable = (
         not message.success
+        and not message.merge_conflict_uuid
         and message.next_message_uuid is None
         and message.creator_instance_id == own
         and message.error_class != "Dismissed"
@@ -114,8 +124,9 @@ def audit_detail(request: Request, node: NodeDep, session: PageSession, uuid: st
             "plain_error": plain_error(message),
             "links": _links(message),
             "retryable": retryable,
-            "retry_blocked": admin_actions.retry_unavailable_reason(),
+            "retry_blocked": admin_actions.retry_unavailable_reason(node),
             "own_id": own,
+            "conflict": conflict,
         },
         session=session,
     )
@@ -123,7 +134,15 @@ def audit_detail(request: Request, node: NodeDep, session: PageSession, uuid: st
 
 @router.post("/{uuid}/retry")
 def retry(request: Request, node: NodeDep, _session: AdminFormSession, uuid: str) -> Response:
-    """Retry one failed message; success returns to the list, failure opens the new message."""
+    """Retry one failed message; success returns to the list, failure opens the new message.
+
+    A conflict's message is refused: a retry pulls (or pushes) again and cannot settle what
+    both sides changed, yet it reported "Retry succeeded." while the conflict stayed open.
+    """
+    with node.db.read() as conn:
+        message = audit_query.get_message(conn, uuid)
+    if message is not None and message.merge_conflict_uuid and not message.success:
+        return redirect(request, f"/sync2/audit/{uuid}", CONFLICT_NOT_RETRIED, kind="error")
     try:
         outcome = admin_actions.retry_message(node, uuid)
     except FhirsyncError as exc:
@@ -159,7 +178,7 @@ def retry_all(
     filters = Filters(status, operation, category, origin, since, until, record)
     back = f"/sync2/audit?{filters.query()}"
     try:
-        totals = manual.retry_matching(node.config, node.db, filters.to_filter())
+        totals = admin_actions.retry_matching(node, filters.to_filter())
     except FhirsyncError as exc:
         return redirect(request, back, f"Retry stopped: {exc.message}", kind="error")
     if not totals.messages:

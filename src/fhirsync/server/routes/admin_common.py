@@ -13,6 +13,7 @@ from starlette.templating import Jinja2Templates
 
 from fhirsync.errors import Forbidden
 from fhirsync.server.deps import NodeContext, get_node
+from fhirsync.server.error_responses import NO_FRAMING
 from fhirsync.server.sessions import (
     SESSION_COOKIE,
     LoginRequired,
@@ -162,4 +163,5 @@ def page(
     if flash is not None:
         response.delete_cookie(FLASH_COOKIE, path="/sync2")
     response.headers["Cache-Control"] = "no-store"
+    response.headers.update(NO_FRAMING)
     return response

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
+import hashlib
 import json
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -21,6 +24,7 @@ from fhirsync.settings import (
     Sync2Config,
     parse_json_text,
     parse_sync2,
+    redacted_url,
     write_sync2,
 )
 from fhirsync.store import audit_query, users
@@ -30,6 +34,18 @@ router = APIRouter(prefix="/sync2", include_in_schema=False)
 
 MASK = "********"
 _MAX_IMPORT_BYTES = 1024 * 1024
+_SAVING = threading.Lock()
+"""Held from the stale-form check to the write, so two saves cannot both pass the check."""
+STALE_MESSAGE = (
+    "The configuration was changed since this page was shown (in another tab, by another "
+    "administrator or from the command line)."
+)
+
+
+def version_of(config: Sync2Config) -> str:
+    """A short fingerprint of ``config``: the form carries it, so a save from a page showing an
+    older configuration is refused instead of silently undoing the newer one."""
+    return hashlib.sha256(config.to_json().encode()).hexdigest()[:32]
 
 
 def masked_sync2(config: Sync2Config) -> str:
@@ -55,14 +71,17 @@ def _unmask(data: Any, current: Sync2Config) -> Any:
 
 
 def settings_rows(settings: NodeSettings) -> list[tuple[str, str, str]]:
-    """(name, shown value, help) of every node setting; secrets are never shown."""
+    """(name, shown value, help) of every node setting; secrets are never shown, nor the
+    password of a URL (``db_url`` may hold the database's)."""
     rows = []
     for name, field in NodeSettings.model_fields.items():
         value = getattr(settings, name)
         if isinstance(value, SecretStr):
             shown = "(set, hidden)" if value.get_secret_value() else "(not set)"
+        elif isinstance(value, str):
+            shown = redacted_url(value) or '""'
         else:
-            shown = json.dumps(value) if not isinstance(value, str) else (value or '""')
+            shown = json.dumps(value)
         rows.append((name, shown, field.description or ""))
     return rows
 
@@ -74,19 +93,25 @@ def _config_page(
     *,
     text: str | None = None,
     error: ConfigurationError | None = None,
+    refused_text: str | None = None,
 ) -> Response:
+    """The page; ``refused_text`` is an edit refused because the configuration changed meanwhile
+    (the form then shows the current configuration, and the refused text beside it)."""
     return page(
         request,
         "config.html",
         {
             "nav": "config",
             "text": text if text is not None else masked_sync2(node.config.sync2),
+            "version": version_of(node.config.sync2),
             "error": error,
+            "refused_text": refused_text,
+            "stale_message": STALE_MESSAGE,
             "settings_rows": settings_rows(node.config.settings),
             "node_dir": str(node.config.node_dir),
         },
         session=session,
-        status_code=400 if error else 200,
+        status_code=409 if refused_text is not None else 400 if error else 200,
     )
 
 
@@ -120,12 +145,20 @@ def save_config(
     node: NodeDep,
     session: AdminFormSession,
     sync2_json: Annotated[str, Form()] = "",
+    version: Annotated[str, Form()] = "",
 ) -> Response:
-    """Save an edited sync2.json after validating it; an error names the field."""
-    try:
-        _save(node, sync2_json, SYNC2_FILE)
-    except ConfigurationError as exc:
-        return _config_page(request, node, session, text=sync2_json, error=exc)
+    """Save an edited sync2.json after validating it; an error names the field.
+
+    A form made for an older configuration (``version``) is refused; a post without a version
+    (a script) is saved as before.
+    """
+    with _SAVING:
+        if version and version != version_of(node.config.sync2):
+            return _config_page(request, node, session, refused_text=sync2_json)
+        try:
+            _save(node, sync2_json, SYNC2_FILE)
+        except ConfigurationError as exc:
+            return _config_page(request, node, session, text=sync2_json, error=exc)
     return redirect(request, "/sync2/config", _with_warnings(node, "Configuration saved."))
 
 
@@ -139,15 +172,26 @@ async def import_config(
     try:
         if len(raw) > _MAX_IMPORT_BYTES:
             raise ConfigurationError(f"{name}: the file is larger than 1 MiB", source=name)
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ConfigurationError(f"{name}: not a UTF-8 text file", source=name) from exc
-        _save(node, text, name)
+        _save(node, _file_text(raw, name), name)
     except ConfigurationError as exc:
         return _config_page(request, node, session, error=exc)
     saved = f"Configuration imported from {name}."
     return redirect(request, "/sync2/config", _with_warnings(node, saved))
+
+
+def _file_text(raw: bytes, name: str) -> str:
+    """The text of an uploaded file: UTF-8, with or without the byte order mark that Windows
+    editors put in front (JSON itself allows none, so it is dropped here)."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ConfigurationError(
+            f"{name}: the file is saved as UTF-16 ('Unicode'); "
+            "save it as UTF-8 and import it again",
+            source=name,
+        )
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"{name}: not a UTF-8 text file", source=name) from exc
 
 
 def _with_warnings(node: NodeContext, message: str) -> str:

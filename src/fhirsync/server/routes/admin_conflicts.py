@@ -16,7 +16,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from fhirsync.errors import FhirsyncError
+from fhirsync.errors import FhirsyncError, InvalidResource
 from fhirsync.server.deps import NodeContext, NodeDep
 from fhirsync.server.routes import admin_actions
 from fhirsync.server.routes.admin_common import AdminFormSession, PageSession, page, redirect
@@ -29,6 +29,10 @@ router = APIRouter(prefix="/sync2/conflicts", include_in_schema=False)
 
 _LIST = "/sync2/conflicts"
 _CHOICES = ("local", "remote", "edit")
+_STATES = ("active", "voided", "retired", "deleted")
+SHOWN = 200
+"""Rows on the list at most (a restored node or a bulk edit can leave thousands); the page
+says how many more are open."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +140,14 @@ def _get(node: NodeContext, uuid: str) -> Conflict | None:
 def conflicts_page(request: Request, node: NodeDep, session: PageSession) -> Response:
     """Open conflicts, newest first."""
     with node.db.read() as conn:
-        rows = conflict_repo.list_conflicts(conn)
-    return page(request, "conflicts.html", {"nav": "conflicts", "rows": rows}, session=session)
+        rows = conflict_repo.list_conflicts(conn, limit=SHOWN)
+        total = conflict_repo.count_open(conn)
+    return page(
+        request,
+        "conflicts.html",
+        {"nav": "conflicts", "rows": rows, "total": total},
+        session=session,
+    )
 
 
 @router.get("/{uuid}")
@@ -182,6 +192,12 @@ def _form_choices(conflict: Conflict, form: Any) -> dict[str, Any]:
         else:
             raw = form.get(f"value-{i}", "")
             out[fc.path] = resolving.parse_choice(raw if isinstance(raw, str) else "")
+            if fc.path == STATE_PATH and out[fc.path] not in _STATES:
+                # The engine takes any other value as "active": a typo would undelete the record.
+                raise InvalidResource(
+                    f"the record's state ({STATE_PATH}) must be active, voided, retired or "
+                    f"deleted, not {raw!r}"
+                )
     if form.get(f"path-{len(fields)}") is not None:
         raise _Stale("extra field")
     return out
@@ -201,12 +217,14 @@ async def resolve(
         return redirect(request, _LIST, "This conflict is no longer open.", kind="error")
     try:
         choices = _form_choices(found, form)
+    except InvalidResource as exc:
+        return redirect(request, here, f"Not resolved: {exc.message}", kind="error")
     except _Stale:
         return redirect(
             request,
             here,
-            "The conflict changed since the page was shown (a newer sync updated it). "
-            "Review it again; nothing was changed.",
+            "The conflict changed since the page was shown (a sync or a change made here "
+            "updated it). Review it again; nothing was changed.",
             kind="error",
         )
     try:

@@ -102,6 +102,18 @@ def _overdue(node: NodeContext, states: dict[str, RunState]) -> dict[str, dateti
     return out
 
 
+def whole_ticks(highest: int, *, most: int = 8) -> list[int]:
+    """Scale labels for counts up to ``highest``: whole numbers 1, 2 or 5 times a power of ten
+    apart, from 0 to at least ``highest``, at most ``most`` steps (pygal's own scale shows
+    tenths of a record when the counts are small)."""
+    step = 1
+    while -(-highest // step) > most:
+        lead = int(str(step)[0])
+        step = {1: 2, 2: 5, 5: 10}[lead] * (step // lead)
+    top = max(1, -(-highest // step)) * step
+    return list(range(0, top + 1, step))
+
+
 def activity_chart(node: NodeContext, *, hours: int = 24) -> str:
     """An SVG bar chart of records synced and failed per hour over the last ``hours`` hours."""
     now = audit_query.now_utc().replace(minute=0, second=0)
@@ -123,6 +135,7 @@ def activity_chart(node: NodeContext, *, hours: int = 24) -> str:
     )
     chart.x_labels = [b.start.strftime("%H:00") for b in buckets]
     chart.x_labels_major = chart.x_labels[::3]
+    chart.y_labels = whole_ticks(max((b.succeeded + b.failed for b in buckets), default=0))
     chart.add("Records synced", [b.succeeded for b in buckets])
     chart.add("Failures", [b.failed for b in buckets])
     svg: str = chart.render(is_unicode=True)

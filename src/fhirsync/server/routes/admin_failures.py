@@ -51,7 +51,7 @@ def failures_page(request: Request, node: NodeDep, session: PageSession) -> Resp
             "rows": rows,
             "total": total,
             "status_words": STATUS_WORDS,
-            "retry_blocked": admin_actions.failure_actions_unavailable_reason(),
+            "retry_blocked": admin_actions.failure_actions_unavailable_reason(node),
         },
         session=session,
     )
