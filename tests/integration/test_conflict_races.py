@@ -24,6 +24,7 @@ from fhirsync.errors import RecordNotFound
 from fhirsync.store import conflicts as conflict_repo
 from fhirsync.store.engine import Database
 from fhirsync.sync import resolve as resolving
+from fhirsync.sync.reconcile import reconciler_for
 from fhirsync.testing.network import Network, build_network, sync_until_quiet
 
 
@@ -68,7 +69,7 @@ def test_two_resolutions_of_one_conflict_at_once_let_one_win(
         config, db = child.open()
         try:
             resolving.resolve(
-                db, config.instance_id, conflict.uuid, resolved_by="cli", take="local"
+                db, reconciler_for(config), conflict.uuid, resolved_by="cli", take="local"
             )
             cli_outcome.append("local")
         except RecordNotFound:

@@ -25,6 +25,7 @@ from fhirsync.store import conflicts as conflict_repo
 from fhirsync.store import records as record_repo
 from fhirsync.store.conflicts import Conflict
 from fhirsync.store.tables import audit
+from fhirsync.sync.reconcile import reconciler_for
 from fhirsync.sync.resolve import resolve
 from fhirsync.testing.network import (
     FHIR,
@@ -109,9 +110,9 @@ def test_a_local_edit_refreshes_the_local_side_and_resolution_keeps_it(net: Netw
     assert refreshed.local()["gender"] == "other"
     assert refreshed.paths == ("gender",)
     assert refreshed.remote()["gender"] == "male"
-    _config, db = child.open()
+    config, db = child.open()
     try:
-        resolve(db, "child", conflict.uuid, resolved_by="tester", take="local")
+        resolve(db, reconciler_for(config), conflict.uuid, resolved_by="tester", take="local")
     finally:
         db.dispose()
     sync_until_quiet(net)
@@ -176,7 +177,7 @@ def test_resolution_reads_local_writes_made_outside_the_api(net: Network) -> Non
     again first, and one that closed by itself cannot be resolved."""
     child = net.nodes["child"]
     uuid, conflict = gender_conflict(net)
-    _config, db = child.open()
+    config, db = child.open()
     try:
         with db.write() as conn:
             current = record(child, uuid).resource()
@@ -185,7 +186,7 @@ def test_resolution_reads_local_writes_made_outside_the_api(net: Network) -> Non
         with pytest.raises(RecordNotFound, match="closed by itself"):
             resolve(
                 db,
-                "child",
+                reconciler_for(config),
                 conflict.uuid,
                 resolved_by="tester",
                 take="local",
@@ -194,6 +195,31 @@ def test_resolution_reads_local_writes_made_outside_the_api(net: Network) -> Non
     finally:
         db.dispose()
     assert_closed_by_itself(child, conflict, "converged")
+
+
+def test_a_resolution_that_finds_the_base_again_takes_the_parents_version_as_the_parents(
+    net: Network,
+) -> None:
+    """A write straight to the store went back to the base: resolving decides again first, the
+    conflict closes by itself and the parent's version is taken, labelled as the parent's change
+    (it was labelled as this node's, so this node's own feed said the change began here)."""
+    child = net.nodes["child"]
+    uuid, conflict = gender_conflict(net)
+    base = conflict.base()
+    assert base is not None and base["gender"] == "female"
+    config, db = child.open()
+    try:
+        with db.write() as conn:
+            body = {**record(child, uuid).resource(), "gender": "female"}
+            record_repo.write(conn, RecordWrite("patient", uuid, body, "child", via=None))
+        with pytest.raises(RecordNotFound, match="closed by itself"):
+            resolve(db, reconciler_for(config), conflict.uuid, resolved_by="t", take="local")
+    finally:
+        db.dispose()
+    assert_closed_by_itself(child, conflict, "converged")
+    taken = record(child, uuid)
+    assert taken.resource()["gender"] == "male"
+    assert taken.origin == config.parent_url
 
 
 def test_fhirsync_import_decides_open_conflicts_again(net: Network, tmp_path: Path) -> None:
@@ -229,9 +255,9 @@ def test_a_parent_going_back_to_the_base_closes_the_conflict_and_the_child_wins(
 
 
 def resolve_taking(node: NodeHandle, conflict: Conflict, take: Literal["local", "remote"]) -> None:
-    _config, db = node.open()
+    config, db = node.open()
     try:
-        resolve(db, node.instance_id, conflict.uuid, resolved_by="tester", take=take)
+        resolve(db, reconciler_for(config), conflict.uuid, resolved_by="tester", take=take)
     finally:
         db.dispose()
 

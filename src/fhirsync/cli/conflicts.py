@@ -125,15 +125,17 @@ def resolve_(
     """Write the chosen version here, send it to the parent as a new version, close the conflict."""
     from fhirsync.node import open_node
     from fhirsync.sync.push_run import run_push
+    from fhirsync.sync.reconcile import reconciler_for
     from fhirsync.sync.resolve import find_open, resolve
 
     config, db = open_node(node_path(ctx.obj))
     try:
         find_open(db, conflict)
+        reconciler = reconciler_for(config)
         if take in ("local", "remote"):
-            done = resolve(db, config.instance_id, conflict, resolved_by=user, take=take)  # type: ignore[arg-type]
+            done = resolve(db, reconciler, conflict, resolved_by=user, take=take)  # type: ignore[arg-type]
         else:
-            done = resolve(db, config.instance_id, conflict, resolved_by=user, body=_read(take))
+            done = resolve(db, reconciler, conflict, resolved_by=user, body=_read(take))
         console.print(f"resolved {done.conflict_uuid} ({done.resolution})")
         if push and config.parent_url:
             result = run_push(config, db)

@@ -89,13 +89,17 @@ def chosen(
         choices=choices or {},
         prefer=take or "local",
     )
-    state = result.state if result.state in _STATES else "active"
-    return result.body, state  # type: ignore[return-value]
+    if result.state not in _STATES:
+        # A typed state: "active" instead of a misspelt "deleted" would undelete the record.
+        raise InvalidResource(
+            f"the record's state must be one of {', '.join(_STATES)}, not {result.state!r}"
+        )
+    return result.body, result.state  # type: ignore[return-value]
 
 
 def resolve(
     db: Database,
-    instance_id: str,
+    reconciler: Reconciler,
     conflict_uuid: str,
     *,
     resolved_by: str,
@@ -107,10 +111,13 @@ def resolve(
     """Resolve one open conflict in one transaction (record, base, conflict, audit).
 
     The conflict is first decided again against the current local record (local edits since
-    it was stored): a conflict that closed by itself is RecordNotFound, saying so.
+    it was stored) by ``reconciler`` (:func:`~fhirsync.sync.reconcile.reconciler_for` the node:
+    its policies, and the parent's label for the parent's version should it be taken): a
+    conflict that closed by itself is RecordNotFound, saying so.
     """
+    instance_id = reconciler.instance_id
     conflict = find_open(db, conflict_uuid)
-    recheck_local(db, Reconciler(instance_id), [(conflict.category, conflict.record_uuid)])
+    recheck_local(db, reconciler, [(conflict.category, conflict.record_uuid)])
     conflict = _still_open(db, conflict.uuid)
     value, state = chosen(conflict, take=take, body=body, choices=choices)
     category = cats.get(conflict.category)

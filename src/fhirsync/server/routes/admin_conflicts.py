@@ -24,6 +24,7 @@ from fhirsync.store import conflicts as conflict_repo
 from fhirsync.store.conflicts import Conflict
 from fhirsync.sync import resolve as resolving
 from fhirsync.sync.merge import MISSING, STATE_PATH, FieldConflict, Side, flatten, merge
+from fhirsync.sync.reconcile import reconciler_for
 
 router = APIRouter(prefix="/sync2/conflicts", include_in_schema=False)
 
@@ -231,7 +232,7 @@ async def resolve(
         done = await run_in_threadpool(
             resolving.resolve,
             node.db,
-            node.config.instance_id,
+            reconciler_for(node.config),
             found.uuid,
             resolved_by=session.user,
             choices=choices,

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from fhirsync.errors import InvalidResource
 from fhirsync.server.deps import AdminUser, NodeDep
 from fhirsync.sync.push_run import run_push
+from fhirsync.sync.reconcile import reconciler_for
 from fhirsync.sync.resolve import resolve
 
 router = APIRouter(prefix="/ws/rest/sync2/conflict", tags=["sync2"])
@@ -41,7 +42,12 @@ async def resolve_conflict(
     # In a worker thread: it waits for the database (a push or pull may be committing), and
     # on the event loop that wait would hold up every other request of the node.
     done = await run_in_threadpool(
-        resolve, node.db, node.config.instance_id, conflict_uuid, resolved_by=user.name, body=body
+        resolve,
+        node.db,
+        reconciler_for(node.config),
+        conflict_uuid,
+        resolved_by=user.name,
+        body=body,
     )
     if node.config.parent_url:
         # The push runs in a worker thread too: it talks to the parent over HTTP.
