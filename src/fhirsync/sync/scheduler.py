@@ -146,8 +146,9 @@ class Scheduler:
                 self._stop.wait(CONFIG_CHECK_SECONDS)
                 continue
             outcome, error = self._run_once()
-            if self._stop.is_set():
-                self._stopped(outcome)
+            if self._stop.is_set() and outcome == "unreachable":
+                # Its connections were cut by stop(): no failure, no backoff.
+                self._stopped()
                 return
             schedule = self._method(self.config).schedule  # read before the delay is made of it
             failed_before = self.failures
@@ -174,39 +175,28 @@ class Scheduler:
             self._save_state(delay, error)
             self._wait(delay, schedule)
 
-    def _stopped(self, outcome: str) -> None:
+    def _stopped(self) -> None:
         """Record a run that ended because serve stopped (its connections to the parent cut,
         see :meth:`stop`) as stopped, not as a failure to reach the parent: no backoff."""
-        if outcome != "unreachable":
-            return
-        try:
-            with self.db.write() as conn:
-                runs.save(
-                    conn,
-                    self.operation,
-                    outcome="stopped",
-                    last_error="stopped while waiting for the parent (fhirsync serve stopping)",
-                )
-        except SQLAlchemyError as exc:
-            log.warning(
-                "node %s: scheduled %s: cannot save the run state: %s",
-                self.config.instance_id,
-                self.operation,
-                str(getattr(exc, "orig", None) or exc).splitlines()[0],
-            )
+        self._save_run(
+            outcome="stopped",
+            last_error="stopped while waiting for the parent (fhirsync serve stopping)",
+        )
 
     def _save_state(self, delay: float, error: str | None) -> None:
         """Keep the backoff in the run state for ``fhirsync status`` and /health."""
+        self._save_run(
+            consecutive_failures=self.failures,
+            backoff_seconds=delay if self.failures else None,
+            next_run_at=datetime.now(UTC) + timedelta(seconds=delay),
+            **({"last_error": error} if error else {}),
+        )
+
+    def _save_run(self, **fields: Any) -> None:
+        """Save ``fields`` in this direction's run state; a warning if the database refuses."""
         try:
             with self.db.write() as conn:
-                runs.save(
-                    conn,
-                    self.operation,
-                    consecutive_failures=self.failures,
-                    backoff_seconds=delay if self.failures else None,
-                    next_run_at=datetime.now(UTC) + timedelta(seconds=delay),
-                    **({"last_error": error} if error else {}),
-                )
+                runs.save(conn, self.operation, **fields)
         except SQLAlchemyError as exc:
             # Another process held the database past busy_timeout (or the disk is full): the
             # state is saved after the next run. Raised here, it ended the thread, and the node
