@@ -309,3 +309,41 @@ def test_a_retry_that_succeeds_says_so_when_success_audit_is_not_kept(
     assert "retried 2 failed message(s): 2 succeeded, 0 failed again" in rest.stdout, rest.stdout
     assert {("patient", bad1), ("patient", bad2)} <= set(held(child))
     assert _open_failures(child) == []
+
+
+def test_retry_all_failed_leaves_conflicts_out(
+    failed_child: tuple[NodeHandle, NodeHandle, list[str]],
+) -> None:
+    # A conflict is kept as a failed audit row too, but there is nothing to retry about it (a
+    # person resolves it): "retry all failed" counted it and reported it as "failed again".
+    parent, child, (good, bad1, bad2) = failed_child
+    node = str(child.node_dir)
+    put(parent, {**patient(good, "Good"), "gender": "male"})
+    write_raw(child, "patient", [{**patient(good, "Good"), "gender": "other"}], "child")
+    assert cli("pull", node).returncode in (0, 1)
+    listed = _json("audit", node, "list", "--status", "FAILURE", "--json")["results"]
+    assert good in {m["record_uuid"] for m in listed if m["merge_conflict_uuid"]}
+
+    put(parent, patient(bad1, "Fixed"))
+    put(parent, patient(bad2, "Fixed too"))
+    done = cli("audit", node, "retry", "--category", "patient")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "retried 2 failed message(s): 2 succeeded, 0 failed again" in done.stdout, done.stdout
+
+
+def test_retry_all_failed_retries_more_than_a_thousand(node_factory: NodeFactory) -> None:
+    # The failed messages were read 1,000 at a time, once: the rest stayed failed, unsaid.
+    parent = node_factory("parent")
+    bad = [new_uuid() for _ in range(1003)]
+    write_raw(parent, "patient", [{**patient(u, "Bad"), "gender": "robot"} for u in bad], "p")
+    child = node_factory(
+        "child", parent=parent, start=False, extra_settings={"record_max_attempts": 1}
+    )
+    edit_sync2(child, persistFailureAudit=True)
+    node = str(child.node_dir)
+    assert cli("pull", node).returncode == 1
+    write_raw(parent, "patient", [patient(u, "Fixed") for u in bad], "p")
+    done = cli("audit", node, "retry", "--category", "patient")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "retried 1003 failed message(s): 1003 succeeded, 0 failed again" in done.stdout
+    assert _open_failures(child) == []

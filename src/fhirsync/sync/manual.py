@@ -8,6 +8,7 @@ the new audit row to the old one (``nextMessageUuid``). An operation that cannot
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import Connection
@@ -149,43 +150,65 @@ class RetryTotals:
     runs: list[Outcome]
 
 
+_CHUNK = 1000
+"""Failed messages read at a time by "retry all failed"."""
+
+
 def retry_matching(config: NodeConfig, db: Database, flt: AuditFilter) -> RetryTotals:
     """Retry every retryable failed message of this node matching ``flt``, in one run per direction.
 
-    Each message's open failure is made due; the runs then retry them all. Success is counted from
-    the new audit rows the engine links to the old ones.
+    Conflicts are left out: a person resolves them. The messages are read a chunk at a time, and
+    all of them are retried (no cap). Each message's open failure is made due; the runs then
+    retry them all. Success is counted from the new audit rows the engine links to the old ones.
     """
-    own = config.instance_id
+    uuids: list[str] = []
+    by_op: dict[str, set[int]] = {}
     with db.read() as conn:
-        uuids = audit_query.failed_uuids(conn, flt, own)
-        messages = [m for m in (audit_query.get_message(conn, u) for u in uuids) if m]
-        by_op: dict[str, list[int]] = {}
-        for operation in ("pull", "push"):
-            wanted = {
-                (m.resource_name, m.record_uuid): m.uuid
-                for m in messages
-                if (m.operation or "").lower() == operation
-            }
-            if not wanted:
-                continue
-            by_op[operation] = [
-                f.id
-                for f in failures.list_open(conn, operation)
-                if (f.category, f.record_uuid) in wanted or f.audit_uuid in wanted.values()
-            ]
-    runs = [describe(run_retry(config, db, op, ids)) for op, ids in by_op.items()]
-    succeeded = failed = 0
+        opened = {op: _OpenFailures(failures.list_open(conn, op)) for op in ("pull", "push")}
+        for chunk in _failed_chunks(conn, flt, config.instance_id):
+            for m in chunk:
+                operation = (m.operation or "").lower()
+                found = opened.get(operation)
+                if found is None:
+                    continue  # a row of no pull or push: nothing a run could retry
+                uuids.append(m.uuid)
+                by_op.setdefault(operation, set()).update(found.matching(m))
+    runs = [describe(run_retry(config, db, op, sorted(ids))) for op, ids in by_op.items()]
+    succeeded = 0
     with db.read() as conn:
-        resolved = _resolved(conn, [m.uuid for m in messages])
-        for m in messages:
-            after = audit_query.get_message(conn, m.uuid)
-            nxt = after.next_message_uuid if after else None
-            new = audit_query.get_message(conn, nxt) if nxt else None
-            if new.success if new is not None else m.uuid in resolved:
-                succeeded += 1
-            else:
-                failed += 1
-    return RetryTotals(len(messages), succeeded, failed, runs)
+        for start in range(0, len(uuids), _CHUNK):
+            part = uuids[start : start + _CHUNK]
+            followed = audit_query.follow_up_success(conn, part)
+            resolved = _resolved(conn, part)
+            succeeded += sum(followed.get(u, u in resolved) for u in part)
+    return RetryTotals(len(uuids), succeeded, len(uuids) - succeeded, runs)
+
+
+def _failed_chunks(
+    conn: Connection, flt: AuditFilter, own: str
+) -> Iterator[list[audit_query.AuditMessage]]:
+    """Every retryable failed message of ``own`` matching ``flt``, a chunk at a time."""
+    after = 0
+    while chunk := audit_query.failed_messages(conn, flt, own, after_id=after, limit=_CHUNK):
+        yield chunk
+        after = chunk[-1].id or after
+
+
+class _OpenFailures:
+    """The open failures of one direction, found by audit message or by record."""
+
+    def __init__(self, rows: list[failures.Failure]) -> None:
+        self._by_audit: dict[str, list[int]] = {}
+        self._by_record: dict[tuple[str, str], list[int]] = {}
+        for f in rows:
+            if f.audit_uuid:
+                self._by_audit.setdefault(f.audit_uuid, []).append(f.id)
+            self._by_record.setdefault((f.category, f.record_uuid), []).append(f.id)
+
+    def matching(self, message: audit_query.AuditMessage) -> list[int]:
+        """The ids of the open failures ``message`` reported (or of its record)."""
+        record = (message.resource_name or "", message.record_uuid or "")
+        return self._by_audit.get(message.uuid, []) + self._by_record.get(record, [])
 
 
 def dismiss_failure(
