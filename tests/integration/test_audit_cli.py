@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from tests.conftest import NodeFactory
+from tests.integration.failure_support import parked_failure
 from tests.integration.pull_support import (
     edit_sync2,
     held,
@@ -347,3 +348,16 @@ def test_retry_all_failed_retries_more_than_a_thousand(node_factory: NodeFactory
     assert done.returncode == 0, done.stdout + done.stderr
     assert "retried 1003 failed message(s): 1003 succeeded, 0 failed again" in done.stdout
     assert _open_failures(child) == []
+
+
+def test_retry_on_a_node_without_a_parent_changes_nothing(node_factory: NodeFactory) -> None:
+    # The failure was made due before the run found no parent: refused with exit 2, yet the
+    # parked record had left "Failed records" for "will be retried automatically".
+    lonely = node_factory("lonely", start=False)
+    failure_id, message_uuid = parked_failure(lonely, "pull")
+    node = str(lonely.node_dir)
+    for args in ([], [message_uuid], [str(failure_id)], ["--category", "patient"]):
+        done = cli("audit", node, "retry", *args)
+        assert done.returncode == 2, (args, done.stdout + done.stderr)
+        assert "parentFeedLocation" in done.stderr, done.stderr
+        assert [f.status for f in _open_failures(lonely)] == ["parked"], args

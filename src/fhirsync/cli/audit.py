@@ -275,6 +275,7 @@ def _retry_parked(config: NodeConfig, db: Database) -> int:
     from fhirsync.store import failures
     from fhirsync.sync import manual
 
+    manual.require_parent(config)  # before the count is printed: nothing will be retried
     outcomes: list[Outcome] = []
     with db.read() as conn:
         parked = {op: failures.list_open(conn, op, "parked") for op in ("pull", "push")}

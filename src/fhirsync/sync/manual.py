@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from fhirsync.errors import FhirsyncError
+from fhirsync.errors import ConfigurationError, FhirsyncError
 from fhirsync.settings import NodeConfig
 from fhirsync.store import audit_query, failures
 from fhirsync.store.audit_query import AuditFilter
@@ -61,8 +61,27 @@ def describe(result: RunFinished) -> Outcome:
     return Outcome(True, f"{verb} successfully: {result.applied} record(s) applied.")
 
 
+NO_PARENT = (
+    "No parent is configured (general.parentFeedLocation is empty): "
+    "there is no node to retry against."
+)
+
+
+def require_parent(config: NodeConfig) -> None:
+    """ConfigurationError when no retry can run (there is no parent), raised before anything
+    changes: a retry makes its failures due first, and a parked failure made due on a node
+    whose run then cannot start leaves "Failed records" for "will be retried automatically"."""
+    if config.parent_url is None:
+        raise ConfigurationError(
+            f"{NO_PARENT} Nothing was changed.",
+            field="general.parentFeedLocation",
+            source="sync2.json",
+        )
+
+
 def run_retry(config: NodeConfig, db: Database, operation: str, ids: list[int]) -> RunFinished:
     """Make these failures due now, then run ``operation`` (due failures are tried first)."""
+    require_parent(config)
     with db.write() as conn:
         failures.due_now(conn, ids)
     if operation == "push":
@@ -91,6 +110,7 @@ def _retryable(message: audit_query.AuditMessage | None, uuid: str, own: str) ->
 
 def retry_message(config: NodeConfig, db: Database, uuid: str) -> Outcome:
     """Retry one failed audit message of this node (spec §7.3): its record gets a fresh try now."""
+    require_parent(config)
     with db.read() as conn:
         message = audit_query.get_message(conn, uuid)
         operation = _retryable(message, uuid, config.instance_id)
@@ -125,6 +145,7 @@ def _resolved(conn: Connection, uuids: list[str]) -> set[str]:
 
 def retry_failure(config: NodeConfig, db: Database, failure_id: int) -> Outcome:
     """Give one open failure a fresh set of tries now, then run its direction."""
+    require_parent(config)
     with db.read() as conn:
         found = failures.get(conn, failure_id)
     if found is None or found.status not in failures.OPEN:
@@ -161,6 +182,7 @@ def retry_matching(config: NodeConfig, db: Database, flt: AuditFilter) -> RetryT
     all of them are retried (no cap). Each message's open failure is made due; the runs then
     retry them all. Success is counted from the new audit rows the engine links to the old ones.
     """
+    require_parent(config)
     uuids: list[str] = []
     by_op: dict[str, set[int]] = {}
     with db.read() as conn:
