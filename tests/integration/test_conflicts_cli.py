@@ -1,0 +1,42 @@
+"""``fhirsync conflicts NODE_DIR list|show|resolve`` on a child holding many real conflicts."""
+
+from __future__ import annotations
+
+import pytest
+from tests.conftest import NodeFactory
+from tests.integration.cli_support import fhirsync
+from tests.integration.pull_support import new_uuid, patient, write_raw
+
+from fhirsync.testing.servers import NodeHandle
+
+MANY = 203
+
+
+@pytest.fixture
+def conflicted(node_factory: NodeFactory) -> NodeHandle:
+    """A child with ``MANY`` open conflicts: both sides changed each patient's gender."""
+    parent = node_factory("parent")
+    uuids = [new_uuid() for _ in range(MANY)]
+    write_raw(parent, "patient", [patient(u, "Shared") for u in uuids], "parent")
+    child = node_factory("child", parent=parent, start=False)
+    assert fhirsync("pull", str(child.node_dir)).exit_code == 0
+    write_raw(parent, "patient", [{**patient(u, "Shared"), "gender": "male"} for u in uuids], "p")
+    write_raw(child, "patient", [{**patient(u, "Shared"), "gender": "other"} for u in uuids], "c")
+    fhirsync("pull", str(child.node_dir))
+    return child
+
+
+def test_list_says_when_it_shows_only_some(conflicted: NodeHandle) -> None:
+    # The list stopped at 200 rows with nothing to say there were more.
+    node = str(conflicted.node_dir)
+    listed = fhirsync("conflicts", node, "list")
+    assert listed.exit_code == 0, listed.output
+    assert f"showing 200 of {MANY} open conflict(s)" in listed.stdout, listed.stdout
+    assert "--limit" in listed.stdout
+    every = fhirsync("conflicts", node, "list", "--limit", "1000")
+    assert every.exit_code == 0, every.output
+    assert f"{MANY} open conflict(s)" in every.stdout and "showing" not in every.stdout
+    assert every.stdout.count("│ patient ") == MANY
+    with_closed = fhirsync("conflicts", node, "list", "--all", "--limit", "5")
+    assert with_closed.exit_code == 0, with_closed.output
+    assert "showing the newest 5 conflict(s); there are more" in with_closed.stdout
