@@ -40,3 +40,12 @@ def test_list_says_when_it_shows_only_some(conflicted: NodeHandle) -> None:
     with_closed = fhirsync("conflicts", node, "list", "--all", "--limit", "5")
     assert with_closed.exit_code == 0, with_closed.output
     assert "showing the newest 5 conflict(s); there are more" in with_closed.stdout
+
+
+def test_an_unknown_conflict_is_a_usage_error_for_show_and_resolve(conflicted: NodeHandle) -> None:
+    # `show` answered 2 (usage, DESIGN §3) and `resolve` 1 for the same mistyped id.
+    node = str(conflicted.node_dir)
+    for args in (["show", "no-such-conflict"], ["resolve", "no-such-conflict", "--take", "local"]):
+        done = fhirsync("conflicts", node, *args)
+        assert done.exit_code == 2, (args, done.output)
+        assert "usage: no conflict 'no-such-conflict'" in done.stderr, done.stderr

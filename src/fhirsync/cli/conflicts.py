@@ -144,6 +144,7 @@ def resolve_(
 
     config, db = open_node(node_path(ctx.obj))
     try:
+        _known(db, conflict)
         find_open(db, conflict)
         reconciler = reconciler_for(config)
         if take in ("local", "remote"):
@@ -164,7 +165,8 @@ def resolve_(
 
 def _known(db: Database, conflict: str) -> Conflict:
     """The conflict ``conflict`` names (any status); an id that names nothing is a usage error
-    (exit 2, DESIGN §3), as for `audit show`."""
+    (exit 2, DESIGN §3), as for `audit show`. One that is closed already is not: resolve says so
+    and exits 1."""
     from fhirsync.store import conflicts as conflict_repo
 
     with db.read() as conn:
