@@ -6,24 +6,39 @@ import pytest
 from tests.conftest import NodeFactory
 from tests.integration.cli_support import fhirsync
 from tests.integration.pull_support import new_uuid, patient, write_raw
+from typer.testing import Result
 
 from fhirsync.testing.servers import NodeHandle
 
 MANY = 203
 
 
-@pytest.fixture
-def conflicted(node_factory: NodeFactory) -> NodeHandle:
-    """A child with ``MANY`` open conflicts: both sides changed each patient's gender."""
+def make_conflicts(node_factory: NodeFactory, count: int) -> tuple[NodeHandle, Result]:
+    """A child with ``count`` open conflicts (both sides changed each patient's gender), and
+    the output of the pull that found them."""
     parent = node_factory("parent")
-    uuids = [new_uuid() for _ in range(MANY)]
+    uuids = [new_uuid() for _ in range(count)]
     write_raw(parent, "patient", [patient(u, "Shared") for u in uuids], "parent")
     child = node_factory("child", parent=parent, start=False)
     assert fhirsync("pull", str(child.node_dir)).exit_code == 0
     write_raw(parent, "patient", [{**patient(u, "Shared"), "gender": "male"} for u in uuids], "p")
     write_raw(child, "patient", [{**patient(u, "Shared"), "gender": "other"} for u in uuids], "c")
-    fhirsync("pull", str(child.node_dir))
-    return child
+    return child, fhirsync("pull", str(child.node_dir))
+
+
+@pytest.fixture
+def conflicted(node_factory: NodeFactory) -> NodeHandle:
+    """A child with ``MANY`` open conflicts."""
+    return make_conflicts(node_factory, MANY)[0]
+
+
+def test_pull_counts_conflicts_apart_from_applied_records(node_factory: NodeFactory) -> None:
+    # A pulled change kept as a conflict was reported as "1 records applied", exit 0: nothing
+    # told the administrator that a person has to decide (`status` exits 1 for it).
+    _child, pulled = make_conflicts(node_factory, 2)
+    assert pulled.exit_code == 1, pulled.output
+    assert "0 records applied, 0 failed, 2 conflict(s) kept for a person" in pulled.stdout
+    assert "fhirsync conflicts" in pulled.stdout, pulled.stdout
 
 
 def test_list_says_when_it_shows_only_some(conflicted: NodeHandle) -> None:

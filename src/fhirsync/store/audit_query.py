@@ -177,6 +177,21 @@ def follow_up_success(conn: Connection, uuids: list[str]) -> dict[str, bool]:
     return out
 
 
+def conflicts_since(conn: Connection, after_id: int, operation: str) -> int:
+    """How many conflicts ``operation`` kept for a person in rows after ``after_id`` (a run's
+    own conflicts, when ``after_id`` is :func:`last_id` at its start)."""
+    query = (
+        select(func.count())
+        .select_from(audit)
+        .where(
+            audit.c.id > after_id,
+            audit.c.action == "CONFLICT",
+            func.upper(audit.c.operation) == operation.upper(),
+        )
+    )
+    return int(conn.execute(query).scalar_one())
+
+
 def last_id(conn: Connection) -> int:
     """The id of the newest stored row (0 when there is none)."""
     return int(conn.execute(select(func.max(audit.c.id))).scalar_one() or 0)

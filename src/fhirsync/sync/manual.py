@@ -52,12 +52,19 @@ def describe(result: RunFinished) -> Outcome:
         return Outcome(
             False, f"{what} failed: the parent refused this node's credentials ({result.error})."
         )
+    kept = (
+        f"{result.conflicts} kept as conflict(s) for a person to resolve (see Conflicts)"
+        if result.conflicts
+        else ""
+    )
     if result.failures:
         return Outcome(
             False,
             f"{verb} {result.applied} record(s); {result.failures} failed "
-            "(see Failed records and the audit log).",
+            "(see Failed records and the audit log)" + (f"; {kept}." if kept else "."),
         )
+    if kept:
+        return Outcome(False, f"{verb} {result.applied} record(s); {kept}.")
     return Outcome(True, f"{verb} successfully: {result.applied} record(s) applied.")
 
 
