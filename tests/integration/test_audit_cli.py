@@ -361,3 +361,18 @@ def test_retry_on_a_node_without_a_parent_changes_nothing(node_factory: NodeFact
         assert done.returncode == 2, (args, done.stdout + done.stderr)
         assert "parentFeedLocation" in done.stderr, done.stderr
         assert [f.status for f in _open_failures(lonely)] == ["parked"], args
+
+
+def test_an_id_that_names_nothing_is_a_usage_error_for_retry_and_dismiss(
+    failed_child: tuple[NodeHandle, NodeHandle, list[str]],
+) -> None:
+    # `audit show` answered 2 (usage) for a mistyped id, `retry` and `dismiss` 1, as if a
+    # retry had been made and failed: a script could not tell a typo from a failure.
+    _parent, child, _uuids = failed_child
+    node = str(child.node_dir)
+    unknown = new_uuid()
+    for args in (["retry", unknown], ["retry", "99999"], ["dismiss", "99999", "--reason", "x"]):
+        done = cli("audit", node, *args)
+        assert done.returncode == 2, (args, done.stdout + done.stderr)
+        assert done.stderr.startswith("usage: There is no "), done.stderr
+    assert {f.status for f in _open_failures(child)} == {"parked"}

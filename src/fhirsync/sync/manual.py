@@ -31,6 +31,10 @@ class Unavailable(FhirsyncError):
     """Raised when an operation cannot be done now (the message says why)."""
 
 
+class NotFound(Unavailable):
+    """Raised when the message or failure named does not exist at all (a mistyped id)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What an operation did, in plain words, and whether everything succeeded."""
@@ -99,7 +103,7 @@ def run_retry(config: NodeConfig, db: Database, operation: str, ids: list[int]) 
 def _retryable(message: audit_query.AuditMessage | None, uuid: str, own: str) -> str:
     """The message's operation (pull/push) when it can be retried; Unavailable otherwise."""
     if message is None:
-        raise Unavailable(f"There is no audit message {uuid}.")
+        raise NotFound(f"There is no audit message {uuid}.")
     if message.success or message.next_message_uuid is not None:
         raise Unavailable("Only a failed message that was not retried yet can be retried.")
     if message.error_class == dismissal.ERROR_CLASS:
@@ -155,7 +159,9 @@ def retry_failure(config: NodeConfig, db: Database, failure_id: int) -> Outcome:
     require_parent(config)
     with db.read() as conn:
         found = failures.get(conn, failure_id)
-    if found is None or found.status not in failures.OPEN:
+    if found is None:
+        raise NotFound(f"There is no failure #{failure_id}.")
+    if found.status not in failures.OPEN:
         raise Unavailable(f"There is no open failure #{failure_id} (already handled?).")
     result = run_retry(config, db, found.operation.lower(), [failure_id])
     with db.read() as conn:
@@ -244,6 +250,9 @@ def dismiss_failure(
     config: NodeConfig, db: Database, failure_id: int, reason: str, user: str
 ) -> Outcome:
     """Give up on one open failure; the reason and the user are kept in the audit log."""
+    with db.read() as conn:
+        if failures.get(conn, failure_id) is None:
+            raise NotFound(f"There is no failure #{failure_id}.")
     done = dismissal.dismiss(
         db, failure_id, reason=reason, user=user, instance_id=config.instance_id
     )
