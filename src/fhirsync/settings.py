@@ -143,7 +143,11 @@ class NodeSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=_ENV_PREFIX, extra="forbid")
 
-    db_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in the node directory.")
+    db_url: str = Field(
+        "",
+        description="SQLAlchemy URL; empty means SQLite in the node directory. A relative "
+        "sqlite:/// path is relative to the node directory.",
+    )
     host: str = Field("127.0.0.1", description="Address `fhirsync serve` listens on.")
     port: int = Field(8080, ge=1, le=65535, description="Port `fhirsync serve` listens on.")
     base_url: str = Field(
@@ -318,8 +322,12 @@ class NodeConfig(BaseModel):
 
     @property
     def db_url(self) -> str:
-        """The database URL, defaulting to SQLite in the node directory."""
-        return self.settings.db_url or f"sqlite:///{(self.node_dir / DB_FILE).resolve()}"
+        """The database URL, defaulting to SQLite in the node directory. A relative SQLite path
+        is relative to the node directory (as ``parent_ca_file``), not to wherever the command
+        runs: from elsewhere it named another, missing file."""
+        if not self.settings.db_url:
+            return f"sqlite:///{(self.node_dir / DB_FILE).resolve()}"
+        return _sqlite_in(self.settings.db_url, self.node_dir)
 
     @property
     def parent_auth(self) -> tuple[str, str] | None:
@@ -570,3 +578,16 @@ def write_sync2(node_dir: Path, config: Sync2Config) -> None:
     path = node_dir / SYNC2_FILE
     path.write_text(config.to_json(), encoding="utf-8")
     os.chmod(path, 0o600)
+
+
+def _sqlite_in(url: str, node_dir: Path) -> str:
+    """``url`` with a relative SQLite path made absolute under ``node_dir``; others unchanged."""
+    # Imported here, as in the db_url check: SQLAlchemy costs start-up time.
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)  # the field's check parsed it already
+    path = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if not path or path == ":memory:" or path.startswith("file:") or Path(path).is_absolute():
+        return url
+    absolute = str((node_dir / path).resolve())
+    return parsed.set(database=absolute).render_as_string(hide_password=False)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from tests.conftest import NodeFactory
+from tests.integration.failure_support import parked_failure
 from tests.integration.pull_support import (
     edit_sync2,
     held,
@@ -309,3 +310,69 @@ def test_a_retry_that_succeeds_says_so_when_success_audit_is_not_kept(
     assert "retried 2 failed message(s): 2 succeeded, 0 failed again" in rest.stdout, rest.stdout
     assert {("patient", bad1), ("patient", bad2)} <= set(held(child))
     assert _open_failures(child) == []
+
+
+def test_retry_all_failed_leaves_conflicts_out(
+    failed_child: tuple[NodeHandle, NodeHandle, list[str]],
+) -> None:
+    # A conflict is kept as a failed audit row too, but there is nothing to retry about it (a
+    # person resolves it): "retry all failed" counted it and reported it as "failed again".
+    parent, child, (good, bad1, bad2) = failed_child
+    node = str(child.node_dir)
+    put(parent, {**patient(good, "Good"), "gender": "male"})
+    write_raw(child, "patient", [{**patient(good, "Good"), "gender": "other"}], "child")
+    assert cli("pull", node).returncode in (0, 1)
+    listed = _json("audit", node, "list", "--status", "FAILURE", "--json")["results"]
+    assert good in {m["record_uuid"] for m in listed if m["merge_conflict_uuid"]}
+
+    put(parent, patient(bad1, "Fixed"))
+    put(parent, patient(bad2, "Fixed too"))
+    done = cli("audit", node, "retry", "--category", "patient")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "retried 2 failed message(s): 2 succeeded, 0 failed again" in done.stdout, done.stdout
+
+
+def test_retry_all_failed_retries_more_than_a_thousand(node_factory: NodeFactory) -> None:
+    # The failed messages were read 1,000 at a time, once: the rest stayed failed, unsaid.
+    parent = node_factory("parent")
+    bad = [new_uuid() for _ in range(1003)]
+    write_raw(parent, "patient", [{**patient(u, "Bad"), "gender": "robot"} for u in bad], "p")
+    child = node_factory(
+        "child", parent=parent, start=False, extra_settings={"record_max_attempts": 1}
+    )
+    edit_sync2(child, persistFailureAudit=True)
+    node = str(child.node_dir)
+    assert cli("pull", node).returncode == 1
+    write_raw(parent, "patient", [patient(u, "Fixed") for u in bad], "p")
+    done = cli("audit", node, "retry", "--category", "patient")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "retried 1003 failed message(s): 1003 succeeded, 0 failed again" in done.stdout
+    assert _open_failures(child) == []
+
+
+def test_retry_on_a_node_without_a_parent_changes_nothing(node_factory: NodeFactory) -> None:
+    # The failure was made due before the run found no parent: refused with exit 2, yet the
+    # parked record had left "Failed records" for "will be retried automatically".
+    lonely = node_factory("lonely", start=False)
+    failure_id, message_uuid = parked_failure(lonely, "pull")
+    node = str(lonely.node_dir)
+    for args in ([], [message_uuid], [str(failure_id)], ["--category", "patient"]):
+        done = cli("audit", node, "retry", *args)
+        assert done.returncode == 2, (args, done.stdout + done.stderr)
+        assert "parentFeedLocation" in done.stderr, done.stderr
+        assert [f.status for f in _open_failures(lonely)] == ["parked"], args
+
+
+def test_an_id_that_names_nothing_is_a_usage_error_for_retry_and_dismiss(
+    failed_child: tuple[NodeHandle, NodeHandle, list[str]],
+) -> None:
+    # `audit show` answered 2 (usage) for a mistyped id, `retry` and `dismiss` 1, as if a
+    # retry had been made and failed: a script could not tell a typo from a failure.
+    _parent, child, _uuids = failed_child
+    node = str(child.node_dir)
+    unknown = new_uuid()
+    for args in (["retry", unknown], ["retry", "99999"], ["dismiss", "99999", "--reason", "x"]):
+        done = cli("audit", node, *args)
+        assert done.returncode == 2, (args, done.stdout + done.stderr)
+        assert done.stderr.startswith("usage: There is no "), done.stderr
+    assert {f.status for f in _open_failures(child)} == {"parked"}

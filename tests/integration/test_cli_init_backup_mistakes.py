@@ -3,6 +3,7 @@ one line saying what is wrong, exit code 2, nothing left half made."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -124,5 +125,30 @@ def test_a_relative_sqlite_path_names_the_file_init_made_from_anywhere(
     assert (tmp_path / "here" / "clinic.db").exists()
     monkeypatch.chdir(tmp_path / "elsewhere")
     status = fhirsync("status", str(tmp_path / "n"))
+    assert status.exit_code == 0, status.output
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_relative_sqlite_db_url_in_the_settings_is_relative_to_the_node_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Written by hand in fhirsync.json (or given as FHIRSYNC_DB_URL), a relative SQLite path
+    # was taken from the directory the command ran in: from anywhere else the node's database
+    # was "missing", and a node directory moved with its database opened nothing.
+    node_dir = tmp_path / "n"
+    assert init(node_dir, "--instance-id", "n").exit_code == 0
+    (node_dir / "data").mkdir()
+    (node_dir / "fhirsync.db").rename(node_dir / "data" / "clinic.db")
+    settings = node_dir / "fhirsync.json"
+    settings.write_text(
+        json.dumps({**json.loads(settings.read_text()), "db_url": "sqlite:///data/clinic.db"})
+    )
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    status = fhirsync("status", str(node_dir))
+    assert status.exit_code == 0, status.output
+    monkeypatch.setenv("FHIRSYNC_DB_URL", "sqlite:///data/clinic.db")
+    settings.write_text(json.dumps({**json.loads(settings.read_text()), "db_url": ""}))
+    status = fhirsync("status", str(node_dir))
     assert status.exit_code == 0, status.output
     assert list((tmp_path / "elsewhere").iterdir()) == []

@@ -27,7 +27,7 @@ from fhirsync.cli.common import (
     node_path,
     plain,
 )
-from fhirsync.errors import RequestError
+from fhirsync.errors import FhirsyncError, RequestError
 
 # The work is imported inside each command (see the package docstring: start-up time).
 if TYPE_CHECKING:
@@ -81,7 +81,8 @@ def _filters(
     return filters
 
 
-def _usage(exc: RequestError) -> typer.Exit:
+def _usage(exc: FhirsyncError) -> typer.Exit:
+    """A usage error (exit 2, DESIGN §3): a bad option, or an id that names nothing."""
     err_console.print(f"[red]usage:[/red] {plain(exc.message)}")
     return typer.Exit(EXIT_USAGE)
 
@@ -248,6 +249,8 @@ def retry(
                     if target.lstrip("#").isascii() and target.lstrip("#").isdigit()
                     else manual.retry_message(config, db, target)
                 )
+            except manual.NotFound as exc:
+                raise _usage(exc) from exc
             except manual.Unavailable as exc:
                 err_console.print(f"[red]not retried:[/red] {plain(exc.message)}")
                 raise typer.Exit(EXIT_FAILURES) from exc
@@ -275,6 +278,7 @@ def _retry_parked(config: NodeConfig, db: Database) -> int:
     from fhirsync.store import failures
     from fhirsync.sync import manual
 
+    manual.require_parent(config)  # before the count is printed: nothing will be retried
     outcomes: list[Outcome] = []
     with db.read() as conn:
         parked = {op: failures.list_open(conn, op, "parked") for op in ("pull", "push")}
@@ -307,6 +311,8 @@ def dismiss(
     config, db = _open(ctx)
     try:
         outcome = manual.dismiss_failure(config, db, failure_id, reason, user)
+    except manual.NotFound as exc:
+        raise _usage(exc) from exc
     finally:
         db.dispose()
     console.print(outcome.message, markup=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -23,6 +23,9 @@ from fhirsync.errors import ConfigurationError, InvalidResource
 
 # The work (node, store, merge, push) is imported inside each command (see the package docstring:
 # start-up time).
+if TYPE_CHECKING:
+    from fhirsync.store.conflicts import Conflict
+    from fhirsync.store.engine import Database
 
 conflicts_app = typer.Typer(
     help="Conflicts: records this node and its parent changed differently.", no_args_is_help=True
@@ -41,19 +44,24 @@ def _node(ctx: typer.Context, node_dir: NodeDir) -> None:
 def list_(
     ctx: typer.Context,
     all_: Annotated[bool, typer.Option("--all", help="Resolved ones too.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="Rows shown at most (newest first).")] = 200,
 ) -> None:
-    """Open conflicts, newest first."""
+    """Open conflicts, newest first (at most --limit; the line below says how many there are)."""
     from fhirsync.node import open_node
     from fhirsync.store import conflicts as conflict_repo
 
     _config, db = open_node(node_path(ctx.obj))
     try:
         with db.read() as conn:
-            found = conflict_repo.list_conflicts(conn, status=None if all_ else conflict_repo.OPEN)
+            status = None if all_ else conflict_repo.OPEN
+            # One more than shown: with --all there is no count, and the extra row says "more".
+            found = conflict_repo.list_conflicts(conn, status=status, limit=limit + 1)
+            total = None if all_ else conflict_repo.count_open(conn)
     finally:
         db.dispose()
+    shown = found[:limit]
     table = Table("conflict", "category", "record", "found in", "fields", "status", "updated")
-    for c in found:
+    for c in shown:
         table.add_row(
             c.uuid,
             c.category,
@@ -64,6 +72,18 @@ def list_(
             str(c.updated_at)[:19],
         )
     console.print(table)
+    console.print(_count_line(len(shown), total, more=len(found) > limit), markup=False)
+
+
+def _count_line(shown: int, total: int | None, *, more: bool) -> str:
+    """How many rows the list holds, and how to see the rest when it is cut short."""
+    if total is not None:
+        if shown < total:
+            return f"showing {shown} of {total} open conflict(s); see more with --limit {total}"
+        return f"{total} open conflict(s)"
+    if more:
+        return f"showing the newest {shown} conflict(s); there are more: raise --limit"
+    return f"{shown} conflict(s)"
 
 
 def _shown(value: Any, missing: object) -> str:
@@ -77,19 +97,13 @@ def show(
 ) -> None:
     """Base, local and remote of one conflict, field by field (differing fields only)."""
     from fhirsync.node import open_node
-    from fhirsync.store import conflicts as conflict_repo
     from fhirsync.sync.merge import MISSING, flatten
 
     _config, db = open_node(node_path(ctx.obj))
     try:
-        with db.read() as conn:
-            found = conflict_repo.get(conn, conflict)
+        found = _known(db, conflict)
     finally:
         db.dispose()
-    if found is None:
-        # An id that names nothing is a usage error (2), as for `audit show`.
-        err_console.print(f"[red]usage:[/red] no conflict {plain(repr(conflict))}")
-        raise typer.Exit(EXIT_USAGE)
     console.print(
         f"conflict {found.uuid} on {found.category}/{found.record_uuid} ({found.status}); "
         f"conflicting: {', '.join(found.paths)}",
@@ -130,6 +144,7 @@ def resolve_(
 
     config, db = open_node(node_path(ctx.obj))
     try:
+        _known(db, conflict)
         find_open(db, conflict)
         reconciler = reconciler_for(config)
         if take in ("local", "remote"):
@@ -146,6 +161,20 @@ def resolve_(
     finally:
         db.dispose()
     raise typer.Exit(EXIT_OK)
+
+
+def _known(db: Database, conflict: str) -> Conflict:
+    """The conflict ``conflict`` names (any status); an id that names nothing is a usage error
+    (exit 2, DESIGN §3), as for `audit show`. One that is closed already is not: resolve says so
+    and exits 1."""
+    from fhirsync.store import conflicts as conflict_repo
+
+    with db.read() as conn:
+        found = conflict_repo.get(conn, conflict)
+    if found is None:
+        err_console.print(f"[red]usage:[/red] no conflict {plain(repr(conflict))}")
+        raise typer.Exit(EXIT_USAGE)
+    return found
 
 
 def _read(path: str) -> dict[str, Any]:

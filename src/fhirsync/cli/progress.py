@@ -76,13 +76,18 @@ class RunView:
             console.print(f"{self.operation} skipped: {result.error}", markup=False)
         else:
             error = f" ({result.error})" if result.error and not self.stops_live else ""
+            kept = f", {result.conflicts} conflict(s) kept for a person" if result.conflicts else ""
             console.print(
                 f"{self.operation} {result.outcome}: {result.events_read} events read, "
-                f"{result.applied} records {self.moved}, {result.failures} failed in "
+                f"{result.applied} records {self.moved}, {result.failures} failed{kept} in "
                 f"{result.seconds:.1f}s{error}",
                 markup=False,
             )
-        raise typer.Exit(_EXIT[result.outcome])
+        if result.conflicts:
+            console.print("resolve them with: fhirsync conflicts NODE_DIR list", markup=False)
+        # A conflict waits for an administrator, as a parked failure does (`status` exits 1).
+        code = _EXIT[result.outcome]
+        raise typer.Exit(EXIT_FAILURES if result.conflicts and code == EXIT_OK else code)
 
 
 class _Tally:

@@ -48,7 +48,9 @@ def pull(
         ),
     ] = False,
 ) -> None:
-    """Pull from the parent once. Exit 0 ok, 1 failures recorded, 2 configuration, 3 unreachable."""
+    """Pull from the parent once. Exit 0 ok, 1 failures/conflicts, 2 configuration, 3 unreachable.
+
+    Changes kept as conflicts for a person are counted apart from the records applied."""
     from fhirsync.node import open_node
     from fhirsync.sync.runner import run_pull
 

@@ -138,17 +138,58 @@ def list_messages(
     return AuditPage(total=total, page=page, page_size=page_size, items=items)
 
 
-def failed_uuids(conn: Connection, flt: AuditFilter, creator: str, limit: int = 1000) -> list[str]:
-    """Retryable failures matching ``flt``: made by ``creator``, not yet retried; oldest first."""
-    cond = [
+def _retryable(flt: AuditFilter, creator: str) -> list[Any]:
+    """Failed rows of ``creator`` matching ``flt`` that a retry can follow up."""
+    return [
         *replace(flt, success=False).where(),
         audit.c.creator_instance_id == creator,
         audit.c.next_message_uuid.is_(None),
         # A dismissal is recorded as a failed row, but there is nothing left to retry.
         or_(audit.c.error_class.is_(None), audit.c.error_class != "Dismissed"),
+        # So is a conflict: a person resolves it; a retry would only count it as failed again.
+        audit.c.merge_conflict_uuid.is_(None),
     ]
-    query = select(audit.c.uuid).where(*cond).order_by(audit.c.timestamp, audit.c.id).limit(limit)
-    return [str(u) for u in conn.execute(query).scalars()]
+
+
+def failed_messages(
+    conn: Connection, flt: AuditFilter, creator: str, *, after_id: int = 0, limit: int = 1000
+) -> list[AuditMessage]:
+    """At most ``limit`` retryable failures matching ``flt`` (made by ``creator``, not yet
+    followed up, neither a dismissal nor a conflict) with ids above ``after_id``, by id: pass the
+    last id back to read the next ones."""
+    cond = [*_retryable(flt, creator), audit.c.id > after_id]
+    query = select(audit).where(*cond).order_by(audit.c.id).limit(limit)
+    return [_message(r) for r in conn.execute(query)]
+
+
+def follow_up_success(conn: Connection, uuids: list[str]) -> dict[str, bool]:
+    """Whether the message following up each of these (``nextMessageUuid``) succeeded, by uuid;
+    messages nothing follows up are left out."""
+    later = audit.alias("later")
+    out: dict[str, bool] = {}
+    for start in range(0, len(uuids), 500):
+        query = (
+            select(audit.c.uuid, later.c.success)
+            .join(later, later.c.uuid == audit.c.next_message_uuid)
+            .where(audit.c.uuid.in_(uuids[start : start + 500]))
+        )
+        out.update({str(uuid): bool(success) for uuid, success in conn.execute(query)})
+    return out
+
+
+def conflicts_since(conn: Connection, after_id: int, operation: str) -> int:
+    """How many conflicts ``operation`` kept for a person in rows after ``after_id`` (a run's
+    own conflicts, when ``after_id`` is :func:`last_id` at its start)."""
+    query = (
+        select(func.count())
+        .select_from(audit)
+        .where(
+            audit.c.id > after_id,
+            audit.c.action == "CONFLICT",
+            func.upper(audit.c.operation) == operation.upper(),
+        )
+    )
+    return int(conn.execute(query).scalar_one())
 
 
 def last_id(conn: Connection) -> int:

@@ -23,7 +23,7 @@ from fhirsync.errors import (
 from fhirsync.feed.reader import FeedReader
 from fhirsync.runtime import bulk_settings
 from fhirsync.settings import NodeConfig
-from fhirsync.store import locks, runs
+from fhirsync.store import audit_query, locks, runs
 from fhirsync.store.engine import Database
 from fhirsync.sync.checking import BodyChecker
 from fhirsync.sync.pull import build_context, connect_parent, pull_category
@@ -80,11 +80,13 @@ def _run(
     # wrote 25 times, and on a short schedule the WAL was never idle long enough to checkpoint.
     keep = locks.keeper(db, "pull", owner, LOCK_TTL)
     include_own = include_own or recovery.exists()
+    audit_mark: int | None = None
     try:
         # Inside the try: a client that cannot be made (parent_ca_file names no file, a plug-in
         # refuses the settings) left the run lock held, and `serve` skipped its runs until the
         # lock expired. No I/O yet: errors come from reading.
         connected = feed, transport = connect_parent(config)
+        audit_mark = _audit_mark(db)
         _save(db, started_at=datetime.now(UTC), outcome="running")
         classes = [c for c in config.sync2.pull.classes if c.enabled]
         listener(RunStarted(OPERATION, tuple(c.category.lower() for c in classes)))
@@ -122,21 +124,36 @@ def _run(
             connected[1].close()
             connected[0].close()
         locks.release(db, "pull", owner)
-    seconds = time.monotonic() - started
-    result = RunFinished(
-        OPERATION, outcome, totals.read, totals.applied, totals.failed, seconds, error
-    )
+    result = _finished(db, outcome, totals, time.monotonic() - started, error, audit_mark)
+    listener(result)
+    return result
+
+
+def _finished(
+    db: Database,
+    outcome: Outcome,
+    totals: Totals,
+    seconds: float,
+    error: str | None,
+    audit_mark: int | None,
+) -> RunFinished:
+    """The run's result, kept as the pull's run state."""
+    # The reconciler decides in the page's commit, after the page counted its writes as applied:
+    # a change kept as a conflict is counted apart, from the audit rows the run left.
+    conflicts = _conflicts_since(db, audit_mark)
+    applied = max(0, totals.applied - conflicts)
     _save(
         db,
         finished_at=datetime.now(UTC),
         outcome=outcome,
         events_read=totals.read,
-        applied=totals.applied,
+        applied=applied,
         failed=totals.failed,
         last_error=error,
     )
-    listener(result)
-    return result
+    return RunFinished(
+        OPERATION, outcome, totals.read, applied, totals.failed, seconds, error, conflicts
+    )
 
 
 def _read_outcome(
@@ -160,6 +177,20 @@ def _validate(config: NodeConfig) -> None:
         raise ConfigurationError(
             "parentFeedLocation is not set", field="general.parentFeedLocation", source="sync2.json"
         )
+
+
+def _audit_mark(db: Database) -> int:
+    """The newest audit row before the run reads anything (its own rows come after)."""
+    with db.read() as conn:
+        return audit_query.last_id(conn)
+
+
+def _conflicts_since(db: Database, audit_mark: int | None) -> int:
+    """Conflicts the run kept (0 when it stopped before it began reading)."""
+    if audit_mark is None:
+        return 0
+    with db.read() as conn:
+        return audit_query.conflicts_since(conn, audit_mark, OPERATION)
 
 
 def _acquire(db: Database, owner: str, wait: float) -> bool:

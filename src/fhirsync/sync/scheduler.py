@@ -243,11 +243,17 @@ class Scheduler:
         """One line per run that did something, so the service log tells the node's history."""
         if result.outcome in ("unreachable", "configuration", "busy"):
             return  # unreachable, refused: the backoff lines below; busy: a manual run is at work
-        level = logging.WARNING if result.failures else logging.INFO
+        # A conflict waits for a person, as a parked failure does.
+        level = logging.WARNING if result.failures or result.conflicts else logging.INFO
+        kept = (
+            f", {result.conflicts} kept as conflicts (fhirsync conflicts lists them)"
+            if result.conflicts
+            else ""
+        )
         if result.events_read or result.failures:
             log.log(
                 level,
-                "node %s: scheduled %s %s: %d events read, %d records %s, %d failed in %.1fs%s",
+                "node %s: scheduled %s %s: %d events read, %d records %s, %d failed%s in %.1fs%s",
                 self.config.instance_id,
                 self.operation,
                 result.outcome,
@@ -255,6 +261,7 @@ class Scheduler:
                 result.applied,
                 "applied" if self.operation == pull_context.OPERATION else "sent",
                 result.failures,
+                kept,
                 result.seconds,
                 " (fhirsync status lists them)" if result.failures else "",
             )

@@ -71,6 +71,8 @@ class RunFinished:
     """Records that failed in this run (retrying, waiting or parked)."""
     seconds: float
     error: str | None = None
+    conflicts: int = 0
+    """Changes kept as conflicts for a person to resolve (not counted in ``applied``)."""
 
 
 RunEvent = RunStarted | RunProgress | RecordFailed | CategoryStopped | RunFinished

@@ -134,3 +134,19 @@ def test_refused_credentials_are_a_configuration_error_with_exit_2(
 
     said = describe(refused)
     assert not said.ok and "refused this node's credentials" in said.message
+
+
+def test_conflicts_are_counted_apart_and_need_a_person(capsys: pytest.CaptureFixture[str]) -> None:
+    kept = RunFinished("pull", "ok", 3, 1, 0, 0.1, None, conflicts=2)
+    with pytest.raises(typer.Exit) as exited:
+        PULL.finish(kept)
+    assert exited.value.exit_code == 1
+    out = capsys.readouterr().out
+    assert "1 records applied, 0 failed, 2 conflict(s) kept for a person" in out
+    from fhirsync.sync.manual import describe
+
+    said = describe(kept)  # "Pull now" on the admin page
+    assert not said.ok
+    assert said.message == (
+        "Pulled 1 record(s); 2 kept as conflict(s) for a person to resolve (see Conflicts)."
+    )

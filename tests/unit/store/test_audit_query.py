@@ -92,16 +92,23 @@ def test_voided_rows_are_hidden_but_readable(db: Database) -> None:
         assert aq.void_message(conn, "no-such-uuid") is None
 
 
-def test_retryable_failures_exclude_retried_and_foreign_rows(db: Database) -> None:
-    a, _b, _c, _d = _seed(
+def test_retryable_failures_exclude_retried_foreign_and_conflict_rows(db: Database) -> None:
+    a, _b, _c, _d, _e, f = _seed(
         db,
         _msg(0, success=False),
         _msg(1, success=False, next_message_uuid="later"),
         _msg(2, success=False, creator_instance_id="clinic-b"),
         _msg(3, success=True),
+        _msg(4, success=False, merge_conflict_uuid="c1", error_class="ConflictError"),
+        _msg(5, success=False),
     )
     with db.read() as conn:
-        assert aq.failed_uuids(conn, AuditFilter(), "clinic-a") == [a.uuid]
+        everything = aq.failed_messages(conn, AuditFilter(), "clinic-a")
+        assert [m.uuid for m in everything] == [a.uuid, f.uuid]
+        first = aq.failed_messages(conn, AuditFilter(), "clinic-a", limit=1)
+        assert [m.uuid for m in first] == [a.uuid]
+        after = aq.failed_messages(conn, AuditFilter(), "clinic-a", after_id=first[0].id or 0)
+        assert [m.uuid for m in after] == [f.uuid]
 
 
 def test_retention_deletes_only_old_rows(db: Database) -> None:

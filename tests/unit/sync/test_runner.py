@@ -321,3 +321,27 @@ def test_the_backoff_survives_an_outage_of_thousands_of_runs(child: NodeConfig) 
     assert scheduler.failures == 1100
     cap = min(float(child.sync2.pull.schedule or 300), child.settings.retry_max_delay)
     assert cap * 0.9 <= delays[-1] <= cap
+
+
+def test_a_scheduled_run_that_kept_conflicts_says_so(
+    child: NodeConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its line said "1 records applied, 0 failed": the log never told that a person must decide.
+    _, db = open_node(child.node_dir)
+    ran = threading.Event()
+
+    def run_once(config: NodeConfig, database: Database, listener: Listener) -> RunFinished:
+        ran.set()
+        return RunFinished("pull", "ok", 3, 1, 0, 0.5, None, conflicts=2)
+
+    scheduler = quick_scheduler(child, db, run_once, delay=0.01)
+    caplog.set_level(logging.INFO, logger="fhirsync.sync.scheduler")
+    scheduler.start()
+    try:
+        assert ran.wait(10)
+    finally:
+        scheduler.stop()
+    db.dispose()
+    said = [r for r in caplog.records if "1 records applied, 0 failed" in r.getMessage()]
+    assert said and said[0].levelno == logging.WARNING
+    assert "2 kept as conflicts (fhirsync conflicts lists them)" in said[0].getMessage()

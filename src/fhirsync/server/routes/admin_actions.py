@@ -60,10 +60,7 @@ def retry_unavailable_reason(node: NodeContext) -> str | None:
     failure would otherwise leave the parked count for "Will be retried automatically".
     """
     if node.config.parent_url is None:
-        return (
-            "No parent is configured (general.parentFeedLocation is empty): "
-            "there is no node to retry against."
-        )
+        return manual.NO_PARENT
     return None
 
 
