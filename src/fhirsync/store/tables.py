@@ -262,3 +262,8 @@ revoked_sessions = Table(
 # The node a failed pull entry named as where its change began (None: a Java feed, or a push),
 # so a retry labels the record as the entry did.
 failures.append_column(Column("origin", String(ORIGIN_MAX), nullable=True))
+
+# --- failures by their audit row (migration 0008) --------------------------------------------
+
+# The failure an audit row reported (the audit page's statuses, retention).
+Index("ix_failures_audit_uuid", failures.c.audit_uuid)
