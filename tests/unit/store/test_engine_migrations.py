@@ -25,6 +25,8 @@ from fhirsync.testing.servers import free_port
 
 def _undo_0008(conn: Connection) -> None:
     """Remove what migration 0008 made, for a test that sets the revision back."""
+    conn.execute(text("DROP INDEX ix_audit_creator_time"))
+    conn.execute(text("DROP INDEX ix_audit_open_failures"))
     conn.execute(text("DROP INDEX ix_failures_audit_uuid"))
 
 
@@ -108,7 +110,7 @@ def test_a_database_before_0008_gets_its_indexes(db_url: str) -> None:
             for table in ("audit", "failures")
             for name in (i["name"] for i in inspect(again.engine).get_indexes(table))
         }
-        assert {"ix_failures_audit_uuid"} <= made
+        assert {"ix_audit_creator_time", "ix_audit_open_failures", "ix_failures_audit_uuid"} <= made
     finally:
         again.dispose()
 
