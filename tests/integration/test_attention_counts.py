@@ -137,6 +137,26 @@ def test_the_children_page_counts_each_child_s_failures_still_to_handle(
     }
     assert set(rows) == {"clinic-a", "clinic-b"}, html
     assert ">1</a>" in rows["clinic-a"][-1] and "active" in html
+    assert "/sync2/audit?status=OPEN&origin=clinic-a" in rows["clinic-a"][-1]
     assert ">1</a>" in rows["clinic-b"][-1]
     assert "not seen recently" in html  # clinic-b: ten hours ago
     assert "still need" in html  # the hint says what is counted
+
+
+def test_the_count_links_to_the_messages_it_counts(node_factory: NodeFactory) -> None:
+    # The count linked to every failed message, the dismissal and its failure included: the
+    # administrator clicked "1" and found two rows, neither needing anything.
+    _parent, child, _bad = failed_pull(node_factory)
+    _config, db = child.open()
+    try:
+        with db.read() as conn:
+            [failure] = failures.list_open(conn)
+    finally:
+        db.dispose()
+    with admin_pages(child) as client:
+        assert 'href="/sync2/audit?status=OPEN"' in client.get("/sync2/").text
+        listed = client.get("/sync2/audit?status=OPEN").text
+        assert "1 message(s)" in listed and str(failure.audit_uuid) in listed
+        post_form(client, "/sync2/failures", f"/sync2/failures/{failure.id}/dismiss", reason="x")
+        assert "0 message(s)" in client.get("/sync2/audit?status=OPEN").text
+        assert "2 message(s)" in client.get("/sync2/audit?status=FAILURE").text

@@ -82,6 +82,8 @@ class AuditFilter:
     up_to_id: int | None = None
     """Only rows that existed when a listing began (ids grow): its later pages then neither
     repeat nor skip rows when new messages arrive."""
+    still_to_handle: bool = False
+    """Only failed messages that still need someone (:func:`still_failed`)."""
 
     def where(self) -> list[Any]:
         """SQL conditions for this filter."""
@@ -102,6 +104,8 @@ class AuditFilter:
             cond.append(audit.c.record_uuid == self.record_uuid)
         if self.up_to_id is not None:
             cond.append(audit.c.id <= min(self.up_to_id, MAX_ROW_ID))
+        if self.still_to_handle:
+            cond.extend(still_failed())
         return cond
 
 
