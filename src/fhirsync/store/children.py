@@ -54,9 +54,7 @@ def received_per_child(conn: Connection) -> dict[str, int]:
 def changes_per_child(conn: Connection) -> dict[str, int]:
     """Instance id → number of changes (events) received from that child, ever."""
     rows = conn.execute(
-        select(events.c.via, func.count())
-        .where(events.c.via.like(CHILD_VIA_PREFIX + "%"))
-        .group_by(events.c.via)
+        select(events.c.via, func.count()).where(FROM_CHILDREN).group_by(events.c.via)
     )
     return {str(via).removeprefix(CHILD_VIA_PREFIX): int(n) for via, n in rows}
 
@@ -65,7 +63,7 @@ def last_push_per_child(conn: Connection) -> dict[str, datetime]:
     """Instance id → time (naive UTC) of the newest change received from that child."""
     rows = conn.execute(
         select(events.c.via, func.max(events.c.timestamp))
-        .where(events.c.via.like(CHILD_VIA_PREFIX + "%"))
+        .where(FROM_CHILDREN)
         .group_by(events.c.via)
     )
     return {str(via).removeprefix(CHILD_VIA_PREFIX): moment for via, moment in rows if moment}

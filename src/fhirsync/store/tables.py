@@ -284,3 +284,12 @@ Index(
 )
 # The failure an audit row reported (the audit page's statuses, retention).
 Index("ix_failures_audit_uuid", failures.c.audit_uuid)
+# The changes received from child accounts (the Children page's counts and last push); only
+# those rows, so the events a child writes by the thousand when it pulls add nothing to it.
+Index(
+    "ix_events_from_children",
+    events.c.via,
+    events.c.timestamp,
+    sqlite_where=FROM_CHILDREN,
+    postgresql_where=FROM_CHILDREN,
+)

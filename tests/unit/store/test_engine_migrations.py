@@ -28,6 +28,7 @@ def _undo_0008(conn: Connection) -> None:
     conn.execute(text("DROP INDEX ix_audit_creator_time"))
     conn.execute(text("DROP INDEX ix_audit_open_failures"))
     conn.execute(text("DROP INDEX ix_failures_audit_uuid"))
+    conn.execute(text("DROP INDEX ix_events_from_children"))
 
 
 def _undo_0006_and_later(conn: Connection) -> None:
@@ -107,10 +108,15 @@ def test_a_database_before_0008_gets_its_indexes(db_url: str) -> None:
     try:
         made = {
             name
-            for table in ("audit", "failures")
+            for table in ("audit", "failures", "events")
             for name in (i["name"] for i in inspect(again.engine).get_indexes(table))
         }
-        assert {"ix_audit_creator_time", "ix_audit_open_failures", "ix_failures_audit_uuid"} <= made
+        assert {
+            "ix_audit_creator_time",
+            "ix_audit_open_failures",
+            "ix_failures_audit_uuid",
+            "ix_events_from_children",
+        } <= made
     finally:
         again.dispose()
 
