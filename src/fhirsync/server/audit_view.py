@@ -38,6 +38,7 @@ class Filters:
     """The list's filter form, as the query string carries it."""
 
     status: str = "ALL"
+    """ALL, SUCCESS, FAILURE, or OPEN: the failures still to handle (the dashboard's count)."""
     operation: str = "ALL"
     category: str = ""
     origin: str = ""
@@ -57,13 +58,14 @@ class Filters:
                 "no message can match"
             )
         return AuditFilter(
-            success={"SUCCESS": True, "FAILURE": False}.get(self.status.upper()),
+            success={"SUCCESS": True, "FAILURE": False, "OPEN": False}.get(self.status.upper()),
             operation=self.operation if self.operation.upper() in ("PULL", "PUSH") else None,
             resource_name=self.category or None,
             creator_instance_id=self.origin or None,
             since=since,
             until=until,
             record_uuid=self.record.strip() or None,
+            still_to_handle=self.status.upper() == "OPEN",
         )
 
     def query(self, **extra: object) -> str:

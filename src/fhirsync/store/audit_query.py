@@ -12,10 +12,21 @@ from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from fhirsync.store.failures import OPEN
-from fhirsync.store.tables import MAX_ROW_ID, audit, failures
+from fhirsync.store.tables import MAX_ROW_ID, OPEN_FAILURE, audit, failures
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +82,8 @@ class AuditFilter:
     up_to_id: int | None = None
     """Only rows that existed when a listing began (ids grow): its later pages then neither
     repeat nor skip rows when new messages arrive."""
+    still_to_handle: bool = False
+    """Only failed messages that still need someone (:func:`still_failed`)."""
 
     def where(self) -> list[Any]:
         """SQL conditions for this filter."""
@@ -91,6 +104,8 @@ class AuditFilter:
             cond.append(audit.c.record_uuid == self.record_uuid)
         if self.up_to_id is not None:
             cond.append(audit.c.id <= min(self.up_to_id, MAX_ROW_ID))
+        if self.still_to_handle:
+            cond.extend(still_failed())
         return cond
 
 
@@ -289,25 +304,25 @@ def counts_by_operation(conn: Connection) -> dict[tuple[str, bool], int]:
     return {(str(op or ""), bool(ok)): int(n) for op, ok, n in conn.execute(query)}
 
 
-def failures_from(conn: Connection, creator: str) -> int:
-    """Failed messages created by instance ``creator`` (e.g. reported by a child)."""
-    query = select(func.count()).where(
-        audit.c.voided.is_(False),
-        audit.c.success.is_(False),
-        audit.c.creator_instance_id == creator,
+def still_failed() -> list[Any]:
+    """Conditions of a failed message that still needs someone: :data:`OPEN_FAILURE` (not
+    retried since, not a dismissal, not a conflict, not voided), and the failure it reported
+    not closed since. With ``persistSuccessAudit`` off a retry that worked stores no row to
+    link the failed one to; only its failure says it was resolved."""
+    closed = select(failures.c.id).where(
+        failures.c.audit_uuid == audit.c.uuid, failures.c.status.not_in(OPEN)
     )
-    return int(conn.execute(query).scalar_one())
+    return [OPEN_FAILURE, ~exists(closed)]
 
 
-def last_from(conn: Connection, creator: str) -> AuditMessage | None:
-    """The newest message created by instance ``creator``, or None."""
-    row = conn.execute(
-        select(audit)
-        .where(audit.c.creator_instance_id == creator, audit.c.voided.is_(False))
-        .order_by(audit.c.timestamp.desc(), audit.c.id.desc())
-        .limit(1)
-    ).first()
-    return _message(row) if row is not None else None
+def open_failures_by_category(conn: Connection) -> dict[str, int]:
+    """Failed messages that still need someone (:func:`still_failed`), per resource name."""
+    query = (
+        select(audit.c.resource_name, func.count())
+        .where(*still_failed())
+        .group_by(audit.c.resource_name)
+    )
+    return {str(name or ""): int(n) for name, n in conn.execute(query)}
 
 
 def delete_older_than(conn: Connection, cutoff: datetime) -> int:

@@ -6,11 +6,13 @@ FHIR and REST write paths), so "which child did this come from" is a query, not 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, func, select
 
-from fhirsync.store.tables import FROM_CHILDREN, events, records, users
+from fhirsync.store.audit_query import still_failed
+from fhirsync.store.tables import FROM_CHILDREN, audit, events, records, users
 
 CHILD_VIA_PREFIX = "child:"
 
@@ -52,9 +54,7 @@ def received_per_child(conn: Connection) -> dict[str, int]:
 def changes_per_child(conn: Connection) -> dict[str, int]:
     """Instance id → number of changes (events) received from that child, ever."""
     rows = conn.execute(
-        select(events.c.via, func.count())
-        .where(events.c.via.like(CHILD_VIA_PREFIX + "%"))
-        .group_by(events.c.via)
+        select(events.c.via, func.count()).where(FROM_CHILDREN).group_by(events.c.via)
     )
     return {str(via).removeprefix(CHILD_VIA_PREFIX): int(n) for via, n in rows}
 
@@ -63,7 +63,37 @@ def last_push_per_child(conn: Connection) -> dict[str, datetime]:
     """Instance id → time (naive UTC) of the newest change received from that child."""
     rows = conn.execute(
         select(events.c.via, func.max(events.c.timestamp))
-        .where(events.c.via.like(CHILD_VIA_PREFIX + "%"))
+        .where(FROM_CHILDREN)
         .group_by(events.c.via)
     )
     return {str(via).removeprefix(CHILD_VIA_PREFIX): moment for via, moment in rows if moment}
+
+
+@dataclass(frozen=True, slots=True)
+class ChildReport:
+    """What a child reported to this node's audit log (``/ws/rest/sync2/messages``)."""
+
+    last_report: datetime | None
+    """Time (naive UTC) of its newest message, voided ones aside."""
+    open_failures: int
+    """Its failed messages that still need someone (``audit_query.still_failed``)."""
+
+
+def reports_per_child(conn: Connection) -> dict[str, ChildReport]:
+    """Instance id → :class:`ChildReport` of every child account, in one statement: a look-up
+    per child in the audit log's indexes, never a read of every row per child."""
+    child = users.c.instance_id
+    last = select(func.max(audit.c.timestamp)).where(
+        audit.c.creator_instance_id == child, audit.c.voided.is_(False)
+    )
+    failed = (
+        select(func.count())
+        .select_from(audit)
+        .where(audit.c.creator_instance_id == child, *still_failed())
+    )
+    rows = conn.execute(
+        select(child, last.scalar_subquery(), failed.scalar_subquery()).where(
+            users.c.role == "child", child.is_not(None)
+        )
+    )
+    return {str(i): ChildReport(moment, int(n or 0)) for i, moment, n in rows}

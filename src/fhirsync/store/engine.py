@@ -161,7 +161,7 @@ def _refused(url: str, exc: DatabaseError) -> str:
     return f"cannot read database {shown!r}: {reason}"
 
 
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 """The newest migration (a unit test checks it against the migration scripts)."""
 
 

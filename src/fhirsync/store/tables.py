@@ -262,3 +262,34 @@ revoked_sessions = Table(
 # The node a failed pull entry named as where its change began (None: a Java feed, or a push),
 # so a retry labels the record as the entry did.
 failures.append_column(Column("origin", String(ORIGIN_MAX), nullable=True))
+
+# --- what the admin pages count (migration 0008) ----------------------------------------------
+
+OPEN_FAILURE = text(
+    "NOT success AND NOT voided AND next_message_uuid IS NULL AND merge_conflict_uuid IS NULL "
+    "AND coalesce(error_class, '') <> 'Dismissed'"
+)
+"""A failed audit message still to handle: not retried since (a retry or a dismissal links the
+row it follows up), not itself a dismissal ("Dismissed", ``sync.dismiss``) nor a conflict (those
+are counted as conflicts), not voided. A query must use this very text for the partial index
+below to serve it, as with :data:`FROM_CHILDREN`."""
+# Each creator's newest message (the Children page's "last seen"): one look-up per child.
+Index("ix_audit_creator_time", audit.c.creator_instance_id, audit.c.voided, audit.c.timestamp)
+Index(
+    "ix_audit_open_failures",
+    audit.c.creator_instance_id,
+    audit.c.resource_name,
+    sqlite_where=OPEN_FAILURE,
+    postgresql_where=OPEN_FAILURE,
+)
+# The failure an audit row reported (the audit page's statuses, retention).
+Index("ix_failures_audit_uuid", failures.c.audit_uuid)
+# The changes received from child accounts (the Children page's counts and last push); only
+# those rows, so the events a child writes by the thousand when it pulls add nothing to it.
+Index(
+    "ix_events_from_children",
+    events.c.via,
+    events.c.timestamp,
+    sqlite_where=FROM_CHILDREN,
+    postgresql_where=FROM_CHILDREN,
+)

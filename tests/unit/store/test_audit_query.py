@@ -7,7 +7,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import Connection, Select, and_, func, select
+from sqlalchemy import and_, func, select
+from tests.unit.store import plan_support
 
 from fhirsync.store import audit_query as aq
 from fhirsync.store.audit_query import AuditFilter, AuditMessage
@@ -138,18 +139,8 @@ def test_summaries(db: Database) -> None:
             ("PULL", False): 1,
             ("PUSH", False): 1,
         }
-        assert aq.failures_from(conn, "clinic-a") == 2
         last = aq.latest(conn, "push")
         assert last is not None and last.resource_name == "visit"
-
-
-def _plan(conn: Connection, query: Select[object]) -> str:
-    """The database's plan of ``query``, as one line of text."""
-    sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
-    if conn.dialect.name == "sqlite":
-        return " ".join(str(r[3]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
-    conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a few rows: a scan is cheaper
-    return " ".join(str(r[0]) for r in conn.exec_driver_sql("EXPLAIN " + sql))
 
 
 def test_a_record_s_audit_rows_are_found_through_an_index(db: Database) -> None:
@@ -161,7 +152,7 @@ def test_a_record_s_audit_rows_are_found_through_an_index(db: Database) -> None:
     listing = select(audit).where(cond).order_by(audit.c.timestamp.desc(), audit.c.id.desc())
     with db.read() as conn:
         for query in (count, listing):
-            plan = _plan(conn, query)
+            plan = plan_support.plan(conn, query)
             assert "ix_audit_record_uuid" in plan, plan
         found = aq.list_messages(conn, AuditFilter(record_uuid="rec-7"))
     assert found.total == 5 and {m.record_uuid for m in found.items} == {"rec-7"}
@@ -176,7 +167,31 @@ def test_the_message_a_retry_followed_is_found_through_an_index(db: Database) ->
         aq.update_message(conn, replace(followed, next_message_uuid=retry.uuid))
     query = select(audit).where(audit.c.next_message_uuid == retry.uuid)
     with db.read() as conn:
-        plan = _plan(conn, query)
+        plan = plan_support.plan(conn, query)
         assert "ix_audit_next_message_uuid" in plan, plan
         previous = aq.previous_message(conn, retry.uuid)
     assert previous is not None and previous.uuid == followed.uuid
+
+
+def test_failures_still_to_handle_leave_out_what_was_handled(db: Database) -> None:
+    # The dashboard counted every failed row: dismissing a failure raised the count (the
+    # dismissal is a failed row too), and retried or conflicting records stayed in it.
+    followed = _msg(1, success=False, resource_name="visit")
+    _seed(
+        db,
+        _msg(0, success=False),
+        replace(followed, next_message_uuid="the-retry"),
+        _msg(2, success=False, resource_name="visit", error_class="Dismissed"),
+        _msg(3, success=False, merge_conflict_uuid="a-conflict"),
+        _msg(4, success=False, voided=True),
+        _msg(5, success=False, creator_instance_id="clinic-b", resource_name="visit"),
+        _msg(6),
+        *(_msg(10 + n) for n in range(40)),
+    )
+    with db.read() as conn, plan_support.statements(conn) as sent:
+        counted = aq.open_failures_by_category(conn)
+    assert counted == {"patient": 1, "visit": 1}
+    [(sql, params)] = sent
+    with db.read() as conn:
+        found = plan_support.plan_of_sql(conn, sql, params)
+    assert "ix_audit_open_failures" in found, found

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, insert, select, text
+from sqlalchemy import Connection, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from fhirsync.errors import ConfigurationError
@@ -23,8 +23,17 @@ from fhirsync.testing import postgres
 from fhirsync.testing.servers import free_port
 
 
+def _undo_0008(conn: Connection) -> None:
+    """Remove what migration 0008 made, for a test that sets the revision back."""
+    conn.execute(text("DROP INDEX ix_audit_creator_time"))
+    conn.execute(text("DROP INDEX ix_audit_open_failures"))
+    conn.execute(text("DROP INDEX ix_failures_audit_uuid"))
+    conn.execute(text("DROP INDEX ix_events_from_children"))
+
+
 def _undo_0006_and_later(conn: Connection) -> None:
-    """Remove what migrations 0006 and 0007 made, for a test that sets the revision back."""
+    """Remove what migrations 0006 to 0008 made, for a test that sets the revision back."""
+    _undo_0008(conn)
     conn.execute(text("DROP INDEX ix_records_from_children"))
     conn.execute(text("DROP TABLE revoked_sessions"))
     conn.execute(text("DROP INDEX ix_audit_record_uuid"))
@@ -62,6 +71,7 @@ def test_failures_of_a_database_before_0007_are_kept_without_an_origin(db_url: s
     db = open_database(db_url)
     with db.write() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0006'"))
+        _undo_0008(conn)
         conn.execute(text("DROP TABLE revoked_sessions"))
         conn.execute(text("DROP INDEX ix_audit_record_uuid"))
         conn.execute(text("DROP INDEX ix_audit_next_message_uuid"))
@@ -83,6 +93,30 @@ def test_failures_of_a_database_before_0007_are_kept_without_an_origin(db_url: s
             [kept] = failures.list_open(conn)
             assert (kept.record_uuid, kept.origin) == ("p-1", None)
             assert conn.execute(text("SELECT count(*) FROM revoked_sessions")).scalar() == 0
+    finally:
+        again.dispose()
+
+
+@pytest.mark.postgres
+def test_a_database_before_0008_gets_its_indexes(db_url: str) -> None:
+    db = open_database(db_url)
+    with db.write() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0007'"))
+        _undo_0008(conn)
+    db.dispose()
+    again = open_database(db_url)
+    try:
+        made = {
+            name
+            for table in ("audit", "failures", "events")
+            for name in (i["name"] for i in inspect(again.engine).get_indexes(table))
+        }
+        assert {
+            "ix_audit_creator_time",
+            "ix_audit_open_failures",
+            "ix_failures_audit_uuid",
+            "ix_events_from_children",
+        } <= made
     finally:
         again.dispose()
 

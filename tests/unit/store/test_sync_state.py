@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
+from tests.unit.store import plan_support
 
 from fhirsync import categories
 from fhirsync.records import MarkerKey, RecordWrite
@@ -242,3 +244,19 @@ def test_a_free_or_own_lock_is_taken_quietly(
     locks.release(db, "pull", owner)
     assert locks.acquire(db, "pull", locks.new_owner(), 60)
     assert caplog.records == []
+
+
+def test_the_failure_an_audit_row_reported_is_found_through_an_index(db: Database) -> None:
+    # A broken category can park tens of thousands of records; the audit page asks the status
+    # of each row it shows, and every question read the whole failures table.
+    notes = [replace(_note(f"u{n}"), audit_uuid=f"audit-{n}") for n in range(50)]
+    with db.write() as conn:
+        failures.record(conn, notes, now=NOW)
+        failures.resolve(conn, "pull", "patient", ["u7"])
+    with db.read() as conn, plan_support.statements(conn) as sent:
+        statuses = failures.status_by_audit(conn, ["audit-7", "audit-8", "no-such-row"])
+    assert statuses == {"audit-7": "resolved", "audit-8": "retrying"}
+    [(sql, params)] = sent
+    with db.read() as conn:
+        found = plan_support.plan_of_sql(conn, sql, params)
+    assert "ix_failures_audit_uuid" in found, found

@@ -210,6 +210,7 @@ class ChildRow:
     records_received: int
     changes_received: int
     failures_reported: int
+    """Its failed messages that still need someone (``audit_query.still_failed``)."""
     last_report: datetime | None
     offline: bool
 
@@ -229,18 +230,19 @@ def children(node: NodeContext) -> list[ChildRow]:
         received = child_store.received_per_child(conn)
         changes = child_store.changes_per_child(conn)
         pushed_at = child_store.last_push_per_child(conn)
+        reports = child_store.reports_per_child(conn)
         for user in users.list_all(conn):
             if user.role != "child" or not user.instance_id:
                 continue
-            report = audit_query.last_from(conn, user.instance_id)
+            report = reports.get(user.instance_id, child_store.ChildReport(None, 0))
             row = ChildRow(
                 account=user.name,
                 instance_id=user.instance_id,
                 last_push=pushed_at.get(user.instance_id),
                 records_received=received.get(user.instance_id, 0),
                 changes_received=changes.get(user.instance_id, 0),
-                failures_reported=audit_query.failures_from(conn, user.instance_id),
-                last_report=report.timestamp if report else None,
+                failures_reported=report.open_failures,
+                last_report=report.last_report,
                 offline=False,
             )
             seen = row.last_seen

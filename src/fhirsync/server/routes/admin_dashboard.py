@@ -54,6 +54,8 @@ class Facts:
     parked: int
     waiting: int
     failed_by_category: dict[str, int]
+    """Failed messages that still need someone, per category: not retried since, not a
+    dismissal, not a conflict (those are open conflicts), not resolved since."""
     pull_blocked: str | None
     push_blocked: str | None
     open_conflicts: int
@@ -70,7 +72,7 @@ def gather(node: NodeContext) -> Facts:
     with node.db.read() as conn:
         last_pull = audit_query.latest(conn, "PULL")
         last_push = audit_query.latest(conn, "PUSH")
-        failed = audit_query.counts_by_category(conn, success=False)
+        failed = audit_query.open_failures_by_category(conn)
         pull_run, push_run = runs.get(conn, "pull"), runs.get(conn, "push")
         open_failures = failures.open_counts(conn)
         open_conflicts = conflicts.count_open(conn)
