@@ -12,21 +12,21 @@ The feed loop (``sync/push_feed.py``) overlaps the steps of consecutive batches:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
 from fhirsync.categories import Category
 from fhirsync.clients.base import OutgoingChange, SendResult
-from fhirsync.clients.push_http import RawBody, absorb, stops
+from fhirsync.clients.push_http import RawBody, absorb, is_stale, stops
 from fhirsync.errors import RecordError, RecordNotFound
 from fhirsync.records import Action, Record
 from fhirsync.service import rest as rest_service
 from fhirsync.store import agreed as agreed_repo
 from fhirsync.store.agreed import Agreed
 from fhirsync.store.failures import Failure
-from fhirsync.sync.push_context import OPERATION, PushContext
+from fhirsync.sync.push_context import ABSENT, OPERATION, PushContext
 
 STATE_ACTIONS: Mapping[str, Action] = {
     "voided": "VOIDED",
@@ -183,10 +183,45 @@ def _send(
         part = ctx.transport.send(
             category, piece, origin=origin, preferred=preferred, in_order=in_order
         )
+        _send_absent_again(ctx, category, preferred, origin, piece, part, in_order=in_order)
         absorb(result, part)
         if in_order and stops(part, piece):
             break
     return result
+
+
+def _send_absent_again(
+    ctx: PushContext,
+    category: Category,
+    preferred: str | None,
+    origin: str,
+    changes: Sequence[OutgoingChange],
+    part: SendResult,
+    *,
+    in_order: bool,
+) -> None:
+    """Send again as new (no ``If-Match``) the changes the parent refused as stale (412) for a
+    record it does not hold at all (lost in a restore from an older backup, purged, or a new
+    parent reached by ``move-parent --from-start``); their answer replaces the 412 in ``part``.
+
+    The 412 only says the base is not the parent's version; taken for a record voided there, it
+    became a conflict (local active, parent voided), the run said ok, and the record never
+    reached the parent. Records the parent does hold stay 412s: ``push_settle`` decides them.
+    """
+    named = [c for c in changes if c.base_version is not None and c.uuid in part.failed]
+    stale = [c for c in named if is_stale(part.failed[c.uuid])]
+    if not stale or ctx.fetch is None:
+        return
+    copies = ctx.fetch(category, [c.uuid for c in stale])
+    again = [replace(c, base_version=None) for c in stale if copies.get(c.uuid) is ABSENT]
+    if not again:
+        return
+    for change in again:
+        del part.failed[change.uuid]
+    answer = ctx.transport.send(
+        category, again, origin=origin, preferred=preferred, in_order=in_order
+    )
+    absorb(part, answer)
 
 
 def _outgoing(category: Category, record: Record, base: Agreed | None = None) -> OutgoingChange:

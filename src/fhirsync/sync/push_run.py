@@ -26,7 +26,9 @@ from fhirsync.store.engine import Database
 from fhirsync.store.outbox import StoreOutboxSide
 from fhirsync.sync import apply
 from fhirsync.sync.push import (
+    ABSENT,
     OPERATION,
+    Absent,
     Fetcher,
     PushContext,
     Sender,
@@ -86,16 +88,25 @@ def build_context(
 
 
 def parent_fetcher(facade: ClientFacade, preferred: str | None = None) -> Fetcher:
-    """Reads the parent's current copies through ``facade`` (for 412 answers to a push)."""
+    """Reads the parent's current copies through ``facade`` (for 412 answers to a push).
 
-    def fetch(category: Category, uuids: Sequence[str]) -> dict[str, Remote | None]:
+    A record the search leaves out is read once more, inactive records included, where the
+    client can (``apply.LastBodySource``): a record served then is voided or retired at the
+    parent (None, as before); one that is not (404/410) is :data:`ABSENT`. Without such a
+    client the two cannot be told apart and the record counts as voided (a conflict a person
+    sees, never a silent overwrite)."""
+
+    def fetch(category: Category, uuids: Sequence[str]) -> dict[str, Remote | Absent | None]:
         refs = [RecordRef(u, category.links(u)) for u in uuids]
         client = facade.choose(category, refs[0].links, preferred)
         result = client.fetch(category, refs)
-        out: dict[str, Remote | None] = {u: None for u in result.absent}
+        out: dict[str, Remote | Absent | None] = {u: None for u in result.absent}
         for uuid, body in result.found.items():
             fixed, state = apply.checked_body(category, uuid, body)
             out[uuid] = remote_of(fixed, state)
+        unseen = [ref for ref in refs if ref.uuid in result.absent]
+        if unseen and isinstance(client, apply.LastBodySource):
+            out.update({u: ABSENT for u in client.fetch_last(category, unseen).absent})
         return out
 
     return fetch
