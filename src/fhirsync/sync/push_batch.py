@@ -20,7 +20,7 @@ from typing import Any
 from fhirsync.categories import Category
 from fhirsync.clients.base import OutgoingChange, SendResult
 from fhirsync.clients.push_http import RawBody, absorb, is_stale, stops
-from fhirsync.errors import RecordError, RecordNotFound
+from fhirsync.errors import RecordError, RecordNotFound, RemoteRejected
 from fhirsync.records import Action, Record
 from fhirsync.service import rest as rest_service
 from fhirsync.store import agreed as agreed_repo
@@ -81,11 +81,15 @@ def prepare(
         kept = [i for i in items if i.uuid not in held]
     failures = ctx.local.open_failures(OPERATION, category.name, [i.uuid for i in kept])
     out = Prepared(category, preferred, kept, bases, failures, {}, [])
+    held_there = _held_by_new_parent(ctx, category, kept, bases)
     for item in kept:
         if item.record is None:
             out.errors[item.uuid] = RecordNotFound(
                 "the record is no longer in the local store", category=category.name, uuid=item.uuid
             )
+            continue
+        if item.uuid in held_there:
+            out.errors[item.uuid] = held_there[item.uuid]
             continue
         base = bases.get(item.uuid)
         if ctx.reconciler is not None and _edited_then_voided(item.record, base):
@@ -94,6 +98,42 @@ def prepare(
                 continue
         out.outgoing.append((item.record.origin, _outgoing(category, item.record, base)))
     return out
+
+
+def _held_by_new_parent(
+    ctx: PushContext, category: Category, items: Sequence[Item], bases: Mapping[str, Agreed]
+) -> dict[str, RecordError]:
+    """FHIR records agreed with a former parent (``move-parent --from-start``) that the parent
+    holds too, each with the 412 its answer would have been: ``push_settle`` reads its copy and
+    decides against the base, as for any stale base. The others go up as new.
+
+    Sent without ``If-Match`` (the former parent's versions mean nothing here), such a record
+    overwrote the new parent's copy and every change made there; a FHIR parent has no tag for
+    the agreed content, so its copy is read first. Without a way to read it, nothing is sent:
+    the 412 stays a failure, retried and visible, never a silent overwrite.
+    """
+    unchecked = [
+        i.uuid
+        for i in items
+        if category.is_fhir
+        and i.record is not None
+        and (base := bases.get(i.uuid)) is not None
+        and base.parent_version == agreed_repo.UNCHECKED
+    ]
+    if not unchecked:
+        return {}
+    copies = ctx.fetch(category, unchecked) if ctx.fetch is not None else {}
+    return {
+        uuid: RemoteRejected(
+            "the parent holds this record too, at a version not agreed with it yet "
+            "(move-parent --from-start)",
+            status=412,
+            category=category.name,
+            uuid=uuid,
+        )
+        for uuid in unchecked
+        if copies.get(uuid) is not ABSENT
+    }
 
 
 def send(ctx: PushContext, prepared: Prepared, *, in_order: bool = False) -> SendResult:
@@ -121,8 +161,17 @@ def send(ctx: PushContext, prepared: Prepared, *, in_order: bool = False) -> Sen
 
 
 def _before_first_error(prepared: Prepared) -> list[tuple[str, OutgoingChange]]:
-    """The outgoing changes of the items before the first one that failed before sending."""
-    bad = next((i for i, item in enumerate(prepared.items) if item.uuid in prepared.errors), None)
+    """The outgoing changes of the items before the first one that failed before sending (a
+    stale base, 412, is no failure: ``push_settle`` decides it, and the items after it go up)."""
+    errors = prepared.errors
+    bad = next(
+        (
+            i
+            for i, item in enumerate(prepared.items)
+            if item.uuid in errors and not is_stale(errors[item.uuid])
+        ),
+        None,
+    )
     if bad is None:
         return prepared.outgoing
     before = {item.uuid for item in prepared.items[:bad]}
@@ -255,6 +304,10 @@ def _base_tag(category: Category, base: Agreed | None) -> str | None:
     (whose representations carry no version), the entity tag of the agreed content and state."""
     if base is None:
         return None
+    if base.parent_version == agreed_repo.UNCHECKED:
+        # Agreed with a former parent: here, only a record the parent does not hold is sent
+        # (``_held_by_new_parent``), as new; a REST tag names the content, valid anywhere.
+        return None if category.is_fhir else rest_service.entity_tag(base.content_hash, base.state)
     if base.parent_version is not None or category.is_fhir:
         return base.parent_version
     return rest_service.entity_tag(base.content_hash, base.state)
