@@ -4,15 +4,17 @@ The feed loop (``sync/push_feed.py``) overlaps the steps of consecutive batches:
 
 1. :func:`prepare` reads what the batch needs locally (bases, open conflicts, open failures) and
    builds the outgoing changes; FHIR bodies go out as stored (``RawBody``: spliced into the
-   Bundle, never parsed and serialised again);
-2. :func:`send` sends them, one request per origin (on the sender thread when pipelined);
+   Bundle, never parsed and serialised again). Records agreed with a former parent
+   (``move-parent --from-start``) are first looked up at the new one;
+2. :func:`send` sends them, one request per origin (on the sender thread when pipelined); the
+   edit before a void goes just before that void, never ahead of the batch;
 3. ``push_settle.settle`` turns the parent's answer into the page to commit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
@@ -58,9 +60,14 @@ class Prepared:
     bases: dict[str, Agreed]
     failures: Mapping[str, Failure]
     errors: dict[str, RecordError]
-    """Records that failed before the batch was sent (gone locally, body-first refused)."""
+    """Records that failed before the batch was sent (gone locally), or that a new parent holds
+    too (a 412 to decide, ``_held_by_new_parent``)."""
     outgoing: list[tuple[str, OutgoingChange]]
     """The changes to send with their origins, in the order of the items."""
+    edited: dict[str, Record] = field(default_factory=dict)
+    """Voided/retired records whose content the parent has not seen: :func:`send` sends the
+    content first (``If-Match`` the base), in the record's place, then the void naming the
+    version it made (the void in ``outgoing`` is a placeholder until then)."""
 
     @property
     def uuids(self) -> frozenset[str]:
@@ -71,8 +78,8 @@ class Prepared:
 def prepare(
     ctx: PushContext, category: Category, preferred: str | None, items: Sequence[Item]
 ) -> Prepared:
-    """Read the batch's local state and build its changes (a void after a local edit sends the
-    edit first, here, so the void can name the version it made)."""
+    """Read the batch's local state and build its changes (a void after a local edit is marked
+    to send the edit first, so the void can name the version it made)."""
     bases: dict[str, Agreed] = {}
     kept = list(items)
     if ctx.reconciler is not None:
@@ -93,9 +100,7 @@ def prepare(
             continue
         base = bases.get(item.uuid)
         if ctx.reconciler is not None and _edited_then_voided(item.record, base):
-            base = _send_body_first(ctx, category, preferred, item.record, base, out.errors)
-            if item.uuid in out.errors:
-                continue
+            out.edited[item.uuid] = item.record
         out.outgoing.append((item.record.origin, _outgoing(category, item.record, base)))
     return out
 
@@ -141,23 +146,56 @@ def send(ctx: PushContext, prepared: Prepared, *, in_order: bool = False) -> Sen
 
     ``in_order`` (``continue_on_failure`` off): one request per run of changes of one origin, in
     the order of the items, and nothing after the first record refused (other than a 412), or
-    failed before sending, is sent; those records are in neither ``sent`` nor ``failed``.
+    failed before sending, is sent; those records are in neither ``sent`` nor ``failed``. The
+    edit sent before a void (``Prepared.edited``) goes in its record's place: sent ahead of the
+    batch, it reached the parent although a record before it was refused.
     """
     result = SendResult()
     if not in_order:
         groups: dict[str, list[OutgoingChange]] = {}
         for origin, change in prepared.outgoing:
-            groups.setdefault(origin, []).append(change)
+            ready: OutgoingChange | None = change
+            if change.uuid in prepared.edited:
+                ready = _edit_first(ctx, prepared, change.uuid, result, in_order=False)
+            if ready is not None:
+                groups.setdefault(origin, []).append(ready)
         for origin, changes in groups.items():
             absorb(result, _send(ctx, prepared.category, prepared.preferred, origin, changes))
         return result
-    for origin, run in groupby(_before_first_error(prepared), key=itemgetter(0)):
+    waiting: list[tuple[str, OutgoingChange]] = []
+    for origin, change in _before_first_error(prepared):
+        if change.uuid not in prepared.edited:
+            waiting.append((origin, change))
+            continue
+        # What comes before it goes first: nothing after a refused record may go up.
+        if _send_in_order(ctx, prepared, waiting, result):
+            return result
+        waiting = []
+        void = _edit_first(ctx, prepared, change.uuid, result, in_order=True)
+        if void is not None:
+            waiting.append((origin, void))
+        elif not is_stale(result.failed[change.uuid]):
+            return result
+        # A 412 is decided at settle, like any stale base: the log goes on.
+    _send_in_order(ctx, prepared, waiting, result)
+    return result
+
+
+def _send_in_order(
+    ctx: PushContext,
+    prepared: Prepared,
+    outgoing: Sequence[tuple[str, OutgoingChange]],
+    result: SendResult,
+) -> bool:
+    """Send ``outgoing`` in order, one request per run of one origin, into ``result``; True
+    when one was refused (other than a 412): nothing after it may be sent."""
+    for origin, run in groupby(outgoing, key=itemgetter(0)):
         changes = [change for _origin, change in run]
         part = _send(ctx, prepared.category, prepared.preferred, origin, changes, in_order=True)
         absorb(result, part)
         if stops(part, changes):
-            break
-    return result
+            return True
+    return False
 
 
 def _before_first_error(prepared: Prepared) -> list[tuple[str, OutgoingChange]]:
@@ -187,33 +225,32 @@ def _edited_then_voided(record: Record, base: Agreed | None) -> bool:
     return base.content_hash != record.content_hash
 
 
-def _send_body_first(
-    ctx: PushContext,
-    category: Category,
-    preferred: str | None,
-    record: Record,
-    base: Agreed | None,
-    errors: dict[str, RecordError],
-) -> Agreed | None:
-    """Send ``record``'s content as an active update (If-Match the base), then return the base
-    its void must name; a refusal (412 included) goes to ``errors`` like any send."""
+def _edit_first(
+    ctx: PushContext, prepared: Prepared, uuid: str, result: SendResult, *, in_order: bool
+) -> OutgoingChange | None:
+    """Send the content of edited-then-voided ``uuid`` as an active update (If-Match its base);
+    the void to send next, naming the version the update made, or None when the update was not
+    written (refused, 412 included: its error is in ``result.failed``)."""
+    category, record = prepared.category, prepared.edited[uuid]
+    base = prepared.bases.get(uuid)
     update = OutgoingChange(
         category=record.category,
-        uuid=record.uuid,
+        uuid=uuid,
         action="UPDATED",
         body=record.resource(),
         state="active",
         base_version=_base_tag(category, base),
     )
-    result = _send(ctx, category, preferred, record.origin, [update])
-    if record.uuid not in result.sent:
-        errors[record.uuid] = result.failed.get(record.uuid) or RecordError(
-            "the parent did not acknowledge this record", category=category.name, uuid=record.uuid
+    part = _send(ctx, category, prepared.preferred, record.origin, [update], in_order=in_order)
+    if uuid not in part.sent:
+        result.failed[uuid] = part.failed.get(uuid) or RecordError(
+            "the parent did not acknowledge this record", category=category.name, uuid=uuid
         )
-        return base
-    return agreed_repo.of_body(
-        category.name, record.uuid, record.resource(), "active", result.versions.get(record.uuid)
+        return None
+    made = agreed_repo.of_body(
+        category.name, uuid, record.resource(), "active", part.versions.get(uuid)
     )
+    return _outgoing(category, record, made)
 
 
 def _send(
