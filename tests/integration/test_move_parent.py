@@ -20,6 +20,7 @@ from tests.integration.test_push import (
     open_failures,
     push,
 )
+from tests.integration.test_push_stop_on_failure import store_record
 
 from fhirsync.store.agreed import UNCHECKED
 from fhirsync.store.tables import agreed
@@ -258,3 +259,23 @@ def test_records_a_new_parent_holds_too_do_not_stop_a_push_in_order(
     assert UNCHECKED not in _agreed_versions(child).values()
     again = push(child)
     assert (again.outcome, again.events_read, again.applied) == ("ok", 0, 0), again
+
+
+def test_a_copy_the_new_parent_serves_broken_is_a_failure_to_retry(
+    node_factory: NodeFactory,
+) -> None:
+    _old, child = make_pair(node_factory)
+    new = node_factory("new-parent")
+    add_child_account(new, "child-a", CHILD_PASSWORD)
+    shared = create_patients(child, 1)[0]
+    assert push(child).applied == 1
+    # Stored there without the API's checks (as an older node version might have).
+    store_record(new, "patient", shared, {**patient(shared, "Broken"), "birthDate": 12})
+    before = held(new)[("patient", shared)]
+
+    done = cli("move-parent", str(child.node_dir), new.base_url, "--from-start")
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = push(child)
+    assert (after.outcome, after.failures) == ("failures", 1), after
+    assert [f.record_uuid for f in open_failures(child)] == [shared]
+    assert held(new)[("patient", shared)] == before  # not overwritten
