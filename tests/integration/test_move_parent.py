@@ -9,8 +9,9 @@ from contextlib import contextmanager
 
 from sqlalchemy import select
 from tests.conftest import NodeFactory
-from tests.integration.conflict_support import edit, open_conflicts
+from tests.integration.conflict_support import edit, open_conflicts, read
 from tests.integration.pull_support import cli, held, new_uuid, patient, pull, put
+from tests.integration.test_conflict_rest import REST, create_visittype
 from tests.integration.test_push import (
     CHILD_PASSWORD,
     add_child_account,
@@ -19,7 +20,9 @@ from tests.integration.test_push import (
     open_failures,
     push,
 )
+from tests.integration.test_push_stop_on_failure import store_record
 
+from fhirsync.store.agreed import UNCHECKED
 from fhirsync.store.tables import agreed
 from fhirsync.testing.javafeed import JavaEvent, JavaFeedServer
 from fhirsync.testing.servers import NodeHandle, free_port
@@ -168,7 +171,8 @@ def test_a_move_to_another_parent_sends_none_of_the_old_parents_versions(
 
     done = cli("move-parent", str(child.node_dir), new.base_url, "--from-start")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert _agreed_versions(child) == {mine: None}  # the base stays, the old parent's tag goes
+    # The base stays, the old parent's tag goes: the new parent's copy is read before a push.
+    assert _agreed_versions(child) == {mine: UNCHECKED}
     edit(child, mine, birthDate="1980-01-01")
     after = push(child)
     # The new parent never had the record: sent with the old parent's version as If-Match it
@@ -178,3 +182,100 @@ def test_a_move_to_another_parent_sends_none_of_the_old_parents_versions(
     assert held(child)[("patient", mine)][1] == "active", held(child)[("patient", mine)]
     assert held(new)[("patient", mine)] == held(child)[("patient", mine)]
     assert held(old)[("patient", mine)] != held(child)[("patient", mine)]
+    assert _agreed_versions(child)[mine] not in (None, UNCHECKED)  # the new parent's version
+
+
+def test_a_push_to_a_new_parent_before_any_pull_overwrites_none_of_its_changes(
+    node_factory: NodeFactory,
+) -> None:
+    _old, child = make_pair(node_factory)
+    new = node_factory("new-parent")
+    add_child_account(new, "child-a", CHILD_PASSWORD)
+    shared, only_here = create_patients(child, 2)
+    kind = create_visittype(child, "Outpatient")
+    assert push(child).applied == 3
+    # The new parent holds ``shared`` and ``kind`` too (synced there through another branch of
+    # the tree) and has changed them since; ``only_here`` it never had.
+    put(new, read(child, shared))
+    edit(new, shared, gender="female")
+    edit(child, shared, birthDate="1980-01-01")
+    with new.client() as client:
+        body = {"uuid": kind, "name": "Outpatient", "description": "base"}
+        client.post(f"{REST}/visittype", json=body).raise_for_status()
+        client.post(f"{REST}/visittype/{kind}", json={"description": "new"}).raise_for_status()
+    with child.client() as client:
+        client.post(f"{REST}/visittype/{kind}", json={"name": "Clinic"}).raise_for_status()
+
+    done = cli("move-parent", str(child.node_dir), new.base_url, "--from-start")
+    assert done.returncode == 0, done.stdout + done.stderr
+    first = push(child)
+    assert (first.outcome, first.failures) == ("ok", 0), first
+    # Its changes kept, the child's merged in (the merges go up with the next run).
+    assert read(new, shared)["gender"] == "female"
+    assert (read(child, shared)["gender"], read(child, shared)["birthDate"]) == (
+        "female",
+        "1980-01-01",
+    )
+    assert _visittype(new, kind)["description"] == "new"
+    assert open_conflicts(child) == [] and open_failures(child) == []
+    assert held(new)[("patient", only_here)] == held(child)[("patient", only_here)]
+    again = push(child)
+    assert (again.outcome, again.failures) == ("ok", 0), again
+    for key in (("patient", shared), ("visittype", kind)):
+        assert held(new)[key] == held(child)[key], key
+    assert (read(new, shared)["gender"], read(new, shared)["birthDate"]) == ("female", "1980-01-01")
+    assert (_visittype(new, kind)["name"], _visittype(new, kind)["description"]) == (
+        "Clinic",
+        "new",
+    )
+
+
+def _visittype(node: NodeHandle, uuid: str) -> dict[str, object]:
+    with node.client() as client:
+        answer = client.get(f"{REST}/visittype/{uuid}")
+        answer.raise_for_status()
+        body: dict[str, object] = answer.json()
+        return body
+
+
+def test_records_a_new_parent_holds_too_do_not_stop_a_push_in_order(
+    node_factory: NodeFactory,
+) -> None:
+    _old, child = make_pair(node_factory, continue_on_failure=False)
+    new = node_factory("new-parent")
+    add_child_account(new, "child-a", CHILD_PASSWORD)
+    uuids = create_patients(child, 4)
+    assert push(child).applied == 4
+    for uuid in uuids[:2]:
+        put(new, read(child, uuid))
+
+    done = cli("move-parent", str(child.node_dir), new.base_url, "--from-start")
+    assert done.returncode == 0, done.stdout + done.stderr
+    first = push(child)
+    # The two it holds agree with the child's; the two others go up; one run, the whole log.
+    assert (first.outcome, first.failures, first.applied) == ("ok", 0, 2), first
+    assert all(held(new)[("patient", u)] == held(child)[("patient", u)] for u in uuids)
+    assert open_conflicts(child) == [] and open_failures(child) == []
+    assert UNCHECKED not in _agreed_versions(child).values()
+    again = push(child)
+    assert (again.outcome, again.events_read, again.applied) == ("ok", 0, 0), again
+
+
+def test_a_copy_the_new_parent_serves_broken_is_a_failure_to_retry(
+    node_factory: NodeFactory,
+) -> None:
+    _old, child = make_pair(node_factory)
+    new = node_factory("new-parent")
+    add_child_account(new, "child-a", CHILD_PASSWORD)
+    shared = create_patients(child, 1)[0]
+    assert push(child).applied == 1
+    # Stored there without the API's checks (as an older node version might have).
+    store_record(new, "patient", shared, {**patient(shared, "Broken"), "birthDate": 12})
+    before = held(new)[("patient", shared)]
+
+    done = cli("move-parent", str(child.node_dir), new.base_url, "--from-start")
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = push(child)
+    assert (after.outcome, after.failures) == ("failures", 1), after
+    assert [f.record_uuid for f in open_failures(child)] == [shared]
+    assert held(new)[("patient", shared)] == before  # not overwritten

@@ -116,3 +116,28 @@ def test_dismissing_the_blocking_record_lets_the_log_move_on(node_factory: NodeF
         assert client.put(f"{FHIR}/Patient/{bad}", json=patient("Good", id=bad)).status_code == 200
     assert push(child).outcome == "ok"
     assert set(snapshot(parent)) == {bad, *later}
+
+
+def test_an_edit_then_void_after_a_rejected_record_stays_unsent(
+    node_factory: NodeFactory,
+) -> None:
+    # A void after a local edit sends the edit first: it went before the batch, so it reached
+    # the parent although a record before it in the log was refused.
+    parent, child = make_pair(node_factory, record_max_attempts=2, continue_on_failure=False)
+    edited = create_patients(child, 1)[0]
+    assert push(child).outcome == "ok"
+    bad = store_invalid_patient(child)
+    edit(child, edited, gender="female")
+    with child.client() as client:
+        assert client.delete(f"{FHIR}/Patient/{edited}").status_code == 204
+    finished = push(child)
+    assert finished.outcome == "failures", finished
+    assert [f.record_uuid for f in open_failures(child)] == [bad]
+    assert read(parent, edited)["gender"] == "male"  # neither the edit nor the void went up
+    assert snapshot(parent)[edited][1] == "active"
+    with child.client() as client:
+        assert client.put(f"{FHIR}/Patient/{bad}", json=patient("Good", id=bad)).status_code == 200
+    assert push(child).outcome == "ok"
+    assert open_failures(child) == []
+    assert snapshot(parent)[edited][:2] == snapshot(child)[edited][:2]
+    assert snapshot(parent)[edited][1] == "voided"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, select, update
 
 from fhirsync import canonical, categories
 from fhirsync.records import RecordState
@@ -33,6 +33,11 @@ _COLUMNS = (
 )
 
 _CHUNK = 500
+
+UNCHECKED = "?"
+"""``parent_version`` of a FHIR row agreed with a former parent (``move-parent --from-start``):
+whether the parent now holds the record, and at which version, is unknown until its copy is read
+(never a FHIR id, so no version a parent reports is ever taken for it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,17 +149,22 @@ def forget_parent(conn: Connection) -> int:
     """Forget every version tag agreed with the parent, for a node that moves to another parent
     (``fhirsync move-parent --from-start``); how many rows were changed.
 
-    Those tags mean nothing there: sent as ``If-Match`` to a parent that never had the record,
-    they were refused with 412 and the record was taken for one voided at the parent (a
-    conflict, never sent). FHIR rows keep their body as the base of pull's merges but lose the
-    parent's ``versionId``; REST rows go, since their base is itself the tag push sends.
+    Those tags mean nothing there: sent as ``If-Match`` they named another parent's versions.
+    Sent without one, a record the new parent holds too was overwritten with this node's copy.
+    FHIR rows keep their body as the base of merges, with :data:`UNCHECKED` for the version:
+    push reads the new parent's copy first (``sync.push_batch``). REST rows stay as they are:
+    their tag is made from the agreed content, which any parent holding it matches.
     """
-    rest = [c.name for c in categories.all_categories() if not c.is_fhir]
-    dropped = conn.execute(delete(agreed).where(agreed.c.category.in_(rest))).rowcount
-    cleared = conn.execute(
-        update(agreed).where(agreed.c.parent_version.is_not(None)).values(parent_version=None)
+    fhir = [c.name for c in categories.all_categories() if c.is_fhir]
+    marked = conn.execute(
+        update(agreed).where(agreed.c.category.in_(fhir)).values(parent_version=UNCHECKED)
     ).rowcount
-    return int(dropped or 0) + int(cleared or 0)
+    cleared = conn.execute(
+        update(agreed)
+        .where(agreed.c.category.not_in(fhir), agreed.c.parent_version.is_not(None))
+        .values(parent_version=None)
+    ).rowcount
+    return int(marked or 0) + int(cleared or 0)
 
 
 def _to_agreed(row: Any) -> Agreed:

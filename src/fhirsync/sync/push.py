@@ -29,8 +29,10 @@ from fhirsync.records import MarkerKey
 from fhirsync.sync.committer import PageCommitter
 from fhirsync.sync.push_batch import Item, prepare, send
 from fhirsync.sync.push_context import (
+    ABSENT,
     OPERATION,
     PUSH_FEED_PREFIX,
+    Absent,
     Fetcher,
     OutboxSide,
     PushContext,
@@ -41,8 +43,10 @@ from fhirsync.sync.push_feed import FeedPusher
 from fhirsync.sync.push_settle import settle
 
 __all__ = [
+    "ABSENT",
     "OPERATION",
     "PUSH_FEED_PREFIX",
+    "Absent",
     "Fetcher",
     "OutboxSide",
     "PushContext",

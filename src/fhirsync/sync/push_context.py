@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from enum import Enum
+from typing import Final, Protocol
 
 from fhirsync.categories import Category
 from fhirsync.clients.base import LocalSide, OutgoingChange, SendResult
@@ -42,8 +43,21 @@ class OutboxSide(LocalSide, Protocol):
         ...
 
 
-Fetcher = Callable[[Category, Sequence[str]], dict[str, Remote | None]]
-"""Reads the parent's current copies (None: the parent no longer serves the record)."""
+class Absent(Enum):
+    """The type of :data:`ABSENT`."""
+
+    ABSENT = "absent"
+
+
+ABSENT: Final = Absent.ABSENT
+"""A parent's answer for a record it does not hold at all (its read answers 404 or 410: never
+had it, lost it in a restore from an older backup, purged it), as opposed to one it holds voided,
+retired or deleted: a 412 for it is no conflict, the record goes up again as new."""
+
+Fetcher = Callable[[Category, Sequence[str]], dict[str, Remote | Absent | None]]
+"""Reads the parent's current copies: None when the parent no longer serves the record as
+active (voided, retired or deleted there, or the client cannot tell), :data:`ABSENT` when it
+does not hold it at all."""
 
 
 class Sender(Protocol):

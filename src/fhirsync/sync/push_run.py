@@ -17,7 +17,13 @@ from fhirsync.clients.base import RecordRef
 from fhirsync.clients.facade import ClientFacade
 from fhirsync.clients.push_http import HttpPushSender
 from fhirsync.clients.push_route import PluginRoutedSender
-from fhirsync.errors import AuthError, ConfigurationError, RequestError, TransientError
+from fhirsync.errors import (
+    AuthError,
+    ConfigurationError,
+    InvalidResource,
+    RequestError,
+    TransientError,
+)
 from fhirsync.runtime import bulk_settings, quick_handoffs
 from fhirsync.settings import NodeConfig
 from fhirsync.store import locks, runs
@@ -26,7 +32,9 @@ from fhirsync.store.engine import Database
 from fhirsync.store.outbox import StoreOutboxSide
 from fhirsync.sync import apply
 from fhirsync.sync.push import (
+    ABSENT,
     OPERATION,
+    Absent,
     Fetcher,
     PushContext,
     Sender,
@@ -86,16 +94,31 @@ def build_context(
 
 
 def parent_fetcher(facade: ClientFacade, preferred: str | None = None) -> Fetcher:
-    """Reads the parent's current copies through ``facade`` (for 412 answers to a push)."""
+    """Reads the parent's current copies through ``facade`` (for 412 answers to a push).
 
-    def fetch(category: Category, uuids: Sequence[str]) -> dict[str, Remote | None]:
+    A record the search leaves out is read once more, inactive records included, where the
+    client can (``apply.LastBodySource``): a record served then is voided or retired at the
+    parent (None, as before); one that is not (404/410) is :data:`ABSENT`. Without such a
+    client the two cannot be told apart and the record counts as voided (a conflict a person
+    sees, never a silent overwrite). A record it cannot read (a copy that fails validation, a
+    failed read) is left out."""
+
+    def fetch(category: Category, uuids: Sequence[str]) -> dict[str, Remote | Absent | None]:
         refs = [RecordRef(u, category.links(u)) for u in uuids]
         client = facade.choose(category, refs[0].links, preferred)
         result = client.fetch(category, refs)
-        out: dict[str, Remote | None] = {u: None for u in result.absent}
+        out: dict[str, Remote | Absent | None] = {u: None for u in result.absent}
         for uuid, body in result.found.items():
-            fixed, state = apply.checked_body(category, uuid, body)
+            try:
+                fixed, state = apply.checked_body(category, uuid, body)
+            except InvalidResource:
+                # Left out, unread: the 412 stays this record's failure (retried, visible)
+                # instead of ending the whole push run.
+                continue
             out[uuid] = remote_of(fixed, state)
+        unseen = [ref for ref in refs if ref.uuid in result.absent]
+        if unseen and isinstance(client, apply.LastBodySource):
+            out.update({u: ABSENT for u in client.fetch_last(category, unseen).absent})
         return out
 
     return fetch

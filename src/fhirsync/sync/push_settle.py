@@ -26,7 +26,7 @@ from fhirsync.store.audit import AuditEntry
 from fhirsync.store.failures import MESSAGE_MAX, Failure, FailureNote
 from fhirsync.store.local import MarkerMove, PageCommit
 from fhirsync.sync.push_batch import STATE_ACTIONS, Item, Prepared
-from fhirsync.sync.push_context import OPERATION, PushContext, Totals
+from fhirsync.sync.push_context import ABSENT, OPERATION, PushContext, Totals
 from fhirsync.sync.reconcile import PULLED_VIA
 from fhirsync.sync.retry import Decision
 from fhirsync.sync.status import RecordFailed
@@ -187,9 +187,11 @@ def _stale(
     now = ctx.clock()
     for uuid in stale:
         local = records.get(uuid)
-        if uuid not in remotes or local is None:
+        remote = remotes.get(uuid, ABSENT)
+        if remote is ABSENT or local is None:
+            # Not read, or not held by the parent at all: not its change to decide. The send
+            # sends such a record again as new (``push_batch``); left here, it is retried.
             continue
-        remote = remotes[uuid]
         # None: the parent no longer serves it (voided/retired/deleted there since the base); the
         # decision takes its last body to be the base's.
         body, state = (remote.body, remote.state) if remote else (None, category.delete_state)

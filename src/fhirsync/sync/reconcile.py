@@ -141,7 +141,9 @@ def decide(
     if not local_changed:
         return Decision("take-remote", take, agreed_remote)
     if not remote_changed:
-        kept = replace(base, parent_version=remote.parent_version or base.parent_version)
+        # Read from the parent now: a version agreed with a former parent is unchecked no more.
+        known = None if base.parent_version == agreed_repo.UNCHECKED else base.parent_version
+        kept = replace(base, parent_version=remote.parent_version or known)
         return Decision("keep-local", None, kept)
     local_body = canonical.unify(local.resource())
     result = merge(
