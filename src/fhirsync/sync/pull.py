@@ -360,9 +360,9 @@ def _outcomes(
             locals_[(name, uuid)] = rec
     if ready is None:
         ready = _prepare(ctx, changes, plan.preferred)
-    # Only records held here are voided here: the others need no last body (and no request).
-    voided = [c for c in changes if c.wants_last_body and (c.category.name, c.uuid) in locals_]
-    last = _fetch_last(ctx, voided, plan.preferred)
+    # Records not held here too: one voided before this node ever pulled it arrives voided, so
+    # the records that refer to it (an encounter of a voided patient) do not wait for ever.
+    last = _fetch_last(ctx, [c for c in changes if c.wants_last_body], plan.preferred)
     out: dict[tuple[str, str], Outcome] = {}
     for change in changes:
         key = (change.category.name, change.uuid)

@@ -39,6 +39,16 @@ def test_actions_follow_state_changes(db_url: str) -> None:
     db.dispose()
 
 
+def test_a_record_made_voided_is_announced_voided(db_url: str) -> None:
+    db = open_database(db_url)
+    with db.write() as conn:
+        made = records.write(conn, RecordWrite("patient", "p1", _patient("male"), "n1", "voided"))
+        again = records.write(conn, RecordWrite("patient", "p1", _patient("female"), "n1"))
+    assert made.event is not None and made.event.action == "VOIDED"
+    assert (made.created, again.created) == (True, False)
+    db.dispose()
+
+
 def test_failure_inside_transaction_leaves_neither_record_nor_event(db_url: str) -> None:
     db = open_database(db_url)
 
