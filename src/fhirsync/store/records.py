@@ -167,13 +167,14 @@ def counts_by_category(conn: Connection) -> dict[str, dict[str, int]]:
 
 
 def _action(old: Record | None, state: RecordState, changed: bool) -> Action | None:
+    # A record that is voided or retired after the write (made so, or changed while so) is
+    # announced as such: the nodes below fetch the last body of a void, where a CREATED or an
+    # UPDATED sends them to read a record the FHIR API answers 410 for, and they skip it.
+    inactive: dict[str, Action] = {"voided": "VOIDED", "retired": "RETIRED"}
     if old is None or (old.state == "deleted" and state != "deleted"):
-        # A record that arrives voided or retired is announced as such: its nodes below fetch
-        # its last body for a void, where a CREATED would find it gone and skip it.
-        voided: dict[str, Action] = {"voided": "VOIDED", "retired": "RETIRED"}
-        return voided.get(state, "CREATED")
+        return inactive.get(state, "CREATED")
     if state == old.state:
-        return "UPDATED" if changed else None
+        return inactive.get(state, "UPDATED") if changed else None
     transitions: dict[tuple[str, str], Action] = {
         ("active", "voided"): "VOIDED",
         ("active", "retired"): "RETIRED",
