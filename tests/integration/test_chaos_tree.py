@@ -4,15 +4,16 @@
                              └── child-b (fhirsync serve, scheduled pull/push)
 
 Random operations on random nodes (create, edit one of several fields, void, unvoid of Patients
-and Encounters; pulls and pushes in random order) are mixed with faults: a SIGKILL of a serve
-process while its scheduled runs go on (restarted later), the parent cut off (every connection
-refused, or one response cut mid-stream), and a duplicated feed entry. Then everything heals, the
+and Encounters over FHIR; create, edit, retire, unretire and purge of visit types over REST;
+conflicts resolved by hand; pulls and pushes in random order) are mixed with faults: a SIGKILL
+of a serve process while its scheduled runs go on (restarted later), the parent cut off (every
+connection refused, or one response cut mid-stream), and a duplicated feed entry. Then everything heals, the
 tree syncs until quiet, and the test checks that every node holds the same records except where
 an open conflict explains a difference, that every conflict is listed, that no failure is left
 open, that no change was applied twice, and that no value written anywhere was lost.
 
-The run is seeded: ``FHIRSYNC_CHAOS_SEED=1234`` replays one (the seed is printed, and shown with
-any failure).
+The run is seeded: ``FHIRSYNC_CHAOS_SEED=1234`` replays its operations (the seed is printed, and
+shown with any failure); where a kill lands in a run depends on timing.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from sqlalchemy import func, select
@@ -33,13 +34,17 @@ from tests.integration.pull_support import encounter, held, patient
 from typer.testing import CliRunner
 
 from fhirsync import canonical
+from fhirsync.errors import RecordNotFound
 from fhirsync.node import update_sync2
 from fhirsync.store import conflicts as conflict_repo
 from fhirsync.store import events as event_log
 from fhirsync.store import failures
 from fhirsync.store.tables import events, records
 from fhirsync.sync.push_run import run_push
+from fhirsync.sync.reconcile import reconciler_for
+from fhirsync.sync.resolve import resolve
 from fhirsync.sync.runner import run_pull
+from fhirsync.sync.status import RunFinished
 from fhirsync.testing.network import FHIR, Network, build_network, run_on
 from fhirsync.testing.proxy import FaultProxy
 from fhirsync.testing.servers import NodeHandle
@@ -51,11 +56,22 @@ SERVED = ("child-a", "child-b")
 CHILDREN = ("child-a", "child-b", "grandchild-a1")
 STEPS = 80
 TYPES = {"patient": "Patient", "encounter": "Encounter"}
-UNIQUE = {"patient": ("family", "birthDate"), "encounter": ("reason",)}
+"""Categories written over FHIR; ``visittype`` is metadata, written over REST (and purged)."""
+UNIQUE = {
+    "patient": ("family", "birthDate"),
+    "encounter": ("reason",),
+    "visittype": ("description",),
+}
 """Fields every write gives a value never used before: the value read names the write it saw."""
-OTHER = {"patient": ("gender",), "encounter": ("status",)}
+OTHER: dict[str, tuple[str, ...]] = {
+    "patient": ("gender",),
+    "encounter": ("status",),
+    "visittype": (),
+}
+ALL_UNIQUE = ("family", "birthDate", "reason", "description")
 CHOICES = {"gender": ("male", "female", "other"), "status": ("planned", "finished", "cancelled")}
 INCLUDE = {"X-Fhirsync-Inactive": "include"}
+REST = "/ws/rest/v1"
 SETTLED = ("ok", "failures")
 """Outcomes of runs once every fault is healed ("failures": a record waits, checked below)."""
 
@@ -68,7 +84,7 @@ def _seed() -> int:
 
 
 def get_field(body: dict[str, Any], name: str) -> Any:
-    """The value of one tracked field of a Patient or Encounter body."""
+    """The value of one tracked field of a Patient, Encounter or visit type body."""
     if name == "family":
         return body["name"][0]["family"]
     if name == "reason":
@@ -124,6 +140,7 @@ class Chaos:
     down: dict[str, int] = field(default_factory=dict)
     """Killed serve processes → the step at which they come back."""
     cut_until: int = -1
+    purged: set[str] = field(default_factory=set)
     duplicated: dict[tuple[str, str], int] = field(default_factory=dict)
     """(node, record uuid) → feed entries added by hand without a change."""
     log: list[str] = field(default_factory=list)
@@ -144,6 +161,8 @@ class Chaos:
 
 def fhir_get(node: NodeHandle, category: str, uuid: str) -> tuple[dict[str, Any] | None, str]:
     """A record's body as the node serves it (voided ones too) and its state ("" if absent)."""
+    if category not in TYPES:
+        return rest_get(node, category, uuid)
     with node.client() as client:
         answer = client.get(f"{FHIR}/{TYPES[category]}/{uuid}", headers=INCLUDE)
     if answer.status_code != 200:
@@ -152,7 +171,26 @@ def fhir_get(node: NodeHandle, category: str, uuid: str) -> tuple[dict[str, Any]
     return body, answer.headers.get("X-Fhirsync-State", "active")
 
 
+def rest_get(node: NodeHandle, category: str, uuid: str) -> tuple[dict[str, Any] | None, str]:
+    with node.client() as client:
+        answer = client.get(f"{REST}/{category}/{uuid}", params={"v": "full"})
+    if answer.status_code != 200:
+        return None, ""
+    body: dict[str, Any] = answer.json()
+    return body, "retired" if body.get("retired") else "active"
+
+
+def rest_send(node: NodeHandle, method: str, path: str, **kwargs: Any) -> None:
+    with node.client() as client:
+        answer = client.request(method, f"{REST}/{path}", **kwargs)
+    assert answer.status_code in (200, 201, 204), answer.text
+
+
 def fhir_put(node: NodeHandle, category: str, body: dict[str, Any]) -> None:
+    if category not in TYPES:  # a REST update names only the fields it changes
+        fields = {f: body.get(f) for f in UNIQUE[category]}
+        rest_send(node, "POST", f"{category}/{body['uuid']}", json=fields)
+        return
     with node.client() as client:
         answer = client.put(f"{FHIR}/{TYPES[category]}/{body['id']}", json=body)
     assert answer.status_code in (200, 201), answer.text
@@ -168,6 +206,9 @@ def op_create(chaos: Chaos, name: str, category: str) -> None:
     if category == "patient":
         body = patient(uuid, unique_value("family", seq))
         body["birthDate"] = unique_value("birthDate", seq)
+    elif category == "visittype":
+        body = {"uuid": uuid, "name": f"Visit {seq}", "description": unique_value("d", seq)}
+        rest_send(node, "POST", category, json=body)
     else:
         subjects = [u for (c, u) in chaos.made if c == "patient"]
         if not subjects:
@@ -177,7 +218,8 @@ def op_create(chaos: Chaos, name: str, category: str) -> None:
             return  # not arrived here yet (or voided): an encounter needs its patient
         body = encounter(uuid, subject)
         set_field(body, "reason", unique_value("reason", seq))
-    fhir_put(node, category, body)
+    if category in TYPES:
+        fhir_put(node, category, body)
     chaos.made[(category, uuid)] = name
     for field_name in UNIQUE[category]:
         value = get_field(body, field_name)
@@ -207,24 +249,34 @@ def op_void(chaos: Chaos, name: str, category: str, uuid: str) -> None:
     node = chaos.node(name)
     if fhir_get(node, category, uuid)[1] != "active":
         return
-    with node.client() as client:
-        answer = client.delete(f"{FHIR}/{TYPES[category]}/{uuid}")
-    assert answer.status_code == 204, answer.text
-    chaos.note(f"{chaos.next_seq()} void {category} {uuid[:8]} on {name}")
+    purge = category == "visittype" and chaos.rng.random() < 0.4
+    if category not in TYPES:
+        rest_send(node, "DELETE", f"{category}/{uuid}", params={"purge": "true"} if purge else {})
+    else:
+        with node.client() as client:
+            answer = client.delete(f"{FHIR}/{TYPES[category]}/{uuid}")
+        assert answer.status_code == 204, answer.text
+    if purge:
+        chaos.purged.add(uuid)
+    what = "purge" if purge else "void"
+    chaos.note(f"{chaos.next_seq()} {what} {category} {uuid[:8]} on {name}")
 
 
 def op_unvoid(chaos: Chaos, name: str, category: str, uuid: str) -> None:
     node = chaos.node(name)
     body, state = fhir_get(node, category, uuid)
-    if body is None or state != "voided":
+    if body is None or state not in ("voided", "retired"):
         return
-    fhir_put(node, category, body)  # a PUT of a voided record makes it active again
+    if category not in TYPES:
+        rest_send(node, "POST", f"{category}/{uuid}", json={"retired": False})
+    else:
+        fhir_put(node, category, body)  # a PUT of a voided record makes it active again
     chaos.note(f"{chaos.next_seq()} unvoid {category} {uuid[:8]} on {name}")
 
 
 def op_run(chaos: Chaos, name: str) -> None:
-    runner = chaos.rng.choice([run_pull, run_push])
-    finished = run_on(chaos.node(name), runner)
+    runners: list[Callable[..., RunFinished]] = [run_pull, run_push]
+    finished = run_on(chaos.node(name), chaos.rng.choice(runners))
     chaos.note(f"   {finished.operation} {name}: {finished.outcome} {finished.applied}")
 
 
@@ -249,6 +301,36 @@ def op_duplicate_entry(chaos: Chaos, name: str) -> None:
     key = (name, row.record_uuid)
     chaos.duplicated[key] = chaos.duplicated.get(key, 0) + 1
     chaos.note(f"   duplicate feed entry {row.record_uuid[:8]} on {name}")
+
+
+def op_resolve(chaos: Chaos, name: str) -> None:
+    """Resolve one of the node's open conflicts, taking its local or its remote side."""
+    found = open_conflicts(chaos.node(name))
+    if not found:
+        return
+    conflict = chaos.rng.choice(found)
+    take: Literal["local", "remote"] = chaos.rng.choice(["local", "remote"])
+    config, db = chaos.node(name).open()
+    try:
+        resolve(db, reconciler_for(config), conflict.uuid, resolved_by="chaos", take=take)
+    except RecordNotFound:
+        return  # it closed by itself meanwhile (a pull, a scheduled run)
+    finally:
+        db.dispose()
+    seq = chaos.next_seq()
+    body = bodies(chaos.node(name))[conflict.record_uuid]
+    # The value kept was written by a person who saw both sides: the other one is not lost.
+    for field_name in UNIQUE[conflict.category]:
+        kept = _safe(body, field_name)
+        for side in (conflict.local(), conflict.remote()):
+            other = _safe(side, field_name)
+            if other != kept:
+                chaos.writes.append(
+                    Write(
+                        seq, name, conflict.category, conflict.record_uuid, field_name, kept, other
+                    )
+                )
+    chaos.note(f"{seq} resolve {conflict.record_uuid[:8]} taking {take} on {name}")
 
 
 def fault(chaos: Chaos, step: int) -> None:
@@ -295,16 +377,19 @@ def step_once(chaos: Chaos, step: int) -> None:
     rng = chaos.rng
     restore(chaos, step)
     kind = rng.choices(
-        ["create", "edit", "void", "unvoid", "run", "fault"], weights=[3, 7, 1.5, 1.5, 4, 1.2]
+        ["create", "edit", "void", "unvoid", "run", "fault", "resolve"],
+        weights=[3, 7, 1.5, 1.5, 4, 1.2, 1],
     )[0]
     alive = chaos.alive()
     name = rng.choice(alive)
     if kind == "fault":
         fault(chaos, step)
+    elif kind == "resolve":
+        op_resolve(chaos, name)
     elif kind == "run":
         op_run(chaos, rng.choice(CHILDREN))
     elif kind == "create" or not chaos.made:
-        op_create(chaos, name, rng.choice(["patient", "patient", "encounter"]))
+        op_create(chaos, name, rng.choice(["patient", "patient", "encounter", "visittype"]))
     else:
         category, uuid = rng.choice(sorted(chaos.made))
         {"edit": op_edit, "void": op_void, "unvoid": op_unvoid}[kind](chaos, name, category, uuid)
@@ -419,7 +504,7 @@ def events_against_versions(node: NodeHandle) -> dict[str, tuple[int, int]]:
     _config, db = node.open()
     try:
         with db.read() as conn:
-            counted = dict(
+            counted: dict[str, int] = dict(
                 conn.execute(
                     select(events.c.record_uuid, func.count()).group_by(events.c.record_uuid)
                 ).all()
@@ -505,15 +590,17 @@ def test_a_tree_under_faults_converges_and_loses_nothing(chaos: Chaos) -> None:
     present: dict[tuple[str, str], set[Any]] = {}
     for name, node in net.nodes.items():
         for uuid, body in bodies(node).items():
-            for field_name in ("family", "birthDate", "reason"):
+            for field_name in ALL_UNIQUE:
                 present.setdefault((uuid, field_name), set()).add(_safe(body, field_name))
         for c in conflicts_by[name]:
             for side in (c.local(), c.remote()):
-                for field_name in ("family", "birthDate", "reason"):
+                for field_name in ALL_UNIQUE:
                     present.setdefault((c.record_uuid, field_name), set()).add(
                         _safe(side, field_name)
                     )
     for (uuid, field_name), latest in latest_writes(chaos.writes).items():
+        if uuid in chaos.purged:
+            continue  # a purge removes what was written, by design
         kept = [w for w in latest if w.value in present.get((uuid, field_name), set())]
         lost = [w for w in latest if w not in kept]
         if latest[0].category == "encounter":
@@ -523,8 +610,8 @@ def test_a_tree_under_faults_converges_and_loses_nothing(chaos: Chaos) -> None:
     # 4. Every open conflict is listed by `fhirsync conflicts list`.
     from fhirsync.cli.main import build_app
 
-    for name, found in conflicts_by.items():
-        if not found:
+    for name, kept_open in conflicts_by.items():
+        if not kept_open:
             continue
         listed = CliRunner().invoke(
             build_app(),
@@ -532,7 +619,7 @@ def test_a_tree_under_faults_converges_and_loses_nothing(chaos: Chaos) -> None:
             env={"COLUMNS": "300"},
         )
         assert listed.exit_code == 0, listed.output
-        for c in found:
+        for c in kept_open:
             assert c.uuid in listed.output and c.record_uuid in listed.output, listed.output
     # 5. No change applied twice: one event per stored version (plus the entries duplicated by
     #    hand), and more rounds move nothing and log nothing.
