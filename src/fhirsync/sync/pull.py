@@ -10,7 +10,7 @@ record they depend on, or are parked (promise 3); they never stop the feed unles
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +38,7 @@ from fhirsync.sync.checking import Checked, Pending, make_checker
 from fhirsync.sync.committer import PageCommitter
 from fhirsync.sync.filters import FilterChain, load_plugins
 from fhirsync.sync.pull_context import OPERATION, Plan, PullContext, Totals
+from fhirsync.sync.pull_echoes import after_others, in_page_order, own_echoes, replaced_since
 from fhirsync.sync.pull_outcome import page_commit, warning
 from fhirsync.sync.reconcile import conflict_hook
 from fhirsync.sync.retry import RetryPolicy
@@ -166,18 +167,22 @@ def _apply_page(
 ) -> bool:
     """Apply one page and commit it with the marker; True when the category must stop here."""
     accepted = [e for e in entries if ctx.filters.accepts(e)]
-    echoes = _own_echoes(ctx, entries)
+    echoes = own_echoes(ctx.filters, entries)
     if echoes:
-        accepted = _with(entries, accepted, _after_others(ctx, entries, accepted, echoes))
+        later = after_others(entries, accepted, echoes, lambda e: _target(ctx, e))
+        accepted = in_page_order(entries, accepted, later)
     plan = _plan(ctx, accepted, preferred)
     _drop_dismissed(ctx, plan)
     ready = _prepare(ctx, plan.changes, preferred)  # overlaps the previous page's commit
     committer.wait()
     # Read once the pages before are committed: one of them may have replaced the local copy.
     taken = {id(e) for e in accepted}
-    revived = _replaced_since(ctx, [e for e in echoes if id(e) not in taken])
+    left_out = [e for e in echoes if id(e) not in taken]
+    revived = replaced_since(
+        ctx.local, ctx.filters.instance_id, left_out, lambda e: _target(ctx, e)
+    )
     if revived:
-        accepted = _with(entries, accepted, revived)
+        accepted = in_page_order(entries, accepted, revived)
         plan = _plan(ctx, accepted, preferred)
         _drop_dismissed(ctx, plan)
         ready = _prepare(ctx, plan.changes, preferred)
@@ -211,68 +216,6 @@ def _apply_page(
     second = page_commit(ctx, plan, bad, marker=None, extra_audit=[], totals=totals)
     ctx.local.commit(_merge(first, second), now=ctx.clock())
     return True
-
-
-def _own_echoes(ctx: PullContext, entries: Sequence[FeedEntry]) -> list[FeedEntry]:
-    """The entries left out only because the change began on this node (its own, echoed)."""
-    if not ctx.filters.skip_own:
-        return []
-    anyone = replace(ctx.filters, skip_own=False)
-    return [e for e in entries if not ctx.filters.accepts(e) and anyone.accepts(e)]
-
-
-def _with(
-    entries: Sequence[FeedEntry], accepted: Sequence[FeedEntry], more: Sequence[FeedEntry]
-) -> list[FeedEntry]:
-    """``accepted`` and ``more``, in page order."""
-    keep = {id(e) for e in (*accepted, *more)}
-    return [e for e in entries if id(e) in keep]
-
-
-def _after_others(
-    ctx: PullContext,
-    entries: Sequence[FeedEntry],
-    accepted: Sequence[FeedEntry],
-    echoes: Sequence[FeedEntry],
-) -> list[FeedEntry]:
-    """The own changes that follow another node's change of the same record on this page:
-    left out, the record would end on that older change (collapsed, it ends on the newest)."""
-    taken, own = {id(e) for e in accepted}, {id(e) for e in echoes}
-    seen: set[tuple[str, str]] = set()
-    out: list[FeedEntry] = []
-    for entry in entries:
-        if id(entry) not in taken and id(entry) not in own:
-            continue
-        target = _target(ctx, entry)
-        if target is None:
-            continue
-        key = (target[0].name, target[1])
-        if id(entry) in taken:
-            seen.add(key)
-        elif key in seen:
-            out.append(entry)
-    return out
-
-
-def _replaced_since(ctx: PullContext, echoes: Sequence[FeedEntry]) -> list[FeedEntry]:
-    """The own changes whose local copy another node's version has replaced since.
-
-    An own change is skipped because the local copy already holds it. Not so when a pulled
-    change older than it in the parent's feed came in after it was made (the parent's void, read
-    after this node had taken and undone it): such a change is applied like any other, so the
-    parent's current version is fetched, instead of the local copy staying on the older one.
-    """
-    wanted: dict[str, list[tuple[str, FeedEntry]]] = {}
-    for entry in echoes:
-        target = _target(ctx, entry)
-        if target is not None:
-            wanted.setdefault(target[0].name, []).append((target[1], entry))
-    out: list[FeedEntry] = []
-    for name, pairs in wanted.items():
-        held = ctx.local.read_many(cats.get(name), sorted({u for u, _e in pairs}))
-        own = ctx.filters.instance_id
-        out += [e for u, e in pairs if u in held and held[u].origin != own]
-    return out
 
 
 def _merge(a: PageCommit, b: PageCommit) -> PageCommit:
