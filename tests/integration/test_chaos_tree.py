@@ -546,6 +546,19 @@ def latest_writes(writes: list[Write]) -> dict[tuple[str, str], list[Write]]:
 # --- the test ------------------------------------------------------------------------------------
 
 
+@dataclass
+class Final:
+    """What the nodes hold once the tree is quiet."""
+
+    held: dict[str, dict[tuple[str, str], tuple[str, str]]]
+    conflicts: dict[str, list[conflict_repo.Conflict]]
+    report: str
+
+    @property
+    def conflicted(self) -> set[str]:
+        return {c.record_uuid for found in self.conflicts.values() for c in found}
+
+
 def test_a_tree_under_faults_converges_and_loses_nothing(chaos: Chaos) -> None:
     started = time.monotonic()
     for step in range(STEPS):
@@ -553,94 +566,118 @@ def test_a_tree_under_faults_converges_and_loses_nothing(chaos: Chaos) -> None:
     heal(chaos)
     net = chaos.net
     rounds = settle(net, started + 120)
-    report = "\n".join(chaos.log)
+    final = Final(
+        {name: held(node) for name, node in net.nodes.items()},
+        {name: open_conflicts(node) for name, node in net.nodes.items()},
+        "\n".join(chaos.log),
+    )
+    waiting = check_failures(chaos, final)
+    check_agreement(chaos, final, waiting)
+    check_nothing_lost(chaos, final)
+    check_conflicts_listed(chaos, final)
+    check_applied_once(chaos, final)
+    print("\n".join(chaos.log))
+    print(f"{len(chaos.writes)} writes, {len(final.conflicted)} conflicted, {rounds} rounds")
 
-    held_by = {name: held(node) for name, node in net.nodes.items()}
-    conflicts_by = {name: open_conflicts(node) for name, node in net.nodes.items()}
-    conflicted = {c.record_uuid for found in conflicts_by.values() for c in found}
-    failures_by = {name: open_failures(node) for name, node in net.nodes.items()}
-    # 1. No failure is left open without a reason. The data is valid and every fault healed, so
-    #    the only one expected is an encounter waiting for a patient voided before its first push
-    #    (push keeps such a record off the parent: the xfail test in
-    #    test_pull_voided_before_pull.py); it names the patient, which the node does not hold.
+
+def check_failures(chaos: Chaos, final: Final) -> set[str]:
+    """No failure is left open without a reason; the records that wait (their uuids).
+
+    The data is valid and every fault healed, so the only one expected is an encounter waiting
+    for a patient voided before its first push (push keeps such a record off the parent: the
+    xfail test in test_pull_voided_before_pull.py); it names the patient, which the node lacks.
+    """
     waiting: set[str] = set()
-    for name, found in failures_by.items():
-        for f in found:
+    for name, node in chaos.net.nodes.items():
+        for f in open_failures(node):
             explained = (
                 f.error_class == "DependencyMissing"
                 and f.error_message
                 and f.depends_on is not None
-                and all(u != f.depends_on for (_c, u) in held_by[name])
+                and all(u != f.depends_on for (_c, u) in final.held[name])
             )
-            assert explained, f"{name} keeps failure {f}\n{report}"
+            assert explained, f"{name} keeps failure {f}\n{final.report}"
             waiting.add(f.record_uuid)
             chaos.note(f"   {name}: {f.record_uuid[:8]} waits for {f.depends_on}")
-    # 2. Every node holds the same records, except where an open conflict or such a wait explains
-    #    it; a record voided before its first push is held only by the nodes it was voided on.
-    for key in set().union(*held_by.values()):
-        if key[1] in conflicted or key[1] in waiting:
+    return waiting
+
+
+def check_agreement(chaos: Chaos, final: Final, waiting: set[str]) -> None:
+    """Every node holds the same records, except where an open conflict or a wait explains it;
+    a record voided before its first push is held only by the nodes it was voided on."""
+    names = list(chaos.net.nodes)
+    for key in set().union(*final.held.values()):
+        if key[1] in final.conflicted or key[1] in waiting:
             continue
         if key[1] in chaos.purged and key[1] in chaos.resolved:
             continue  # a version kept against a purge is dropped: test_purge_conflict.py (xfail)
-        copies = {n: held_by[n][key] for n in net.nodes if key in held_by[n]}
-        shown = {n: _short(held_by[n].get(key)) for n in net.nodes}
-        if len(copies) == len(net.nodes):
-            assert len(set(copies.values())) == 1, f"{key} differs: {shown}\n{report}"
+        copies = {n: final.held[n][key] for n in names if key in final.held[n]}
+        shown = {n: _short(final.held[n].get(key)) for n in names}
+        if all(state == "deleted" for _h, state in copies.values()):
+            continue  # purged everywhere: a purge keeps no body to agree on (state-only, 404)
+        if len(copies) == len(names):
+            assert len(set(copies.values())) == 1, f"{key} differs: {shown}\n{final.report}"
         else:
             assert all(state != "active" for _h, state in copies.values()), (
-                f"{key} missing on some nodes: {shown}\n{report}"
+                f"{key} missing on some nodes: {shown}\n{final.report}"
             )
-    # 3. No value written anywhere is lost: every write no later write saw is on some node, or
-    #    kept in an open conflict (Patients are decided by hand; Encounters newest-wins, where
-    #    one of concurrent writes is enough).
+
+
+def check_nothing_lost(chaos: Chaos, final: Final) -> None:
+    """Every write no later write saw is on some node, or kept in an open conflict (Patients and
+    visit types are decided by hand; Encounters newest-wins, where one of concurrent writes is
+    enough)."""
     present: dict[tuple[str, str], set[Any]] = {}
-    for name, node in net.nodes.items():
-        for uuid, body in bodies(node).items():
+    for name, node in chaos.net.nodes.items():
+        sides = [(u, b) for u, b in bodies(node).items()]
+        sides += [
+            (c.record_uuid, b) for c in final.conflicts[name] for b in (c.local(), c.remote())
+        ]
+        for uuid, body in sides:
             for field_name in ALL_UNIQUE:
                 present.setdefault((uuid, field_name), set()).add(_safe(body, field_name))
-        for c in conflicts_by[name]:
-            for side in (c.local(), c.remote()):
-                for field_name in ALL_UNIQUE:
-                    present.setdefault((c.record_uuid, field_name), set()).add(
-                        _safe(side, field_name)
-                    )
     for (uuid, field_name), latest in latest_writes(chaos.writes).items():
         if uuid in chaos.purged:
             continue  # a purge removes what was written, by design
         kept = [w for w in latest if w.value in present.get((uuid, field_name), set())]
         lost = [w for w in latest if w not in kept]
         if latest[0].category == "encounter":
-            assert kept, f"every latest write of {uuid}.{field_name} lost: {lost}\n{report}"
+            assert kept, f"every latest write of {uuid}.{field_name} lost: {lost}\n{final.report}"
         else:
-            assert not lost, f"writes lost: {lost}\n{report}"
-    # 4. Every open conflict is listed by `fhirsync conflicts list`.
+            assert not lost, f"writes lost: {lost}\n{final.report}"
+
+
+def check_conflicts_listed(chaos: Chaos, final: Final) -> None:
+    """Every open conflict is listed by `fhirsync conflicts list`."""
     from fhirsync.cli.main import build_app
 
-    for name, kept_open in conflicts_by.items():
+    for name, kept_open in final.conflicts.items():
         if not kept_open:
             continue
         listed = CliRunner().invoke(
             build_app(),
-            ["conflicts", str(net.nodes[name].node_dir), "list"],
+            ["conflicts", str(chaos.node(name).node_dir), "list"],
             env={"COLUMNS": "300"},
         )
         assert listed.exit_code == 0, listed.output
         for c in kept_open:
             assert c.uuid in listed.output and c.record_uuid in listed.output, listed.output
-    # 5. No change applied twice: one event per stored version (plus the entries duplicated by
-    #    hand), and more rounds move nothing and log nothing.
+
+
+def check_applied_once(chaos: Chaos, final: Final) -> None:
+    """No change applied twice: one event per stored version (plus the entries duplicated by
+    hand), and more rounds move nothing and log nothing."""
+    net = chaos.net
     for name, node in net.nodes.items():
         odd = {
             u: pair
             for u, pair in events_against_versions(node).items()
             if pair[0] - chaos.duplicated.get((name, u), 0) != pair[1]
         }
-        assert not odd, f"{name}: events vs versions {odd}\n{report}"
+        assert not odd, f"{name}: events vs versions {odd}\n{final.report}"
     before = total_events(net)
     assert settle(net, time.monotonic() + 30) == 2
     assert total_events(net) == before
-    print("\n".join(chaos.log))
-    print(f"{len(chaos.writes)} writes, {len(conflicted)} conflicted, {rounds} rounds")
 
 
 def _short(value: tuple[str, str] | None) -> str:
