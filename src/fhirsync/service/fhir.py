@@ -245,8 +245,7 @@ def delete_write(
 
 def outcome(result: WriteResult) -> WriteOutcome:
     """A store write result as the API reports it."""
-    created = result.event is not None and result.event.action == "CREATED"
-    return WriteOutcome(result.record, created)
+    return WriteOutcome(result.record, result.created)
 
 
 def create(

@@ -208,7 +208,7 @@ def _create_once(
             via=author.via,
         )
         result = records.write(conn, write)
-        if result.event is None or result.event.action != "CREATED":
+        if not result.created:
             # PostgreSQL reads each statement afresh: the record appeared after we looked, and
             # this write replaced it. Roll back; the retry merges into it instead.
             raise CreatedMeanwhile(f"{category.name}/{uuid} was created meanwhile")

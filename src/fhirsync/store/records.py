@@ -34,6 +34,8 @@ class WriteResult:
 
     record: Record
     event: ChangeEvent | None
+    created: bool = False
+    """The write made the record (new, or back after a purge), whatever state it is in."""
 
 
 def utcnow() -> datetime:
@@ -165,10 +167,14 @@ def counts_by_category(conn: Connection) -> dict[str, dict[str, int]]:
 
 
 def _action(old: Record | None, state: RecordState, changed: bool) -> Action | None:
+    # A record that is voided or retired after the write (made so, or changed while so) is
+    # announced as such: the nodes below fetch the last body of a void, where a CREATED or an
+    # UPDATED sends them to read a record the FHIR API answers 410 for, and they skip it.
+    inactive: dict[str, Action] = {"voided": "VOIDED", "retired": "RETIRED"}
     if old is None or (old.state == "deleted" and state != "deleted"):
-        return "CREATED"
+        return inactive.get(state, "CREATED")
     if state == old.state:
-        return "UPDATED" if changed else None
+        return inactive.get(state, "UPDATED") if changed else None
     transitions: dict[tuple[str, str], Action] = {
         ("active", "voided"): "VOIDED",
         ("active", "retired"): "RETIRED",
@@ -224,7 +230,7 @@ def write_many(
     inserts: list[tuple[Any, ...]] = []
     updates: list[tuple[Any, ...]] = []
     new_events: list[event_log.NewEvent] = []
-    pending: list[tuple[int, Record]] = []
+    pending: list[tuple[int, Record, bool]] = []
     for w in writes:
         key = (w.category, w.uuid)
         old = current.get(key)
@@ -263,8 +269,9 @@ def write_many(
         current[key] = rec
         assert action is not None
         new_events.append(event_log.NewEvent(w.category, w.uuid, action, moment, w.origin, w.via))
-        pending.append((len(results), rec))
-        results.append(WriteResult(rec, None))
+        made = old is None or (old.state == "deleted" and w.state != "deleted")
+        pending.append((len(results), rec, made))
+        results.append(WriteResult(rec, None, made))
 
     # New rows in the same (category, uuid) order as the locks above: two writers creating the
     # same new records in opposite orders otherwise each held one new key the other waited for
@@ -274,8 +281,8 @@ def write_many(
     bulk.insert_rows(conn, records, (*_KEY, *_VALUES), inserts)
     bulk.update_rows(conn, records, _VALUES, _KEY, updates)
     appended = event_log.append(conn, new_events)
-    for (index, rec), appended_event in zip(pending, appended, strict=True):
-        results[index] = WriteResult(rec, appended_event)
+    for (index, rec, made), appended_event in zip(pending, appended, strict=True):
+        results[index] = WriteResult(rec, appended_event, made)
     return results
 
 

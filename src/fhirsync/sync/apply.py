@@ -8,8 +8,9 @@ Pure functions over values: the feed entries of one page (collapsed per record),
   parent does, to its children: :class:`LastBodySource`), so an edit the parent made just before
   voiding is not missed and both voided copies hold the same content hash. A parent that cannot
   (a Java node) and DELETED (purged: no body) change only the local state. A record this node
-  never had is skipped (there is nothing to void), so a voided record never appears here as a
-  tombstone.
+  never had is written in its voided/retired state when the parent serves its last body (the
+  records that refer to it, an encounter of a voided patient, would otherwise wait for it for
+  ever), and skipped when it does not (there is nothing to void).
 - A CREATED/UPDATED whose record the parent no longer serves (404/410: voided or deleted since) is
   skipped, not failed: the later VOIDED/DELETED event of the same feed handles it.
 - Repeated events for one record in one page collapse into one change whose final state follows
@@ -136,18 +137,22 @@ def state_change(
 ) -> Outcome:
     """A void/retire/delete: set the state of the local copy, with ``last`` (the parent's last
     body, when it served one) as its content. An invalid ``last`` is ignored: the void still
-    applies, to the local body."""
+    applies, to the local body. A record not held here arrives in its new state when ``last``
+    is there, and is skipped otherwise."""
     target = change.target_state
     assert target is not None and target != "active"
-    if local is None:
-        return Skip("not held locally")
     body = _valid_last(change, last)
     if body is not None:
-        if (local.content_hash, local.state) == (canonical.content_hash(body), target):
+        if local is not None and (local.content_hash, local.state) == (
+            canonical.content_hash(body),
+            target,
+        ):
             return Skip("unchanged")
         return Write(
             RecordWrite(change.category.name, change.uuid, body, origin, target, via="parent")
         )
+    if local is None:
+        return Skip("not held locally")
     if local.state == target:
         return Skip("unchanged")
     return Write(RecordWrite(change.category.name, change.uuid, None, origin, target, via="parent"))

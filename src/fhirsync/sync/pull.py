@@ -38,6 +38,7 @@ from fhirsync.sync.checking import Checked, Pending, make_checker
 from fhirsync.sync.committer import PageCommitter
 from fhirsync.sync.filters import FilterChain, load_plugins
 from fhirsync.sync.pull_context import OPERATION, Plan, PullContext, Totals
+from fhirsync.sync.pull_echoes import after_others, in_page_order, own_echoes, replaced_since
 from fhirsync.sync.pull_outcome import page_commit, warning
 from fhirsync.sync.reconcile import conflict_hook
 from fhirsync.sync.retry import RetryPolicy
@@ -166,10 +167,25 @@ def _apply_page(
 ) -> bool:
     """Apply one page and commit it with the marker; True when the category must stop here."""
     accepted = [e for e in entries if ctx.filters.accepts(e)]
+    echoes = own_echoes(ctx.filters, entries)
+    if echoes:
+        later = after_others(entries, accepted, echoes, lambda e: _target(ctx, e))
+        accepted = in_page_order(entries, accepted, later)
     plan = _plan(ctx, accepted, preferred)
     _drop_dismissed(ctx, plan)
     ready = _prepare(ctx, plan.changes, preferred)  # overlaps the previous page's commit
     committer.wait()
+    # Read once the pages before are committed: one of them may have replaced the local copy.
+    taken = {id(e) for e in accepted}
+    left_out = [e for e in echoes if id(e) not in taken]
+    revived = replaced_since(
+        ctx.local, ctx.filters.instance_id, left_out, lambda e: _target(ctx, e)
+    )
+    if revived:
+        accepted = in_page_order(entries, accepted, revived)
+        plan = _plan(ctx, accepted, preferred)
+        _drop_dismissed(ctx, plan)
+        ready = _prepare(ctx, plan.changes, preferred)
     _add_open_failures(ctx, plan)
     outcomes = _outcomes(ctx, plan, ready)
     failed_at = _first_failed_entry(entries, plan, outcomes)
@@ -182,7 +198,8 @@ def _apply_page(
     # continue_on_failure is off: commit what precedes the failing entry, keep the marker just
     # before it (the next run reads it again), and record the failure.
     head = list(entries[:failed_at])
-    head_plan = _plan(ctx, [e for e in head if ctx.filters.accepts(e)], preferred)
+    taken = {id(e) for e in accepted}
+    head_plan = _plan(ctx, [e for e in head if id(e) in taken], preferred)
     _drop_dismissed(ctx, head_plan)
     _add_open_failures(ctx, head_plan)
     head_outcomes = _outcomes(ctx, head_plan) if head else {}
@@ -360,9 +377,9 @@ def _outcomes(
             locals_[(name, uuid)] = rec
     if ready is None:
         ready = _prepare(ctx, changes, plan.preferred)
-    # Only records held here are voided here: the others need no last body (and no request).
-    voided = [c for c in changes if c.wants_last_body and (c.category.name, c.uuid) in locals_]
-    last = _fetch_last(ctx, voided, plan.preferred)
+    # Records not held here too: one voided before this node ever pulled it arrives voided, so
+    # the records that refer to it (an encounter of a voided patient) do not wait for ever.
+    last = _fetch_last(ctx, [c for c in changes if c.wants_last_body], plan.preferred)
     out: dict[tuple[str, str], Outcome] = {}
     for change in changes:
         key = (change.category.name, change.uuid)

@@ -39,6 +39,24 @@ def test_actions_follow_state_changes(db_url: str) -> None:
     db.dispose()
 
 
+def test_a_record_made_or_changed_while_voided_is_announced_voided(db_url: str) -> None:
+    db = open_database(db_url)
+    with db.write() as conn:
+        made = records.write(conn, RecordWrite("patient", "p1", _patient("male"), "n1", "voided"))
+        again = records.write(conn, RecordWrite("patient", "p1", _patient("female"), "n1"))
+    assert made.event is not None and made.event.action == "VOIDED"
+    assert (made.created, again.created) == (True, False)
+    assert again.event is not None and again.event.action == "UNVOIDED"
+    with db.write() as conn:
+        records.write(conn, RecordWrite("patient", "p1", None, "n1", state="voided"))
+        edited = records.write(
+            conn, RecordWrite("patient", "p1", _patient("other"), "n1", "voided")
+        )
+    # Changed while voided: still announced as a void, whose body the nodes below fetch.
+    assert edited.event is not None and edited.event.action == "VOIDED"
+    db.dispose()
+
+
 def test_failure_inside_transaction_leaves_neither_record_nor_event(db_url: str) -> None:
     db = open_database(db_url)
 
