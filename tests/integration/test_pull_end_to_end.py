@@ -28,8 +28,8 @@ REST = "/ws/rest/v1"
 
 
 def expected_on_child(parent: Held) -> Held:
-    """What a child that pulled everything holds: the parent's records, except those the child
-    never saw alive (a record voided/deleted before the child's first pull is not copied)."""
+    """The parent's active records: what a child that pulled everything holds of them (a record
+    voided before its first pull arrives voided, one purged before it is not copied)."""
     return {k: v for k, v in parent.items() if v[1] == "active"}
 
 
