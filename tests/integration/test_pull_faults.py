@@ -322,12 +322,11 @@ def test_a_record_that_keeps_waiting_is_audited_once_not_every_run(
     assert (waiting.status, waiting.depends_on) == ("waiting", bad)
 
 
-def test_with_continue_on_failure_off_a_parked_record_is_not_retried_every_run(
-    node_factory: NodeFactory,
-) -> None:
-    # The feed stops just before the bad record, so every run reads it again: each read
-    # counted an attempt (two a run once its retry was due too) and wrote an audit row, for as
-    # long as it stayed broken, and a parked record was tried every run, not only by hand.
+def held_up_child(
+    node_factory: NodeFactory, **settings: object
+) -> tuple[NodeHandle, NodeHandle, str, str]:
+    """A parent with an invalid patient, then a good one, and a child with continue_on_failure
+    off (and ``settings``) that has not pulled yet: parent, child, the bad uuid, the good one."""
     parent = node_factory("parent")
     bad, after = new_uuid(), new_uuid()
     write_raw(parent, "patient", [{**patient(bad, "Bad"), "gender": "robot"}], "parent")
@@ -336,11 +335,29 @@ def test_with_continue_on_failure_off_a_parked_record_is_not_retried_every_run(
         "child",
         parent=parent,
         start=False,
-        extra_settings={
-            "continue_on_failure": False,
-            "record_max_attempts": 2,
-            "retry_base_delay": 0.05,
-        },
+        extra_settings={"continue_on_failure": False, **settings},
+    )
+    return parent, child, bad, after
+
+
+def open_pull_failures(node: NodeHandle) -> list[failures.Failure]:
+    """The node's open pull failures."""
+    _config, db = node.open()
+    try:
+        with db.read() as conn:
+            return failures.list_open(conn, "pull")
+    finally:
+        db.dispose()
+
+
+def test_with_continue_on_failure_off_a_parked_record_is_not_retried_every_run(
+    node_factory: NodeFactory,
+) -> None:
+    # The feed stops just before the bad record, so every run reads it again: each read
+    # counted an attempt (two a run once its retry was due too) and wrote an audit row, for as
+    # long as it stayed broken, and a parked record was tried every run, not only by hand.
+    parent, child, bad, after = held_up_child(
+        node_factory, record_max_attempts=2, retry_base_delay=0.05
     )
     edit_sync2(child, persistFailureAudit=True)
     results = []
@@ -349,12 +366,7 @@ def test_with_continue_on_failure_off_a_parked_record_is_not_retried_every_run(
         time.sleep(0.2)  # past the retry delay
     assert [r.outcome for r in results] == ["failures"] * 4  # the feed is still held up
     assert ("patient", after) not in held(child)
-    _config, db = child.open()
-    try:
-        with db.read() as conn:
-            [parked] = failures.list_open(conn, "pull")
-    finally:
-        db.dispose()
+    [parked] = open_pull_failures(child)
     assert (parked.record_uuid, parked.status, parked.attempts) == (bad, "parked", 2)
     assert audit_rows(child, bad) == 2
     put(parent, patient(bad, "Fixed"))  # fixed at the parent: the feed moves on
@@ -369,23 +381,9 @@ def test_with_continue_on_failure_off_a_dismissed_record_no_longer_holds_up_the_
     # The feed stops just before the bad record; dismissing its failure is the administrator's
     # "go on without it". The next run read the entry again, parked a new failure and stayed
     # held up, so nothing after it ever arrived.
-    parent = node_factory("parent")
-    bad, after = new_uuid(), new_uuid()
-    write_raw(parent, "patient", [{**patient(bad, "Bad"), "gender": "robot"}], "parent")
-    put(parent, patient(after, "After"))
-    child = node_factory(
-        "child",
-        parent=parent,
-        start=False,
-        extra_settings={"continue_on_failure": False, "record_max_attempts": 1},
-    )
+    parent, child, bad, after = held_up_child(node_factory, record_max_attempts=1)
     assert pull(child).outcome == "failures"
-    _config, db = child.open()
-    try:
-        with db.read() as conn:
-            [parked] = failures.list_open(conn, "pull")
-    finally:
-        db.dispose()
+    [parked] = open_pull_failures(child)
     done = cli("audit", str(child.node_dir), "dismiss", str(parked.id), "--reason", "bad data")
     assert done.returncode == 0, done.stdout + done.stderr
     # Another bad record after it: the feed now stops there, and only there.
@@ -394,12 +392,7 @@ def test_with_continue_on_failure_off_a_dismissed_record_no_longer_holds_up_the_
     moved = pull(child)
     assert (moved.outcome, moved.failures) == ("failures", 1), moved
     assert {u for (_c, u) in held(child)} == {after}
-    _config, db = child.open()
-    try:
-        with db.read() as conn:
-            [blocking] = failures.list_open(conn, "pull")
-    finally:
-        db.dispose()
+    [blocking] = open_pull_failures(child)
     assert blocking.record_uuid == worse
     put(parent, patient(worse, "Better"))
     assert pull(child).outcome == "ok"
