@@ -85,7 +85,7 @@ def prepare(
     if ctx.reconciler is not None:
         bases, held = ctx.local.sync_state(category, [i.uuid for i in items])
         # An open conflict keeps both versions where they are until a person resolves it.
-        kept = [i for i in items if i.uuid not in held]
+        kept = [i for i in items if i.uuid not in held and not _held_as_agreed(i, bases)]
     failures = ctx.local.open_failures(OPERATION, category.name, [i.uuid for i in kept])
     out = Prepared(category, preferred, kept, bases, failures, {}, [])
     held_there = _held_by_new_parent(ctx, category, kept, bases)
@@ -103,6 +103,26 @@ def prepare(
             out.edited[item.uuid] = item.record
         out.outgoing.append((item.record.origin, _outgoing(category, item.record, base)))
     return out
+
+
+def _held_as_agreed(item: Item, bases: Mapping[str, Agreed]) -> bool:
+    """True when the parent already holds this very version: the record is as last agreed with
+    it, and nothing asks for it to go up again.
+
+    A change made here that the parent made too (both voided it) converges on pull to the
+    parent's copy, labelled as the parent's; the event made here, read in an earlier batch than
+    the pulled one, then sent that copy as the parent's own change, which the parent refuses
+    (403, "a child may not act as this node"), and the push stopped there for good.
+    """
+    base = bases.get(item.uuid)
+    record = item.record
+    return (
+        record is not None
+        and base is not None
+        and not base.pending_push
+        and base.parent_version != agreed_repo.UNCHECKED
+        and (record.content_hash, record.state) == (base.content_hash, base.state)
+    )
 
 
 def _held_by_new_parent(
