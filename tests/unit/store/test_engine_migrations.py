@@ -31,14 +31,19 @@ def _undo_0008(conn: Connection) -> None:
     conn.execute(text("DROP INDEX ix_events_from_children"))
 
 
-def _undo_0006_and_later(conn: Connection) -> None:
-    """Remove what migrations 0006 to 0008 made, for a test that sets the revision back."""
+def _undo_0007_and_later(conn: Connection) -> None:
+    """Remove what migrations 0007 and 0008 made, for a test that sets the revision back."""
     _undo_0008(conn)
-    conn.execute(text("DROP INDEX ix_records_from_children"))
     conn.execute(text("DROP TABLE revoked_sessions"))
     conn.execute(text("DROP INDEX ix_audit_record_uuid"))
     conn.execute(text("DROP INDEX ix_audit_next_message_uuid"))
     conn.execute(text("ALTER TABLE failures DROP COLUMN origin"))
+
+
+def _undo_0006_and_later(conn: Connection) -> None:
+    """Remove what migrations 0006 to 0008 made, for a test that sets the revision back."""
+    _undo_0007_and_later(conn)
+    conn.execute(text("DROP INDEX ix_records_from_children"))
 
 
 def test_head_revision_names_the_newest_migration(db_url: str) -> None:
@@ -71,11 +76,7 @@ def test_failures_of_a_database_before_0007_are_kept_without_an_origin(db_url: s
     db = open_database(db_url)
     with db.write() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0006'"))
-        _undo_0008(conn)
-        conn.execute(text("DROP TABLE revoked_sessions"))
-        conn.execute(text("DROP INDEX ix_audit_record_uuid"))
-        conn.execute(text("DROP INDEX ix_audit_next_message_uuid"))
-        conn.execute(text("ALTER TABLE failures DROP COLUMN origin"))
+        _undo_0007_and_later(conn)
         moment = datetime(2026, 11, 29, 12, 0)
         conn.execute(
             text(
